@@ -1,0 +1,1 @@
+"""Reading examples and turning them into tf.data pipelines."""
