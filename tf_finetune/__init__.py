@@ -1,0 +1,14 @@
+"""Fine-tune pretrained transformer encoders with TensorFlow/Keras.
+
+The `transformers` TF models are Keras 2 models: TensorFlow must be told to
+use `tf_keras` before it is first imported, so the package sets
+TF_USE_LEGACY_KERAS here (it is an environment default, not a side effect a
+user can observe beyond that).
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""Shared fixtures: a tiny BERT built in the test, tiny data sets.
+
+No test downloads anything: the model is a 2-layer, 64-wide BERT with a
+vocabulary made here, saved in the Hugging Face layout (config.json,
+tf_model.h5, vocab.txt, tokenizer files) like a real checkpoint.
+"""
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices so MirroredStrategy can be tested on one CPU. This
+# must happen before TensorFlow initializes its devices.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+POSITIVE_WORDS = ["good", "great", "wonderful", "fun", "moving", "superb"]
+NEGATIVE_WORDS = ["bad", "dull", "boring", "awful", "tedious", "weak"]
+NEUTRAL_WORDS = ["the", "movie", "film", "plot", "actor", "story", "was",
+                 "is", "a", "and", "this", "with", "very", "quite"]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PIECES = ["##s", "##ly", "##ing", "##ed", "##er"]
+
+
+def make_vocab() -> list[str]:
+  letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+  punctuation = list(".,!?'-$%()")
+  words = POSITIVE_WORDS + NEGATIVE_WORDS + NEUTRAL_WORDS
+  tokens = (SPECIAL_TOKENS + punctuation + letters +
+            ["##" + l for l in letters] + PIECES + sorted(words) +
+            [str(d) for d in range(10)])
+  return list(dict.fromkeys(tokens))
+
+
+def make_tiny_bert(directory: str, *, seed: int = 0) -> str:
+  """Saves a random 2-layer BERT and its tokenizer in HF layout."""
+  import transformers
+  os.makedirs(directory, exist_ok=True)
+  vocab = make_vocab()
+  vocab_file = os.path.join(directory, "vocab.txt")
+  with open(vocab_file, "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  tokenizer = transformers.BertTokenizerFast(vocab_file, do_lower_case=True,
+                                             model_max_length=64)
+  tokenizer.save_pretrained(directory)
+  config = transformers.BertConfig(
+      vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
+      num_attention_heads=2, intermediate_size=128,
+      max_position_embeddings=64, hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0)
+  tf.random.set_seed(seed)
+  model = transformers.TFBertModel(config)
+  model(model.dummy_inputs)
+  model.save_pretrained(directory)
+  return directory
+
+
+def make_sentiment_rows(count: int, *, seed: int) -> list[dict]:
+  """Learnable sentiment: the label is the polarity of the opinion word."""
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(count):
+    positive = rng.random() < 0.5
+    opinion = rng.choice(POSITIVE_WORDS if positive else NEGATIVE_WORDS)
+    words = rng.sample(NEUTRAL_WORDS, rng.randint(1, 8))
+    words.insert(rng.randint(0, len(words)), opinion)
+    rows.append({"text": " ".join(words),
+                 "label": "positive" if positive else "negative"})
+  return rows
+
+
+def write_rows(path: str, rows: list[dict]) -> str:
+  if path.endswith(".jsonl"):
+    with open(path, "w", encoding="utf-8") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
+    return path
+  delimiter = "\t" if path.endswith(".tsv") else ","
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
+    writer.writeheader()
+    writer.writerows(rows)
+  return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+  return make_tiny_bert(str(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory) -> dict[str, str]:
+  directory = tmp_path_factory.mktemp("sentiment")
+  return {split: write_rows(str(directory / f"{split}.csv"),
+                            make_sentiment_rows(count, seed=seed))
+          for split, count, seed in (("train", 192, 1), ("validation", 64, 2),
+                                     ("test", 64, 3))}
+
+
+def run_python(args: list[str], *, timeout: int = 300, env=None,
+               cwd=None) -> subprocess.CompletedProcess:
+  """Runs `python args...` in a fresh process and returns the result."""
+  full_env = dict(os.environ, **(env or {}))
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, timeout=timeout, env=full_env, cwd=cwd)

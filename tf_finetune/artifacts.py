@@ -1,0 +1,108 @@
+"""The files a training run leaves in `model_dir`, and loading them back.
+
+  config.json          resolved run configuration
+  label_vocab.txt      one label per line, in id order
+  tokenizer/           the model's own tokenizer (Hugging Face format)
+  backbone/config.json the encoder architecture
+  checkpoints/best/    weights of the best validation epoch
+  checkpoints/final/   the weights training ended with (best, if validated)
+  logs/                TensorBoard event files
+  backup/              state to resume a killed run (removed when done)
+  eval_results.json    validation and test metrics
+  train_summary.json   epochs run, best epoch, why training stopped, speed
+  export/<version>/    SavedModels for TF Serving
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import tf_keras
+
+from tf_finetune import callbacks, config as config_lib, io_utils
+from tf_finetune.data import labels
+from tf_finetune.models import backbone as backbone_lib
+from tf_finetune.models.classifier import TextClassifier
+from tf_finetune.tokenization import TextEncoder
+
+TOKENIZER_DIR = "tokenizer"
+BACKBONE_DIR = "backbone"
+BEST_WEIGHTS_DIR = os.path.join("checkpoints", "best")
+FINAL_WEIGHTS_DIR = os.path.join("checkpoints", "final")
+LOG_DIR = "logs"
+BACKUP_DIR = "backup"
+EVAL_RESULTS_FILENAME = "eval_results.json"
+TRAIN_SUMMARY_FILENAME = "train_summary.json"
+
+
+def save_run_files(model_dir: str, config: config_lib.RunConfig,
+                   label_vocab, tokenizer, backbone_config) -> None:
+  """Writes what evaluation, prediction and export need besides weights."""
+  config_lib.write_config(config, model_dir)
+  labels.write_label_vocab(label_vocab, model_dir)
+  for name, save in ((TOKENIZER_DIR, tokenizer.save_pretrained),
+                     (BACKBONE_DIR, backbone_config.save_pretrained)):
+    with io_utils.staged_directory(os.path.join(model_dir, name),
+                                   replace=True) as staging:
+      save(staging)
+
+
+def write_json(model_dir: str, filename: str, values: dict[str, Any]) -> str:
+  path = os.path.join(model_dir, filename)
+  io_utils.write_text_atomically(path, json.dumps(values, indent=2) + "\n")
+  return path
+
+
+def build_classifier(backbone, num_labels: int,
+                     model_config: config_lib.ModelConfig,
+                     seed: int) -> TextClassifier:
+  model = TextClassifier(backbone, num_labels, pooling=model_config.pooling,
+                         dropout=model_config.dropout, l1=model_config.l1,
+                         l2=model_config.l2, seed=seed)
+  model(model.dummy_inputs())  # Creates the head's variables.
+  return model
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A finished run loaded back from its `model_dir`."""
+
+  config: config_lib.RunConfig
+  label_vocab: list[str]
+  tokenizer: Any
+  encoder: TextEncoder
+  model: tf_keras.Model
+
+
+def load_trained(model_dir: str) -> TrainedModel:
+  """Rebuilds the trained classifier from `model_dir` (no download)."""
+  config = config_lib.read_config(model_dir)
+  label_vocab = labels.read_label_vocab(model_dir)
+  weights_dir = os.path.join(model_dir, FINAL_WEIGHTS_DIR)
+  io_utils.recover_staged_directory(weights_dir)
+  if not os.path.isfile(callbacks.weights_path(weights_dir) + ".index"):
+    raise ValueError(f"--model_dir={model_dir!r} has no trained weights in "
+                     f"{FINAL_WEIGHTS_DIR}; did training finish?")
+  tokenizer = backbone_lib.load_tokenizer(os.path.join(model_dir,
+                                                       TOKENIZER_DIR))
+  encoder = TextEncoder.from_hf_tokenizer(tokenizer,
+                                          config.data.max_seq_length)
+  backbone = backbone_lib.backbone_from_config(os.path.join(model_dir,
+                                                            BACKBONE_DIR))
+  model = build_classifier(backbone, len(label_vocab), config.model,
+                           config.train.seed)
+  restore_weights(model, weights_dir)
+  return TrainedModel(config, label_vocab, tokenizer, encoder, model)
+
+
+def restore_weights(model: tf_keras.Model, weights_dir: str) -> None:
+  """Loads weights saved by `callbacks.save_weights_atomically`.
+
+  Every variable of `model` must be found; the optimizer's slots, saved with
+  training checkpoints, may be left unused.
+  """
+  status = model.load_weights(callbacks.weights_path(weights_dir))
+  status.assert_existing_objects_matched().expect_partial()

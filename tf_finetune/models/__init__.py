@@ -1,0 +1,1 @@
+"""Backbones from `transformers` and the heads fine-tuned on top of them."""

@@ -1,0 +1,131 @@
+"""SavedModel export for TF Serving: raw text in, labels and probabilities out.
+
+Layout written under the export base directory:
+
+  <export_dir>/<version>/saved_model.pb, variables/, assets/
+
+Versions are integers (1, 2, ...) as TF Serving expects; an existing version
+is never overwritten and a version directory appears only once complete (it
+is written to a hidden sibling directory, verified, then renamed).
+
+Signatures:
+  serving_default: text (string [batch]) [, text_pair (string [batch])]
+      -> probabilities (float32 [batch, num_labels]), label (string [batch]),
+         label_id (int32 [batch]).
+  serve_token_ids: input_ids, attention_mask, token_type_ids
+      (int32 [batch, seq_len]) -> the same outputs.
+Tokenization runs in the graph with tensorflow-text ops, so a loading process
+needs `import tensorflow_text` (TF Serving links those ops).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_finetune import io_utils
+from tf_finetune.models.classifier import INPUT_NAMES
+from tf_finetune.tokenization import TRICKY_TEXTS, TextEncoder, check_matches_tokenizer
+
+DEFAULT_SIGNATURE = "serving_default"
+TOKEN_IDS_SIGNATURE = "serve_token_ids"
+_VERSION_PATTERN = re.compile(r"^\d+$")
+
+
+class ClassifierServer(tf.Module):
+  """Wraps a trained classifier and its tokenizer for serving."""
+
+  def __init__(self, model, encoder: TextEncoder, label_vocab: Sequence[str],
+               *, text_pair: bool):
+    super().__init__(name="classifier_server")
+    self.model = model
+    self.encoder = encoder
+    self.text_pair = text_pair
+    self.label_vocab = tf.constant(list(label_vocab), tf.string)
+
+  def classify_ids(self, input_ids, attention_mask, token_type_ids):
+    logits = self.model({"input_ids": input_ids,
+                         "attention_mask": attention_mask,
+                         "token_type_ids": token_type_ids}, training=False)
+    label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32)),
+            "label": tf.gather(self.label_vocab, label_id),
+            "label_id": label_id}
+
+  def classify(self, text, text_pair=None):
+    features = self.encoder.encode(text, text_pair)
+    return self.classify_ids(**features)
+
+  def signatures(self) -> dict:
+    text = tf.TensorSpec([None], tf.string, name="text")
+    if self.text_pair:
+      pair = tf.TensorSpec([None], tf.string, name="text_pair")
+      serve_text = tf.function(
+          lambda text, text_pair: self.classify(text, text_pair),
+          input_signature=[text, pair])
+    else:
+      serve_text = tf.function(lambda text: self.classify(text),
+                               input_signature=[text])
+    ids = [tf.TensorSpec([None, None], tf.int32, name=name)
+           for name in INPUT_NAMES]
+    serve_ids = tf.function(self.classify_ids, input_signature=ids)
+    return {DEFAULT_SIGNATURE: serve_text.get_concrete_function(),
+            TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
+
+
+def next_version(export_base: str) -> int:
+  if not os.path.isdir(export_base):
+    return 1
+  versions = [int(name) for name in os.listdir(export_base)
+              if _VERSION_PATTERN.match(name)]
+  return max(versions, default=0) + 1
+
+
+def latest_version_dir(export_base: str) -> Optional[str]:
+  if not os.path.isdir(export_base):
+    return None
+  versions = [int(name) for name in os.listdir(export_base)
+              if _VERSION_PATTERN.match(name)]
+  return os.path.join(export_base, str(max(versions))) if versions else None
+
+
+def export_classifier(*, model, encoder: TextEncoder,
+                      label_vocab: Sequence[str], text_pair: bool,
+                      export_base: str, hf_tokenizer,
+                      sample_texts: Sequence[str] = (),
+                      sample_pairs: Optional[Sequence[str]] = None) -> str:
+  """Exports a SavedModel version and returns its directory.
+
+  Before writing, the in-graph tokenizer is checked against the model's own
+  tokenizer on `sample_texts` plus built-in tricky texts; after writing, the
+  SavedModel is reloaded and must reproduce the in-memory model's
+  probabilities. Either failure leaves no version directory behind.
+  """
+  texts = list(TRICKY_TEXTS) + list(sample_texts)
+  pairs = None
+  if text_pair:
+    pairs = list(reversed(TRICKY_TEXTS)) + list(sample_pairs or sample_texts)
+    pairs = pairs[:len(texts)] + [""] * (len(texts) - len(pairs))
+  check_matches_tokenizer(encoder, hf_tokenizer, texts, pairs)
+
+  server = ClassifierServer(model, encoder, label_vocab, text_pair=text_pair)
+  version_dir = os.path.join(export_base, str(next_version(export_base)))
+  inputs = {"text": tf.constant(texts[:16])}
+  if text_pair:
+    inputs["text_pair"] = tf.constant(pairs[:16])
+  expected = server.classify(**inputs)["probabilities"].numpy()
+  with io_utils.staged_directory(version_dir, replace=False) as staging:
+    tf.saved_model.save(server, staging, signatures=server.signatures())
+    reloaded = tf.saved_model.load(staging)
+    got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)["probabilities"]
+    if not np.allclose(got.numpy(), expected, atol=1e-5):
+      raise RuntimeError("The reloaded SavedModel's probabilities differ from "
+                         "the trained model's; the export was discarded.")
+  logging.info("Exported SavedModel version %s to %s.",
+               os.path.basename(version_dir), version_dir)
+  return version_dir

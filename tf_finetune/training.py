@@ -1,0 +1,270 @@
+"""Fine-tuning a text classifier: the one entry point that trains.
+
+`train(config)` reads the data, builds the model inside the distribution
+strategy's scope, fits it with Keras callbacks, restores the best validation
+epoch, evaluates, and exports a SavedModel. Everything it writes goes to
+`config.model_dir` (see `artifacts`), each file atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Optional
+
+import tensorflow as tf
+import tf_keras
+from absl import logging
+
+from tf_finetune import artifacts, callbacks, evaluation, io_utils, optimization, serving
+from tf_finetune.config import DataConfig, RunConfig
+from tf_finetune.data import labels, pipeline, readers
+from tf_finetune.models import backbone as backbone_lib
+from tf_finetune.models.classifier import MacroF1
+from tf_finetune.tokenization import TextEncoder, check_matches_tokenizer
+
+# Training texts compared against the model's own tokenizer before training.
+_TOKENIZER_CHECK_SAMPLES = 256
+
+
+def get_strategy(distribution: str) -> tf.distribute.Strategy:
+  """The tf.distribute strategy for `--distribution`.
+
+  auto: MirroredStrategy over all GPUs when there are several, else one
+  device. mirrored: MirroredStrategy over all GPUs, or over all (logical) CPU
+  devices on a machine without GPUs. one_device: TensorFlow's default
+  strategy, which places work on the first GPU, else the CPU (Keras'
+  BackupAndRestore does not accept OneDeviceStrategy).
+  """
+  gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+  cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+  if distribution == "mirrored" or (distribution == "auto" and len(gpus) > 1):
+    return tf.distribute.MirroredStrategy(gpus or cpus)
+  return tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+  """Sets the Keras mixed-precision policy for the run, then restores it."""
+  previous = tf_keras.mixed_precision.global_policy()
+  name = {"fp32": "float32", "bf16": "mixed_bfloat16"}[precision]
+  tf_keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
+
+
+def read_split(data: DataConfig, split: str, *, path: Optional[str] = None,
+               with_labels: bool = True) -> Optional[readers.Examples]:
+  """Reads the train, validation or test split named by the data config.
+
+  Args:
+    data: The data config.
+    split: "train", "validation" or "test".
+    path: A file that replaces the config's file for this split.
+    with_labels: Read the label column.
+
+  Returns:
+    The examples, or None when the config names no such split.
+  """
+  label_column = data.label_column if with_labels else None
+  path = path or getattr(data, f"{split}_file")
+  if path:
+    return readers.read_file(path, text_column=data.text_column,
+                             text_pair_column=data.text_pair_column,
+                             label_column=label_column, flag=f"--{split}_file")
+  tfds_split = getattr(data, f"tfds_{split}_split")
+  if data.tfds_name and tfds_split:
+    return readers.read_tfds(data.tfds_name, tfds_split,
+                             data_dir=data.tfds_data_dir,
+                             text_column=data.text_column,
+                             text_pair_column=data.text_pair_column,
+                             label_column=label_column)
+  return None
+
+
+def _monitor_mode(metric: str) -> str:
+  return "min" if metric.endswith("loss") else "max"
+
+
+def _callbacks(config: RunConfig, has_validation: bool):
+  train = config.train
+  model_dir = config.model_dir
+  nan_guard = callbacks.StopOnNonFiniteLoss()
+  found = [
+      nan_guard,
+      tf_keras.callbacks.BackupAndRestore(
+          os.path.join(model_dir, artifacts.BACKUP_DIR),
+          save_freq=train.save_every_steps or "epoch"),
+      tf_keras.callbacks.TensorBoard(
+          os.path.join(model_dir, artifacts.LOG_DIR), profile_batch=0),
+      callbacks.LearningRateLogger(os.path.join(model_dir, artifacts.LOG_DIR),
+                                   train.log_every_steps),
+      callbacks.EpochSummary(),
+  ]
+  best = early_stopping = None
+  if has_validation:
+    mode = _monitor_mode(train.early_stopping_metric)
+    best = callbacks.BestWeightsCheckpoint(
+        os.path.join(model_dir, artifacts.BEST_WEIGHTS_DIR),
+        monitor=train.early_stopping_metric, mode=mode)
+    found.append(best)
+    if train.early_stopping_patience:
+      early_stopping = tf_keras.callbacks.EarlyStopping(
+          monitor=train.early_stopping_metric, mode=mode,
+          patience=train.early_stopping_patience,
+          min_delta=train.early_stopping_min_delta,
+          restore_best_weights=True, verbose=1)
+      found.append(early_stopping)
+  return found, nan_guard, best, early_stopping
+
+
+def train(config: RunConfig) -> dict:
+  """Fine-tunes, evaluates and exports a classifier as `config` says.
+
+  Returns:
+    The run summary (also written to train_summary.json), with the
+    evaluation results under "eval_results" and the export directory under
+    "export_dir" when exported.
+
+  Raises:
+    ValueError: for bad input (files, columns, labels, model), before
+      anything in `model_dir` is changed.
+    callbacks.NonFiniteLossError: when the loss became NaN or Inf.
+  """
+  data, train_config = config.data, config.train
+  io_utils.check_writable(config.model_dir, "--model_dir")
+  tf_keras.utils.set_random_seed(train_config.seed)
+
+  train_examples = read_split(data, "train")
+  validation_examples = read_split(data, "validation")
+  test_examples = read_split(data, "test")
+  if train_examples.labels is None:
+    raise ValueError(f"{train_examples.source} has no labels.")
+  label_vocab = labels.infer_label_vocab(train_examples.labels,
+                                         train_examples.source)
+  for split, examples in (("validation", validation_examples),
+                          ("test", test_examples)):
+    if examples is not None:
+      readers.check_labels_known(examples, label_vocab, f"--{split}_file")
+  logging.info("Labels (%d): %s", len(label_vocab), ", ".join(label_vocab))
+
+  tokenizer = backbone_lib.load_tokenizer(config.model.model)
+  encoder = TextEncoder.from_hf_tokenizer(tokenizer, data.max_seq_length)
+  sample = slice(0, _TOKENIZER_CHECK_SAMPLES)
+  check_matches_tokenizer(
+      encoder, tokenizer, train_examples.texts[sample],
+      None if train_examples.text_pairs is None else
+      train_examples.text_pairs[sample])
+
+  strategy = get_strategy(train_config.distribution)
+  replicas = strategy.num_replicas_in_sync
+  global_batch = data.batch_size * replicas
+  logging.info("Strategy %s with %d replica(s): %d per replica x %d = global "
+               "batch %d.", type(strategy).__name__, replicas,
+               data.batch_size, replicas, global_batch)
+
+  encoded = {split: pipeline.encode_examples(examples, encoder, label_vocab)
+             for split, examples in (("train", train_examples),
+                                     ("validation", validation_examples),
+                                     ("test", test_examples))
+             if examples is not None}
+  train_dataset = pipeline.training_dataset(
+      encoded["train"], batch_size=global_batch, bucketing=data.bucketing,
+      seed=train_config.seed, pad_id=encoder.pad_id,
+      shuffle_buffer=data.shuffle_buffer)
+  validation_dataset = None
+  if "validation" in encoded:
+    validation_dataset, _ = pipeline.inference_dataset(
+        encoded["validation"], batch_size=global_batch, pad_id=encoder.pad_id,
+        with_labels=True)
+  steps_per_epoch = pipeline.num_batches(
+      encoded["train"].lengths, global_batch, bucketing=data.bucketing,
+      max_seq_length=data.max_seq_length)
+  total_steps = steps_per_epoch * train_config.epochs
+  logging.info("%d training examples, %d steps per epoch, %d steps in all "
+               "(%d warmup).", len(train_examples), steps_per_epoch,
+               total_steps,
+               optimization.warmup_steps_for(train_config, total_steps))
+
+  with precision_policy(train_config.precision), strategy.scope():
+    backbone = backbone_lib.load_backbone(
+        config.model.model,
+        allow_pickle_weights=config.model.allow_pickle_weights)
+    backbone_lib.check_tokenizer_fits(tokenizer, backbone.config,
+                                      config.model.model)
+    model = artifacts.build_classifier(backbone, len(label_vocab),
+                                       config.model, train_config.seed)
+    model.compile(
+        optimizer=optimization.create_optimizer(train_config, total_steps),
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                 MacroF1(len(label_vocab))],
+        steps_per_execution=train_config.steps_per_execution)
+
+    # Inputs are valid and the model is built: from here on the run owns
+    # model_dir.
+    artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
+                             backbone.config)
+    run_callbacks, nan_guard, best, early_stopping = _callbacks(
+        config, validation_dataset is not None)
+    start = time.time()
+    history = model.fit(train_dataset, validation_data=validation_dataset,
+                        epochs=train_config.epochs, callbacks=run_callbacks,
+                        verbose=2)
+    train_seconds = time.time() - start
+  if nan_guard.message:
+    raise callbacks.NonFiniteLossError(nan_guard.message)
+
+  if best is not None and best.best_epoch is not None:
+    artifacts.restore_weights(model, os.path.join(
+        config.model_dir, artifacts.BEST_WEIGHTS_DIR))
+  callbacks.save_weights_atomically(
+      model, os.path.join(config.model_dir, artifacts.FINAL_WEIGHTS_DIR))
+
+  eval_results = {
+      split: evaluation.classification_metrics(
+          encoded[split].label_ids,
+          evaluation.predict_probabilities(model, encoded[split],
+                                           batch_size=global_batch,
+                                           pad_id=encoder.pad_id),
+          label_vocab)
+      for split in ("validation", "test") if split in encoded}
+  artifacts.write_json(config.model_dir, artifacts.EVAL_RESULTS_FILENAME,
+                       eval_results)
+  for split, results in eval_results.items():
+    logging.info("%s: accuracy %.4f, macro-F1 %.4f, loss %.4f (%d examples)",
+                 split, results["accuracy"], results["macro_f1"],
+                 results["loss"], results["num_examples"])
+
+  epochs_run = len(history.history.get("loss", []))
+  stopped_early = bool(early_stopping and early_stopping.stopped_epoch)
+  summary = {
+      "epochs_run": epochs_run,
+      "stop_reason": ("early_stopping" if stopped_early else
+                      "completed_all_epochs"),
+      "best_epoch": best.best_epoch if best else None,
+      "best_metric": ({train_config.early_stopping_metric: best.best}
+                      if best else None),
+      "global_batch_size": global_batch,
+      "replicas": replicas,
+      "steps_per_epoch": steps_per_epoch,
+      "train_seconds": round(train_seconds, 1),
+      "train_examples_per_second": round(
+          epochs_run * len(train_examples) / max(train_seconds, 1e-9), 1),
+      "history": {name: [float(v) for v in values]
+                  for name, values in history.history.items()},
+  }
+  if train_config.export:
+    summary["export_dir"] = serving.export_classifier(
+        model=model, encoder=encoder, label_vocab=label_vocab,
+        text_pair=data.text_pair_column is not None,
+        export_base=config.resolved_export_dir, hf_tokenizer=tokenizer,
+        sample_texts=train_examples.texts[:32],
+        sample_pairs=(train_examples.text_pairs or [])[:32] or None)
+  artifacts.write_json(config.model_dir, artifacts.TRAIN_SUMMARY_FILENAME,
+                       summary)
+  summary["eval_results"] = eval_results
+  return summary
