@@ -113,3 +113,50 @@ def run_python(args: list[str], *, timeout: int = 300, env=None,
   full_env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, *args], capture_output=True,
                         text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+def run_binary(module, args: list[str]) -> int:
+  """Runs a binary's `run()` in this process with patched argv.
+
+  Flags of earlier binaries are removed first, so each run sees exactly the
+  flags (and defaults) its own binary defines. Returns the exit code.
+  """
+  from absl import flags
+  flag_values = flags.FLAGS
+  ours = flag_values.flags_by_module_dict().get(
+      "tf_finetune.flag_definitions", [])
+  for flag in list(ours):
+    if flag.name in flag_values:
+      delattr(flag_values, flag.name)
+  flag_values.unparse_flags()
+  argv = [module.__name__] + list(args)
+  old_argv = sys.argv
+  sys.argv = argv
+  try:
+    module.run()
+  except SystemExit as e:
+    return 0 if e.code is None else int(e.code)
+  finally:
+    sys.argv = old_argv
+  return 0
+
+
+TINY_TRAIN_FLAGS = ["--max_seq_length=32", "--batch_size=16", "--epochs=4",
+                    "--learning_rate=3e-3", "--warmup_ratio=0.1",
+                    "--pooling=mean", "--early_stopping_patience=0",
+                    "--log_every_steps=5"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_bert_dir, sentiment_files) -> str:
+  """A model_dir trained (and exported) by the train binary."""
+  from tf_finetune import train
+  model_dir = str(tmp_path_factory.mktemp("run") / "model")
+  code = run_binary(train, [
+      f"--model={tiny_bert_dir}",
+      f"--train_file={sentiment_files['train']}",
+      f"--validation_file={sentiment_files['validation']}",
+      f"--test_file={sentiment_files['test']}",
+      f"--model_dir={model_dir}"] + TINY_TRAIN_FLAGS)
+  assert code == 0
+  return model_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -26,28 +27,47 @@ def weights_path(directory: str) -> str:
   return os.path.join(directory, WEIGHTS_PREFIX)
 
 
-class LearningRateLogger(tf_keras.callbacks.Callback):
-  """Writes the learning rate and batch loss to TensorBoard every N steps."""
+class StepLogger(tf_keras.callbacks.Callback):
+  """Every N steps: learning rate and loss to TensorBoard, progress to the log.
 
-  def __init__(self, log_dir: str, every_steps: int):
+  Keras' TensorBoard callback writes per-epoch metrics; fine-tuning runs are
+  a few epochs long, so the learning-rate curve and the loss need per-step
+  points, and a long epoch needs progress lines in the log.
+  """
+
+  def __init__(self, log_dir: str, every_steps: int, total_steps: int,
+               global_batch_size: int):
     super().__init__()
     self._log_dir = log_dir
     self._every_steps = every_steps
+    self._total_steps = total_steps
+    self._global_batch_size = global_batch_size
     self._writer = None
+    self._last = None
 
   def on_train_begin(self, logs=None):
     self._writer = tf.summary.create_file_writer(
         os.path.join(self._log_dir, "train"))
+    self._last = (time.time(), int(self.model.optimizer.iterations.numpy()))
 
   def on_train_batch_end(self, batch, logs=None):
     step = int(self.model.optimizer.iterations.numpy())
     if step % self._every_steps:
       return
+    rate = current_learning_rate(self.model.optimizer)
+    loss = (logs or {}).get("loss")
     with self._writer.as_default(step=step):
-      tf.summary.scalar("learning_rate",
-                        current_learning_rate(self.model.optimizer))
-      if logs and "loss" in logs:
-        tf.summary.scalar("batch_loss", logs["loss"])
+      tf.summary.scalar("learning_rate", rate)
+      if loss is not None:
+        tf.summary.scalar("batch_loss", loss)
+    now = time.time()
+    last_time, last_step = self._last
+    speed = (step - last_step) * self._global_batch_size / max(
+        now - last_time, 1e-9)
+    self._last = (now, step)
+    logging.info("Step %d/%d: loss %.4f, learning rate %.3g, %.1f examples/s",
+                 step, self._total_steps, float(loss or float("nan")), rate,
+                 speed)
 
   def on_train_end(self, logs=None):
     if self._writer is not None:

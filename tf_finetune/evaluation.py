@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+import os
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tf_finetune.data import pipeline
+from tf_finetune.data import pipeline, readers
 
 
 def predict_probabilities(model, encoded: pipeline.EncodedExamples, *,
@@ -61,3 +63,43 @@ def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
       "confusion_matrix": {"labels": list(label_vocab),
                            "rows_true_columns_predicted": confusion.tolist()},
   }
+
+
+def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
+                       split_name: str = "test",
+                       batch_size: Optional[int] = None) -> dict:
+  """Evaluates a finished run on a labelled file; updates eval_results.json.
+
+  Args:
+    model_dir: The training run's directory.
+    eval_file: Labelled examples; defaults to the run's --test_file.
+    split_name: Key of the results in eval_results.json.
+    batch_size: Examples per batch; defaults to the run's.
+
+  Returns:
+    The metrics (see `classification_metrics`).
+  """
+  from tf_finetune import artifacts, training  # Loads transformers.
+
+  trained = artifacts.load_trained(model_dir)
+  data = trained.config.data
+  examples = training.read_split(data, "test", path=eval_file)
+  if examples is None:
+    raise ValueError(f"Nothing to evaluate: pass --test_file (the run in "
+                     f"{model_dir} had none).")
+  readers.check_labels_known(examples, trained.label_vocab, "--test_file")
+  encoded = pipeline.encode_examples(examples, trained.encoder,
+                                     trained.label_vocab)
+  probabilities = predict_probabilities(
+      trained.model, encoded, batch_size=batch_size or data.batch_size,
+      pad_id=trained.encoder.pad_id)
+  metrics = classification_metrics(encoded.label_ids, probabilities,
+                                   trained.label_vocab)
+  path = os.path.join(model_dir, artifacts.EVAL_RESULTS_FILENAME)
+  results = {}
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      results = json.load(f)
+  results[split_name] = dict(metrics, source=examples.source)
+  artifacts.write_json(model_dir, artifacts.EVAL_RESULTS_FILENAME, results)
+  return metrics

@@ -47,6 +47,10 @@ class ClassifierServer(tf.Module):
     self.encoder = encoder
     self.text_pair = text_pair
     self.label_vocab = tf.constant(list(label_vocab), tf.string)
+    # Not a signature: lets a Python client (our `predict`) read the labels in
+    # id order, e.g. to name probability columns.
+    self.get_label_vocab = tf.function(lambda: self.label_vocab,
+                                       input_signature=[])
 
   def classify_ids(self, input_ids, attention_mask, token_type_ids):
     logits = self.model({"input_ids": input_ids,

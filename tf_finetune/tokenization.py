@@ -35,6 +35,7 @@ TRICKY_TEXTS = (
     "",
     "supercalifragilisticexpialidocious" * 4,
     "e-mail: someone@example.com, cost $3.50 (50%)",
+    "Wait for it… 9 ½ Weeks, İstanbul, Ångström, ﬁne",
 )
 
 
@@ -68,10 +69,13 @@ class TextEncoder(tf.Module):
     self.cls_id = index[cls_token]
     self.sep_id = index[sep_token]
     self.pad_id = index[pad_token]
+    # FastBertTokenizer's own lower_case_nfd_strip_accents normalizer also
+    # applies compatibility mappings ("…" -> "...", "½" -> "1⁄2") that BERT's
+    # tokenizer does not, so uncased normalization is done here, BERT's way:
+    # NFD, drop combining marks (accents), lowercase.
     self._tokenizer = tf_text.FastBertTokenizer(
         vocab=vocab, token_out_type=tf.int32, unknown_token=unk_token,
-        max_bytes_per_word=MAX_CHARS_PER_WORD,
-        lower_case_nfd_strip_accents=lower_case)
+        max_bytes_per_word=MAX_CHARS_PER_WORD)
 
   @classmethod
   def from_hf_tokenizer(cls, tokenizer, max_seq_length: int) -> "TextEncoder":
@@ -110,6 +114,10 @@ class TextEncoder(tf.Module):
 
   def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """int32 RaggedTensor [batch, (tokens)] of WordPiece ids, no specials."""
+    if self.lower_case:
+      texts = tf_text.normalize_utf8(texts, "NFD")
+      texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+      texts = tf.strings.lower(texts, encoding="utf-8")
     return self._tokenizer.tokenize(texts)
 
   def pack(self, first: tf.RaggedTensor,
@@ -210,10 +218,14 @@ def check_matches_tokenizer(encoder: TextEncoder, tokenizer,
   got_ids, got_types = got_ids.to_list(), got_types.to_list()
   for i, text in enumerate(texts):
     want_types = expected.get("token_type_ids", [None] * len(texts))[i]
-    if (got_ids[i] != expected["input_ids"][i] or
-        (want_types is not None and got_types[i] != want_types)):
-      raise ValueError(
-          f"In-graph tokenization differs from the model's tokenizer on text "
-          f"{text[:80]!r}: expected ids {expected['input_ids'][i][:20]}..., "
-          f"got {got_ids[i][:20]}...; refusing to train or export a model "
-          "that would be served different ids than it was trained on.")
+    want_ids = expected["input_ids"][i]
+    if got_ids[i] == want_ids and (want_types is None or
+                                   got_types[i] == want_types):
+      continue
+    at = next((j for j, (a, b) in enumerate(zip(got_ids[i], want_ids))
+               if a != b), min(len(got_ids[i]), len(want_ids)))
+    raise ValueError(
+        f"In-graph tokenization differs from the model's tokenizer on text "
+        f"{text[:80]!r} at token {at}: expected ids {want_ids[at:at + 5]}, "
+        f"got {got_ids[i][at:at + 5]}; refusing to train or export a model "
+        "that would be served different ids than it was trained on.")

@@ -89,7 +89,8 @@ def _monitor_mode(metric: str) -> str:
   return "min" if metric.endswith("loss") else "max"
 
 
-def _callbacks(config: RunConfig, has_validation: bool):
+def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
+               global_batch_size: int):
   train = config.train
   model_dir = config.model_dir
   nan_guard = callbacks.StopOnNonFiniteLoss()
@@ -100,8 +101,9 @@ def _callbacks(config: RunConfig, has_validation: bool):
           save_freq=train.save_every_steps or "epoch"),
       tf_keras.callbacks.TensorBoard(
           os.path.join(model_dir, artifacts.LOG_DIR), profile_batch=0),
-      callbacks.LearningRateLogger(os.path.join(model_dir, artifacts.LOG_DIR),
-                                   train.log_every_steps),
+      callbacks.StepLogger(os.path.join(model_dir, artifacts.LOG_DIR),
+                           train.log_every_steps, total_steps,
+                           global_batch_size),
       callbacks.EpochSummary(),
   ]
   best = early_stopping = None
@@ -151,6 +153,8 @@ def train(config: RunConfig) -> dict:
       readers.check_labels_known(examples, label_vocab, f"--{split}_file")
   logging.info("Labels (%d): %s", len(label_vocab), ", ".join(label_vocab))
 
+  backbone_lib.check_model_source(config.model.model,
+                                  config.model.allow_pickle_weights)
   tokenizer = backbone_lib.load_tokenizer(config.model.model)
   encoder = TextEncoder.from_hf_tokenizer(tokenizer, data.max_seq_length)
   sample = slice(0, _TOKENIZER_CHECK_SAMPLES)
@@ -209,7 +213,8 @@ def train(config: RunConfig) -> dict:
     artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
                              backbone.config)
     run_callbacks, nan_guard, best, early_stopping = _callbacks(
-        config, validation_dataset is not None)
+        config, validation_dataset is not None, total_steps=total_steps,
+        global_batch_size=global_batch)
     start = time.time()
     history = model.fit(train_dataset, validation_data=validation_dataset,
                         epochs=train_config.epochs, callbacks=run_callbacks,

@@ -18,8 +18,21 @@ SAFE_WEIGHT_FILES = ("model.safetensors", "tf_model.h5",
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
+def check_model_source(model: str, allow_pickle_weights: bool) -> bool:
+  """Validates --model before anything is loaded.
+
+  Returns:
+    Whether the weights must be loaded from PyTorch files.
+  """
+  if os.path.isdir(model):
+    return _check_local_model(model, allow_pickle_weights)
+  if model.startswith((".", "/", "~")) or model.count("/") > 1:
+    raise ValueError(f"--model={model!r} does not exist; expected a local "
+                     "model directory or a hub name like 'bert-base-uncased'.")
+  return allow_pickle_weights
+
+
 def _check_local_model(path: str, allow_pickle_weights: bool) -> bool:
-  """Validates a local model directory; returns whether to load from PyTorch."""
   if not os.path.isfile(os.path.join(path, "config.json")):
     raise ValueError(f"--model={path!r} is a directory without config.json; "
                      "expected a Hugging Face model directory.")
@@ -50,13 +63,7 @@ def load_backbone(model: str, *, allow_pickle_weights: bool = False,
   Returns:
     A `transformers.TFPreTrainedModel` without a task head.
   """
-  if os.path.isdir(model):
-    from_pt = _check_local_model(model, allow_pickle_weights)
-  elif model.startswith((".", "/", "~")) or model.count("/") > 1:
-    raise ValueError(f"--model={model!r} does not exist; expected a local "
-                     "model directory or a hub name like 'bert-base-uncased'.")
-  else:
-    from_pt = allow_pickle_weights
+  from_pt = check_model_source(model, allow_pickle_weights)
   config = transformers.AutoConfig.from_pretrained(
       model, trust_remote_code=False, **(config_overrides or {}))
   # Silence the "some weights were not used" report about the pretraining

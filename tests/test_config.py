@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from tf_finetune import config as config_lib
+
+
+def _config(tmp_path, **train):
+  return config_lib.RunConfig(
+      model_dir=str(tmp_path),
+      data=config_lib.DataConfig(train_file="train.csv"),
+      model=config_lib.ModelConfig(model="bert-base-uncased"),
+      train=config_lib.TrainConfig(**train))
+
+
+def test_config_round_trips_through_model_dir(tmp_path):
+  config = _config(tmp_path, learning_rate=3e-5, schedule="cosine")
+  path = config_lib.write_config(config, str(tmp_path))
+  assert json.load(open(path))["train"]["schedule"] == "cosine"
+  assert config_lib.read_config(str(tmp_path)) == config
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("learning_rate", 0.0, "--learning_rate=0.0"),
+    ("schedule", "exponential", "--schedule='exponential'"),
+    ("epochs", 0, "--epochs=0"),
+    ("warmup_ratio", 1.5, "--warmup_ratio=1.5"),
+    ("distribution", "tpu_pod", "--distribution='tpu_pod'"),
+])
+def test_invalid_training_values_name_their_flag(tmp_path, field, value, flag):
+  with pytest.raises(ValueError, match=flag.replace("(", r"\(")):
+    _config(tmp_path, **{field: value})
+
+
+def test_two_data_sources_conflict():
+  with pytest.raises(ValueError, match="--train_file and --tfds_name"):
+    config_lib.DataConfig(train_file="a.csv", tfds_name="glue/sst2")
+
+
+def test_pair_column_must_differ_from_text_column():
+  with pytest.raises(ValueError, match="--text_pair_column='text'"):
+    config_lib.DataConfig(train_file="a.csv", text_pair_column="text")
+
+
+def test_read_config_of_a_directory_without_run(tmp_path):
+  with pytest.raises(ValueError, match="has no config.json"):
+    config_lib.read_config(str(tmp_path))
+
+
+def test_unknown_fields_in_saved_config_are_reported(tmp_path):
+  config = _config(tmp_path)
+  values = json.loads(config.to_json())
+  values["train"]["learning_rat"] = 1e-5
+  with pytest.raises(ValueError, match="learning_rat"):
+    config_lib.RunConfig.from_dict(values)

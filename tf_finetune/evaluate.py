@@ -1,0 +1,53 @@
+r"""Evaluates a trained run on a labelled file.
+
+  python -m tf_finetune.evaluate --model_dir=runs/sentiment_demo \
+      --test_file=test.csv
+
+Prints accuracy and macro-F1 and records all metrics (per-class precision,
+recall, F1, confusion matrix) under --split_name in eval_results.json.
+"""
+
+from absl import app, flags, logging
+
+from tf_finetune import flag_definitions
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flag_definitions.define_flag(flags.DEFINE_string, "model_dir", None,
+                           "Directory of a finished training run.")
+  flag_definitions.define_flag(flags.DEFINE_string, "test_file", None,
+                           "Labelled examples (default: the run's test file).")
+  flag_definitions.define_flag(flags.DEFINE_string, "split_name", "test",
+                           "Name of these results in eval_results.json.")
+  flag_definitions.define_flag(flags.DEFINE_integer, "batch_size", None,
+                           "Examples per batch (default: the run's).")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  from tf_finetune import evaluation
+
+  def body():
+    if not FLAGS.model_dir:
+      raise ValueError("--model_dir is required.")
+    metrics = evaluation.evaluate_model_dir(
+        FLAGS.model_dir, eval_file=FLAGS.test_file,
+        split_name=FLAGS.split_name, batch_size=FLAGS.batch_size)
+    print(f"{FLAGS.split_name} accuracy: {metrics['accuracy']:.4f}  "
+          f"macro-F1: {metrics['macro_f1']:.4f}  loss: {metrics['loss']:.4f}  "
+          f"({metrics['num_examples']} examples)")
+
+  logging.set_verbosity(logging.INFO)
+  flag_definitions.run_main("evaluate", body)
+
+
+def run() -> None:
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,52 @@
+r"""Exports a trained run as a SavedModel for TF Serving.
+
+  python -m tf_finetune.export --model_dir=runs/sentiment_demo \
+      --export_dir=/models/sentiment
+
+Writes <export_dir>/<next version>/ atomically, with a `serving_default`
+signature on raw text and a `serve_token_ids` signature on token ids.
+"""
+
+from absl import app, flags, logging
+
+from tf_finetune import flag_definitions
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flag_definitions.define_flag(flags.DEFINE_string, "model_dir", None,
+                           "Directory of a finished training run.")
+  flag_definitions.define_flag(flags.DEFINE_string, "export_dir", None,
+                           "Base directory of the versions (default: "
+                           "<model_dir>/export).")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  from tf_finetune import artifacts, serving
+
+  def body():
+    if not FLAGS.model_dir:
+      raise ValueError("--model_dir is required.")
+    trained = artifacts.load_trained(FLAGS.model_dir)
+    path = serving.export_classifier(
+        model=trained.model, encoder=trained.encoder,
+        label_vocab=trained.label_vocab,
+        text_pair=trained.config.data.text_pair_column is not None,
+        export_base=FLAGS.export_dir or trained.config.resolved_export_dir,
+        hf_tokenizer=trained.tokenizer)
+    print(f"SavedModel: {path}")
+
+  logging.set_verbosity(logging.INFO)
+  flag_definitions.run_main("export", body)
+
+
+def run() -> None:
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,160 @@
+"""Command-line flags of the binaries, and their translation into configs.
+
+Only the binaries (train.py, evaluate.py, predict.py, export.py) import this
+module; the library takes the typed configs built here. Flag defaults are the
+config defaults, so a flag and the config field it sets cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Callable
+
+from absl import flags, logging
+
+from tf_finetune import config as config_lib
+
+FLAGS = flags.FLAGS
+
+_DATA = {field.name: field.default
+         for field in dataclasses.fields(config_lib.DataConfig)}
+_MODEL = {field.name: field.default
+          for field in dataclasses.fields(config_lib.ModelConfig)}
+_TRAIN = {field.name: field.default
+          for field in dataclasses.fields(config_lib.TrainConfig)}
+
+
+def define_flag(kind: Callable, name: str, default, help_text: str, **kwargs):
+  """Defines a flag unless it exists (binaries' main() may run repeatedly)."""
+  if name not in FLAGS:
+    kind(name=name, default=default, help=help_text, **kwargs)
+
+
+def define_data_flags() -> None:
+  s, i, b = flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_bool
+  define_flag(s, "train_file", None, "Training examples: .csv, .tsv or .jsonl.")
+  define_flag(s, "validation_file", None,
+          "Validation examples (early stopping, best checkpoint).")
+  define_flag(s, "test_file", None, "Test examples, evaluated after training.")
+  define_flag(s, "tfds_name", None,
+          "TensorFlow Datasets name used instead of files, e.g. glue/sst2.")
+  define_flag(s, "tfds_data_dir", None, "Where TFDS stores prepared data.")
+  define_flag(s, "tfds_train_split", _DATA["tfds_train_split"],
+          "TFDS split for training.")
+  define_flag(s, "tfds_validation_split", _DATA["tfds_validation_split"],
+          "TFDS split for validation ('' for none).")
+  define_flag(s, "tfds_test_split", None, "TFDS split for testing.")
+  define_flag(s, "text_column", _DATA["text_column"],
+          "Column (or TFDS feature) holding the text.")
+  define_flag(s, "text_pair_column", None,
+          "Column holding the second text of sentence-pair tasks.")
+  define_flag(s, "label_column", _DATA["label_column"],
+          "Column holding the label (strings or integers).")
+  define_flag(i, "max_seq_length", _DATA["max_seq_length"],
+          "Maximum tokens per example, [CLS] and [SEP] included; longer "
+          "texts are truncated.")
+  define_flag(i, "batch_size", _DATA["batch_size"],
+          "Examples per replica per step; the global batch is this times the "
+          "number of replicas.")
+  define_flag(b, "bucketing", _DATA["bucketing"],
+          "Batch examples of similar length together to avoid padding.")
+  define_flag(i, "shuffle_buffer", _DATA["shuffle_buffer"],
+          "Shuffle buffer size in examples.")
+
+
+def define_model_flags() -> None:
+  s, f = flags.DEFINE_string, flags.DEFINE_float
+  define_flag(s, "model", None,
+          "Pretrained encoder: a hub name (bert-base-uncased) or a local "
+          "directory with config.json, weights and tokenizer files.")
+  define_flag(flags.DEFINE_enum, "pooling", _MODEL["pooling"],
+          "How the sequence becomes one vector.",
+          enum_values=list(config_lib.POOLINGS))
+  define_flag(f, "dropout", _MODEL["dropout"], "Dropout before the head.")
+  define_flag(f, "l2", _MODEL["l2"], "L2 penalty on the head's kernel.")
+  define_flag(f, "l1", _MODEL["l1"], "L1 penalty on the head's kernel.")
+  define_flag(flags.DEFINE_bool, "allow_pickle_weights",
+          _MODEL["allow_pickle_weights"],
+          "Allow loading pickled PyTorch .bin weights (can run code; only "
+          "for files you trust).")
+
+
+def define_train_flags() -> None:
+  s, i, f, b = (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float,
+                flags.DEFINE_bool)
+  define_data_flags()
+  define_model_flags()
+  define_flag(s, "model_dir", None, "Where the run writes everything.")
+  define_flag(s, "export_dir", None,
+          "Base directory of exported SavedModels (default: "
+          "<model_dir>/export).")
+  define_flag(i, "epochs", _TRAIN["epochs"], "Passes over the training data.")
+  define_flag(f, "learning_rate", _TRAIN["learning_rate"],
+          "Peak learning rate (after warmup).")
+  define_flag(flags.DEFINE_enum, "schedule", _TRAIN["schedule"],
+          "Learning-rate decay after warmup.",
+          enum_values=list(config_lib.SCHEDULES))
+  define_flag(f, "warmup_ratio", _TRAIN["warmup_ratio"],
+          "Warmup as a fraction of all steps.")
+  define_flag(i, "warmup_steps", None, "Warmup steps; overrides --warmup_ratio.")
+  define_flag(f, "polynomial_power", _TRAIN["polynomial_power"],
+          "Exponent of --schedule=polynomial.")
+  define_flag(f, "weight_decay", _TRAIN["weight_decay"],
+          "AdamW decoupled weight decay (LayerNorm and biases excluded).")
+  define_flag(f, "clip_norm", _TRAIN["clip_norm"],
+          "Global gradient-norm clipping; 0 turns it off.")
+  define_flag(f, "adam_epsilon", _TRAIN["adam_epsilon"], "AdamW epsilon.")
+  define_flag(flags.DEFINE_enum, "early_stopping_metric",
+          _TRAIN["early_stopping_metric"],
+          "Validation metric for early stopping and the best checkpoint.",
+          enum_values=list(config_lib.EARLY_STOPPING_METRICS))
+  define_flag(i, "early_stopping_patience", _TRAIN["early_stopping_patience"],
+          "Epochs without improvement before stopping; 0 turns it off.")
+  define_flag(f, "early_stopping_min_delta", _TRAIN["early_stopping_min_delta"],
+          "Smallest change of the metric that counts as improvement.")
+  define_flag(i, "seed", _TRAIN["seed"], "Random seed (head, dropout, shuffle).")
+  define_flag(flags.DEFINE_enum, "distribution", _TRAIN["distribution"],
+          "tf.distribute strategy; auto mirrors over several GPUs.",
+          enum_values=list(config_lib.DISTRIBUTIONS))
+  define_flag(i, "save_every_steps", _TRAIN["save_every_steps"],
+          "Back up the run every N steps so a killed run resumes (0: every "
+          "epoch).")
+  define_flag(i, "log_every_steps", _TRAIN["log_every_steps"],
+          "TensorBoard learning-rate and loss logging interval.")
+  define_flag(i, "steps_per_execution", _TRAIN["steps_per_execution"],
+          "Training steps per call into the TensorFlow runtime.")
+  define_flag(flags.DEFINE_enum, "precision", _TRAIN["precision"],
+          "fp32, or bf16 mixed precision (bfloat16 compute, float32 weights).",
+          enum_values=list(config_lib.PRECISIONS))
+  define_flag(b, "export", _TRAIN["export"],
+          "Export a SavedModel when training ends.")
+
+
+def _values(names) -> dict:
+  return {name: FLAGS[name].value for name in names}
+
+
+def run_config_from_flags() -> config_lib.RunConfig:
+  """Builds the validated run config from parsed flags."""
+  if not FLAGS.model_dir:
+    raise ValueError("--model_dir is required: the directory the run writes "
+                     "its checkpoints, logs and exports to.")
+  data = _values(_DATA)
+  if data["tfds_validation_split"] == "":
+    data["tfds_validation_split"] = None
+  return config_lib.RunConfig(
+      model_dir=FLAGS.model_dir, export_dir=FLAGS.export_dir,
+      data=config_lib.DataConfig(**data),
+      model=config_lib.ModelConfig(**_values(_MODEL)),
+      train=config_lib.TrainConfig(**_values(_TRAIN)))
+
+
+def run_main(program: str, main: Callable[[], object]) -> None:
+  """Runs a binary's body; user errors become one line and exit code 2."""
+  try:
+    main()
+  except ValueError as e:
+    logging.error("%s", e)
+    print(f"{program}: error: {e}", file=sys.stderr)
+    sys.exit(2)

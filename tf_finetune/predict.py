@@ -1,0 +1,78 @@
+r"""Classifies every row of a file with a trained run or a SavedModel.
+
+  python -m tf_finetune.predict --model_dir=runs/sentiment_demo \
+      --input_file=reviews.csv --output_file=predictions.csv
+  python -m tf_finetune.predict --saved_model=runs/sentiment_demo/export \
+      --input_file=reviews.jsonl --output_file=predictions.jsonl
+
+The output repeats each input row and adds `predicted_label` and the
+probability of every label (CSV/TSV columns or a JSONL object).
+"""
+
+from absl import app, flags, logging
+
+from tf_finetune import flag_definitions
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  d = flag_definitions.define_flag
+  d(flags.DEFINE_string, "model_dir", None,
+    "Directory of a finished training run.")
+  d(flags.DEFINE_string, "saved_model", None,
+    "An exported SavedModel version directory, or an export directory (the "
+    "latest version is used). Alternative to --model_dir.")
+  d(flags.DEFINE_string, "input_file", None, "Texts to classify: .csv, .tsv "
+    "or .jsonl.")
+  d(flags.DEFINE_string, "output_file", None,
+    "Where predictions go: .csv, .tsv or .jsonl.")
+  d(flags.DEFINE_string, "text_column", None,
+    "Column holding the text (default: the run's, else 'text').")
+  d(flags.DEFINE_string, "text_pair_column", None,
+    "Column holding the second text for sentence-pair models.")
+  d(flags.DEFINE_integer, "batch_size", 64, "Texts per batch.")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  from tf_finetune import prediction
+  from tf_finetune.data import readers
+
+  def body():
+    if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
+      raise ValueError("Give exactly one of --model_dir and --saved_model.")
+    for name in ("input_file", "output_file"):
+      if not FLAGS[name].value:
+        raise ValueError(f"--{name} is required.")
+    readers.file_format(FLAGS.output_file, "--output_file")
+    text_column, pair_column = FLAGS.text_column, FLAGS.text_pair_column
+    if FLAGS.model_dir:
+      from tf_finetune import config as config_lib
+      run_data = config_lib.read_config(FLAGS.model_dir).data
+      text_column = text_column or run_data.text_column
+      pair_column = pair_column or run_data.text_pair_column
+      predictor = prediction.Predictor.from_model_dir(FLAGS.model_dir)
+    else:
+      predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
+    examples = readers.read_file(
+        FLAGS.input_file, text_column=text_column or "text",
+        text_pair_column=pair_column, label_column=None, flag="--input_file")
+    probabilities = predictor.predict(examples.texts, examples.text_pairs,
+                                      batch_size=FLAGS.batch_size)
+    prediction.write_predictions(FLAGS.output_file, examples, probabilities,
+                                 predictor.label_vocab)
+    print(f"Wrote {len(examples)} predictions to {FLAGS.output_file}")
+
+  logging.set_verbosity(logging.INFO)
+  flag_definitions.run_main("predict", body)
+
+
+def run() -> None:
+  define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

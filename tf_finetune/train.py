@@ -1,0 +1,44 @@
+r"""Fine-tunes a pretrained encoder for text classification.
+
+  python -m tf_finetune.train --flagfile=flags/sentiment_demo.flags
+  python -m tf_finetune.train --model=bert-base-uncased \
+      --train_file=train.csv --validation_file=dev.csv --test_file=test.csv \
+      --text_column=text --label_column=label --model_dir=runs/mine
+
+Writes checkpoints, TensorBoard logs, eval_results.json and a SavedModel
+(<model_dir>/export/<version>/) to --model_dir. Rerunning a killed run with
+the same flags resumes it.
+"""
+
+from absl import app, logging
+
+from tf_finetune import flag_definitions
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  from tf_finetune import training
+
+  def body():
+    config = flag_definitions.run_config_from_flags()
+    summary = training.train(config)
+    for split, results in summary["eval_results"].items():
+      print(f"{split} accuracy: {results['accuracy']:.4f}  "
+            f"macro-F1: {results['macro_f1']:.4f}  "
+            f"({results['num_examples']} examples)")
+    print(f"model_dir: {config.model_dir}")
+    if "export_dir" in summary:
+      print(f"SavedModel: {summary['export_dir']}")
+
+  logging.set_verbosity(logging.INFO)
+  flag_definitions.run_main("train", body)
+
+
+def run() -> None:
+  flag_definitions.define_train_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
