@@ -12,10 +12,10 @@ from tf_finetune.tokenization import TextEncoder
 def encoded(tiny_bert_dir):
   tokenizer = backbone.load_tokenizer(tiny_bert_dir)
   encoder = TextEncoder.from_hf_tokenizer(tokenizer, 64)
-  rows = make_sentiment_rows(300, seed=5)
+  rows = make_sentiment_rows(2000, seed=5)
   # Lengths from 2 to about 60 tokens, like real reviews, not all alike.
   rows += [{"text": " ".join(["the movie"] * n), "label": "negative"}
-           for n in range(1, 30)]
+           for n in range(1, 30) for _ in range(10)]
   examples = readers.Examples(
       "memory", [r["text"] for r in rows], None, [r["label"] for r in rows],
       list(range(len(rows))), rows)
@@ -51,9 +51,7 @@ def test_num_batches_is_exact(encoded, bucketing):
                                       bucketing=bucketing, seed=3, pad_id=0,
                                       shuffle_buffer=10_000)
   counted = sum(1 for _ in dataset)
-  assert counted == pipeline.num_batches(encoded.lengths, 16,
-                                         bucketing=bucketing,
-                                         max_seq_length=64)
+  assert counted == pipeline.num_batches(len(encoded), 16)
 
 
 def test_seeded_shuffle_is_reproducible_and_fresh_each_epoch(encoded):

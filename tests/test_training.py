@@ -79,7 +79,7 @@ def test_non_finite_loss_stops_with_step_and_learning_rate():
   y = np.ones((8, 1), np.float32)
   y[4:] = np.nan  # The second batch of 4 has a NaN target.
   history = model.fit(x, y, batch_size=4, epochs=3, callbacks=[guard],
-                      verbose=0)
+                      shuffle=False, verbose=0)
   assert len(history.history["loss"]) == 1  # Stopped in the first epoch.
   assert "at step 2 (learning rate 0.01)" in guard.message
   assert "--learning_rate" in guard.message
@@ -119,3 +119,51 @@ def test_tfds_training_run(tmp_path, tiny_bert_dir):
     summary = training.train(config)
   assert summary["epochs_run"] == 1
   assert "validation" in summary["eval_results"]
+
+
+def test_precision_policy_is_restored_after_a_run(tmp_path, tiny_bert_dir,
+                                                  sentiment_files):
+  summary = training.train(_config(tmp_path / "run", tiny_bert_dir,
+                                   sentiment_files, epochs=1,
+                                   precision="bf16"))
+  assert summary["precision"] == "bf16"
+  assert tf_keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
+                                            sentiment_files):
+  """SIGKILL mid-epoch, rerun the same command: it finishes the same steps."""
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  args = [sys.executable, "-m", "tf_finetune.train",
+          f"--model={tiny_bert_dir}",
+          f"--train_file={sentiment_files['train']}",
+          f"--validation_file={sentiment_files['validation']}",
+          f"--model_dir={tmp_path / 'run'}", "--max_seq_length=32",
+          "--batch_size=16", "--epochs=3", "--save_every_steps=2",
+          "--log_every_steps=1", "--noexport", "--precision=fp32"]
+  process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  killed_at = None
+  try:
+    for line in process.stderr:
+      if "Step 17/36" in line:  # Second epoch: 192 examples / 16 = 12 steps.
+        process.send_signal(signal.SIGKILL)
+        killed_at = 17
+        break
+      assert time.time() < deadline, "training did not reach step 17"
+  finally:
+    process.kill()
+    process.wait(timeout=60)
+  assert killed_at == 17
+  assert os.listdir(tmp_path / "run" / "backup")  # The backup survived.
+
+  resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  # It resumed past the kill point instead of starting over.
+  assert "Step 2/36" not in resumed.stderr
+  summary = json.load(open(tmp_path / "run" / "train_summary.json"))
+  assert summary["global_steps"] == 36

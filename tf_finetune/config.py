@@ -18,7 +18,7 @@ from typing import Any, Optional
 SCHEDULES = ("linear", "cosine", "polynomial", "constant")
 POOLINGS = ("pooler", "cls", "mean")
 DISTRIBUTIONS = ("auto", "mirrored", "one_device")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 EARLY_STOPPING_METRICS = ("val_loss", "val_accuracy", "val_macro_f1")
 
 CONFIG_FILENAME = "config.json"
@@ -143,7 +143,9 @@ class TrainConfig:
       killed run resumes when started again.
     log_every_steps: Write loss and learning rate to TensorBoard every N steps.
     steps_per_execution: Training steps run per call into the TF runtime.
-    precision: fp32 or bf16 (mixed bfloat16 compute, float32 weights).
+    precision: fp32, bf16 (mixed bfloat16 compute, float32 weights), or auto:
+      bf16 where the hardware computes in bfloat16 natively (CPUs with AMX or
+      AVX512-BF16, GPUs of compute capability 8.0 or newer), else fp32.
     export: Export a SavedModel at the end of training.
   """
 
@@ -164,7 +166,7 @@ class TrainConfig:
   save_every_steps: int = 0
   log_every_steps: int = 50
   steps_per_execution: int = 1
-  precision: str = "fp32"
+  precision: str = "auto"
   export: bool = True
 
   def __post_init__(self):

@@ -44,11 +44,36 @@ def get_strategy(distribution: str) -> tf.distribute.Strategy:
   return tf.distribute.get_strategy()
 
 
+def has_native_bfloat16() -> bool:
+  """Whether the devices training would use compute bfloat16 natively."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    return all(tf.config.experimental.get_device_details(gpu).get(
+        "compute_capability", (0, 0)) >= (8, 0) for gpu in gpus)
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      flags = f.read()
+  except OSError:
+    return False
+  return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+  if precision != "auto":
+    return precision
+  return "bf16" if has_native_bfloat16() else "fp32"
+
+
 @contextlib.contextmanager
 def precision_policy(precision: str):
-  """Sets the Keras mixed-precision policy for the run, then restores it."""
+  """Sets the Keras mixed-precision policy for the run, then restores it.
+
+  On this project's 2-core AMX CPU, bf16 trained MiniLM 1.7x faster than
+  fp32 at the same test accuracy (see the README's performance table).
+  """
   previous = tf_keras.mixed_precision.global_policy()
-  name = {"fp32": "float32", "bf16": "mixed_bfloat16"}[precision]
+  name = {"fp32": "float32",
+          "bf16": "mixed_bfloat16"}[resolve_precision(precision)]
   tf_keras.mixed_precision.set_global_policy(name)
   try:
     yield
@@ -167,8 +192,9 @@ def train(config: RunConfig) -> dict:
   replicas = strategy.num_replicas_in_sync
   global_batch = data.batch_size * replicas
   logging.info("Strategy %s with %d replica(s): %d per replica x %d = global "
-               "batch %d.", type(strategy).__name__, replicas,
-               data.batch_size, replicas, global_batch)
+               "batch %d; precision %s.", type(strategy).__name__, replicas,
+               data.batch_size, replicas, global_batch,
+               resolve_precision(train_config.precision))
 
   encoded = {split: pipeline.encode_examples(examples, encoder, label_vocab)
              for split, examples in (("train", train_examples),
@@ -184,9 +210,7 @@ def train(config: RunConfig) -> dict:
     validation_dataset, _ = pipeline.inference_dataset(
         encoded["validation"], batch_size=global_batch, pad_id=encoder.pad_id,
         with_labels=True)
-  steps_per_epoch = pipeline.num_batches(
-      encoded["train"].lengths, global_batch, bucketing=data.bucketing,
-      max_seq_length=data.max_seq_length)
+  steps_per_epoch = pipeline.num_batches(len(encoded["train"]), global_batch)
   total_steps = steps_per_epoch * train_config.epochs
   logging.info("%d training examples, %d steps per epoch, %d steps in all "
                "(%d warmup).", len(train_examples), steps_per_epoch,
@@ -220,6 +244,7 @@ def train(config: RunConfig) -> dict:
                         epochs=train_config.epochs, callbacks=run_callbacks,
                         verbose=2)
     train_seconds = time.time() - start
+    global_steps = int(model.optimizer.iterations.numpy())
   if nan_guard.message:
     raise callbacks.NonFiniteLossError(nan_guard.message)
 
@@ -255,6 +280,8 @@ def train(config: RunConfig) -> dict:
                       if best else None),
       "global_batch_size": global_batch,
       "replicas": replicas,
+      "precision": resolve_precision(train_config.precision),
+      "global_steps": global_steps,
       "steps_per_epoch": steps_per_epoch,
       "train_seconds": round(train_seconds, 1),
       "train_examples_per_second": round(

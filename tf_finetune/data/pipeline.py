@@ -2,10 +2,10 @@
 
 Examples are tokenized once per run by the in-graph `TextEncoder` (the same one
 the export uses) and kept in memory as ragged ids. Training batches group
-examples of similar length (`bucket_by_sequence_length`), which on the Rotten
-Tomatoes snippets cuts padding from 1.93 padded tokens per real token
-(per-batch padding) to about 1.1; evaluation sorts by length and restores the
-original order afterwards.
+examples of similar length (length-sorted windows of shuffled data), which on
+the Rotten Tomatoes snippets cuts padding from 1.93 padded tokens per real
+token (per-batch padding) to about 1.03; evaluation sorts by length and
+restores the original order afterwards.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from tf_finetune.tokenization import TextEncoder
 
 # Rows tokenized per call; bounds the size of the intermediate ragged tensors.
 _ENCODE_CHUNK = 8192
-# Bucket width in tokens: a batch pads at most this many tokens per example
-# beyond its longest member's bucket floor.
-_BUCKET_WIDTH = 8
+# Batches per length-sorted window. Measured on the Rotten Tomatoes snippets
+# (batch 32, max length 128): padded tokens per real token are 1.93 with
+# per-batch padding, 1.08 with tf.data's bucket_by_sequence_length and 1.03
+# with windows of 50 batches sorted by length.
+WINDOW_BATCHES = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,20 +86,9 @@ def encode_examples(examples: Examples, encoder: TextEncoder,
                          input_ids.row_lengths().numpy(), label_ids, truncated)
 
 
-def bucket_boundaries(max_seq_length: int) -> list[int]:
-  """Bucket upper bounds (exclusive): 9, 17, 25, ... up to max_seq_length."""
-  return list(range(_BUCKET_WIDTH + 1, max_seq_length + 1, _BUCKET_WIDTH))
-
-
-def num_batches(lengths: np.ndarray, batch_size: int, *, bucketing: bool,
-                max_seq_length: int) -> int:
-  """Batches in one epoch: exact, since bucket sizes do not depend on order."""
-  if not bucketing:
-    return math.ceil(len(lengths) / batch_size)
-  buckets = np.searchsorted(bucket_boundaries(max_seq_length), lengths,
-                            side="right")
-  counts = np.bincount(buckets)
-  return int(sum(math.ceil(count / batch_size) for count in counts if count))
+def num_batches(num_examples: int, batch_size: int) -> int:
+  """Batches in one epoch, with or without bucketing."""
+  return math.ceil(num_examples / batch_size)
 
 
 def _to_model_inputs(input_ids, type_ids, length, *labels):
@@ -129,16 +120,29 @@ def _dataset_of(components) -> tf.data.Dataset:
       lambda *example: example)
 
 
+def _sort_window(input_ids, type_ids, lengths, labels):
+  """Sorts one window of examples by length (stable: ties keep the shuffle)."""
+  order = tf.argsort(lengths, stable=True)
+  return (tf.gather(input_ids, order), tf.gather(type_ids, order),
+          tf.gather(lengths, order), tf.gather(labels, order))
+
+
 def training_dataset(encoded: EncodedExamples, *, batch_size: int,
                      bucketing: bool, seed: int, pad_id: int,
                      shuffle_buffer: int) -> tf.data.Dataset:
   """Shuffled (fresh order every epoch, reproducible per seed) batches.
 
+  With bucketing, each epoch is shuffled, cut into windows of
+  `WINDOW_BATCHES` batches, each window sorted by length and cut into
+  batches, and the batches shuffled again: batches hold examples of similar
+  length from anywhere in the data, and every batch still holds
+  `batch_size` examples (one partial batch per epoch, as without bucketing).
+
   Args:
     encoded: Examples with labels.
     batch_size: Global batch size (per-replica size x replicas).
     bucketing: Group examples of similar length into batches.
-    seed: Seeds the shuffle; each epoch still gets a new order.
+    seed: Seeds the shuffles; each epoch still gets a new order.
     pad_id: The tokenizer's [PAD] id.
     shuffle_buffer: Largest shuffle buffer; the whole set when it fits.
 
@@ -151,17 +155,19 @@ def training_dataset(encoded: EncodedExamples, *, batch_size: int,
   dataset = _dataset_of(_components(encoded))
   dataset = dataset.shuffle(min(len(encoded), shuffle_buffer), seed=seed,
                             reshuffle_each_iteration=True)
-  padding_values = (pad_id, 0, 0, 0)
   if bucketing:
-    max_length = int(encoded.lengths.max())
-    boundaries = bucket_boundaries(max(max_length, _BUCKET_WIDTH + 1))
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda ids, *_: tf.shape(ids)[0],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        padding_values=padding_values)
-  else:
-    dataset = dataset.padded_batch(batch_size, padding_values=padding_values)
+    dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
+    dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
+  dataset = dataset.padded_batch(batch_size, padding_values=(pad_id, 0, 0, 0))
+  if bucketing:
+    # Without this, each window's batches would come shortest to longest.
+    dataset = dataset.shuffle(WINDOW_BATCHES, seed=seed + 1,
+                              reshuffle_each_iteration=True)
+  # Windowing hides the batch count from tf.data; state it, so Keras knows
+  # the epoch length (progress, BackupAndRestore mid-epoch) and recreates the
+  # iterator, with a fresh shuffle, every epoch.
+  dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+      num_batches(len(encoded), batch_size)))
   return dataset.map(_to_model_inputs,
                      num_parallel_calls=tf.data.AUTOTUNE).prefetch(
                          tf.data.AUTOTUNE)
