@@ -13,7 +13,8 @@ from tf_finetune.data import readers
 
 def _config(model_dir, tiny_bert_dir, files, **train):
   options = dict(epochs=3, learning_rate=3e-3, warmup_ratio=0.1,
-                 early_stopping_patience=0, log_every_steps=5, export=False)
+                 early_stopping_patience=0, log_every_steps=5, export=False,
+                 precision="fp32")
   options.update(train)
   return config_lib.RunConfig(
       model_dir=str(model_dir),

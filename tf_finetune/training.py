@@ -254,10 +254,14 @@ def train(config: RunConfig) -> dict:
   callbacks.save_weights_atomically(
       model, os.path.join(config.model_dir, artifacts.FINAL_WEIGHTS_DIR))
 
+  # Evaluate and export what evaluate/predict/export will load: the saved
+  # weights in a float32 model (bf16 compute is for training speed; serving
+  # stays float32 so it runs well on any CPU).
+  trained = artifacts.load_trained(config.model_dir)
   eval_results = {
       split: evaluation.classification_metrics(
           encoded[split].label_ids,
-          evaluation.predict_probabilities(model, encoded[split],
+          evaluation.predict_probabilities(trained.model, encoded[split],
                                            batch_size=global_batch,
                                            pad_id=encoder.pad_id),
           label_vocab)
@@ -291,7 +295,7 @@ def train(config: RunConfig) -> dict:
   }
   if train_config.export:
     summary["export_dir"] = serving.export_classifier(
-        model=model, encoder=encoder, label_vocab=label_vocab,
+        model=trained.model, encoder=encoder, label_vocab=label_vocab,
         text_pair=data.text_pair_column is not None,
         export_base=config.resolved_export_dir, hf_tokenizer=tokenizer,
         sample_texts=train_examples.texts[:32],

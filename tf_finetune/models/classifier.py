@@ -12,7 +12,7 @@ class PaddingFraction(tf_keras.metrics.Metric):
   """Fraction of the tokens in the batches seen so far that are padding."""
 
   def __init__(self, name="pad_fraction", **kwargs):
-    super().__init__(name=name, **kwargs)
+    super().__init__(name=name, dtype="float32", **kwargs)
     self.real = self.add_weight("real", initializer="zeros", dtype=tf.float32)
     self.total = self.add_weight("total", initializer="zeros",
                                  dtype=tf.float32)
@@ -30,7 +30,7 @@ class MacroF1(tf_keras.metrics.Metric):
   """Unweighted mean of per-class F1, from a streaming confusion matrix."""
 
   def __init__(self, num_labels: int, name="macro_f1", **kwargs):
-    super().__init__(name=name, **kwargs)
+    super().__init__(name=name, dtype="float32", **kwargs)
     self.num_labels = num_labels
     self.confusion = self.add_weight("confusion", shape=(num_labels,
                                                          num_labels),
