@@ -151,3 +151,21 @@ def test_export_refuses_a_tokenizer_it_cannot_reproduce(trained, tmp_path):
         label_vocab=trained.label_vocab, text_pair=False,
         export_base=str(tmp_path), hf_tokenizer=cased)
   assert not os.path.exists(tmp_path / "1")
+
+
+def test_warmup_requests_replay_against_the_saved_model(trained_run):
+  from tensorflow_serving.apis import prediction_log_pb2
+  export_dir = _export_dir(trained_run)
+  loaded = tf.saved_model.load(export_dir)
+  batch_sizes = []
+  for record in tf.data.TFRecordDataset(
+      os.path.join(export_dir, serving.WARMUP_PATH)):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    signature = loaded.signatures[request.model_spec.signature_name]
+    inputs = {name: tf.constant(tf.make_ndarray(proto))
+              for name, proto in request.inputs.items()}
+    outputs = signature(**inputs)
+    batch_sizes.append(int(inputs["text"].shape[0]))
+    assert outputs["probabilities"].shape == (batch_sizes[-1], 2)
+  assert batch_sizes == [1, 1, 8, 8, 64, 64]

@@ -16,6 +16,11 @@ Signatures:
       (int32 [batch, seq_len]) -> the same outputs.
 Tokenization runs in the graph with tensorflow-text ops, so a loading process
 needs `import tensorflow_text` (TF Serving links those ops).
+
+Each version also carries `assets.extra/tf_serving_warmup_requests`:
+`PredictionLog` records for `serving_default` at batch sizes 1, 8 and 64 and
+short and long texts, which TF Serving replays when it loads the version, so
+the first live request does not pay for graph initialization.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from tf_finetune.tokenization import TRICKY_TEXTS, TextEncoder, check_matches_to
 DEFAULT_SIGNATURE = "serving_default"
 TOKEN_IDS_SIGNATURE = "serve_token_ids"
 _VERSION_PATTERN = re.compile(r"^\d+$")
+WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_BATCH_SIZES = (1, 8, 64)
 
 
 class ClassifierServer(tf.Module):
@@ -82,6 +89,37 @@ class ClassifierServer(tf.Module):
             TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
 
 
+def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
+                          text_pairs: Optional[Sequence[str]] = None) -> str:
+  """Writes TF Serving warmup records for `serving_default`; returns the path.
+
+  Args:
+    saved_model_dir: The version directory.
+    texts: Sample texts; each batch size gets a short and a long batch.
+    text_pairs: Second texts, for sentence-pair models.
+  """
+  from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+  by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+  path = os.path.join(saved_model_dir, WARMUP_PATH)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with tf.io.TFRecordWriter(path) as writer:
+    for batch_size in WARMUP_BATCH_SIZES:
+      for picks in (by_length[:batch_size], by_length[-batch_size:]):
+        rows = [picks[i % len(picks)] for i in range(batch_size)]
+        request = predict_pb2.PredictRequest()
+        request.model_spec.signature_name = DEFAULT_SIGNATURE
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(
+            [texts[i].encode("utf-8") for i in rows], dtype=tf.string))
+        if text_pairs is not None:
+          request.inputs["text_pair"].CopyFrom(tf.make_tensor_proto(
+              [text_pairs[i].encode("utf-8") for i in rows], dtype=tf.string))
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request))
+        writer.write(log.SerializeToString())
+  return path
+
+
 def next_version(export_base: str) -> int:
   if not os.path.isdir(export_base):
     return 1
@@ -125,6 +163,7 @@ def export_classifier(*, model, encoder: TextEncoder,
   expected = server.classify(**inputs)["probabilities"].numpy()
   with io_utils.staged_directory(version_dir, replace=False) as staging:
     tf.saved_model.save(server, staging, signatures=server.signatures())
+    write_warmup_requests(staging, texts, pairs)
     reloaded = tf.saved_model.load(staging)
     got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)["probabilities"]
     if not np.allclose(got.numpy(), expected, atol=1e-5):
