@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test assets clean
+.PHONY: demo test assets bench clean
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,9 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Benchmarks (not tests): need `make demo` first for the assets and the run.
+bench: assets
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PY) benchmarks/finetune_throughput.py
+	$(PY) benchmarks/serving_latency.py --model_dir=runs/sentiment_demo
