@@ -8,7 +8,7 @@ split), one after the other in this process:
 * ours: the exported SavedModel (latest version under <model_dir>/export),
   loaded with `tf.saved_model.load` and called through `serving_default` on
   raw strings; tokenization runs inside the graph.
-* theirs: `transformers.pipeline("text-classification")` over a
+* theirs: the `transformers` text-classification pipeline over a
   `TFBertForSequenceClassification` holding the very same weights (encoder,
   pooler and classification layer copied from the run), with the model's own
   fast tokenizer. Its probabilities are checked against ours first.
@@ -78,9 +78,12 @@ def _hf_pipeline(model_dir: str):
   hf_model(hf_model.dummy_inputs)
   hf_model.bert.set_weights(trained.model.backbone.bert.get_weights())
   hf_model.classifier.set_weights(trained.model.head.get_weights())
-  return transformers.pipeline("text-classification", model=hf_model,
-                               tokenizer=trained.tokenizer, framework="tf",
-                               top_k=None), trained
+  # What pipeline("text-classification") builds; constructed directly
+  # because transformers 4.54's pipeline() factory touches torch even for
+  # framework="tf" and torch is not installed here.
+  return transformers.TextClassificationPipeline(
+      model=hf_model, tokenizer=trained.tokenizer, framework="tf",
+      top_k=None), trained
 
 
 def main() -> None:
