@@ -80,7 +80,10 @@ print(json.dumps({{"unregistered": sorted(ops - core - text_ops),
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["unregistered"] == []
-  assert "FastWordpieceTokenizeWithOffsets" in report["text_ops"]
+  # Exactly the tensorflow-text ops the README tells TF Serving users about.
+  assert report["text_ops"] == ["FastBertNormalize",
+                                "FastWordpieceTokenizeWithOffsets",
+                                "NormalizeUTF8"]
   assert report["count"] > 20
 
 
