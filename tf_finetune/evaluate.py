@@ -7,7 +7,7 @@ Prints accuracy and macro-F1 and records all metrics (per-class precision,
 recall, F1, confusion matrix) under --split_name in eval_results.json.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tf_finetune import flag_definitions
 
@@ -26,8 +26,6 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   from tf_finetune import evaluation
 
   def body():
@@ -40,8 +38,7 @@ def main(argv) -> None:
           f"macro-F1: {metrics['macro_f1']:.4f}  loss: {metrics['loss']:.4f}  "
           f"({metrics['num_examples']} examples)")
 
-  logging.set_verbosity(logging.INFO)
-  flag_definitions.run_main("evaluate", body)
+  flag_definitions.run_main("evaluate", argv, body)
 
 
 def run() -> None:

@@ -7,7 +7,7 @@ Writes <export_dir>/<next version>/ atomically, with a `serving_default`
 signature on raw text and a `serve_token_ids` signature on token ids.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tf_finetune import flag_definitions
 
@@ -23,8 +23,6 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   from tf_finetune import artifacts, serving
 
   def body():
@@ -39,8 +37,7 @@ def main(argv) -> None:
         hf_tokenizer=trained.tokenizer)
     print(f"SavedModel: {path}")
 
-  logging.set_verbosity(logging.INFO)
-  flag_definitions.run_main("export", body)
+  flag_definitions.run_main("export", argv, body)
 
 
 def run() -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from typing import Callable
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from tf_finetune import config as config_lib
 
@@ -150,8 +150,18 @@ def run_config_from_flags() -> config_lib.RunConfig:
       train=config_lib.TrainConfig(**_values(_TRAIN)))
 
 
-def run_main(program: str, main: Callable[[], object]) -> None:
-  """Runs a binary's body; user errors become one line and exit code 2."""
+def run_main(program: str, argv, main: Callable[[], object]) -> None:
+  """Runs a binary's body; user errors become one line and exit code 2.
+
+  Args:
+    program: The binary's name, for messages.
+    argv: What absl left of the command line (the program name only, unless
+      something was not a flag).
+    main: The body, reading FLAGS.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
   try:
     main()
   except ValueError as e:

@@ -9,7 +9,7 @@ The output repeats each input row and adds `predicted_label` and the
 probability of every label (CSV/TSV columns or a JSONL object).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tf_finetune import flag_definitions
 
@@ -35,8 +35,6 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   from tf_finetune import prediction
   from tf_finetune.data import readers
 
@@ -65,8 +63,7 @@ def main(argv) -> None:
                                  predictor.label_vocab)
     print(f"Wrote {len(examples)} predictions to {FLAGS.output_file}")
 
-  logging.set_verbosity(logging.INFO)
-  flag_definitions.run_main("predict", body)
+  flag_definitions.run_main("predict", argv, body)
 
 
 def run() -> None:

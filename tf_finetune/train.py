@@ -10,14 +10,12 @@ Writes checkpoints, TensorBoard logs, eval_results.json and a SavedModel
 the same flags resumes it.
 """
 
-from absl import app, logging
+from absl import app
 
 from tf_finetune import flag_definitions
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   from tf_finetune import training
 
   def body():
@@ -31,8 +29,7 @@ def main(argv) -> None:
     if "export_dir" in summary:
       print(f"SavedModel: {summary['export_dir']}")
 
-  logging.set_verbosity(logging.INFO)
-  flag_definitions.run_main("train", body)
+  flag_definitions.run_main("train", argv, body)
 
 
 def run() -> None:
