@@ -13,9 +13,9 @@ number of optimizer steps, batch 32, at most 128 tokens) through:
   ours   tf_finetune's own pieces, assembled as `training.train()` assembles
          them: `read_split`, `TextEncoder.from_hf_tokenizer` (checked against
          the model's tokenizer), `pipeline.encode_examples`,
-         `pipeline.training_dataset` (length bucketing), `load_backbone`,
-         `artifacts.build_classifier`, `optimization.create_optimizer`, the
-         same compile() and `precision_policy`. Left out are the callbacks
+         `pipeline.training_dataset` (length bucketing),
+         `training.build_compiled_classifier` (pretrained backbone, head,
+         AdamW, compile) and `precision_policy`. Left out are the callbacks
          that only write files (TensorBoard, backups, best checkpoints) and
          the per-epoch validation, which the other recipes do not do either.
   hf_tf  The Keras recipe of the `transformers` documentation:
@@ -335,7 +335,6 @@ def run_ours(job: dict) -> dict:
   from tf_finetune.config import DataConfig, ModelConfig, RunConfig, TrainConfig
   from tf_finetune.data import labels, pipeline, readers
   from tf_finetune.models import backbone as backbone_lib
-  from tf_finetune.models.classifier import MacroF1
   from tf_finetune.tokenization import TextEncoder, check_matches_tokenizer
   start = time.perf_counter()
 
@@ -393,21 +392,11 @@ def run_ours(job: dict) -> dict:
 
   timer = StepTimer("ours", total_steps)
   with training.precision_policy(train_config.precision), strategy.scope():
-    backbone = backbone_lib.load_backbone(
-        config.model.model,
-        allow_pickle_weights=config.model.allow_pickle_weights)
-    backbone_lib.check_tokenizer_fits(tokenizer, backbone.config,
-                                      config.model.model)
-    model = artifacts.build_classifier(backbone, len(label_vocab),
-                                       config.model, train_config.seed)
-    model.compile(
-        optimizer=optimization.create_optimizer(train_config, total_steps),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                 MacroF1(len(label_vocab))],
-        steps_per_execution=train_config.steps_per_execution)
+    model = training.build_compiled_classifier(
+        config, tokenizer=tokenizer, num_labels=len(label_vocab),
+        total_steps=total_steps)
     artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
-                             backbone.config)
+                             model.backbone.config)
     model.fit(train_dataset, epochs=plan["epochs_to_run"],
               callbacks=[keras_timing_callback(timer)], verbose=0)
   rss_after_training = _peak_rss_mib()

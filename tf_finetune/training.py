@@ -148,6 +148,29 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
   return found, nan_guard, best, early_stopping
 
 
+def build_compiled_classifier(config: RunConfig, *, tokenizer,
+                              num_labels: int,
+                              total_steps: int) -> tf_keras.Model:
+  """The pretrained backbone with a fresh head, compiled for fine-tuning.
+
+  Call inside the strategy scope and precision policy of the run.
+  """
+  backbone = backbone_lib.load_backbone(
+      config.model.model,
+      allow_pickle_weights=config.model.allow_pickle_weights)
+  backbone_lib.check_tokenizer_fits(tokenizer, backbone.config,
+                                    config.model.model)
+  model = artifacts.build_classifier(backbone, num_labels, config.model,
+                                     config.train.seed)
+  model.compile(
+      optimizer=optimization.create_optimizer(config.train, total_steps),
+      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+               MacroF1(num_labels)],
+      steps_per_execution=config.train.steps_per_execution)
+  return model
+
+
 def train(config: RunConfig) -> dict:
   """Fine-tunes, evaluates and exports a classifier as `config` says.
 
@@ -218,24 +241,13 @@ def train(config: RunConfig) -> dict:
                optimization.warmup_steps_for(train_config, total_steps))
 
   with precision_policy(train_config.precision), strategy.scope():
-    backbone = backbone_lib.load_backbone(
-        config.model.model,
-        allow_pickle_weights=config.model.allow_pickle_weights)
-    backbone_lib.check_tokenizer_fits(tokenizer, backbone.config,
-                                      config.model.model)
-    model = artifacts.build_classifier(backbone, len(label_vocab),
-                                       config.model, train_config.seed)
-    model.compile(
-        optimizer=optimization.create_optimizer(train_config, total_steps),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                 MacroF1(len(label_vocab))],
-        steps_per_execution=train_config.steps_per_execution)
-
+    model = build_compiled_classifier(config, tokenizer=tokenizer,
+                                      num_labels=len(label_vocab),
+                                      total_steps=total_steps)
     # Inputs are valid and the model is built: from here on the run owns
     # model_dir.
     artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
-                             backbone.config)
+                             model.backbone.config)
     run_callbacks, nan_guard, best, early_stopping = _callbacks(
         config, validation_dataset is not None, total_steps=total_steps,
         global_batch_size=global_batch)
