@@ -453,6 +453,25 @@ def _load_hf_splits(args: dict, cache_dir: str):
   return raw.class_encode_column("label")
 
 
+def _tokenized_hf_splits(args: dict, job: dict):
+  """The Hugging Face recipes' data: `datasets` splits tokenized by the
+  model's tokenizer with truncation (padding is left to the collator).
+
+  Returns:
+    (label names, tokenizer, DatasetDict of tokenized splits).
+  """
+  import transformers
+  raw = _load_hf_splits(args, os.path.join(job["scratch_dir"], "datasets"))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(args["model"])
+
+  def tokenize(batch):
+    return tokenizer(batch["text"], truncation=True,
+                     max_length=args["max_seq_length"])
+
+  return (raw["train"].features["label"].names, tokenizer,
+          raw.map(tokenize, batched=True))
+
+
 def run_hf_tf(job: dict) -> dict:
   """The Keras fine-tuning recipe of the transformers documentation."""
   args, plan = job["args"], job["plan"]
@@ -466,15 +485,7 @@ def run_hf_tf(job: dict) -> dict:
   start = time.perf_counter()
 
   tf_keras.utils.set_random_seed(args["seed"])
-  raw = _load_hf_splits(args, os.path.join(job["scratch_dir"], "datasets"))
-  label_names = raw["train"].features["label"].names
-  tokenizer = transformers.AutoTokenizer.from_pretrained(args["model"])
-
-  def tokenize(batch):
-    return tokenizer(batch["text"], truncation=True,
-                     max_length=args["max_seq_length"])
-
-  tokenized = raw.map(tokenize, batched=True)
+  label_names, tokenizer, tokenized = _tokenized_hf_splits(args, job)
   model = transformers.TFAutoModelForSequenceClassification.from_pretrained(
       args["model"], num_labels=len(label_names))
   batch_log = BatchLog()
@@ -547,15 +558,7 @@ def run_torch(job: dict) -> dict:
   start = time.perf_counter()
 
   transformers.set_seed(args["seed"])
-  raw = _load_hf_splits(args, os.path.join(job["scratch_dir"], "datasets"))
-  label_names = raw["train"].features["label"].names
-  tokenizer = transformers.AutoTokenizer.from_pretrained(args["model"])
-
-  def tokenize(batch):
-    return tokenizer(batch["text"], truncation=True,
-                     max_length=args["max_seq_length"])
-
-  tokenized = raw.map(tokenize, batched=True)
+  label_names, tokenizer, tokenized = _tokenized_hf_splits(args, job)
   model = transformers.AutoModelForSequenceClassification.from_pretrained(
       args["model"], num_labels=len(label_names))
   batch_log = BatchLog()
