@@ -16,7 +16,7 @@ from tf_finetune import evaluate, export, predict, train
 def test_training_writes_every_output(trained_run):
   files = set(os.listdir(trained_run))
   assert {"config.json", "label_vocab.txt", "tokenizer", "backbone",
-          "checkpoints", "logs", "eval_results.json", "train_summary.json",
+          "checkpoints", "logs", "eval_results.json", "summary.json",
           "export"} <= files
   config = json.load(open(os.path.join(trained_run, "config.json")))
   assert config["train"]["learning_rate"] == 3e-3
@@ -27,7 +27,7 @@ def test_training_writes_every_output(trained_run):
   assert set(results["test"]["per_class"]) == {"negative", "positive"}
   assert {"precision", "recall", "f1", "support"} <= set(
       results["test"]["per_class"]["positive"])
-  summary = json.load(open(os.path.join(trained_run, "train_summary.json")))
+  summary = json.load(open(os.path.join(trained_run, "summary.json")))
   assert summary["epochs_run"] == 4
   history = summary["history"]
   assert history["loss"][-1] < history["loss"][0]

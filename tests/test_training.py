@@ -166,5 +166,5 @@ def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   # It resumed past the kill point instead of starting over.
   assert "Step 2/36" not in resumed.stderr
-  summary = json.load(open(tmp_path / "run" / "train_summary.json"))
+  summary = json.load(open(tmp_path / "run" / "summary.json"))
   assert summary["global_steps"] == 36

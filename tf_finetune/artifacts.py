@@ -9,7 +9,9 @@
   logs/                TensorBoard event files
   backup/              state to resume a killed run (removed when done)
   eval_results.json    validation and test metrics
-  train_summary.json   epochs run, best epoch, why training stopped, speed
+  summary.json         epochs run, best epoch, why training stopped, the
+                       overfitting diagnosis, speed
+  curves.png           training and validation loss and metric per epoch
   export/<version>/    SavedModels for TF Serving
 """
 
@@ -35,7 +37,8 @@ FINAL_WEIGHTS_DIR = os.path.join("checkpoints", "final")
 LOG_DIR = "logs"
 BACKUP_DIR = "backup"
 EVAL_RESULTS_FILENAME = "eval_results.json"
-TRAIN_SUMMARY_FILENAME = "train_summary.json"
+TRAIN_SUMMARY_FILENAME = "summary.json"
+CURVES_FILENAME = "curves.png"
 
 
 def save_run_files(model_dir: str, config: config_lib.RunConfig,
@@ -58,10 +61,13 @@ def write_json(model_dir: str, filename: str, values: dict[str, Any]) -> str:
 
 def build_classifier(backbone, num_labels: int,
                      model_config: config_lib.ModelConfig,
-                     seed: int) -> TextClassifier:
+                     seed: int, *, label_smoothing: float = 0.0,
+                     grad_accum_steps: int = 1) -> TextClassifier:
   model = TextClassifier(backbone, num_labels, pooling=model_config.pooling,
                          dropout=model_config.dropout, l1=model_config.l1,
-                         l2=model_config.l2, seed=seed)
+                         l2=model_config.l2, seed=seed,
+                         label_smoothing=label_smoothing,
+                         grad_accum_steps=grad_accum_steps)
   model(model.dummy_inputs())  # Creates the head's variables.
   return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -55,11 +56,16 @@ class StepLogger(tf_keras.callbacks.Callback):
     if step % self._every_steps:
       return
     rate = current_learning_rate(self.model.optimizer)
-    loss = (logs or {}).get("loss")
+    logs = logs or {}
+    loss = logs.get("loss")
     with self._writer.as_default(step=step):
       tf.summary.scalar("learning_rate", rate)
+      tf.summary.scalar("weight_norm", float(tf.linalg.global_norm(
+          self.model.trainable_weights)))
       if loss is not None:
         tf.summary.scalar("batch_loss", loss)
+      if logs.get("grad_norm") is not None:
+        tf.summary.scalar("grad_norm", logs["grad_norm"])
     now = time.time()
     last_time, last_step = self._last
     speed = (step - last_step) * self._global_batch_size / max(
@@ -104,8 +110,96 @@ class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
     self.model.stop_training = True
 
 
+def _moving_average_pairs(model: tf_keras.Model):
+  optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+  if not getattr(optimizer, "use_ema", False):
+    return []
+  # Every variable the optimizer was built for, frozen layers included.
+  return [(variable, optimizer.moving_average_of(variable))
+          for variable in model.weights if variable.trainable]
+
+
+@contextlib.contextmanager
+def moving_averages_swapped_in(model: tf_keras.Model):
+  """Puts the EMA weights in the model for the body, then swaps them back.
+
+  A no-op unless the optimizer keeps moving averages (--ema_decay).
+  """
+  pairs = _moving_average_pairs(model)
+
+  def swap():
+    for variable, average in pairs:
+      value = tf.identity(variable)
+      variable.assign(average)
+      average.assign(value)
+
+  swap()
+  try:
+    yield
+  finally:
+    swap()
+
+
+class ValidateWithMovingAverages(tf_keras.callbacks.Callback):
+  """Validation during fit sees the EMA weights instead of the raw ones."""
+
+  def __init__(self):
+    super().__init__()
+    self._context = None
+
+  def on_test_begin(self, logs=None):
+    self._context = moving_averages_swapped_in(self.model)
+    self._context.__enter__()
+
+  def on_test_end(self, logs=None):
+    self._context.__exit__(None, None, None)
+    self._context = None
+
+
+class GradualUnfreezing(tf_keras.callbacks.Callback):
+  """Unfreezes one more encoder layer per epoch, from the top.
+
+  Epoch 1 trains the head and the pooler; epoch k + 1 also the top k encoder
+  layers; the embeddings join after the last layer. Layers frozen for the
+  whole run (--freeze_layers, --freeze_embeddings) stay frozen.
+  """
+
+  def __init__(self, backbone, *, num_layers: int, freeze_layers: int,
+               freeze_embeddings: bool):
+    super().__init__()
+    self._backbone = backbone
+    self._num_layers = num_layers
+    self._freeze_layers = freeze_layers
+    self._freeze_embeddings = freeze_embeddings
+    self._state = None
+
+  def frozen_for_epoch(self, epoch: int) -> tuple[int, bool]:
+    """(bottom layers frozen, embeddings frozen) in 0-based `epoch`."""
+    layers = max(self._freeze_layers, self._num_layers - epoch)
+    embeddings = self._freeze_embeddings or epoch <= self._num_layers
+    return layers, embeddings
+
+  def on_epoch_begin(self, epoch, logs=None):
+    from tf_finetune.models import backbone as backbone_lib
+    state = self.frozen_for_epoch(epoch)
+    if state == self._state:
+      return
+    self._state = state
+    backbone_lib.set_trainable_layers(self._backbone, frozen_layers=state[0],
+                                      freeze_embeddings=state[1])
+    # The train function captured the old list of trainable variables.
+    self.model.train_function = self.model.make_train_function(force=True)
+    logging.info("Epoch %d: training the top %d of %d encoder layers%s.",
+                 epoch + 1, self._num_layers - state[0], self._num_layers,
+                 "" if state[1] else " and the embeddings")
+
+
 class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
-  """Saves the weights of the best epoch so far, atomically."""
+  """Saves the weights of the best epoch so far, atomically.
+
+  With --ema_decay the saved weights are the moving averages, which are what
+  validation measured.
+  """
 
   def __init__(self, directory: str, monitor: str, mode: str):
     super().__init__()
@@ -122,7 +216,8 @@ class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
       return
     if self.best is None or self._better(value, self.best):
       self.best, self.best_epoch = float(value), epoch + 1
-      save_weights_atomically(self.model, self._directory)
+      with moving_averages_swapped_in(self.model):
+        save_weights_atomically(self.model, self._directory)
       logging.info("Epoch %d: %s=%.4f is the best so far; weights saved to %s.",
                    epoch + 1, self.monitor, value, self._directory)
 

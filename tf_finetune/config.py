@@ -15,10 +15,12 @@ import json
 import os
 from typing import Any, Optional
 
-SCHEDULES = ("linear", "cosine", "polynomial", "constant")
+SCHEDULES = ("linear", "cosine", "polynomial", "constant", "inverse_sqrt",
+             "cosine_restarts", "step")
 POOLINGS = ("pooler", "cls", "mean")
 DISTRIBUTIONS = ("auto", "mirrored", "one_device")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+UNFREEZE_SCHEDULES = ("none", "gradual")
 EARLY_STOPPING_METRICS = ("val_loss", "val_accuracy", "val_macro_f1")
 
 CONFIG_FILENAME = "config.json"
@@ -97,6 +99,14 @@ class ModelConfig:
     l2: L2 penalty on the classification layer's kernel.
     l1: L1 penalty on the classification layer's kernel.
     allow_pickle_weights: Permit loading PyTorch `.bin` (pickle) weights.
+    hidden_dropout: Replaces the pretrained config's hidden dropout rate.
+    attention_dropout: Replaces the pretrained config's attention dropout.
+    backbone_l2: L2 penalty on the encoder's kernels (not LayerNorm, biases
+      or embeddings unless `regularize_embeddings`).
+    backbone_l1: L1 penalty on the same variables.
+    l2_sp: L2-SP penalty: squared distance of the same variables from their
+      pretrained values (Li et al., 2018), instead of from zero.
+    regularize_embeddings: Include the embedding tables in the penalties.
   """
 
   model: str = ""
@@ -105,6 +115,12 @@ class ModelConfig:
   l2: float = 0.0
   l1: float = 0.0
   allow_pickle_weights: bool = False
+  hidden_dropout: Optional[float] = None
+  attention_dropout: Optional[float] = None
+  backbone_l2: float = 0.0
+  backbone_l1: float = 0.0
+  l2_sp: float = 0.0
+  regularize_embeddings: bool = False
 
   def __post_init__(self):
     _require(bool(self.model),
@@ -116,6 +132,26 @@ class ModelConfig:
              f"--dropout={self.dropout} must be in [0, 1).")
     _require(self.l2 >= 0.0, f"--l2={self.l2} must be non-negative.")
     _require(self.l1 >= 0.0, f"--l1={self.l1} must be non-negative.")
+    for name in ("hidden_dropout", "attention_dropout"):
+      rate = getattr(self, name)
+      _require(rate is None or 0.0 <= rate < 1.0,
+               f"--{name}={rate} must be in [0, 1).")
+    for name in ("backbone_l2", "backbone_l1", "l2_sp"):
+      _require(getattr(self, name) >= 0.0,
+               f"--{name}={getattr(self, name)} must be non-negative.")
+    _require(not (self.l2_sp and self.backbone_l2),
+             "--l2_sp and --backbone_l2 both pull the encoder's weights, one "
+             "towards the pretrained values and one towards zero; use one.")
+
+  @property
+  def config_overrides(self) -> dict[str, float]:
+    """Values that replace the pretrained config's (dropout rates)."""
+    overrides = {}
+    if self.hidden_dropout is not None:
+      overrides["hidden_dropout_prob"] = self.hidden_dropout
+    if self.attention_dropout is not None:
+      overrides["attention_probs_dropout_prob"] = self.attention_dropout
+    return overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,10 +161,30 @@ class TrainConfig:
   Attributes:
     epochs: Passes over the training data.
     learning_rate: Peak learning rate, reached at the end of warmup.
-    schedule: Decay after warmup: linear, cosine, polynomial or constant.
+    schedule: Decay after warmup: linear, cosine, polynomial, constant,
+      inverse_sqrt, cosine_restarts or step (see optimization.py).
     warmup_ratio: Warmup as a fraction of all training steps.
     warmup_steps: Warmup in steps; overrides warmup_ratio when set.
     polynomial_power: Exponent of the polynomial schedule.
+    min_lr_ratio: Floor of the decayed rate as a fraction of the peak.
+    restart_cycles: Cosine cycles of the cosine_restarts schedule.
+    step_decay_factor: What the step schedule multiplies the rate by at
+      each interval.
+    step_decay_every_steps: The step schedule's interval (0: one epoch).
+    layerwise_lr_decay: The top encoder layer learns at the base rate, each
+      lower layer (and the embeddings) at this factor times the one above;
+      1.0 turns it off.
+    freeze_embeddings: Keep the embedding tables at their pretrained values.
+    freeze_layers: Keep the bottom N encoder layers at pretrained values.
+    unfreeze_schedule: "gradual" trains only the head (and pooler) in the
+      first epoch and unfreezes one more encoder layer per epoch from the top
+      (embeddings last); "none" trains everything not frozen from the start.
+    label_smoothing: Mass moved from the true label to all labels uniformly.
+    grad_accum_steps: Split each batch into this many micro-batches whose
+      gradients are summed before one update (same update, less memory).
+    jit_compile: XLA-compile the training step.
+    ema_decay: Keep an exponential moving average of the weights with this
+      decay, validate with it and export it; 0 turns it off.
     weight_decay: Decoupled AdamW weight decay (not on LayerNorm or biases).
     clip_norm: Global-norm gradient clipping; 0 disables it.
     adam_epsilon: AdamW epsilon.
@@ -143,9 +199,10 @@ class TrainConfig:
       killed run resumes when started again.
     log_every_steps: Write loss and learning rate to TensorBoard every N steps.
     steps_per_execution: Training steps run per call into the TF runtime.
-    precision: fp32, bf16 (mixed bfloat16 compute, float32 weights), or auto:
-      bf16 where the hardware computes in bfloat16 natively (CPUs with AMX or
-      AVX512-BF16, GPUs of compute capability 8.0 or newer), else fp32.
+    precision: fp32, bf16 (mixed bfloat16 compute, float32 weights), fp16
+      (mixed float16 with dynamic loss scaling), or auto: bf16 where the
+      hardware computes in bfloat16 natively (CPUs with AMX or AVX512-BF16,
+      GPUs of compute capability 8.0 or newer), else fp32.
     export: Export a SavedModel at the end of training.
   """
 
@@ -155,6 +212,18 @@ class TrainConfig:
   warmup_ratio: float = 0.1
   warmup_steps: Optional[int] = None
   polynomial_power: float = 2.0
+  min_lr_ratio: float = 0.0
+  restart_cycles: int = 2
+  step_decay_factor: float = 0.5
+  step_decay_every_steps: int = 0
+  layerwise_lr_decay: float = 1.0
+  freeze_embeddings: bool = False
+  freeze_layers: int = 0
+  unfreeze_schedule: str = "none"
+  label_smoothing: float = 0.0
+  grad_accum_steps: int = 1
+  jit_compile: bool = False
+  ema_decay: float = 0.0
   weight_decay: float = 0.01
   clip_norm: float = 1.0
   adam_epsilon: float = 1e-6
@@ -181,6 +250,30 @@ class TrainConfig:
              f"--warmup_ratio={self.warmup_ratio} must be in [0, 1).")
     _require(self.warmup_steps is None or self.warmup_steps >= 0,
              f"--warmup_steps={self.warmup_steps} must be non-negative.")
+    _require(0.0 <= self.min_lr_ratio < 1.0,
+             f"--min_lr_ratio={self.min_lr_ratio} must be in [0, 1).")
+    _require(self.restart_cycles >= 1,
+             f"--restart_cycles={self.restart_cycles} must be at least 1.")
+    _require(0.0 < self.step_decay_factor <= 1.0,
+             f"--step_decay_factor={self.step_decay_factor} must be in (0, 1].")
+    _require(self.step_decay_every_steps >= 0,
+             f"--step_decay_every_steps={self.step_decay_every_steps} must be "
+             "non-negative (0 = every epoch).")
+    _require(0.0 < self.layerwise_lr_decay <= 1.0,
+             f"--layerwise_lr_decay={self.layerwise_lr_decay} must be in "
+             "(0, 1]; 0.8-0.95 is usual, 1.0 turns it off.")
+    _require(self.freeze_layers >= 0,
+             f"--freeze_layers={self.freeze_layers} must be non-negative.")
+    _require(self.unfreeze_schedule in UNFREEZE_SCHEDULES,
+             f"--unfreeze_schedule={self.unfreeze_schedule!r} is not one of "
+             f"{', '.join(UNFREEZE_SCHEDULES)}.")
+    _require(0.0 <= self.label_smoothing < 1.0,
+             f"--label_smoothing={self.label_smoothing} must be in [0, 1).")
+    _require(self.grad_accum_steps >= 1,
+             f"--grad_accum_steps={self.grad_accum_steps} must be at least 1.")
+    _require(0.0 <= self.ema_decay < 1.0,
+             f"--ema_decay={self.ema_decay} must be in [0, 1); 0.999 is usual, "
+             "0 turns it off.")
     _require(self.weight_decay >= 0.0,
              f"--weight_decay={self.weight_decay} must be non-negative.")
     _require(self.clip_norm >= 0.0,

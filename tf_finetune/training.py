@@ -9,15 +9,17 @@ epoch, evaluates, and exports a SavedModel. Everything it writes goes to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from tf_finetune import artifacts, callbacks, evaluation, io_utils, optimization, serving
+from tf_finetune import (artifacts, callbacks, evaluation, io_utils,
+                         optimization, reporting, serving)
 from tf_finetune.config import DataConfig, RunConfig
 from tf_finetune.data import labels, pipeline, readers
 from tf_finetune.models import backbone as backbone_lib
@@ -72,8 +74,8 @@ def precision_policy(precision: str):
   fp32 at the same test accuracy (see the README's performance table).
   """
   previous = tf_keras.mixed_precision.global_policy()
-  name = {"fp32": "float32",
-          "bf16": "mixed_bfloat16"}[resolve_precision(precision)]
+  name = {"fp32": "float32", "bf16": "mixed_bfloat16",
+          "fp16": "mixed_float16"}[resolve_precision(precision)]
   tf_keras.mixed_precision.set_global_policy(name)
   try:
     yield
@@ -131,6 +133,8 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
                            global_batch_size),
       callbacks.EpochSummary(),
   ]
+  if train.ema_decay:
+    found.append(callbacks.ValidateWithMovingAverages())
   best = early_stopping = None
   if has_validation:
     mode = _monitor_mode(train.early_stopping_metric)
@@ -149,56 +153,140 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
 
 
 def build_compiled_classifier(config: RunConfig, *, tokenizer,
-                              num_labels: int,
-                              total_steps: int) -> tf_keras.Model:
+                              num_labels: int, total_steps: int,
+                              steps_per_epoch: int = 1,
+                              learning_rate=None) -> tf_keras.Model:
   """The pretrained backbone with a fresh head, compiled for fine-tuning.
 
-  Call inside the strategy scope and precision policy of the run.
+  Applies every optimization lever of the config: dropout overrides,
+  backbone penalties (L1/L2 or L2-SP), layer-wise learning rates, frozen
+  layers, label smoothing, gradient accumulation, EMA, XLA. Call inside the
+  strategy scope and precision policy of the run.
+
+  Args:
+    config: The run config.
+    tokenizer: The model's Hugging Face tokenizer (checked against it).
+    num_labels: Classes of the head.
+    total_steps: Optimizer updates in the whole run (for the schedule).
+    steps_per_epoch: Updates per epoch (the step schedule's interval).
+    learning_rate: A schedule replacing the config's (the range test's).
   """
+  model_config, train_config = config.model, config.train
   backbone = backbone_lib.load_backbone(
-      config.model.model,
-      allow_pickle_weights=config.model.allow_pickle_weights)
+      model_config.model,
+      allow_pickle_weights=model_config.allow_pickle_weights,
+      config_overrides=model_config.config_overrides)
   backbone_lib.check_tokenizer_fits(tokenizer, backbone.config,
-                                    config.model.model)
-  model = artifacts.build_classifier(backbone, num_labels, config.model,
-                                     config.train.seed)
+                                    model_config.model)
+  model = artifacts.build_classifier(
+      backbone, num_labels, model_config, train_config.seed,
+      label_smoothing=train_config.label_smoothing,
+      grad_accum_steps=train_config.grad_accum_steps)
+  _add_backbone_penalties(model, model_config)
+  optimizer = optimization.create_optimizer(
+      train_config, total_steps, steps_per_epoch=steps_per_epoch,
+      learning_rate=learning_rate,
+      lr_multipliers=backbone_lib.layerwise_lr_multipliers(
+          backbone, train_config.layerwise_lr_decay))
+  # Slots for every variable now, before any is frozen: layers unfrozen
+  # later must find theirs (optimizer variables cannot be created mid-fit).
+  optimizer.build(model.trainable_variables)
+  _freeze_initial_layers(backbone, train_config)
   model.compile(
-      optimizer=optimization.create_optimizer(config.train, total_steps),
-      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      optimizer=optimizer,
       metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                MacroF1(num_labels)],
-      steps_per_execution=config.train.steps_per_execution)
+      steps_per_execution=train_config.steps_per_execution,
+      jit_compile=train_config.jit_compile)
   return model
 
 
-def train(config: RunConfig) -> dict:
-  """Fine-tunes, evaluates and exports a classifier as `config` says.
+def _add_backbone_penalties(model, model_config) -> None:
+  """Adds --backbone_l1/--backbone_l2 or --l2_sp to the model's losses."""
+  l1, l2, l2_sp = (model_config.backbone_l1, model_config.backbone_l2,
+                   model_config.l2_sp)
+  if not (l1 or l2 or l2_sp):
+    return
+  variables = backbone_lib.penalized_variables(
+      model.backbone, include_embeddings=model_config.regularize_embeddings)
+  if l1 or l2:
+    def penalty():
+      total = 0.0
+      for variable in variables:
+        if l1:
+          total += l1 * tf.reduce_sum(tf.abs(variable))
+        if l2:
+          total += l2 * tf.reduce_sum(tf.square(variable))
+      return total
+    model.add_loss(penalty)
+  if l2_sp:
+    # The pretrained values, outside the model's checkpoint: a resumed run
+    # loads them again from --model, so they always mean "pretrained".
+    anchors = [tf.Variable(variable.read_value(), trainable=False)
+               for variable in variables]
 
-  Returns:
-    The run summary (also written to train_summary.json), with the
-    evaluation results under "eval_results" and the export directory under
-    "export_dir" when exported.
+    def distance_from_pretrained():
+      return l2_sp * tf.add_n([
+          tf.reduce_sum(tf.square(variable - anchor))
+          for variable, anchor in zip(variables, anchors)])
+    model.add_loss(distance_from_pretrained)
+  logging.info("Backbone penalties on %d kernels: l1=%g l2=%g l2_sp=%g.",
+               len(variables), l1, l2, l2_sp)
+
+
+def _freeze_initial_layers(backbone, train_config) -> None:
+  gradual = train_config.unfreeze_schedule == "gradual"
+  if not (gradual or train_config.freeze_layers or
+          train_config.freeze_embeddings):
+    return
+  num_layers = len(backbone_lib.encoder_layers(backbone))
+  backbone_lib.set_trainable_layers(
+      backbone,
+      frozen_layers=num_layers if gradual else train_config.freeze_layers,
+      freeze_embeddings=gradual or train_config.freeze_embeddings)
+
+
+def _fine_tuning_callbacks(model, train_config) -> list:
+  if train_config.unfreeze_schedule != "gradual":
+    return []
+  return [callbacks.GradualUnfreezing(
+      model.backbone,
+      num_layers=len(backbone_lib.encoder_layers(model.backbone)),
+      freeze_layers=train_config.freeze_layers,
+      freeze_embeddings=train_config.freeze_embeddings)]
+
+
+@dataclasses.dataclass
+class PreparedData:
+  """A run's examples, labels and tokenizer, encoded and checked."""
+
+  label_vocab: list[str]
+  tokenizer: Any
+  encoder: TextEncoder
+  examples: dict[str, readers.Examples]
+  encoded: dict[str, pipeline.EncodedExamples]
+
+
+def prepare_data(config: RunConfig) -> PreparedData:
+  """Reads, validates and encodes the splits the config names.
 
   Raises:
-    ValueError: for bad input (files, columns, labels, model), before
-      anything in `model_dir` is changed.
-    callbacks.NonFiniteLossError: when the loss became NaN or Inf.
+    ValueError: for bad files, columns, labels or model, naming the flag.
   """
-  data, train_config = config.data, config.train
-  io_utils.check_writable(config.model_dir, "--model_dir")
-  tf_keras.utils.set_random_seed(train_config.seed)
-
-  train_examples = read_split(data, "train")
-  validation_examples = read_split(data, "validation")
-  test_examples = read_split(data, "test")
+  data = config.data
+  examples = {split: read_split(data, split)
+              for split in ("train", "validation", "test")}
+  examples = {split: found for split, found in examples.items()
+              if found is not None}
+  train_examples = examples["train"]
   if train_examples.labels is None:
     raise ValueError(f"{train_examples.source} has no labels.")
   label_vocab = labels.infer_label_vocab(train_examples.labels,
                                          train_examples.source)
-  for split, examples in (("validation", validation_examples),
-                          ("test", test_examples)):
-    if examples is not None:
-      readers.check_labels_known(examples, label_vocab, f"--{split}_file")
+  for split in ("validation", "test"):
+    if split in examples:
+      readers.check_labels_known(examples[split], label_vocab,
+                                 f"--{split}_file")
   logging.info("Labels (%d): %s", len(label_vocab), ", ".join(label_vocab))
 
   backbone_lib.check_model_source(config.model.model,
@@ -210,20 +298,45 @@ def train(config: RunConfig) -> dict:
       encoder, tokenizer, train_examples.texts[sample],
       None if train_examples.text_pairs is None else
       train_examples.text_pairs[sample])
+  encoded = {split: pipeline.encode_examples(found, encoder, label_vocab)
+             for split, found in examples.items()}
+  return PreparedData(label_vocab, tokenizer, encoder, examples, encoded)
+
+
+def train(config: RunConfig) -> dict:
+  """Fine-tunes, evaluates and exports a classifier as `config` says.
+
+  Returns:
+    The run summary (also written to summary.json), with the
+    evaluation results under "eval_results" and the export directory under
+    "export_dir" when exported.
+
+  Raises:
+    ValueError: for bad input (files, columns, labels, model), before
+      anything in `model_dir` is changed.
+    callbacks.NonFiniteLossError: when the loss became NaN or Inf.
+  """
+  data, train_config = config.data, config.train
+  io_utils.check_writable(config.model_dir, "--model_dir")
+  tf_keras.utils.set_random_seed(train_config.seed)
+  prepared = prepare_data(config)
+  label_vocab, tokenizer, encoder = (prepared.label_vocab, prepared.tokenizer,
+                                     prepared.encoder)
+  encoded, train_examples = prepared.encoded, prepared.examples["train"]
 
   strategy = get_strategy(train_config.distribution)
   replicas = strategy.num_replicas_in_sync
-  global_batch = data.batch_size * replicas
-  logging.info("Strategy %s with %d replica(s): %d per replica x %d = global "
-               "batch %d; precision %s.", type(strategy).__name__, replicas,
-               data.batch_size, replicas, global_batch,
+  # Examples per update: 16 per replica x 4 accumulated micro-batches x 2
+  # replicas = 128. Evaluation batches are one micro-batch per replica.
+  accumulation = train_config.grad_accum_steps
+  global_batch = data.batch_size * accumulation * replicas
+  eval_batch = data.batch_size * replicas
+  logging.info("Strategy %s with %d replica(s): %d per replica x %d "
+               "accumulated micro-batch(es) x %d replica(s) = global batch "
+               "%d; precision %s.", type(strategy).__name__, replicas,
+               data.batch_size, accumulation, replicas, global_batch,
                resolve_precision(train_config.precision))
 
-  encoded = {split: pipeline.encode_examples(examples, encoder, label_vocab)
-             for split, examples in (("train", train_examples),
-                                     ("validation", validation_examples),
-                                     ("test", test_examples))
-             if examples is not None}
   train_dataset = pipeline.training_dataset(
       encoded["train"], batch_size=global_batch, bucketing=data.bucketing,
       seed=train_config.seed, pad_id=encoder.pad_id,
@@ -231,7 +344,7 @@ def train(config: RunConfig) -> dict:
   validation_dataset = None
   if "validation" in encoded:
     validation_dataset, _ = pipeline.inference_dataset(
-        encoded["validation"], batch_size=global_batch, pad_id=encoder.pad_id,
+        encoded["validation"], batch_size=eval_batch, pad_id=encoder.pad_id,
         with_labels=True)
   steps_per_epoch = pipeline.num_batches(len(encoded["train"]), global_batch)
   total_steps = steps_per_epoch * train_config.epochs
@@ -243,7 +356,8 @@ def train(config: RunConfig) -> dict:
   with precision_policy(train_config.precision), strategy.scope():
     model = build_compiled_classifier(config, tokenizer=tokenizer,
                                       num_labels=len(label_vocab),
-                                      total_steps=total_steps)
+                                      total_steps=total_steps,
+                                      steps_per_epoch=steps_per_epoch)
     # Inputs are valid and the model is built: from here on the run owns
     # model_dir.
     artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
@@ -251,6 +365,7 @@ def train(config: RunConfig) -> dict:
     run_callbacks, nan_guard, best, early_stopping = _callbacks(
         config, validation_dataset is not None, total_steps=total_steps,
         global_batch_size=global_batch)
+    run_callbacks += _fine_tuning_callbacks(model, train_config)
     start = time.time()
     history = model.fit(train_dataset, validation_data=validation_dataset,
                         epochs=train_config.epochs, callbacks=run_callbacks,
@@ -274,7 +389,7 @@ def train(config: RunConfig) -> dict:
       split: evaluation.classification_metrics(
           encoded[split].label_ids,
           evaluation.predict_probabilities(trained.model, encoded[split],
-                                           batch_size=global_batch,
+                                           batch_size=eval_batch,
                                            pad_id=encoder.pad_id),
           label_vocab)
       for split in ("validation", "test") if split in encoded}
@@ -287,11 +402,18 @@ def train(config: RunConfig) -> dict:
 
   epochs_run = len(history.history.get("loss", []))
   stopped_early = bool(early_stopping and early_stopping.stopped_epoch)
+  best_epoch = best.best_epoch if best else None
+  curves = {name: [float(v) for v in values]
+            for name, values in history.history.items()}
+  diagnosis = reporting.diagnose_overfitting(
+      curves, monitor=train_config.early_stopping_metric,
+      best_epoch=best_epoch)
   summary = {
       "epochs_run": epochs_run,
       "stop_reason": ("early_stopping" if stopped_early else
                       "completed_all_epochs"),
-      "best_epoch": best.best_epoch if best else None,
+      "early_stopping_fired": stopped_early,
+      "best_epoch": best_epoch,
       "best_metric": ({train_config.early_stopping_metric: best.best}
                       if best else None),
       "global_batch_size": global_batch,
@@ -302,9 +424,15 @@ def train(config: RunConfig) -> dict:
       "train_seconds": round(train_seconds, 1),
       "train_examples_per_second": round(
           epochs_run * len(train_examples) / max(train_seconds, 1e-9), 1),
-      "history": {name: [float(v) for v in values]
-                  for name, values in history.history.items()},
+      "overfitting": diagnosis,
+      "history": curves,
   }
+  summary["curves_png"] = reporting.plot_curves(
+      curves, os.path.join(config.model_dir, artifacts.CURVES_FILENAME),
+      best_epoch=best_epoch)
+  logging.info("Training stopped after %d epoch(s) (%s); kept epoch %s. %s",
+               epochs_run, summary["stop_reason"].replace("_", " "),
+               best_epoch or epochs_run, diagnosis["message"])
   if train_config.export:
     summary["export_dir"] = serving.export_classifier(
         model=trained.model, encoder=encoder, label_vocab=label_vocab,

@@ -111,3 +111,91 @@ def check_tokenizer_fits(tokenizer, backbone_config, model: str) -> None:
         f"--model={model!r}: the tokenizer has {len(tokenizer)} tokens but the "
         f"model's embedding table only {vocab_size}; they do not belong "
         "together.")
+
+
+# Where BERT-family encoders in `transformers` keep their layer stack: the
+# main layer (e.g. TFBertModel.bert) holds `encoder.layer` (BERT, RoBERTa,
+# ELECTRA, XLM-R) or `transformer.layer` (DistilBERT), plus `embeddings`.
+_LAYER_STACK_PATHS = (("encoder", "layer"), ("transformer", "layer"))
+
+
+def _main_layer(backbone):
+  prefix = getattr(backbone, "base_model_prefix", None)
+  main = getattr(backbone, prefix, None) if prefix else None
+  return main if main is not None else backbone
+
+
+def encoder_layers(backbone) -> list:
+  """The encoder's transformer layers, bottom (nearest the input) first.
+
+  Raises:
+    ValueError: for an encoder whose layers are not a per-layer stack (such
+      as ALBERT, which shares one layer's weights across depths).
+  """
+  main = _main_layer(backbone)
+  for first, second in _LAYER_STACK_PATHS:
+    stack = getattr(getattr(main, first, None), second, None)
+    if isinstance(stack, (list, tuple)) and stack:
+      return list(stack)
+  raise ValueError(
+      f"{type(backbone).__name__} does not keep one layer per depth "
+      "(encoder.layer or transformer.layer); layer-wise learning rates and "
+      "layer freezing need a BERT-family encoder such as BERT, RoBERTa, "
+      "ELECTRA or DistilBERT.")
+
+
+def embedding_layer(backbone):
+  embeddings = getattr(_main_layer(backbone), "embeddings", None)
+  if embeddings is None:
+    raise ValueError(f"{type(backbone).__name__} has no embeddings layer.")
+  return embeddings
+
+
+def layerwise_lr_multipliers(backbone, decay: float) -> dict[str, float]:
+  """Learning-rate factors by variable name for layer-wise decay.
+
+  With L encoder layers, layer i (0 = bottom) gets decay ** (L - 1 - i): the
+  top layer learns at the base rate, the one below at `decay` times it, and
+  the embeddings at decay ** L. The pooler and the task head keep the base
+  rate (they are absent from the result). Example, L = 6, decay = 0.9:
+  layer 5 -> 1.0, layer 4 -> 0.9, layer 0 -> 0.59, embeddings -> 0.53.
+  """
+  if decay == 1.0:
+    return {}
+  layers = encoder_layers(backbone)
+  multipliers = {}
+  for depth, layer in enumerate(layers):
+    for variable in layer.weights:
+      multipliers[variable.name] = decay ** (len(layers) - 1 - depth)
+  for variable in embedding_layer(backbone).weights:
+    multipliers[variable.name] = decay ** len(layers)
+  return multipliers
+
+
+def set_trainable_layers(backbone, *, frozen_layers: int,
+                         freeze_embeddings: bool) -> None:
+  """Freezes the embeddings and the bottom `frozen_layers` encoder layers.
+
+  Everything else in the encoder is made trainable. Changing this between
+  epochs needs a new train function (see `callbacks.GradualUnfreezing`).
+  """
+  layers = encoder_layers(backbone)
+  if frozen_layers > len(layers):
+    raise ValueError(f"--freeze_layers={frozen_layers} is more than the "
+                     f"encoder's {len(layers)} layers.")
+  for depth, layer in enumerate(layers):
+    layer.trainable = depth >= frozen_layers
+  embedding_layer(backbone).trainable = not freeze_embeddings
+
+
+def penalized_variables(backbone, *, include_embeddings: bool) -> list:
+  """Encoder kernels that backbone penalties apply to.
+
+  Matrices only: LayerNorm scales and offsets and biases are vectors and are
+  left alone, as are the embedding tables unless `include_embeddings`.
+  """
+  embedding_names = {variable.name
+                     for variable in embedding_layer(backbone).weights}
+  return [variable for variable in backbone.trainable_weights
+          if len(variable.shape) >= 2 and
+          (include_embeddings or variable.name not in embedding_names)]

@@ -56,6 +56,43 @@ class MacroF1(tf_keras.metrics.Metric):
     return {**super().get_config(), "num_labels": self.num_labels}
 
 
+class LastValue(tf_keras.metrics.Metric):
+  """The value of the latest step (the same on every replica)."""
+
+  def __init__(self, name, **kwargs):
+    super().__init__(name=name, dtype="float32", **kwargs)
+    self.value = self.add_weight("value", initializer="zeros",
+                                 dtype=tf.float32,
+                                 aggregation=tf.VariableAggregation.MEAN)
+
+  def update_state(self, value):
+    self.value.assign(tf.cast(value, tf.float32))
+
+  def result(self):
+    return tf.identity(self.value)
+
+
+def sparse_cross_entropy(label_smoothing: float = 0.0):
+  """Per-example cross-entropy of integer labels against logits.
+
+  With label smoothing e over K classes the target is (1 - e) on the true
+  class plus e / K on every class.
+
+  Returns:
+    A function (labels [batch], logits [batch, K]) -> float32 [batch].
+  """
+  def loss(labels, logits):
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    logits = tf.cast(logits, tf.float32)
+    if not label_smoothing:
+      return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    num_labels = tf.shape(logits)[-1]
+    targets = tf.one_hot(labels, num_labels) * (1.0 - label_smoothing) + (
+        label_smoothing / tf.cast(num_labels, tf.float32))
+    return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+  return loss
+
+
 class TextClassifier(tf_keras.Model):
   """Logits over `num_labels` classes from packed token ids.
 
@@ -63,15 +100,31 @@ class TextClassifier(tf_keras.Model):
   `attention_mask` and `token_type_ids`; the output is float32 logits
   [batch, num_labels] (float32 also under mixed precision, so the softmax and
   the loss are computed at full precision).
+
+  Training (`train_step`) differs from Keras' default in four ways:
+  - the loss is `loss_fn` (per-example cross-entropy with optional label
+    smoothing) averaged over the global batch; penalties added with
+    `add_loss` (head and backbone regularizers, L2-SP) are logged apart, as
+    "penalty", so "loss" and "val_loss" compare like with like;
+  - with `grad_accum_steps` = N each batch is split into N micro-batches
+    whose gradients are summed before one update: a batch of N x B gives the
+    update of one batch of N x B with the activations of B;
+  - gradients are summed across replicas here, so their global norm (logged
+    as "grad_norm", before clipping) is the one the update uses;
+  - under float16 mixed precision the loss is scaled and the gradients
+    unscaled (Keras' LossScaleOptimizer skips steps that overflow).
   """
 
   def __init__(self, backbone, num_labels: int, *, pooling: str = "pooler",
                dropout: float = 0.1, l1: float = 0.0, l2: float = 0.0,
-               seed: int = 0, **kwargs):
+               seed: int = 0, label_smoothing: float = 0.0,
+               grad_accum_steps: int = 1, **kwargs):
     super().__init__(**kwargs)
     self.backbone = backbone
     self.num_labels = num_labels
     self.pooling = pooling
+    self.loss_fn = sparse_cross_entropy(label_smoothing)
+    self.grad_accum_steps = grad_accum_steps
     initializer_range = getattr(backbone.config, "initializer_range", 0.02)
     self.head_dropout = tf_keras.layers.Dropout(dropout, seed=seed,
                                                 name="head_dropout")
@@ -83,6 +136,9 @@ class TextClassifier(tf_keras.Model):
             stddev=initializer_range, seed=seed),
         kernel_regularizer=regularizer)
     self.pad_fraction = PaddingFraction()
+    self.loss_tracker = tf_keras.metrics.Mean(name="loss")
+    self.penalty_tracker = tf_keras.metrics.Mean(name="penalty")
+    self.grad_norm = LastValue(name="grad_norm")
 
   def call(self, inputs, training=False):
     outputs = self.backbone(
@@ -103,13 +159,94 @@ class TextClassifier(tf_keras.Model):
                 tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))
     return self.head(self.head_dropout(pooled, training=training))
 
+  def _logs(self, with_training_metrics: bool):
+    skip = () if with_training_metrics else ("penalty", "grad_norm")
+    if not self.losses:
+      skip += ("penalty",)
+    return {metric.name: metric.result() for metric in self.metrics
+            if metric.name not in skip}
+
+  def _update_metrics(self, labels, logits, per_example_loss):
+    self.loss_tracker.update_state(per_example_loss)
+    self.compiled_metrics.update_state(labels, logits)
+
+  def _data_gradients(self, inputs, labels, variables, global_batch):
+    """Gradients of this slice's share of the global-batch mean loss."""
+    optimizer = self.optimizer
+    scaling = isinstance(optimizer,
+                         tf_keras.mixed_precision.LossScaleOptimizer)
+    with tf.GradientTape() as tape:
+      logits = self(inputs, training=True)
+      per_example = self.loss_fn(labels, logits)
+      loss = tf.reduce_sum(per_example) / global_batch
+      if scaling:
+        loss = optimizer.get_scaled_loss(loss)
+    gradients = tape.gradient(loss, variables)
+    if scaling:
+      gradients = optimizer.get_unscaled_gradients(gradients)
+    self._update_metrics(labels, logits, per_example)
+    return gradients
+
+  def _accumulated_gradients(self, inputs, labels, variables, global_batch):
+    """Sums the gradients of `grad_accum_steps` micro-batches of one batch."""
+    steps = self.grad_accum_steps
+    batch = tf.shape(labels)[0]
+    micro_batch = (batch + steps - 1) // steps
+    connected = [False] * len(variables)
+
+    def add_micro_batch(step, sums):
+      start = step * micro_batch
+      end = tf.minimum(start + micro_batch, batch)
+      gradients = self._data_gradients(
+          {name: value[start:end] for name, value in inputs.items()},
+          labels[start:end], variables, global_batch)
+      for index, gradient in enumerate(gradients):
+        connected[index] = connected[index] or gradient is not None
+      return step + 1, [
+          total if gradient is None else total + tf.convert_to_tensor(gradient)
+          for total, gradient in zip(sums, gradients)]
+
+    _, sums = tf.while_loop(
+        lambda step, sums: step < steps, add_micro_batch,
+        (tf.constant(0), [tf.zeros_like(v) for v in variables]))
+    return [total if used else None for total, used in zip(sums, connected)]
+
   def train_step(self, data):
-    self.pad_fraction.update_state(data[0]["attention_mask"])
-    return super().train_step(data)
+    inputs, labels, _ = tf_keras.utils.unpack_x_y_sample_weight(data)
+    self.pad_fraction.update_state(inputs["attention_mask"])
+    variables = self.trainable_variables
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    # Each replica's share of the mean: sum of its losses / (B x replicas).
+    global_batch = tf.cast(tf.shape(labels)[0] * replicas, tf.float32)
+    if self.grad_accum_steps > 1:
+      gradients = self._accumulated_gradients(inputs, labels, variables,
+                                              global_batch)
+    else:
+      gradients = self._data_gradients(inputs, labels, variables,
+                                       global_batch)
+    if self.losses:
+      with tf.GradientTape() as tape:
+        penalty = tf.add_n(self.losses)
+      penalty_gradients = tape.gradient(penalty / replicas, variables)
+      gradients = [
+          g if p is None else (p if g is None else tf.convert_to_tensor(g) + p)
+          for g, p in zip(gradients, penalty_gradients)]
+      self.penalty_tracker.update_state(penalty)
+    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+    gradients = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+    self.grad_norm.update_state(tf.linalg.global_norm(gradients))
+    self.optimizer.apply_gradients(
+        zip(gradients, [v for _, v in pairs]),
+        skip_gradients_aggregation=True)
+    return self._logs(with_training_metrics=True)
 
   def test_step(self, data):
-    self.pad_fraction.update_state(data[0]["attention_mask"])
-    return super().test_step(data)
+    inputs, labels, _ = tf_keras.utils.unpack_x_y_sample_weight(data)
+    self.pad_fraction.update_state(inputs["attention_mask"])
+    logits = self(inputs, training=False)
+    self._update_metrics(labels, logits, self.loss_fn(labels, logits))
+    return self._logs(with_training_metrics=False)
 
   def dummy_inputs(self) -> dict[str, tf.Tensor]:
     ids = tf.constant([[0, 0]], tf.int32)
