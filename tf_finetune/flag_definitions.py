@@ -78,6 +78,21 @@ def define_model_flags() -> None:
           _MODEL["allow_pickle_weights"],
           "Allow loading pickled PyTorch .bin weights (can run code; only "
           "for files you trust).")
+  define_flag(f, "hidden_dropout", None,
+          "Replace the pretrained config's hidden dropout rate.")
+  define_flag(f, "attention_dropout", None,
+          "Replace the pretrained config's attention dropout rate.")
+  define_flag(f, "backbone_l2", _MODEL["backbone_l2"],
+          "L2 penalty on the encoder's kernels (not LayerNorm, biases or "
+          "embeddings).")
+  define_flag(f, "backbone_l1", _MODEL["backbone_l1"],
+          "L1 penalty on the encoder's kernels.")
+  define_flag(f, "l2_sp", _MODEL["l2_sp"],
+          "L2-SP: penalize the squared distance of the encoder's kernels from "
+          "their pretrained values (e.g. 0.01); 0 turns it off.")
+  define_flag(flags.DEFINE_bool, "regularize_embeddings",
+          _MODEL["regularize_embeddings"],
+          "Apply --backbone_l1/--backbone_l2/--l2_sp to the embeddings too.")
 
 
 def define_train_flags() -> None:
@@ -100,6 +115,36 @@ def define_train_flags() -> None:
   define_flag(i, "warmup_steps", None, "Warmup steps; overrides --warmup_ratio.")
   define_flag(f, "polynomial_power", _TRAIN["polynomial_power"],
           "Exponent of --schedule=polynomial.")
+  define_flag(f, "min_lr_ratio", _TRAIN["min_lr_ratio"],
+          "Floor of the decayed learning rate, as a fraction of the peak.")
+  define_flag(i, "restart_cycles", _TRAIN["restart_cycles"],
+          "Cycles of --schedule=cosine_restarts.")
+  define_flag(f, "step_decay_factor", _TRAIN["step_decay_factor"],
+          "--schedule=step multiplies the rate by this...")
+  define_flag(i, "step_decay_every_steps", _TRAIN["step_decay_every_steps"],
+          "...every this many steps (0: every epoch).")
+  define_flag(f, "layerwise_lr_decay", _TRAIN["layerwise_lr_decay"],
+          "Top encoder layer at the base rate, each lower layer and the "
+          "embeddings this factor times the one above (e.g. 0.9); 1 = off.")
+  define_flag(b, "freeze_embeddings", _TRAIN["freeze_embeddings"],
+          "Keep the embeddings at their pretrained values.")
+  define_flag(i, "freeze_layers", _TRAIN["freeze_layers"],
+          "Keep the bottom N encoder layers at their pretrained values.")
+  define_flag(flags.DEFINE_enum, "unfreeze_schedule",
+          _TRAIN["unfreeze_schedule"],
+          "gradual: train the head first, then one more encoder layer per "
+          "epoch from the top.",
+          enum_values=list(config_lib.UNFREEZE_SCHEDULES))
+  define_flag(f, "label_smoothing", _TRAIN["label_smoothing"],
+          "Label smoothing of the cross-entropy (e.g. 0.1).")
+  define_flag(i, "grad_accum_steps", _TRAIN["grad_accum_steps"],
+          "Accumulate gradients over N micro-batches of --batch_size per "
+          "update (effective batch N x batch_size x replicas).")
+  define_flag(b, "jit_compile", _TRAIN["jit_compile"],
+          "XLA-compile the training step.")
+  define_flag(f, "ema_decay", _TRAIN["ema_decay"],
+          "Keep an exponential moving average of the weights (e.g. 0.999), "
+          "validate and export it; 0 = off.")
   define_flag(f, "weight_decay", _TRAIN["weight_decay"],
           "AdamW decoupled weight decay (LayerNorm and biases excluded).")
   define_flag(f, "clip_norm", _TRAIN["clip_norm"],
@@ -125,7 +170,8 @@ def define_train_flags() -> None:
   define_flag(i, "steps_per_execution", _TRAIN["steps_per_execution"],
           "Training steps per call into the TensorFlow runtime.")
   define_flag(flags.DEFINE_enum, "precision", _TRAIN["precision"],
-          "fp32, or bf16 mixed precision (bfloat16 compute, float32 weights).",
+          "fp32; bf16 or fp16 mixed precision (float32 weights; fp16 with "
+          "loss scaling); auto: bf16 where the hardware has it.",
           enum_values=list(config_lib.PRECISIONS))
   define_flag(b, "export", _TRAIN["export"],
           "Export a SavedModel when training ends.")
