@@ -129,7 +129,7 @@ def moving_averages_swapped_in(model: tf_keras.Model):
 
   def swap():
     for variable, average in pairs:
-      value = tf.identity(variable)
+      value = variable.numpy()  # A copy: assign() reuses the buffer.
       variable.assign(average)
       average.assign(value)
 
