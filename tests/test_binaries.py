@@ -51,9 +51,21 @@ def test_tensorboard_has_per_step_learning_rate_and_epoch_metrics(
     return found
 
   train_tags = tags("train")
-  assert {"learning_rate", "batch_loss", "epoch_loss",
-          "epoch_accuracy"} <= train_tags
-  assert "epoch_accuracy" in tags("validation")
+  assert {"learning_rate", "batch_loss", "epoch_loss", "epoch_accuracy",
+          "grad_norm", "weight_norm", "epoch_grad_norm"} <= train_tags
+  # Same tags in train/ and validation/: one chart per metric, two curves.
+  assert {"epoch_loss", "epoch_accuracy"} <= tags("validation")
+
+
+def test_summary_reports_the_stop_and_the_curves(trained_run):
+  summary = json.load(open(os.path.join(trained_run, "summary.json")))
+  assert summary["stop_reason"] == "completed_all_epochs"
+  assert summary["early_stopping_fired"] is False
+  assert summary["kept_epoch"] == summary["best_epoch"]
+  assert summary["overfitting"]["overfitting"] in (True, False)
+  assert "accuracy_gap" in summary["overfitting"]
+  with open(os.path.join(trained_run, "curves.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_binary_records_results(trained_run, sentiment_files,

@@ -58,6 +58,10 @@ def test_early_stopping_stops_and_restores_the_best_weights(
   assert summary["epochs_run"] < 10
   assert summary["best_epoch"] == int(np.argmin(val_loss)) + 1
   assert summary["best_epoch"] < summary["epochs_run"]
+  # Validation loss rose while training loss fell: the summary says so.
+  assert summary["overfitting"]["overfitting"] is True
+  assert summary["overfitting"]["message"].startswith("Overfitting:")
+  assert summary["early_stopping_fired"] is True
   # The weights kept are the best epoch's: evaluating them reproduces it.
   results = json.load(open(model_dir / "eval_results.json"))
   assert results["validation"]["loss"] == pytest.approx(min(val_loss),
@@ -70,6 +74,18 @@ def test_early_stopping_stops_and_restores_the_best_weights(
   assert kernels
   for key in kernels:
     np.testing.assert_array_equal(best.get_tensor(key), final.get_tensor(key))
+
+
+def test_last_epoch_is_kept_without_restore_best_weights(
+    tmp_path, tiny_bert_dir, sentiment_files):
+  model_dir = tmp_path / "run"
+  summary = training.train(_config(
+      model_dir, tiny_bert_dir, sentiment_files, epochs=2,
+      restore_best_weights=False, early_stopping_metric="val_loss"))
+  assert summary["kept_epoch"] == 2
+  results = json.load(open(model_dir / "eval_results.json"))
+  assert results["validation"]["loss"] == pytest.approx(
+      summary["history"]["val_loss"][-1], rel=1e-3)
 
 
 def test_non_finite_loss_stops_with_step_and_learning_rate():

@@ -193,6 +193,8 @@ class TrainConfig:
     early_stopping_patience: Epochs without improvement before stopping;
       0 disables early stopping.
     early_stopping_min_delta: Smallest change that counts as improvement.
+    restore_best_weights: Keep the weights of the best validation epoch
+      (else those of the last epoch).
     seed: Seeds weights of the head, dropout and the shuffle order.
     distribution: auto, mirrored or one_device.
     save_every_steps: Back up the run every N steps (0: every epoch) so a
@@ -230,6 +232,7 @@ class TrainConfig:
   early_stopping_metric: str = "val_accuracy"
   early_stopping_patience: int = 2
   early_stopping_min_delta: float = 0.0
+  restore_best_weights: bool = True
   seed: int = 42
   distribution: str = "auto"
   save_every_steps: int = 0

@@ -158,6 +158,8 @@ def define_train_flags() -> None:
           "Epochs without improvement before stopping; 0 turns it off.")
   define_flag(f, "early_stopping_min_delta", _TRAIN["early_stopping_min_delta"],
           "Smallest change of the metric that counts as improvement.")
+  define_flag(b, "restore_best_weights", _TRAIN["restore_best_weights"],
+          "Keep the best validation epoch's weights, not the last epoch's.")
   define_flag(i, "seed", _TRAIN["seed"], "Random seed (head, dropout, shuffle).")
   define_flag(flags.DEFINE_enum, "distribution", _TRAIN["distribution"],
           "tf.distribute strategy; auto mirrors over several GPUs.",

@@ -147,7 +147,7 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
           monitor=train.early_stopping_metric, mode=mode,
           patience=train.early_stopping_patience,
           min_delta=train.early_stopping_min_delta,
-          restore_best_weights=True, verbose=1)
+          restore_best_weights=train.restore_best_weights, verbose=1)
       found.append(early_stopping)
   return found, nan_guard, best, early_stopping
 
@@ -375,7 +375,8 @@ def train(config: RunConfig) -> dict:
   if nan_guard.message:
     raise callbacks.NonFiniteLossError(nan_guard.message)
 
-  if best is not None and best.best_epoch is not None:
+  if (best is not None and best.best_epoch is not None and
+      train_config.restore_best_weights):
     artifacts.restore_weights(model, os.path.join(
         config.model_dir, artifacts.BEST_WEIGHTS_DIR))
   callbacks.save_weights_atomically(
@@ -403,17 +404,20 @@ def train(config: RunConfig) -> dict:
   epochs_run = len(history.history.get("loss", []))
   stopped_early = bool(early_stopping and early_stopping.stopped_epoch)
   best_epoch = best.best_epoch if best else None
+  kept_epoch = (best_epoch if best_epoch and train_config.restore_best_weights
+                else epochs_run)
   curves = {name: [float(v) for v in values]
             for name, values in history.history.items()}
   diagnosis = reporting.diagnose_overfitting(
       curves, monitor=train_config.early_stopping_metric,
-      best_epoch=best_epoch)
+      best_epoch=kept_epoch)
   summary = {
       "epochs_run": epochs_run,
       "stop_reason": ("early_stopping" if stopped_early else
                       "completed_all_epochs"),
       "early_stopping_fired": stopped_early,
       "best_epoch": best_epoch,
+      "kept_epoch": kept_epoch,
       "best_metric": ({train_config.early_stopping_metric: best.best}
                       if best else None),
       "global_batch_size": global_batch,
@@ -429,10 +433,10 @@ def train(config: RunConfig) -> dict:
   }
   summary["curves_png"] = reporting.plot_curves(
       curves, os.path.join(config.model_dir, artifacts.CURVES_FILENAME),
-      best_epoch=best_epoch)
+      best_epoch=kept_epoch)
   logging.info("Training stopped after %d epoch(s) (%s); kept epoch %s. %s",
                epochs_run, summary["stop_reason"].replace("_", " "),
-               best_epoch or epochs_run, diagnosis["message"])
+               kept_epoch, diagnosis["message"])
   if train_config.export:
     summary["export_dir"] = serving.export_classifier(
         model=trained.model, encoder=encoder, label_vocab=label_vocab,

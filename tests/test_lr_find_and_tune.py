@@ -1,0 +1,102 @@
+"""lr_find and tune end to end on the tiny BERT, through their binaries."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from conftest import run_binary
+from tf_finetune import lr_find, lr_range_test, tune, tuning
+
+TINY = ["--max_seq_length=32", "--batch_size=16", "--pooling=mean",
+        "--precision=fp32", "--log_every_steps=5"]
+
+
+def test_suggestion_is_a_tenth_of_the_lowest_loss_rate():
+  rates = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+  smoothed = [0.70, 0.69, 0.60, 0.40, 2.0]
+  picks = lr_range_test.suggest_learning_rate(rates, smoothed)
+  assert picks["lowest_loss"] == 1e-2
+  assert picks["suggested"] == pytest.approx(1e-3)
+  assert picks["steepest"] in (1e-3, 1e-2)
+
+
+def test_lr_find_writes_plot_and_suggestion(tmp_path, tiny_bert_dir,
+                                            sentiment_files, capsys):
+  model_dir = tmp_path / "lr"
+  code = run_binary(lr_find, [
+      f"--model={tiny_bert_dir}", f"--train_file={sentiment_files['train']}",
+      f"--model_dir={model_dir}", "--lr_find_steps=40", "--lr_find_max=10",
+      *TINY])
+  assert code == 0
+  results = json.load(open(model_dir / "lr_find.json"))
+  rates = results["learning_rates"]
+  assert rates[0] == pytest.approx(1e-7)
+  assert all(b > a for a, b in zip(rates, rates[1:]))
+  # A rate of 10 makes the loss explode: the test stops early.
+  assert results["stopped_on_divergence"] is True
+  assert 1e-7 < results["suggested"] < 1.0
+  assert (model_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+  assert f"--learning_rate={results['suggested']:.2g}" in (
+      capsys.readouterr().out)
+
+
+def test_stratified_folds_spread_every_label():
+  labels = ["a"] * 10 + ["b"] * 5
+  folds = tuning.stratified_folds(labels, 5, seed=0)
+  for fold in range(5):
+    members = [label for label, f in zip(labels, folds) if f == fold]
+    assert members.count("a") == 2 and members.count("b") == 1
+
+
+def test_grid_values_are_typed_and_checked():
+  grid = tuning.parse_grid(["learning_rate=1e-5,3e-5", "epochs=2,3",
+                            "l2_sp=0,0.01"])
+  assert grid == {"learning_rate": [1e-5, 3e-5], "epochs": [2, 3],
+                  "l2_sp": [0.0, 0.01]}
+  with pytest.raises(ValueError, match="'learnin_rate' is not a training"):
+    tuning.parse_grid(["learnin_rate=1e-5"])
+  with pytest.raises(ValueError, match="'fast' for epochs is not a int"):
+    tuning.parse_grid(["epochs=fast"])
+  with pytest.raises(ValueError, match="must look like"):
+    tuning.parse_grid(["learning_rate"])
+
+
+def test_tune_cross_validates_resumes_and_refits(tmp_path, tiny_bert_dir,
+                                                 sentiment_files, capsys):
+  model_dir = tmp_path / "tune"
+  args = [f"--model={tiny_bert_dir}",
+          f"--train_file={sentiment_files['train']}",
+          f"--validation_file={sentiment_files['validation']}",
+          f"--model_dir={model_dir}", "--cv_folds=2", "--epochs=2",
+          "--early_stopping_patience=0", "--grid=learning_rate=1e-4,3e-3",
+          *TINY]
+  assert run_binary(tune, args) == 0
+  with open(model_dir / "cv_results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [row["learning_rate"] for row in rows] == ["0.0001", "0.003"]
+  for row in rows:
+    folds = [float(row["fold_0"]), float(row["fold_1"])]
+    assert float(row["mean"]) == pytest.approx(sum(folds) / 2, abs=1e-6)
+  best = json.load(open(model_dir / "best_params.json"))
+  means = {float(row["learning_rate"]): float(row["mean"]) for row in rows}
+  assert best["params"]["learning_rate"] == max(means, key=means.get)
+  out = capsys.readouterr().out
+  assert "<- best" in out and "mean ± std over 2 folds" in out
+  # Each fold trained on the other fold only, validated on its own.
+  fold_0 = model_dir / "folds" / "fold_0"
+  assert (sum(1 for _ in open(fold_0 / "train.jsonl")) +
+          sum(1 for _ in open(fold_0 / "validation.jsonl"))) == 192
+  assert os.listdir(model_dir / "logs")  # HParams dashboard.
+
+  # A rerun (with --refit) redoes no fold: their summaries are untouched.
+  summaries = sorted(model_dir.glob("trials/*/fold_*/summary.json"))
+  assert len(summaries) == 4
+  stamps = [path.stat().st_mtime_ns for path in summaries]
+  assert run_binary(tune, args + ["--refit"]) == 0
+  assert [path.stat().st_mtime_ns for path in summaries] == stamps
+  refit = json.load(open(model_dir / "refit" / "config.json"))
+  assert refit["train"]["learning_rate"] == best["params"]["learning_rate"]
+  assert refit["data"]["train_file"] == sentiment_files["train"]
+  assert os.listdir(model_dir / "refit" / "export")

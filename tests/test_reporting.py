@@ -1,0 +1,42 @@
+import pytest
+
+from tf_finetune import reporting
+
+
+def test_rising_validation_loss_with_falling_training_loss_is_overfitting():
+  history = {"loss": [0.7, 0.4, 0.2, 0.1], "val_loss": [0.6, 0.5, 0.55, 0.7],
+             "accuracy": [0.6, 0.8, 0.9, 0.97],
+             "val_accuracy": [0.7, 0.78, 0.77, 0.75]}
+  found = reporting.diagnose_overfitting(history, monitor="val_loss",
+                                         best_epoch=2)
+  assert found["overfitting"] is True
+  assert found["lowest_val_loss_epoch"] == 2
+  assert found["kept_epoch"] == 2
+  assert found["loss_gap"] == pytest.approx(0.1)  # 0.5 - 0.4
+  assert found["accuracy_gap"] == pytest.approx(0.02)  # 0.8 - 0.78
+  assert "epoch 2" in found["message"] and "0.7000" in found["message"]
+
+
+def test_falling_validation_loss_is_not_overfitting():
+  history = {"loss": [0.7, 0.4], "val_loss": [0.6, 0.5]}
+  found = reporting.diagnose_overfitting(history, monitor="val_loss",
+                                         best_epoch=2)
+  assert found["overfitting"] is False
+  assert found["message"].startswith("No sign of overfitting")
+
+
+def test_without_validation_overfitting_is_unknown():
+  found = reporting.diagnose_overfitting({"loss": [0.5]}, monitor="val_loss",
+                                         best_epoch=None)
+  assert found["overfitting"] is None
+  assert "--validation_file" in found["message"]
+
+
+def test_curves_png(tmp_path):
+  path = reporting.plot_curves(
+      {"loss": [0.7, 0.4], "val_loss": [0.6, 0.5], "accuracy": [0.5, 0.8],
+       "val_accuracy": [0.6, 0.7]}, str(tmp_path / "curves.png"),
+      best_epoch=2)
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
