@@ -321,3 +321,19 @@ def test_moving_averages_swap_in_and_back(tiny_bert_dir):
   assert any(not np.array_equal(inside[n], raw[n]) for n in raw)
   for name, value in _weights(model).items():
     np.testing.assert_array_equal(value, raw[name])
+
+
+def test_steps_per_execution_runs_several_steps_per_call(tiny_bert_dir):
+  model = _compiled(tiny_bert_dir, steps_per_execution=3)
+  assert int(model._steps_per_execution.numpy()) == 3
+  calls = []
+
+  class CountCalls(tf_keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+      calls.append(batch)
+
+  inputs, labels = _batch(size=24)
+  model.fit(inputs, labels, batch_size=4, epochs=1, verbose=0,
+            callbacks=[CountCalls()])
+  assert int(model.optimizer.iterations.numpy()) == 6  # 24 / 4 steps...
+  assert len(calls) == 2  # ...in two calls of three.
