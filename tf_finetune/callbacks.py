@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -110,6 +111,41 @@ class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
     self.model.stop_training = True
 
 
+class BackupAndRestore(tf_keras.callbacks.BackupAndRestore):
+  """Keras' BackupAndRestore that keeps the last good backup.
+
+  Keras backs up whatever the model holds and deletes the backup when `fit`
+  returns, also when it returns because the loss became NaN or Inf. This one
+  stops backing up at the first non-finite loss and keeps the backup, so the
+  last good state survives, and rerunning (say with a lower learning rate)
+  resumes from it.
+  """
+
+  def __init__(self, backup_dir: str, **kwargs):
+    super().__init__(backup_dir, **kwargs)
+    self.kept_after_non_finite_loss = False
+
+  def _loss_is_finite(self, logs) -> bool:
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
+
+  def on_train_batch_end(self, batch, logs=None):
+    if not self._loss_is_finite(logs):
+      self.kept_after_non_finite_loss = True
+    if not self.kept_after_non_finite_loss:
+      super().on_train_batch_end(batch, logs)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if not self.kept_after_non_finite_loss:
+      super().on_epoch_end(epoch, logs)
+
+  def on_train_end(self, logs=None):
+    if self.kept_after_non_finite_loss:
+      logging.info("The last good backup is kept in %s.", self.backup_dir)
+      self.delete_checkpoint = False
+    super().on_train_end(logs)
+
+
 def _moving_average_pairs(model: tf_keras.Model):
   optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
   if not getattr(optimizer, "use_ema", False):
@@ -197,9 +233,15 @@ class GradualUnfreezing(tf_keras.callbacks.Callback):
 class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
   """Saves the weights of the best epoch so far, atomically.
 
+  The best value and its epoch are saved with the weights (best.json), so a
+  run resumed from its backup still knows which epoch was best before it was
+  killed; a fresh run ignores what an earlier run left behind.
+
   With --ema_decay the saved weights are the moving averages, which are what
   validation measured.
   """
+
+  RECORD_FILENAME = "best.json"
 
   def __init__(self, directory: str, monitor: str, mode: str):
     super().__init__()
@@ -209,17 +251,87 @@ class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
         lambda a, b: a > b)
     self.best: Optional[float] = None
     self.best_epoch: Optional[int] = None
+    self._first_epoch = True
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if not self._first_epoch:
+      return
+    self._first_epoch = False
+    # A resumed run starts at the epoch it was killed in (0-based `epoch`
+    # = epochs completed); records of later epochs belong to another run.
+    record = read_json_record(os.path.join(self._directory,
+                                           self.RECORD_FILENAME))
+    if (record and record.get("monitor") == self.monitor and
+        1 <= record.get("epoch", 0) <= epoch):
+      self.best, self.best_epoch = float(record["best"]), record["epoch"]
+      logging.info("Resumed: epoch %d had the best %s so far, %.4f.",
+                   self.best_epoch, self.monitor, self.best)
 
   def on_epoch_end(self, epoch, logs=None):
-    value = (logs or {}).get(self.monitor)
+    logs = logs or {}
+    value = logs.get(self.monitor)
     if value is None or not math.isfinite(value):
       return
+    if not math.isfinite(logs.get("loss", 0.0)):
+      return  # Weights that gave a NaN loss are never the best.
     if self.best is None or self._better(value, self.best):
       self.best, self.best_epoch = float(value), epoch + 1
-      with moving_averages_swapped_in(self.model):
-        save_weights_atomically(self.model, self._directory)
+      with io_utils.staged_directory(self._directory, replace=True) as staging:
+        with moving_averages_swapped_in(self.model):
+          self.model.save_weights(os.path.join(staging, WEIGHTS_PREFIX))
+        io_utils.write_text_atomically(
+            os.path.join(staging, self.RECORD_FILENAME),
+            json.dumps({"monitor": self.monitor, "best": self.best,
+                        "epoch": self.best_epoch}) + "\n")
       logging.info("Epoch %d: %s=%.4f is the best so far; weights saved to %s.",
                    epoch + 1, self.monitor, value, self._directory)
+
+
+def read_json_record(path: str) -> Optional[dict]:
+  """The JSON object in `path`, or None if it is missing or unreadable."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return record if isinstance(record, dict) else None
+
+
+class PersistentHistory(tf_keras.callbacks.Callback):
+  """Each epoch's logs, kept in a JSON file that survives a killed run.
+
+  Keras' History only holds the epochs of the current `fit()`; a run resumed
+  from its backup would forget the epochs before the kill. This keeps every
+  epoch of the run: a resumed run keeps the epochs completed before the one
+  it resumes in, a fresh run starts an empty file.
+
+  Attributes:
+    history: metric name -> list of per-epoch values, like Keras' History.
+  """
+
+  def __init__(self, path: str):
+    super().__init__()
+    self._path = path
+    self.history: dict[str, list[float]] = {}
+    self._first_epoch = True
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if not self._first_epoch:
+      return
+    self._first_epoch = False
+    record = (read_json_record(self._path) or {}) if epoch else {}
+    self.history = {name: [float(v) for v in values[:epoch]]
+                    for name, values in record.items()
+                    if isinstance(values, list) and len(values) >= epoch}
+    if self.history:
+      logging.info("Resumed at epoch %d; the history of the %d epoch(s) "
+                   "before it is kept.", epoch + 1, epoch)
+
+  def on_epoch_end(self, epoch, logs=None):
+    for name, value in (logs or {}).items():
+      self.history.setdefault(name, []).append(float(value))
+    io_utils.write_text_atomically(self._path,
+                                   json.dumps(self.history) + "\n")
 
 
 class EpochSummary(tf_keras.callbacks.Callback):

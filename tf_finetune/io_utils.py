@@ -64,12 +64,20 @@ def recover_staged_directory(final_path: str) -> None:
     os.rename(old, final_path)
 
 
+# Written and synced by the writability check: a disk without a free block
+# fails here, not hours later at the first checkpoint.
+_WRITE_CHECK_BYTES = 4096
+
+
 def check_writable(directory: str, flag: str) -> None:
   """Fails early, naming `flag`, if `directory` cannot be written."""
   try:
     os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
-      pass
+    with tempfile.NamedTemporaryFile(dir=directory,
+                                     prefix=".write-check-") as probe:
+      probe.write(b"\0" * _WRITE_CHECK_BYTES)
+      probe.flush()
+      os.fsync(probe.fileno())
   except OSError as e:
     raise ValueError(f"{flag}={directory!r} is not writable: "
                      f"{e.strerror or e}.") from e
