@@ -8,6 +8,9 @@
   checkpoints/final/   the weights training ended with (best, if validated)
   logs/                TensorBoard event files
   backup/              state to resume a killed run (removed when done)
+  history.json         per-epoch metrics, kept across resumptions
+  training_finished.json  the config and results of a finished fit, so a
+                       run killed while evaluating or exporting resumes there
   eval_results.json    validation and test metrics
   summary.json         epochs run, best epoch, why training stopped, the
                        overfitting diagnosis, speed
@@ -39,6 +42,8 @@ BACKUP_DIR = "backup"
 EVAL_RESULTS_FILENAME = "eval_results.json"
 TRAIN_SUMMARY_FILENAME = "summary.json"
 CURVES_FILENAME = "curves.png"
+HISTORY_FILENAME = "history.json"
+FIT_RECORD_FILENAME = "training_finished.json"
 
 
 def save_run_files(model_dir: str, config: config_lib.RunConfig,
@@ -57,6 +62,14 @@ def write_json(model_dir: str, filename: str, values: dict[str, Any]) -> str:
   path = os.path.join(model_dir, filename)
   io_utils.write_text_atomically(path, json.dumps(values, indent=2) + "\n")
   return path
+
+
+def remove_file(model_dir: str, filename: str) -> None:
+  """Removes `model_dir/filename` if it exists."""
+  try:
+    os.remove(os.path.join(model_dir, filename))
+  except FileNotFoundError:
+    pass
 
 
 def build_classifier(backbone, num_labels: int,

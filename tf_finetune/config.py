@@ -18,7 +18,7 @@ from typing import Any, Optional
 SCHEDULES = ("linear", "cosine", "polynomial", "constant", "inverse_sqrt",
              "cosine_restarts", "step")
 POOLINGS = ("pooler", "cls", "mean")
-DISTRIBUTIONS = ("auto", "mirrored", "one_device")
+DISTRIBUTIONS = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNFREEZE_SCHEDULES = ("none", "gradual")
 EARLY_STOPPING_METRICS = ("val_loss", "val_accuracy", "val_macro_f1")
@@ -196,7 +196,11 @@ class TrainConfig:
     restore_best_weights: Keep the weights of the best validation epoch
       (else those of the last epoch).
     seed: Seeds weights of the head, dropout and the shuffle order.
-    distribution: auto, mirrored or one_device.
+    distribution: auto, mirrored, one_device, multi_worker
+      (MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG
+      environment variable) or tpu (TPUStrategy on `tpu`).
+    tpu: The TPU of --distribution=tpu: a name, a grpc:// address, or
+      "local" for a TPU VM.
     save_every_steps: Back up the run every N steps (0: every epoch) so a
       killed run resumes when started again.
     log_every_steps: Write loss and learning rate to TensorBoard every N steps.
@@ -235,6 +239,7 @@ class TrainConfig:
   restore_best_weights: bool = True
   seed: int = 42
   distribution: str = "auto"
+  tpu: Optional[str] = None
   save_every_steps: int = 0
   log_every_steps: int = 50
   steps_per_execution: int = 1
@@ -290,6 +295,13 @@ class TrainConfig:
     _require(self.distribution in DISTRIBUTIONS,
              f"--distribution={self.distribution!r} is not one of "
              f"{', '.join(DISTRIBUTIONS)}.")
+    _require(self.distribution != "tpu" or bool(self.tpu),
+             "--distribution=tpu needs --tpu: the TPU's name, its grpc:// "
+             "address, or 'local' on a TPU VM.")
+    _require(not self.tpu or self.distribution == "tpu",
+             f"--tpu={self.tpu!r} conflicts with "
+             f"--distribution={self.distribution!r}; pass "
+             "--distribution=tpu to train on the TPU, or drop --tpu.")
     _require(self.save_every_steps >= 0,
              f"--save_every_steps={self.save_every_steps} must be "
              "non-negative (0 = every epoch).")

@@ -162,8 +162,12 @@ def define_train_flags() -> None:
           "Keep the best validation epoch's weights, not the last epoch's.")
   define_flag(i, "seed", _TRAIN["seed"], "Random seed (head, dropout, shuffle).")
   define_flag(flags.DEFINE_enum, "distribution", _TRAIN["distribution"],
-          "tf.distribute strategy; auto mirrors over several GPUs.",
+          "tf.distribute strategy; auto mirrors over several GPUs; "
+          "multi_worker trains on the cluster described by the TF_CONFIG "
+          "environment variable; tpu on --tpu.",
           enum_values=list(config_lib.DISTRIBUTIONS))
+  define_flag(s, "tpu", None,
+          "TPU for --distribution=tpu: name, grpc:// address or 'local'.")
   define_flag(i, "save_every_steps", _TRAIN["save_every_steps"],
           "Back up the run every N steps so a killed run resumes (0: every "
           "epoch).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Optional
@@ -20,6 +21,7 @@ from absl import logging
 
 from tf_finetune import (artifacts, callbacks, evaluation, io_utils,
                          optimization, reporting, serving)
+from tf_finetune import distribution as distribution_lib
 from tf_finetune.config import DataConfig, RunConfig
 from tf_finetune.data import labels, pipeline, readers
 from tf_finetune.models import backbone as backbone_lib
@@ -30,20 +32,10 @@ from tf_finetune.tokenization import TextEncoder, check_matches_tokenizer
 _TOKENIZER_CHECK_SAMPLES = 256
 
 
-def get_strategy(distribution: str) -> tf.distribute.Strategy:
-  """The tf.distribute strategy for `--distribution`.
-
-  auto: MirroredStrategy over all GPUs when there are several, else one
-  device. mirrored: MirroredStrategy over all GPUs, or over all (logical) CPU
-  devices on a machine without GPUs. one_device: TensorFlow's default
-  strategy, which places work on the first GPU, else the CPU (Keras'
-  BackupAndRestore does not accept OneDeviceStrategy).
-  """
-  gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
-  cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-  if distribution == "mirrored" or (distribution == "auto" and len(gpus) > 1):
-    return tf.distribute.MirroredStrategy(gpus or cpus)
-  return tf.distribute.get_strategy()
+def get_strategy(distribution: str,
+                 tpu: Optional[str] = None) -> tf.distribute.Strategy:
+  """The tf.distribute strategy for `--distribution` (see `distribution`)."""
+  return distribution_lib.get_strategy(distribution, tpu)
 
 
 def has_native_bfloat16() -> bool:
@@ -117,18 +109,21 @@ def _monitor_mode(metric: str) -> str:
 
 
 def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
-               global_batch_size: int):
+               global_batch_size: int, output_dir: str):
+  """The run's callbacks; files go to `output_dir` (a scratch directory on
+  the non-chief workers of a multi-worker run)."""
   train = config.train
   model_dir = config.model_dir
   nan_guard = callbacks.StopOnNonFiniteLoss()
+  history = callbacks.PersistentHistory(
+      os.path.join(output_dir, artifacts.HISTORY_FILENAME))
   found = [
       nan_guard,
-      tf_keras.callbacks.BackupAndRestore(
-          os.path.join(model_dir, artifacts.BACKUP_DIR),
-          save_freq=train.save_every_steps or "epoch"),
+      history,
+      # Keras sends the summaries of non-chief workers to scratch itself.
       tf_keras.callbacks.TensorBoard(
           os.path.join(model_dir, artifacts.LOG_DIR), profile_batch=0),
-      callbacks.StepLogger(os.path.join(model_dir, artifacts.LOG_DIR),
+      callbacks.StepLogger(os.path.join(output_dir, artifacts.LOG_DIR),
                            train.log_every_steps, total_steps,
                            global_batch_size),
       callbacks.EpochSummary(),
@@ -139,7 +134,7 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
   if has_validation:
     mode = _monitor_mode(train.early_stopping_metric)
     best = callbacks.BestWeightsCheckpoint(
-        os.path.join(model_dir, artifacts.BEST_WEIGHTS_DIR),
+        os.path.join(output_dir, artifacts.BEST_WEIGHTS_DIR),
         monitor=train.early_stopping_metric, mode=mode)
     found.append(best)
     if train.early_stopping_patience:
@@ -149,7 +144,14 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
           min_delta=train.early_stopping_min_delta,
           restore_best_weights=train.restore_best_weights, verbose=1)
       found.append(early_stopping)
-  return found, nan_guard, best, early_stopping
+  # Last, so an epoch is backed up only after its history and best weights
+  # are saved: a run killed in between redoes the epoch's end, losing
+  # nothing. Every worker restores from the chief's backup; Keras sends
+  # the other workers' backups to scratch.
+  found.append(callbacks.BackupAndRestore(
+      os.path.join(model_dir, artifacts.BACKUP_DIR),
+      save_freq=train.save_every_steps or "epoch"))
+  return found, nan_guard, history, best, early_stopping
 
 
 def build_compiled_classifier(config: RunConfig, *, tokenizer,
@@ -303,8 +305,124 @@ def prepare_data(config: RunConfig) -> PreparedData:
   return PreparedData(label_vocab, tokenizer, encoder, examples, encoded)
 
 
+@dataclasses.dataclass
+class FitRecord:
+  """What `model.fit` left, for the summary; saved once training finished.
+
+  Attributes:
+    history: Metric name -> per-epoch values, across resumptions.
+    best_epoch: The best validation epoch (1-based), or None.
+    best_metric: Its value of --early_stopping_metric, or None.
+    stopped_early: Whether early stopping ended training.
+    global_steps: Optimizer updates in the whole run.
+    train_seconds: Time in `fit` (of the last attempt, if resumed).
+    weights_fingerprint: SHA-256 of the trained weights.
+    export_dir: The SavedModel exported from these weights, once exported.
+  """
+
+  history: dict[str, list[float]]
+  best_epoch: Optional[int]
+  best_metric: Optional[float]
+  stopped_early: bool
+  global_steps: int
+  train_seconds: float
+  weights_fingerprint: str
+  export_dir: Optional[str] = None
+
+
+def _write_fit_record(config: RunConfig, record: FitRecord) -> None:
+  artifacts.write_json(config.model_dir, artifacts.FIT_RECORD_FILENAME, {
+      "config": json.loads(config.to_json()), **dataclasses.asdict(record)})
+
+
+def _finished_fit(config: RunConfig, *, chief: bool) -> Optional[FitRecord]:
+  """The record of a finished `fit` of this same config in model_dir, if any.
+
+  A run killed after training (while evaluating or exporting) and started
+  again with the same command goes straight to evaluation and export: its
+  backup is gone, and without this record it would train from scratch.
+  """
+  record = callbacks.read_json_record(
+      os.path.join(config.model_dir, artifacts.FIT_RECORD_FILENAME))
+  if not record or record.pop("config", None) != json.loads(config.to_json()):
+    return None
+  final = os.path.join(config.model_dir, artifacts.FINAL_WEIGHTS_DIR)
+  if chief:
+    io_utils.recover_staged_directory(final)
+  if not os.path.isfile(callbacks.weights_path(final) + ".index"):
+    return None
+  try:
+    return FitRecord(**record)
+  except TypeError:
+    return None
+
+
+def _fit(config: RunConfig, prepared: PreparedData,
+         strategy: tf.distribute.Strategy, *, train_dataset, validation_dataset,
+         total_steps: int, steps_per_epoch: int,
+         global_batch: int) -> FitRecord:
+  """Builds and fits the model, keeps the best epoch, saves final weights.
+
+  Every worker of a multi-worker run runs all of this (saving a checkpoint
+  is collective); only the chief writes to model_dir.
+  """
+  train_config = config.train
+  chief = distribution_lib.is_chief(strategy)
+  output_dir = distribution_lib.output_dir(config.model_dir, strategy)
+  with precision_policy(train_config.precision), strategy.scope():
+    model = build_compiled_classifier(
+        config, tokenizer=prepared.tokenizer,
+        num_labels=len(prepared.label_vocab), total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch)
+    # Inputs are valid and the model is built: from here on the run owns
+    # model_dir.
+    if chief:
+      artifacts.save_run_files(config.model_dir, config, prepared.label_vocab,
+                               prepared.tokenizer, model.backbone.config)
+      artifacts.remove_file(config.model_dir, artifacts.FIT_RECORD_FILENAME)
+    run_callbacks, nan_guard, history, best, early_stopping = _callbacks(
+        config, validation_dataset is not None, total_steps=total_steps,
+        global_batch_size=global_batch, output_dir=output_dir)
+    run_callbacks += _fine_tuning_callbacks(model, train_config)
+    start = time.time()
+    model.fit(train_dataset, validation_data=validation_dataset,
+              epochs=train_config.epochs, callbacks=run_callbacks, verbose=2)
+    train_seconds = time.time() - start
+    global_steps = int(model.optimizer.iterations.numpy())
+  if nan_guard.message:
+    raise callbacks.NonFiniteLossError(nan_guard.message)
+
+  if (best is not None and best.best_epoch is not None and
+      train_config.restore_best_weights):
+    artifacts.restore_weights(model, os.path.join(
+        output_dir, artifacts.BEST_WEIGHTS_DIR))
+  callbacks.save_weights_atomically(
+      model, os.path.join(output_dir, artifacts.FINAL_WEIGHTS_DIR))
+  fingerprint = distribution_lib.weights_fingerprint(model)
+  logging.info("%sTrained weights after %d steps: SHA-256 %s.",
+               distribution_lib.worker_name(strategy).capitalize() + ": "
+               if distribution_lib.worker_name(strategy) else "",
+               global_steps, fingerprint)
+  record = FitRecord(
+      history=history.history,
+      best_epoch=best.best_epoch if best else None,
+      best_metric=best.best if best else None,
+      stopped_early=bool(early_stopping and early_stopping.stopped_epoch),
+      global_steps=global_steps, train_seconds=round(train_seconds, 1),
+      weights_fingerprint=fingerprint)
+  if chief:
+    _write_fit_record(config, record)
+  distribution_lib.remove_scratch(config.model_dir, strategy)
+  return record
+
+
 def train(config: RunConfig) -> dict:
   """Fine-tunes, evaluates and exports a classifier as `config` says.
+
+  Rerunning the same config resumes: from the last backup if training was
+  killed, from the saved weights (evaluation and export) if it had finished.
+  In a multi-worker run the other workers return after training, with a
+  summary of their steps and weights only.
 
   Returns:
     The run summary (also written to summary.json), with the
@@ -312,22 +430,25 @@ def train(config: RunConfig) -> dict:
     "export_dir" when exported.
 
   Raises:
-    ValueError: for bad input (files, columns, labels, model), before
-      anything in `model_dir` is changed.
+    ValueError: for bad input (files, columns, labels, model, TF_CONFIG),
+      before anything in `model_dir` is changed.
     callbacks.NonFiniteLossError: when the loss became NaN or Inf.
   """
   data, train_config = config.data, config.train
   io_utils.check_writable(config.model_dir, "--model_dir")
+  # First: a multi-worker strategy must set up the TensorFlow runtime before
+  # any operation runs.
+  strategy = get_strategy(train_config.distribution, train_config.tpu)
   tf_keras.utils.set_random_seed(train_config.seed)
   prepared = prepare_data(config)
   label_vocab, tokenizer, encoder = (prepared.label_vocab, prepared.tokenizer,
                                      prepared.encoder)
   encoded, train_examples = prepared.encoded, prepared.examples["train"]
 
-  strategy = get_strategy(train_config.distribution)
   replicas = strategy.num_replicas_in_sync
   # Examples per update: 16 per replica x 4 accumulated micro-batches x 2
   # replicas = 128. Evaluation batches are one micro-batch per replica.
+  # Replicas of all workers count: 2 workers x 1 GPU = 2 replicas.
   accumulation = train_config.grad_accum_steps
   global_batch = data.batch_size * accumulation * replicas
   eval_batch = data.batch_size * replicas
@@ -353,34 +474,20 @@ def train(config: RunConfig) -> dict:
                total_steps,
                optimization.warmup_steps_for(train_config, total_steps))
 
-  with precision_policy(train_config.precision), strategy.scope():
-    model = build_compiled_classifier(config, tokenizer=tokenizer,
-                                      num_labels=len(label_vocab),
-                                      total_steps=total_steps,
-                                      steps_per_epoch=steps_per_epoch)
-    # Inputs are valid and the model is built: from here on the run owns
-    # model_dir.
-    artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
-                             model.backbone.config)
-    run_callbacks, nan_guard, best, early_stopping = _callbacks(
-        config, validation_dataset is not None, total_steps=total_steps,
-        global_batch_size=global_batch)
-    run_callbacks += _fine_tuning_callbacks(model, train_config)
-    start = time.time()
-    history = model.fit(train_dataset, validation_data=validation_dataset,
-                        epochs=train_config.epochs, callbacks=run_callbacks,
-                        verbose=2)
-    train_seconds = time.time() - start
-    global_steps = int(model.optimizer.iterations.numpy())
-  if nan_guard.message:
-    raise callbacks.NonFiniteLossError(nan_guard.message)
-
-  if (best is not None and best.best_epoch is not None and
-      train_config.restore_best_weights):
-    artifacts.restore_weights(model, os.path.join(
-        config.model_dir, artifacts.BEST_WEIGHTS_DIR))
-  callbacks.save_weights_atomically(
-      model, os.path.join(config.model_dir, artifacts.FINAL_WEIGHTS_DIR))
+  record = _finished_fit(config, chief=distribution_lib.is_chief(strategy))
+  if record is not None:
+    logging.info("Training already finished in %s (%d steps); using its "
+                 "saved weights.", config.model_dir, record.global_steps)
+  else:
+    record = _fit(config, prepared, strategy, train_dataset=train_dataset,
+                  validation_dataset=validation_dataset,
+                  total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  global_batch=global_batch)
+  if not distribution_lib.is_chief(strategy):
+    return {"worker": distribution_lib.worker_name(strategy),
+            "global_steps": record.global_steps,
+            "weights_fingerprint": record.weights_fingerprint,
+            "eval_results": {}}
 
   # Evaluate and export what evaluate/predict/export will load: the saved
   # weights in a float32 model (bf16 compute is for training speed; serving
@@ -401,13 +508,13 @@ def train(config: RunConfig) -> dict:
                  split, results["accuracy"], results["macro_f1"],
                  results["loss"], results["num_examples"])
 
-  epochs_run = len(history.history.get("loss", []))
-  stopped_early = bool(early_stopping and early_stopping.stopped_epoch)
-  best_epoch = best.best_epoch if best else None
+  curves = record.history
+  epochs_run = len(curves.get("loss", []))
+  stopped_early = record.stopped_early
+  best_epoch = record.best_epoch
+  train_seconds = record.train_seconds
   kept_epoch = (best_epoch if best_epoch and train_config.restore_best_weights
                 else epochs_run)
-  curves = {name: [float(v) for v in values]
-            for name, values in history.history.items()}
   diagnosis = reporting.diagnose_overfitting(
       curves, monitor=train_config.early_stopping_metric,
       best_epoch=kept_epoch)
@@ -418,16 +525,17 @@ def train(config: RunConfig) -> dict:
       "early_stopping_fired": stopped_early,
       "best_epoch": best_epoch,
       "kept_epoch": kept_epoch,
-      "best_metric": ({train_config.early_stopping_metric: best.best}
-                      if best else None),
+      "best_metric": ({train_config.early_stopping_metric: record.best_metric}
+                      if record.best_metric is not None else None),
       "global_batch_size": global_batch,
       "replicas": replicas,
       "precision": resolve_precision(train_config.precision),
-      "global_steps": global_steps,
+      "global_steps": record.global_steps,
       "steps_per_epoch": steps_per_epoch,
-      "train_seconds": round(train_seconds, 1),
+      "train_seconds": train_seconds,
       "train_examples_per_second": round(
           epochs_run * len(train_examples) / max(train_seconds, 1e-9), 1),
+      "weights_fingerprint": record.weights_fingerprint,
       "overfitting": diagnosis,
       "history": curves,
   }
@@ -437,13 +545,19 @@ def train(config: RunConfig) -> dict:
   logging.info("Training stopped after %d epoch(s) (%s); kept epoch %s. %s",
                epochs_run, summary["stop_reason"].replace("_", " "),
                kept_epoch, diagnosis["message"])
-  if train_config.export:
+  if train_config.export and record.export_dir:
+    logging.info("These weights were already exported to %s.",
+                 record.export_dir)
+    summary["export_dir"] = record.export_dir
+  elif train_config.export:
     summary["export_dir"] = serving.export_classifier(
         model=trained.model, encoder=encoder, label_vocab=label_vocab,
         text_pair=data.text_pair_column is not None,
         export_base=config.resolved_export_dir, hf_tokenizer=tokenizer,
         sample_texts=train_examples.texts[:32],
         sample_pairs=(train_examples.text_pairs or [])[:32] or None)
+    _write_fit_record(config, dataclasses.replace(
+        record, export_dir=summary["export_dir"]))
   artifacts.write_json(config.model_dir, artifacts.TRAIN_SUMMARY_FILENAME,
                        summary)
   summary["eval_results"] = eval_results

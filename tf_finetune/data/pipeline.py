@@ -120,6 +120,21 @@ def _dataset_of(components) -> tf.data.Dataset:
       lambda *example: example)
 
 
+def _shard_by_example(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """Lets a multi-worker strategy give each worker its share of each batch.
+
+  Every worker holds all examples in memory and builds the same batches (the
+  shuffles are seeded); tf.distribute splits each global batch into one
+  piece per replica and each worker keeps its replicas' pieces (sharding by
+  data). Sharding by file, TensorFlow's first choice, does not apply to
+  in-memory examples. Other strategies ignore this option.
+  """
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return dataset.with_options(options)
+
+
 def _sort_window(input_ids, type_ids, lengths, labels):
   """Sorts one window of examples by length (stable: ties keep the shuffle)."""
   order = tf.argsort(lengths, stable=True)
@@ -168,9 +183,9 @@ def training_dataset(encoded: EncodedExamples, *, batch_size: int,
   # iterator, with a fresh shuffle, every epoch.
   dataset = dataset.apply(tf.data.experimental.assert_cardinality(
       num_batches(len(encoded), batch_size)))
-  return dataset.map(_to_model_inputs,
-                     num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-                         tf.data.AUTOTUNE)
+  return _shard_by_example(dataset.map(
+      _to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+          tf.data.AUTOTUNE))
 
 
 def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
@@ -190,4 +205,5 @@ def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
     raise ValueError("Evaluation examples need labels.")
   dataset = _dataset_of(components).padded_batch(
       batch_size, padding_values=(pad_id, 0, 0) + ((0,) if with_labels else ()))
-  return dataset.map(_to_model_inputs).prefetch(tf.data.AUTOTUNE), order
+  return _shard_by_example(dataset.map(_to_model_inputs).prefetch(
+      tf.data.AUTOTUNE)), order

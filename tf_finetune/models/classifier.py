@@ -157,6 +157,11 @@ class TextClassifier(tf_keras.Model):
     self.loss_tracker = tf_keras.metrics.Mean(name="loss")
     self.penalty_tracker = tf_keras.metrics.Mean(name="penalty")
     self.grad_norm = LastValue(name="grad_norm")
+    # The logged values are metric results, which tf.distribute already
+    # aggregates over replicas: report them once. (Keras' default sums them
+    # over replicas under multi-device strategies: an accuracy of 1.16 on
+    # two workers.)
+    self.distribute_reduction_method = "first"
 
   def call(self, inputs, training=False):
     outputs = self.backbone(
@@ -234,8 +239,14 @@ class TextClassifier(tf_keras.Model):
     self.pad_fraction.update_state(inputs["attention_mask"])
     variables = self.trainable_variables
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    # Each replica's share of the mean: sum of its losses / (B x replicas).
-    global_batch = tf.cast(tf.shape(labels)[0] * replicas, tf.float32)
+    # Each replica's share of the mean: sum of its losses / examples on all
+    # replicas (16 + 16 = 32; the last batch of an epoch may split unevenly,
+    # 3 + 2, or leave a replica of another worker with none, 5 + 0).
+    global_batch = tf.cast(tf.shape(labels)[0], tf.float32)
+    if replicas > 1:
+      global_batch = tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.SUM, global_batch)
+    global_batch = tf.maximum(global_batch, 1.0)
     if self.grad_accum_steps > 1:
       gradients = self._accumulated_gradients(inputs, labels, variables,
                                               global_batch)
