@@ -152,6 +152,26 @@ def _bad_train(tiny_bert_dir, sentiment_files, model_dir, **overrides):
   return [f"--{k}={v}" for k, v in flags.items()] + TINY_TRAIN_FLAGS
 
 
+def _write_bytes(path, content: bytes) -> str:
+  path.write_bytes(content)
+  return str(path)
+
+
+def _copy_model(tmp, *, drop=None, extra_tokens=0) -> str:
+  """A copy of the tiny model; without one file, or with a bigger vocabulary
+  (the tokenizer rebuilt from vocab.txt) than its embedding table."""
+  source = os.environ["TINY_BERT_DIR"]
+  copy = tmp / "model_copy"
+  shutil.copytree(source, copy)
+  if drop:
+    os.remove(copy / drop)
+  if extra_tokens:
+    os.remove(copy / "tokenizer.json")
+    with open(copy / "vocab.txt", "a", encoding="utf-8") as f:
+      f.write("".join(f"extra{i}\n" for i in range(extra_tokens)))
+  return str(copy)
+
+
 @pytest.mark.parametrize("make_input, message", [
     (lambda tmp, files: {"train_file": str(tmp / "missing.csv")},
      r"--train_file='.*missing.csv' does not exist"),
@@ -166,14 +186,45 @@ def _bad_train(tiny_bert_dir, sentiment_files, model_dir, **overrides):
      r"single class"),
     (lambda tmp, files: {"model": str(tmp)},
      r"--model='.*' is a directory without config.json"),
+    (lambda tmp, files: {"train_file": _write_bytes(
+        tmp / "latin1.csv", b"text,label\ngood,positive\ncaf\xe9,negative\n")},
+     r"latin1.csv:3: the file is not valid UTF-8 \(byte 0xe9\); save it as "
+     r"UTF-8"),
+    (lambda tmp, files: {"train_file": _write_bytes(
+        tmp / "ragged.csv",
+        b"text,label\ngood film,positive\ndull, slow film,negative\n")},
+     r"ragged.csv:3: expected 2 fields \(text, label\) but found 3"),
+    (lambda tmp, files: {"train_file": _write_bytes(
+        tmp / "broken.jsonl",
+        b'{"text": "good", "label": "positive"}\n{"text": "bad", label}\n')},
+     r"broken.jsonl:2: not valid JSON"),
+    # Labels only in the test split: the training file has none.
+    (lambda tmp, files: {"train_file": write_rows(
+        str(tmp / "unlabelled.csv"), [{"text": "good"}, {"text": "bad"}]),
+                         "test_file": files["test"]},
+     r"--label_column='label' is not a column of .*unlabelled.csv; columns "
+     r"are: text"),
+    (lambda tmp, files: {"tfds_name": "glue/sst2"},
+     r"--train_file and --tfds_name are both set"),
+    (lambda tmp, files: {"tpu": "local", "distribution": "mirrored"},
+     r"--tpu='local' conflicts with --distribution='mirrored'"),
+    (lambda tmp, files: {"model": _copy_model(tmp, drop="tf_model.h5")},
+     r"--model='.*' has config.json but no weights"),
+    (lambda tmp, files: {"model": _copy_model(tmp, extra_tokens=40)},
+     r"the tokenizer has \d+ tokens but the model's embedding table only "
+     r"\d+; they do not belong together"),
+    (lambda tmp, files: {"model_dir": "/sys/tf_finetune_run"},
+     r"--model_dir='/sys/tf_finetune_run' is not writable"),
 ])
 def test_bad_training_input_fails_in_one_line_and_keeps_earlier_outputs(
     finished_run, tiny_bert_dir, sentiment_files, tmp_path, capsys,
-    make_input, message):
+    monkeypatch, make_input, message):
+  monkeypatch.setenv("TINY_BERT_DIR", tiny_bert_dir)
   before = _snapshot(finished_run)
   overrides = make_input(tmp_path, sentiment_files)
-  code = run_binary(train, _bad_train(tiny_bert_dir, sentiment_files,
-                                      finished_run, **overrides))
+  code = run_binary(train, _bad_train(
+      tiny_bert_dir, sentiment_files, **{"model_dir": finished_run,
+                                         **overrides}))
   assert code == 2
   error = capsys.readouterr().err.strip().splitlines()[-1]
   assert error.startswith("train: error: ")
@@ -218,3 +269,65 @@ def test_train_binary_in_a_fresh_process_reports_a_clear_error(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       f"train: error: --train_file='{tmp_path / 'nope.csv'}' does not exist.")
+
+
+def test_empty_and_very_long_texts_are_reported_not_fatal(
+    finished_run, tmp_path, capsys, caplog):
+  long_text = " ".join(["good"] * 25_000)[:100_000]
+  assert len(long_text) == 100_000
+  rows = [{"text": "good fun film", "label": "positive"},
+          {"text": "", "label": "negative"},
+          {"text": long_text, "label": "positive"},
+          {"text": "a dull story", "label": "negative"}]
+  test_file = write_rows(str(tmp_path / "odd.csv"), rows)
+  caplog.set_level("INFO")
+  assert run_binary(evaluate, [f"--model_dir={finished_run}",
+                               f"--test_file={test_file}",
+                               "--split_name=odd"]) == 0
+  assert "odd accuracy:" in capsys.readouterr().out
+  assert re.search(r"odd.csv: 1 example\(s\) have an empty 'text' text "
+                   r"\(lines 3\)", caplog.text)
+  # 3 of 4 fit in --max_seq_length=32 tokens; the long one is cut.
+  assert re.search(r"odd.csv: 1 of 4 examples \(25.0%\) were longer than "
+                   r"--max_seq_length=32 tokens and were truncated",
+                   caplog.text)
+  results = json.load(open(os.path.join(finished_run, "eval_results.json")))
+  assert results["odd"]["num_examples"] == 4
+
+
+def test_read_only_model_dir_fails_before_training(tmp_path):
+  """A directory this user cannot write: checked first, in one line.
+
+  Root writes through permission bits, so the check runs in a child
+  process that gives up root (the check is plain Python, safe after fork).
+  """
+  from tf_finetune import io_utils
+  model_dir = tmp_path / "read_only"
+  model_dir.mkdir()
+  (model_dir / "earlier.txt").write_text("kept")
+  os.chmod(tmp_path, 0o755)
+  os.chmod(model_dir, 0o555)
+  read, write = os.pipe()
+  pid = os.fork()
+  if pid == 0:  # The child: check, report, exit without cleanup.
+    try:
+      os.close(read)
+      if os.geteuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)
+      try:
+        io_utils.check_writable(str(model_dir), "--model_dir")
+        message = "writable"
+      except ValueError as e:
+        message = str(e)
+      os.write(write, message.encode("utf-8"))
+    finally:
+      os._exit(0)
+  os.close(write)
+  with os.fdopen(read, encoding="utf-8") as f:
+    message = f.read()
+  os.waitpid(pid, 0)
+  os.chmod(model_dir, 0o755)
+  assert message == (f"--model_dir={str(model_dir)!r} is not writable: "
+                     "Permission denied.")
+  assert os.listdir(model_dir) == ["earlier.txt"]

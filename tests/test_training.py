@@ -1,13 +1,18 @@
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
 
-from conftest import make_sentiment_rows, write_rows
+from conftest import make_sentiment_rows, run_binary, write_rows
 from tf_finetune import callbacks, config as config_lib, training
+from tf_finetune import train as train_binary
 from tf_finetune.data import readers
 
 
@@ -37,6 +42,9 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_bert_dir,
   assert summary["steps_per_epoch"] >= 6
   loss = summary["history"]["loss"]
   assert np.isfinite(loss).all() and loss[-1] < loss[0]
+  # Metrics are reported once, not summed over the two replicas.
+  assert max(summary["history"]["accuracy"]) <= 1.0
+  assert max(summary["history"]["val_accuracy"]) <= 1.0
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(
@@ -147,40 +155,186 @@ def test_precision_policy_is_restored_after_a_run(tmp_path, tiny_bert_dir,
   assert tf_keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
-                                            sentiment_files):
-  """SIGKILL mid-epoch, rerun the same command: it finishes the same steps."""
-  import signal
-  import subprocess
-  import sys
-  import time
-
-  args = [sys.executable, "-m", "tf_finetune.train",
+def _train_command(tiny_bert_dir, sentiment_files, model_dir, *extra):
+  return [sys.executable, "-m", "tf_finetune.train",
           f"--model={tiny_bert_dir}",
           f"--train_file={sentiment_files['train']}",
           f"--validation_file={sentiment_files['validation']}",
-          f"--model_dir={tmp_path / 'run'}", "--max_seq_length=32",
-          "--batch_size=16", "--epochs=3", "--save_every_steps=2",
-          "--log_every_steps=1", "--noexport", "--precision=fp32"]
+          f"--model_dir={model_dir}", "--max_seq_length=32",
+          "--batch_size=16", "--epochs=3", "--learning_rate=3e-3",
+          "--pooling=mean", "--early_stopping_patience=0",
+          "--log_every_steps=1", "--precision=fp32", *extra]
+
+
+def _kill_when_logged(args, marker, *, timeout=240):
+  """Runs `args` until a stderr line contains `marker`, then SIGKILLs it.
+
+  Returns the stderr read so far; fails if the marker never came.
+  """
   process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  killed_at = None
+  deadline = time.time() + timeout
+  seen = []
   try:
     for line in process.stderr:
-      if "Step 17/36" in line:  # Second epoch: 192 examples / 16 = 12 steps.
+      seen.append(line)
+      if marker in line:
         process.send_signal(signal.SIGKILL)
-        killed_at = 17
         break
-      assert time.time() < deadline, "training did not reach step 17"
+      assert time.time() < deadline, f"{marker!r} was not logged in time"
+    else:
+      pytest.fail(f"the run ended before logging {marker!r}:\n" +
+                  "".join(seen[-30:]))
   finally:
     process.kill()
     process.wait(timeout=60)
-  assert killed_at == 17
-  assert os.listdir(tmp_path / "run" / "backup")  # The backup survived.
+  assert process.returncode == -signal.SIGKILL
+  return "".join(seen)
 
-  resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
+                                            sentiment_files, caplog):
+  """SIGKILL mid-epoch, rerun the same command: it finishes the same steps
+  and ends about where an uninterrupted run ends."""
+  model_dir = tmp_path / "run"
+  args = _train_command(tiny_bert_dir, sentiment_files, model_dir,
+                        "--save_every_steps=2", "--noexport")
+  # Second epoch: 192 examples / 16 = 12 steps per epoch.
+  _kill_when_logged(args, "Step 17/36")
+  assert os.listdir(model_dir / "backup")  # The backup survived.
+
+  # The same command again (in this process, to save starting Python).
+  caplog.set_level("INFO")
+  assert run_binary(train_binary, args[3:]) == 0
   # It resumed past the kill point instead of starting over.
-  assert "Step 2/36" not in resumed.stderr
-  summary = json.load(open(tmp_path / "run" / "summary.json"))
+  assert "Step 2/36" not in caplog.text
+  assert "Step 36/36" in caplog.text
+  summary = json.load(open(model_dir / "summary.json"))
   assert summary["global_steps"] == 36
+  # The epochs before the kill are remembered: three in all, and the best
+  # epoch is the best of all three.
+  history = summary["history"]
+  assert summary["epochs_run"] == 3 and len(history["val_accuracy"]) == 3
+  assert summary["best_metric"]["val_accuracy"] == max(
+      history["val_accuracy"])
+  assert summary["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
+
+  uninterrupted = training.train(_config(
+      tmp_path / "uninterrupted", tiny_bert_dir, sentiment_files))
+  assert uninterrupted["global_steps"] == 36
+  expected = uninterrupted["eval_results"]["validation"]
+  got = json.load(open(model_dir / "eval_results.json"))["validation"]
+  assert expected["accuracy"] > 0.8  # It learned: the comparison means much.
+  assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=0.1)
+  assert got["loss"] == pytest.approx(expected["loss"], abs=0.25)
+
+
+def test_run_killed_after_training_resumes_at_evaluation(
+    tmp_path, tiny_bert_dir, sentiment_files, caplog):
+  """Killed while evaluating or exporting (the backup already deleted): the
+  same command evaluates and exports the trained weights, no retraining."""
+  model_dir = tmp_path / "run"
+  args = _train_command(tiny_bert_dir, sentiment_files, model_dir,
+                        "--epochs=1")
+  # The validation results are logged after evaluation, before the export.
+  _kill_when_logged(args, "validation: accuracy")
+  finished = json.load(open(model_dir / "training_finished.json"))
+  assert finished["global_steps"] == 12
+
+  # The same command again (in this process, to save starting Python).
+  caplog.set_level("INFO")
+  assert run_binary(train_binary, args[3:]) == 0
+  assert "Training already finished" in caplog.text
+  assert "Step 1/12" not in caplog.text and "Epoch 1:" not in caplog.text
+  summary = json.load(open(model_dir / "summary.json"))
+  assert summary["global_steps"] == 12
+  assert summary["weights_fingerprint"] == finished["weights_fingerprint"]
+  versions = [name for name in os.listdir(model_dir / "export")
+              if name.isdigit()]
+  assert versions == ["1"]
+
+  # Run again: still nothing retrained, and the export is not repeated.
+  caplog.clear()
+  assert run_binary(train_binary, args[3:]) == 0
+  assert "Epoch 1:" not in caplog.text
+  assert "already exported" in caplog.text
+  assert [name for name in os.listdir(model_dir / "export")
+          if name.isdigit()] == ["1"]
+
+
+def test_a_changed_config_trains_again(tmp_path, tiny_bert_dir,
+                                       sentiment_files):
+  model_dir = tmp_path / "run"
+  first = training.train(_config(model_dir, tiny_bert_dir, sentiment_files,
+                                 epochs=1))
+  second = training.train(_config(model_dir, tiny_bert_dir, sentiment_files,
+                                  epochs=1, learning_rate=1e-3))
+  assert first["weights_fingerprint"] != second["weights_fingerprint"]
+  assert second["history"]["loss"] and second["global_steps"] == 12
+
+
+def _tiny_model():
+  model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(2,))])
+  model.compile(optimizer=tf_keras.optimizers.SGD(0.01), loss="mse")
+  return model
+
+
+def test_best_epoch_survives_a_resume(tmp_path):
+  directory = str(tmp_path / "best")
+  model = _tiny_model()
+  first = callbacks.BestWeightsCheckpoint(directory, "val_accuracy", "max")
+  first.set_model(model)
+  first.on_epoch_begin(0)
+  first.on_epoch_end(0, {"val_accuracy": 0.9, "loss": 0.5})
+  saved = model.get_weights()
+  model.set_weights([w + 1.0 for w in saved])
+
+  # The process is killed; a new one resumes at the third epoch, which is
+  # worse than the first: the first stays the best, its weights stay.
+  resumed = callbacks.BestWeightsCheckpoint(directory, "val_accuracy", "max")
+  resumed.set_model(model)
+  resumed.on_epoch_begin(2)
+  assert (resumed.best_epoch, resumed.best) == (1, 0.9)
+  resumed.on_epoch_end(2, {"val_accuracy": 0.8, "loss": 0.4})
+  assert resumed.best_epoch == 1
+  restored = _tiny_model()
+  restored.load_weights(callbacks.weights_path(directory))
+  for got, want in zip(restored.get_weights(), saved):
+    np.testing.assert_array_equal(got, want)
+
+  # A fresh run in the same directory does not inherit the record.
+  fresh = callbacks.BestWeightsCheckpoint(directory, "val_accuracy", "max")
+  fresh.set_model(model)
+  fresh.on_epoch_begin(0)
+  assert fresh.best is None
+  fresh.on_epoch_end(0, {"val_accuracy": 0.5, "loss": 0.4})
+  assert fresh.best_epoch == 1 and fresh.best == 0.5
+
+
+def test_non_finite_loss_keeps_the_last_good_backup(tmp_path):
+  """Keras would back up the NaN weights and delete the backup; ours keeps
+  the state of the last good step."""
+  backup_dir = str(tmp_path / "backup")
+  x = np.ones((16, 2), np.float32)
+  y = np.ones((16, 1), np.float32)
+  y[12:] = np.nan  # The fourth batch of 4 has a NaN target.
+  model = _tiny_model()
+  backup = callbacks.BackupAndRestore(backup_dir, save_freq=1)
+  guard = callbacks.StopOnNonFiniteLoss()
+  model.fit(x, y, batch_size=4, epochs=2, callbacks=[guard, backup],
+            shuffle=False, verbose=0)
+  assert "at step 4" in guard.message
+  assert backup.kept_after_non_finite_loss
+  assert not np.isfinite(model.get_weights()[0]).all()
+
+  # The backup holds the state after the last good step: three steps,
+  # finite weights.
+  checkpoint = tf.train.load_checkpoint(
+      tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")))
+  names = checkpoint.get_variable_to_shape_map()
+  steps = [name for name in names if "optimizer/_iterations" in name]
+  kernels = [name for name in names
+             if name.endswith("kernel/.ATTRIBUTES/VARIABLE_VALUE")]
+  assert steps and kernels, sorted(names)
+  assert checkpoint.get_tensor(steps[0]) == 3
+  assert all(np.isfinite(checkpoint.get_tensor(name)).all()
+             for name in kernels)
