@@ -105,13 +105,15 @@ def get_strategy(distribution: str,
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes the run's outputs (always, unless it is a
-  non-chief worker of a multi-worker run)."""
+  """Whether this process writes the run's outputs.
+
+  True except on the non-chief workers of a multi-worker run.
+  """
   return bool(strategy.extended.should_checkpoint)
 
 
 def worker_name(strategy: tf.distribute.Strategy) -> str:
-  """"worker 1" for the second worker of a cluster; "" outside a cluster."""
+  """This process's task, "worker 1" for the second worker; "" if none."""
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
     return ""
@@ -119,8 +121,11 @@ def worker_name(strategy: tf.distribute.Strategy) -> str:
 
 
 def output_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-  """Where this process writes: `model_dir` on the chief, else a scratch
-  directory inside it, `model_dir/.scratch-<task>-<index>`."""
+  """Where this process writes.
+
+  `model_dir` on the chief, else a scratch directory inside it,
+  `model_dir/.scratch-<task>-<index>`.
+  """
   if is_chief(strategy):
     return model_dir
   return os.path.join(model_dir,
@@ -133,9 +138,11 @@ def remove_scratch(model_dir: str, strategy: tf.distribute.Strategy) -> None:
     shutil.rmtree(output_dir(model_dir, strategy), ignore_errors=True)
 
 
-def weights_fingerprint(model) -> str:
-  """SHA-256 of the model's weights (names and values), to show that the
-  workers of a run hold the same model."""
+def weights_fingerprint(model: tf.Module) -> str:
+  """SHA-256 of the model's weights, names and values.
+
+  Equal fingerprints on the workers of a run show they hold the same model.
+  """
   digest = hashlib.sha256()
   for variable in model.weights:
     digest.update(variable.name.encode("utf-8"))

@@ -110,8 +110,11 @@ def _monitor_mode(metric: str) -> str:
 
 def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
                global_batch_size: int, output_dir: str):
-  """The run's callbacks; files go to `output_dir` (a scratch directory on
-  the non-chief workers of a multi-worker run)."""
+  """The run's callbacks.
+
+  Their files go to `output_dir`: model_dir, or a scratch directory on the
+  non-chief workers of a multi-worker run.
+  """
   train = config.train
   model_dir = config.model_dir
   nan_guard = callbacks.StopOnNonFiniteLoss()
