@@ -91,6 +91,11 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
   assert os.path.isfile(model_dir / "checkpoints/best/weights.index")
   assert not [name for name in os.listdir(model_dir)
               if name.startswith(".scratch")]
+  # TensorBoard event files name the process that wrote them: the chief.
+  events = [name for _, _, names in os.walk(model_dir / "logs")
+            for name in names if name.startswith("events.out.tfevents")]
+  assert events
+  assert all(f".{processes[0].pid}." in name for name in events), events
   summary = json.load(open(model_dir / "summary.json"))
   assert summary["replicas"] == 2
   assert summary["global_batch_size"] == 32
