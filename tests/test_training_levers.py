@@ -62,8 +62,11 @@ def _train_step(model, inputs, labels, precision="fp32"):
     model.train_on_batch(inputs, labels)
 
 
+# Per-variable tolerance: the largest difference over the largest move. In
+# bf16 a few small bias updates differ by several percent (summation order
+# under bfloat16 rounding) while the update as a whole agrees to about 0.1%.
 @pytest.mark.parametrize("mirrored, precision, tolerance", [
-    (False, "fp32", 1e-4), (True, "fp32", 1e-4), (False, "bf16", 0.05)])
+    (False, "fp32", 1e-4), (True, "fp32", 1e-4), (False, "bf16", 0.25)])
 def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
     tiny_bert_dir, mirrored, precision, tolerance):
   """4 micro-batches of 2 == 1 batch of 8 (and 2 replicas x 2 x 2)."""
@@ -90,6 +93,11 @@ def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
     assert difference <= tolerance * max(step, 1e-6), name
     moved += step > 0
   assert moved > len(expected) // 2  # The step did change the weights.
+  update = np.sqrt(sum(np.sum((value - before[name]) ** 2)
+                       for name, value in expected.items()))
+  difference = np.sqrt(sum(np.sum((actual[name] - value) ** 2)
+                           for name, value in expected.items()))
+  assert difference <= min(tolerance, 0.01) * update
 
 
 def test_accumulation_handles_a_last_batch_that_does_not_split_evenly(
