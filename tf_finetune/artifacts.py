@@ -2,6 +2,8 @@
 
   config.json          resolved run configuration
   label_vocab.txt      one label per line, in id order
+  task_state.json      what the task chose on validation data (a
+                       multi-label threshold); {} for most tasks
   tokenizer/           the model's own tokenizer (Hugging Face format)
   backbone/config.json the encoder architecture
   checkpoints/best/    weights of the best validation epoch
@@ -44,6 +46,7 @@ TRAIN_SUMMARY_FILENAME = "summary.json"
 CURVES_FILENAME = "curves.png"
 HISTORY_FILENAME = "history.json"
 FIT_RECORD_FILENAME = "training_finished.json"
+TASK_STATE_FILENAME = "task_state.json"
 
 
 def save_run_files(model_dir: str, config: config_lib.RunConfig,
@@ -72,15 +75,41 @@ def remove_file(model_dir: str, filename: str) -> None:
     pass
 
 
+def write_task_state(model_dir: str, state: dict[str, Any]) -> str:
+  return write_json(model_dir, TASK_STATE_FILENAME, state)
+
+
+def read_task_state(model_dir: str) -> dict[str, Any]:
+  path = os.path.join(model_dir, TASK_STATE_FILENAME)
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def build_classifier(backbone, num_labels: int,
                      model_config: config_lib.ModelConfig,
                      seed: int, *, label_smoothing: float = 0.0,
-                     grad_accum_steps: int = 1) -> TextClassifier:
+                     grad_accum_steps: int = 1, per_token: bool = False,
+                     loss_fn=None) -> TextClassifier:
+  """The task model on `backbone`, its variables created.
+
+  Args:
+    backbone: The Hugging Face TF encoder.
+    num_labels: Outputs of the head (the task's head size).
+    model_config: Pooling, dropout and head penalties.
+    seed: Seeds the head's initializer and dropout.
+    label_smoothing: For the default (cross-entropy) loss.
+    grad_accum_steps: Micro-batches per update.
+    per_token: A head on every token (token classification).
+    loss_fn: The task's per-example loss; default cross-entropy.
+  """
   model = TextClassifier(backbone, num_labels, pooling=model_config.pooling,
                          dropout=model_config.dropout, l1=model_config.l1,
                          l2=model_config.l2, seed=seed,
                          label_smoothing=label_smoothing,
-                         grad_accum_steps=grad_accum_steps)
+                         grad_accum_steps=grad_accum_steps,
+                         per_token=per_token, loss_fn=loss_fn)
   model(model.dummy_inputs())  # Creates the head's variables.
   return model
 
@@ -94,6 +123,7 @@ class TrainedModel:
   tokenizer: Any
   encoder: TextEncoder
   model: tf_keras.Model
+  task_state: dict = dataclasses.field(default_factory=dict)
 
 
 def load_trained(model_dir: str) -> TrainedModel:
@@ -111,10 +141,14 @@ def load_trained(model_dir: str) -> TrainedModel:
                                           config.data.max_seq_length)
   backbone = backbone_lib.backbone_from_config(os.path.join(model_dir,
                                                             BACKBONE_DIR))
-  model = build_classifier(backbone, len(label_vocab), config.model,
-                           config.train.seed)
+  from tf_finetune import tasks  # Local: tasks import this module's users.
+  task = tasks.get_task(config.task)
+  model = build_classifier(backbone, task.head_size(label_vocab), config.model,
+                           config.train.seed, per_token=task.per_token,
+                           loss_fn=task.loss_fn(config.train))
   restore_weights(model, weights_dir)
-  return TrainedModel(config, label_vocab, tokenizer, encoder, model)
+  return TrainedModel(config, label_vocab, tokenizer, encoder, model,
+                      read_task_state(model_dir))
 
 
 def restore_weights(model: tf_keras.Model, weights_dir: str) -> None:

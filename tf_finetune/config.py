@@ -21,7 +21,20 @@ POOLINGS = ("pooler", "cls", "mean")
 DISTRIBUTIONS = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNFREEZE_SCHEDULES = ("none", "gradual")
-EARLY_STOPPING_METRICS = ("val_loss", "val_accuracy", "val_macro_f1")
+# The validation metrics each task's model reports, its default first.
+# Each task module (tf_finetune/tasks/) computes the metrics named here.
+TASK_MONITORS = {
+    "classification": ("val_accuracy", "val_loss", "val_macro_f1"),
+    "regression": ("val_pearson", "val_loss"),
+    "multi_label": ("val_micro_f1", "val_loss", "val_macro_f1"),
+    "token_classification": ("val_loss", "val_accuracy"),
+}
+TASKS = tuple(TASK_MONITORS)
+# "auto" picks the task's default.
+EARLY_STOPPING_METRICS = ("auto",) + tuple(dict.fromkeys(
+    metric for metrics in TASK_MONITORS.values() for metric in metrics))
+REGRESSION_LOSSES = ("mse", "huber")
+TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
 
 CONFIG_FILENAME = "config.json"
 
@@ -189,7 +202,7 @@ class TrainConfig:
     clip_norm: Global-norm gradient clipping; 0 disables it.
     adam_epsilon: AdamW epsilon.
     early_stopping_metric: Validation metric that early stopping and the best
-      checkpoint watch.
+      checkpoint watch; "auto" is the task's default (see TASK_MONITORS).
     early_stopping_patience: Epochs without improvement before stopping;
       0 disables early stopping.
     early_stopping_min_delta: Smallest change that counts as improvement.
@@ -233,7 +246,7 @@ class TrainConfig:
   weight_decay: float = 0.01
   clip_norm: float = 1.0
   adam_epsilon: float = 1e-6
-  early_stopping_metric: str = "val_accuracy"
+  early_stopping_metric: str = "auto"
   early_stopping_patience: int = 2
   early_stopping_min_delta: float = 0.0
   restore_best_weights: bool = True
@@ -316,6 +329,71 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskConfig:
+  """What the model predicts, and the task's own options.
+
+  Attributes:
+    task: classification (one label per text or pair), regression (a
+      number), multi_label (any number of labels), token_classification (a
+      tag per word).
+    regression_loss: mse or huber.
+    huber_delta: Where the Huber loss turns from quadratic to linear.
+    label_delimiter: multi_label: separates the labels within the label
+      column ("sports|politics").
+    label_columns: multi_label: instead of one label column, one 0/1 column
+      per label (comma-separated names).
+    threshold: multi_label: a label is predicted when its probability is at
+      least this.
+    tune_threshold: multi_label: choose the threshold that maximizes micro-F1
+      on the validation data (saved with the model and the export).
+    tokens_column: token_classification, JSONL: the list of words.
+    tags_column: token_classification, JSONL: the list of tags.
+    tag_column_index: token_classification, CoNLL: the column of the tag
+      (-1: the last; the word is always the first).
+    tagging_scheme: token_classification: IOB1, IOB2 or IOBES, for
+      entity-level metrics.
+  """
+
+  task: str = "classification"
+  regression_loss: str = "mse"
+  huber_delta: float = 1.0
+  label_delimiter: Optional[str] = None
+  label_columns: Optional[str] = None
+  threshold: float = 0.5
+  tune_threshold: bool = True
+  tokens_column: str = "tokens"
+  tags_column: str = "tags"
+  tag_column_index: int = -1
+  tagging_scheme: str = "IOB2"
+
+  def __post_init__(self):
+    _require(self.task in TASKS,
+             f"--task={self.task!r} is not one of {', '.join(TASKS)}.")
+    _require(self.regression_loss in REGRESSION_LOSSES,
+             f"--regression_loss={self.regression_loss!r} is not one of "
+             f"{', '.join(REGRESSION_LOSSES)}.")
+    _require(self.huber_delta > 0.0,
+             f"--huber_delta={self.huber_delta} must be positive.")
+    _require(0.0 < self.threshold < 1.0,
+             f"--threshold={self.threshold} must be in (0, 1).")
+    _require(self.tagging_scheme in TAGGING_SCHEMES,
+             f"--tagging_scheme={self.tagging_scheme!r} is not a tagging "
+             f"scheme this toolkit knows; use one of "
+             f"{', '.join(TAGGING_SCHEMES)}.")
+    _require(self.label_delimiter != "",
+             "--label_delimiter must not be empty.")
+    _require(not (self.label_delimiter and self.label_columns),
+             "--label_delimiter and --label_columns are both set; multi-label "
+             "data has either one column of delimited labels or one 0/1 "
+             "column per label.")
+
+  @property
+  def label_column_names(self) -> list[str]:
+    return [name.strip() for name in (self.label_columns or "").split(",")
+            if name.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Everything one training run needs."""
 
@@ -324,12 +402,24 @@ class RunConfig:
   model: ModelConfig
   train: TrainConfig = TrainConfig()
   export_dir: Optional[str] = None
+  task: TaskConfig = TaskConfig()
 
   def __post_init__(self):
     _require(bool(self.model_dir), "--model_dir is required.")
     _require(bool(self.data.train_file or self.data.tfds_name),
              "No training data: set --train_file (CSV, TSV or JSONL) or "
              "--tfds_name.")
+    monitors = TASK_MONITORS[self.task.task]
+    metric = self.train.early_stopping_metric
+    if metric == "auto":
+      # Frozen: the resolved metric is written in place once, here, so the
+      # saved config.json names the metric that was actually watched.
+      object.__setattr__(self, "train", dataclasses.replace(
+          self.train, early_stopping_metric=monitors[0]))
+    else:
+      _require(metric in monitors,
+               f"--early_stopping_metric={metric!r} is not reported by "
+               f"--task={self.task.task}; use one of {', '.join(monitors)}.")
 
   @property
   def resolved_export_dir(self) -> str:
@@ -346,6 +436,7 @@ class RunConfig:
         data=_from_dict(DataConfig, values.get("data", {})),
         model=_from_dict(ModelConfig, values.get("model", {})),
         train=_from_dict(TrainConfig, values.get("train", {})),
+        task=_from_dict(TaskConfig, values.get("task", {})),
     )
 
 

@@ -3,8 +3,9 @@ r"""Evaluates a trained run on a labelled file.
   python -m tf_finetune.evaluate --model_dir=runs/sentiment_demo \
       --test_file=test.csv
 
-Prints accuracy and macro-F1 and records all metrics (per-class precision,
-recall, F1, confusion matrix) under --split_name in eval_results.json.
+Prints the task's headline metrics (classification: accuracy and macro-F1)
+and records all metrics (for classification per-class precision, recall,
+F1 and the confusion matrix) under --split_name in eval_results.json.
 """
 
 from absl import app, flags
@@ -34,9 +35,7 @@ def main(argv) -> None:
     metrics = evaluation.evaluate_model_dir(
         FLAGS.model_dir, eval_file=FLAGS.test_file,
         split_name=FLAGS.split_name, batch_size=FLAGS.batch_size)
-    print(f"{FLAGS.split_name} accuracy: {metrics['accuracy']:.4f}  "
-          f"macro-F1: {metrics['macro_f1']:.4f}  loss: {metrics['loss']:.4f}  "
-          f"({metrics['num_examples']} examples)")
+    print(f"{FLAGS.split_name} {metrics['description']}")
 
   flag_definitions.run_main("evaluate", argv, body)
 

@@ -77,24 +77,27 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
     batch_size: Examples per batch; defaults to the run's.
 
   Returns:
-    The metrics (see `classification_metrics`).
+    The task's metrics (for classification see `classification_metrics`),
+    with the line `describe` prints under "description".
   """
-  from tf_finetune import artifacts, training  # Loads transformers.
+  from tf_finetune import artifacts, tasks  # Loads transformers.
 
   trained = artifacts.load_trained(model_dir)
+  task = tasks.get_task(trained.config.task)
   data = trained.config.data
-  examples = training.read_split(data, "test", path=eval_file)
+  examples = task.read(data, "test", path=eval_file)
   if examples is None:
     raise ValueError(f"Nothing to evaluate: pass --test_file (the run in "
                      f"{model_dir} had none).")
-  readers.check_labels_known(examples, trained.label_vocab, "--test_file")
-  encoded = pipeline.encode_examples(examples, trained.encoder,
-                                     trained.label_vocab)
-  probabilities = predict_probabilities(
-      trained.model, encoded, batch_size=batch_size or data.batch_size,
-      pad_id=trained.encoder.pad_id)
-  metrics = classification_metrics(encoded.label_ids, probabilities,
-                                   trained.label_vocab)
+  if examples.labels is None:
+    raise ValueError(f"{examples.source} has no labels to evaluate against.")
+  task.check_labels(examples, trained.label_vocab, "--test_file")
+  encoded = task.encode(examples, trained.encoder, trained.label_vocab)
+  outputs = task.predict(trained.model, encoded,
+                         batch_size=batch_size or data.batch_size,
+                         pad_id=trained.encoder.pad_id)
+  metrics = task.metrics(examples, encoded, outputs, trained.label_vocab,
+                         trained.task_state)
   path = os.path.join(model_dir, artifacts.EVAL_RESULTS_FILENAME)
   results = {}
   if os.path.isfile(path):
@@ -102,4 +105,4 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
       results = json.load(f)
   results[split_name] = dict(metrics, source=examples.source)
   artifacts.write_json(model_dir, artifacts.EVAL_RESULTS_FILENAME, results)
-  return metrics
+  return dict(metrics, description=task.describe(metrics))

@@ -23,18 +23,15 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  from tf_finetune import artifacts, serving
+  from tf_finetune import artifacts, training
 
   def body():
     if not FLAGS.model_dir:
       raise ValueError("--model_dir is required.")
     trained = artifacts.load_trained(FLAGS.model_dir)
-    path = serving.export_classifier(
-        model=trained.model, encoder=trained.encoder,
-        label_vocab=trained.label_vocab,
-        text_pair=trained.config.data.text_pair_column is not None,
-        export_base=FLAGS.export_dir or trained.config.resolved_export_dir,
-        hf_tokenizer=trained.tokenizer)
+    path = training.export_trained(
+        trained,
+        export_base=FLAGS.export_dir or trained.config.resolved_export_dir)
     print(f"SavedModel: {path}")
 
   flag_definitions.run_main("export", argv, body)

@@ -23,6 +23,8 @@ _MODEL = {field.name: field.default
           for field in dataclasses.fields(config_lib.ModelConfig)}
 _TRAIN = {field.name: field.default
           for field in dataclasses.fields(config_lib.TrainConfig)}
+_TASK = {field.name: field.default
+         for field in dataclasses.fields(config_lib.TaskConfig)}
 
 
 def define_flag(kind: Callable, name: str, default, help_text: str, **kwargs):
@@ -95,11 +97,48 @@ def define_model_flags() -> None:
           "Apply --backbone_l1/--backbone_l2/--l2_sp to the embeddings too.")
 
 
+def define_task_flags() -> None:
+  s, f = flags.DEFINE_string, flags.DEFINE_float
+  define_flag(flags.DEFINE_enum, "task", _TASK["task"],
+          "What the model predicts: one label per text or pair "
+          "(classification), a number (regression), any number of labels "
+          "(multi_label), or a tag per word (token_classification).",
+          enum_values=list(config_lib.TASKS))
+  define_flag(flags.DEFINE_enum, "regression_loss", _TASK["regression_loss"],
+          "Loss of --task=regression.",
+          enum_values=list(config_lib.REGRESSION_LOSSES))
+  define_flag(f, "huber_delta", _TASK["huber_delta"],
+          "Where --regression_loss=huber turns from quadratic to linear.")
+  define_flag(s, "label_delimiter", None,
+          "--task=multi_label: separates the labels in the label column, "
+          "e.g. '|'.")
+  define_flag(s, "label_columns", None,
+          "--task=multi_label: comma-separated 0/1 columns, one per label, "
+          "instead of --label_column.")
+  define_flag(f, "threshold", _TASK["threshold"],
+          "--task=multi_label: predict a label at or above this probability.")
+  define_flag(flags.DEFINE_bool, "tune_threshold", _TASK["tune_threshold"],
+          "--task=multi_label: pick the threshold with the best validation "
+          "micro-F1 and save it with the model.")
+  define_flag(s, "tokens_column", _TASK["tokens_column"],
+          "--task=token_classification, JSONL: field with the list of words.")
+  define_flag(s, "tags_column", _TASK["tags_column"],
+          "--task=token_classification, JSONL: field with the list of tags.")
+  define_flag(flags.DEFINE_integer, "tag_column_index",
+          _TASK["tag_column_index"],
+          "--task=token_classification, CoNLL files: column of the tag "
+          "(-1: the last).")
+  define_flag(s, "tagging_scheme", _TASK["tagging_scheme"],
+          "--task=token_classification: how tags mark entities: "
+          f"{', '.join(config_lib.TAGGING_SCHEMES)}.")
+
+
 def define_train_flags() -> None:
   s, i, f, b = (flags.DEFINE_string, flags.DEFINE_integer, flags.DEFINE_float,
                 flags.DEFINE_bool)
   define_data_flags()
   define_model_flags()
+  define_task_flags()
   define_flag(s, "model_dir", None, "Where the run writes everything.")
   define_flag(s, "export_dir", None,
           "Base directory of exported SavedModels (default: "
@@ -152,7 +191,9 @@ def define_train_flags() -> None:
   define_flag(f, "adam_epsilon", _TRAIN["adam_epsilon"], "AdamW epsilon.")
   define_flag(flags.DEFINE_enum, "early_stopping_metric",
           _TRAIN["early_stopping_metric"],
-          "Validation metric for early stopping and the best checkpoint.",
+          "Validation metric for early stopping and the best checkpoint; "
+          "auto: the task's (val_accuracy, val_pearson, val_micro_f1, "
+          "val_loss for token classification).",
           enum_values=list(config_lib.EARLY_STOPPING_METRICS))
   define_flag(i, "early_stopping_patience", _TRAIN["early_stopping_patience"],
           "Epochs without improvement before stopping; 0 turns it off.")
@@ -199,7 +240,8 @@ def run_config_from_flags() -> config_lib.RunConfig:
       model_dir=FLAGS.model_dir, export_dir=FLAGS.export_dir,
       data=config_lib.DataConfig(**data),
       model=config_lib.ModelConfig(**_values(_MODEL)),
-      train=config_lib.TrainConfig(**_values(_TRAIN)))
+      train=config_lib.TrainConfig(**_values(_TRAIN)),
+      task=config_lib.TaskConfig(**_values(_TASK)))
 
 
 def run_main(program: str, argv, main: Callable[[], object]) -> None:

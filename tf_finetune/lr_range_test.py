@@ -91,6 +91,7 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
   io_utils.check_writable(config.model_dir, "--model_dir")
   tf_keras.utils.set_random_seed(config.train.seed)
   prepared = training.prepare_data(config)
+  config = prepared.config
   strategy = training.get_strategy(config.train.distribution)
   global_batch = (config.data.batch_size * config.train.grad_accum_steps *
                   strategy.num_replicas_in_sync)
@@ -106,7 +107,7 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
     model = training.build_compiled_classifier(
         config, tokenizer=prepared.tokenizer,
         num_labels=len(prepared.label_vocab), total_steps=num_steps,
-        learning_rate=schedule)
+        learning_rate=schedule, label_vocab=prepared.label_vocab)
     model.fit(dataset, epochs=num_steps, steps_per_epoch=1,
               callbacks=[recorder], verbose=0)
   finite = [(rate, loss) for rate, loss in zip(recorder.rates, recorder.losses)

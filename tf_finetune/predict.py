@@ -57,10 +57,9 @@ def main(argv) -> None:
     examples = readers.read_file(
         FLAGS.input_file, text_column=text_column or "text",
         text_pair_column=pair_column, label_column=None, flag="--input_file")
-    probabilities = predictor.predict(examples.texts, examples.text_pairs,
-                                      batch_size=FLAGS.batch_size)
-    prediction.write_predictions(FLAGS.output_file, examples, probabilities,
-                                 predictor.label_vocab)
+    rows = predictor.predict_rows(examples.texts, examples.text_pairs,
+                                  batch_size=FLAGS.batch_size)
+    prediction.write_prediction_rows(FLAGS.output_file, examples, rows)
     print(f"Wrote {len(examples)} predictions to {FLAGS.output_file}")
 
   flag_definitions.run_main("predict", argv, body)

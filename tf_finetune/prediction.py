@@ -16,30 +16,37 @@ from tf_finetune import io_utils, serving
 from tf_finetune.data import readers
 
 
+# CSV/TSV columns of a prediction's dict-valued field: "probabilities" ->
+# probability_<label>.
+_CSV_PREFIXES = {"probabilities": "probability_"}
+
+
 class Predictor:
-  """Classifies raw texts with the same graph TF Serving would run.
+  """Runs raw texts through the same graph TF Serving would run.
 
   Built either from a `model_dir` (the trained weights, wrapped exactly as
   the export wraps them) or from an exported SavedModel directory.
   """
 
-  def __init__(self, classify, label_vocab: Sequence[str], text_pair: bool,
-               source: str):
-    self._classify = classify
+  def __init__(self, serve, label_vocab: Sequence[str], text_pair: bool,
+               source: str, task_name: str = "classification"):
+    self._serve = serve
     self.label_vocab = list(label_vocab)
     self.text_pair = text_pair
     self.source = source
+    self.task_name = task_name
 
   @classmethod
   def from_model_dir(cls, model_dir: str) -> "Predictor":
-    from tf_finetune import artifacts  # transformers only when needed.
+    from tf_finetune import artifacts, tasks  # transformers only when needed.
     trained = artifacts.load_trained(model_dir)
+    task = tasks.get_task(trained.config.task)
     text_pair = trained.config.data.text_pair_column is not None
-    server = serving.ClassifierServer(trained.model, trained.encoder,
-                                      trained.label_vocab,
-                                      text_pair=text_pair)
+    server = task.server(trained.model, trained.encoder, trained.label_vocab,
+                         text_pair=text_pair, state=trained.task_state)
     signature = server.signatures()[serving.DEFAULT_SIGNATURE]
-    return cls(signature, trained.label_vocab, text_pair, model_dir)
+    return cls(signature, trained.label_vocab, text_pair, model_dir,
+               task.name)
 
   @classmethod
   def from_saved_model(cls, path: str) -> "Predictor":
@@ -56,54 +63,112 @@ class Predictor:
     label_vocab = [label.decode("utf-8")
                    for label in loaded.get_label_vocab().numpy()]
     text_pair = "text_pair" in signature.structured_input_signature[1]
-    return cls(signature, label_vocab, text_pair, path)
+    task_name = (loaded.get_task().numpy().decode("utf-8")
+                 if hasattr(loaded, "get_task") else "classification")
+    return cls(signature, label_vocab, text_pair, path, task_name)
 
-  def predict(self, texts: Sequence[str],
-              text_pairs: Optional[Sequence[str]] = None, *,
-              batch_size: int = 64) -> np.ndarray:
-    """float32 array [len(texts), num_labels] of class probabilities."""
+  def _batches(self, texts, text_pairs, batch_size):
+    """Yields (rows, numpy outputs) for batches of similar length."""
     if self.text_pair and text_pairs is None:
-      raise ValueError(f"The model at {self.source} classifies sentence "
-                       "pairs; set --text_pair_column.")
+      raise ValueError(f"The model at {self.source} reads sentence pairs; "
+                       "set --text_pair_column to the second text's column.")
     if not self.text_pair and text_pairs is not None:
-      raise ValueError(f"The model at {self.source} classifies single texts; "
+      raise ValueError(f"The model at {self.source} reads single texts; "
                        "drop --text_pair_column.")
     # Similar lengths per batch: less padding, same results.
     order = np.argsort([len(text) for text in texts], kind="stable")
-    probabilities = np.zeros((len(texts), len(self.label_vocab)), np.float32)
     for start in range(0, len(texts), batch_size):
       rows = order[start:start + batch_size]
       inputs = {"text": tf.constant([texts[i] for i in rows])}
       if text_pairs is not None:
         inputs["text_pair"] = tf.constant([text_pairs[i] for i in rows])
-      probabilities[rows] = self._classify(**inputs)["probabilities"].numpy()
+      yield rows, {name: value.numpy()
+                   for name, value in self._serve(**inputs).items()}
+
+  def predict(self, texts: Sequence[str],
+              text_pairs: Optional[Sequence[str]] = None, *,
+              batch_size: int = 64) -> np.ndarray:
+    """Classification: float32 [len(texts), num_labels] probabilities."""
+    if self.task_name != "classification":
+      raise ValueError(f"The model at {self.source} is a {self.task_name} "
+                       "model; use predict_rows.")
+    probabilities = np.zeros((len(texts), len(self.label_vocab)), np.float32)
+    for rows, outputs in self._batches(texts, text_pairs, batch_size):
+      probabilities[rows] = outputs["probabilities"]
     return probabilities
+
+  def predict_rows(self, texts: Sequence[str],
+                   text_pairs: Optional[Sequence[str]] = None, *,
+                   batch_size: int = 64) -> list[dict]:
+    """The task's prediction columns for each text, in input order."""
+    from tf_finetune import config as config_lib, tasks
+    task = tasks.get_task(config_lib.TaskConfig(task=self.task_name))
+    found: list[dict] = [{} for _ in texts]
+    for rows, outputs in self._batches(texts, text_pairs, batch_size):
+      for row, columns in zip(rows, task.prediction_rows(outputs,
+                                                         self.label_vocab)):
+        found[row] = columns
+    return found
 
 
 def write_predictions(path: str, examples: readers.Examples,
                       probabilities: np.ndarray,
                       label_vocab: Sequence[str]) -> None:
-  """Writes each input row with `predicted_label` and its probabilities.
+  """Writes classification predictions (see `write_prediction_rows`)."""
+  predictions = [
+      {"predicted_label": label_vocab[int(np.argmax(probs))],
+       "probabilities": {name: round(float(p), 6)
+                         for name, p in zip(label_vocab, probs)}}
+      for probs in probabilities]
+  write_prediction_rows(path, examples, predictions)
 
-  CSV/TSV get one `probability_<label>` column per label; JSONL gets a
-  `probabilities` object. The file is replaced atomically.
+
+def _flat_columns(prediction: dict) -> dict:
+  """One CSV cell per value: dicts spread over columns, lists as JSON."""
+  flat = {}
+  for name, value in prediction.items():
+    if isinstance(value, dict):
+      prefix = _CSV_PREFIXES.get(name, f"{name}_")
+      for key, item in value.items():
+        flat[f"{prefix}{key}"] = (f"{item:.6f}" if isinstance(item, float)
+                                  else item)
+    elif isinstance(value, (list, tuple)):
+      flat[name] = json.dumps(value, ensure_ascii=False)
+    else:
+      flat[name] = value
+  return flat
+
+
+def write_prediction_rows(path: str, examples: readers.Examples,
+                          predictions: Sequence[dict]) -> None:
+  """Writes each input row followed by its prediction's columns.
+
+  JSONL records get the prediction's fields as they are (objects, lists);
+  CSV/TSV get one column per value (`probability_<label>` for
+  classification, lists as JSON text). The file is replaced atomically.
   """
   fmt = readers.file_format(path, "--output_file")
-  predicted = [label_vocab[i] for i in probabilities.argmax(axis=-1)]
   out = io.StringIO()
   if fmt == "jsonl":
-    for row, label, probs in zip(examples.rows, predicted, probabilities):
-      record = dict(row, predicted_label=label, probabilities={
-          name: round(float(p), 6) for name, p in zip(label_vocab, probs)})
-      out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for row, prediction in zip(examples.rows, predictions):
+      out.write(json.dumps(dict(row, **prediction), ensure_ascii=False) +
+                "\n")
   else:
-    columns = list(examples.rows[0]) + ["predicted_label"] + [
-        f"probability_{name}" for name in label_vocab]
+    flat = [_flat_columns(prediction) for prediction in predictions]
+    input_columns = list(examples.rows[0])
+    columns = input_columns + [name for name in flat[0]
+                               if name not in input_columns]
     writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",",
                         lineterminator="\n")
     writer.writerow(columns)
-    for row, label, probs in zip(examples.rows, predicted, probabilities):
-      writer.writerow([row.get(c, "") for c in examples.rows[0]] + [label] +
-                      [f"{float(p):.6f}" for p in probs])
+    for row, prediction in zip(examples.rows, flat):
+      values = dict(row, **prediction)
+      writer.writerow([_cell(values.get(c, "")) for c in columns])
   io_utils.write_text_atomically(path, out.getvalue())
-  logging.info("Wrote %d predictions to %s.", len(predicted), path)
+  logging.info("Wrote %d predictions to %s.", len(predictions), path)
+
+
+def _cell(value) -> str:
+  if isinstance(value, (list, tuple, dict)):
+    return json.dumps(value, ensure_ascii=False)
+  return value

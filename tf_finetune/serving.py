@@ -8,12 +8,14 @@ Versions are integers (1, 2, ...) as TF Serving expects; an existing version
 is never overwritten and a version directory appears only once complete (it
 is written to a hidden sibling directory, verified, then renamed).
 
-Signatures:
+Signatures (classification; each task's module documents its own outputs):
   serving_default: text (string [batch]) [, text_pair (string [batch])]
       -> probabilities (float32 [batch, num_labels]), label (string [batch]),
          label_id (int32 [batch]).
   serve_token_ids: input_ids, attention_mask, token_type_ids
       (int32 [batch, seq_len]) -> the same outputs.
+Every export also has two functions that are not signatures, for Python
+clients such as `predict`: `get_label_vocab()` and `get_task()`.
 Tokenization runs in the graph with tensorflow-text ops, so a loading process
 needs `import tensorflow_text` (TF Serving links those ops).
 
@@ -44,6 +46,30 @@ WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH_SIZES = (1, 8, 64)
 
 
+def text_signatures(server: tf.Module, *, text_pair: bool) -> dict:
+  """serving_default on raw text and serve_token_ids on packed ids.
+
+  Args:
+    server: Has `serve(text[, text_pair])` and `serve_ids(input_ids,
+      attention_mask, token_type_ids)`, both returning the same outputs.
+    text_pair: Whether serving_default takes a second text.
+  """
+  text = tf.TensorSpec([None], tf.string, name="text")
+  if text_pair:
+    pair = tf.TensorSpec([None], tf.string, name="text_pair")
+    serve_text = tf.function(
+        lambda text, text_pair: server.serve(text, text_pair),
+        input_signature=[text, pair])
+  else:
+    serve_text = tf.function(lambda text: server.serve(text),
+                             input_signature=[text])
+  ids = [tf.TensorSpec([None, None], tf.int32, name=name)
+         for name in INPUT_NAMES]
+  serve_ids = tf.function(server.serve_ids, input_signature=ids)
+  return {DEFAULT_SIGNATURE: serve_text.get_concrete_function(),
+          TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
+
+
 class ClassifierServer(tf.Module):
   """Wraps a trained classifier and its tokenizer for serving."""
 
@@ -54,10 +80,12 @@ class ClassifierServer(tf.Module):
     self.encoder = encoder
     self.text_pair = text_pair
     self.label_vocab = tf.constant(list(label_vocab), tf.string)
-    # Not a signature: lets a Python client (our `predict`) read the labels in
-    # id order, e.g. to name probability columns.
+    # Not signatures: let a Python client (our `predict`) read the labels in
+    # id order, e.g. to name probability columns, and the task.
     self.get_label_vocab = tf.function(lambda: self.label_vocab,
                                        input_signature=[])
+    self.get_task = tf.function(lambda: tf.constant("classification"),
+                                input_signature=[])
 
   def classify_ids(self, input_ids, attention_mask, token_type_ids):
     logits = self.model({"input_ids": input_ids,
@@ -72,21 +100,11 @@ class ClassifierServer(tf.Module):
     features = self.encoder.encode(text, text_pair)
     return self.classify_ids(**features)
 
+  serve = classify
+  serve_ids = classify_ids
+
   def signatures(self) -> dict:
-    text = tf.TensorSpec([None], tf.string, name="text")
-    if self.text_pair:
-      pair = tf.TensorSpec([None], tf.string, name="text_pair")
-      serve_text = tf.function(
-          lambda text, text_pair: self.classify(text, text_pair),
-          input_signature=[text, pair])
-    else:
-      serve_text = tf.function(lambda text: self.classify(text),
-                               input_signature=[text])
-    ids = [tf.TensorSpec([None, None], tf.int32, name=name)
-           for name in INPUT_NAMES]
-    serve_ids = tf.function(self.classify_ids, input_signature=ids)
-    return {DEFAULT_SIGNATURE: serve_text.get_concrete_function(),
-            TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
+    return text_signatures(self, text_pair=self.text_pair)
 
 
 def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
@@ -141,12 +159,25 @@ def export_classifier(*, model, encoder: TextEncoder,
                       export_base: str, hf_tokenizer,
                       sample_texts: Sequence[str] = (),
                       sample_pairs: Optional[Sequence[str]] = None) -> str:
-  """Exports a SavedModel version and returns its directory.
+  """Exports a classifier (see `export_server`)."""
+  return export_server(
+      ClassifierServer(model, encoder, label_vocab, text_pair=text_pair),
+      encoder=encoder, text_pair=text_pair, export_base=export_base,
+      hf_tokenizer=hf_tokenizer, sample_texts=sample_texts,
+      sample_pairs=sample_pairs)
+
+
+def export_server(server: tf.Module, *, encoder: TextEncoder, text_pair: bool,
+                  export_base: str, hf_tokenizer,
+                  checked_output: str = "probabilities",
+                  sample_texts: Sequence[str] = (),
+                  sample_pairs: Optional[Sequence[str]] = None) -> str:
+  """Exports a task's server as a SavedModel version; returns its directory.
 
   Before writing, the in-graph tokenizer is checked against the model's own
   tokenizer on `sample_texts` plus built-in tricky texts; after writing, the
-  SavedModel is reloaded and must reproduce the in-memory model's
-  probabilities. Either failure leaves no version directory behind.
+  SavedModel is reloaded and its `checked_output` must reproduce the
+  in-memory model's. Either failure leaves no version directory behind.
   """
   texts = list(TRICKY_TEXTS) + list(sample_texts)
   pairs = None
@@ -155,20 +186,20 @@ def export_classifier(*, model, encoder: TextEncoder,
     pairs = pairs[:len(texts)] + [""] * (len(texts) - len(pairs))
   check_matches_tokenizer(encoder, hf_tokenizer, texts, pairs)
 
-  server = ClassifierServer(model, encoder, label_vocab, text_pair=text_pair)
   version_dir = os.path.join(export_base, str(next_version(export_base)))
   inputs = {"text": tf.constant(texts[:16])}
   if text_pair:
     inputs["text_pair"] = tf.constant(pairs[:16])
-  expected = server.classify(**inputs)["probabilities"].numpy()
+  expected = server.serve(**inputs)[checked_output].numpy()
   with io_utils.staged_directory(version_dir, replace=False) as staging:
     tf.saved_model.save(server, staging, signatures=server.signatures())
     write_warmup_requests(staging, texts, pairs)
     reloaded = tf.saved_model.load(staging)
-    got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)["probabilities"]
+    got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)[checked_output]
     if not np.allclose(got.numpy(), expected, atol=1e-5):
-      raise RuntimeError("The reloaded SavedModel's probabilities differ from "
-                         "the trained model's; the export was discarded.")
+      raise RuntimeError(f"The reloaded SavedModel's {checked_output} differ "
+                         "from the trained model's; the export was "
+                         "discarded.")
   logging.info("Exported SavedModel version %s to %s.",
                os.path.basename(version_dir), version_dir)
   return version_dir

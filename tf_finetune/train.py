@@ -1,4 +1,4 @@
-r"""Fine-tunes a pretrained encoder for text classification.
+r"""Fine-tunes a pretrained encoder for a task (see --task).
 
   python -m tf_finetune.train --flagfile=flags/sentiment_demo.flags
   python -m tf_finetune.train --model=bert-base-uncased \
@@ -16,15 +16,14 @@ from tf_finetune import flag_definitions
 
 
 def main(argv) -> None:
-  from tf_finetune import training
+  from tf_finetune import tasks, training
 
   def body():
     config = flag_definitions.run_config_from_flags()
     summary = training.train(config)
+    task = tasks.get_task(config.task)
     for split, results in summary["eval_results"].items():
-      print(f"{split} accuracy: {results['accuracy']:.4f}  "
-            f"macro-F1: {results['macro_f1']:.4f}  "
-            f"({results['num_examples']} examples)")
+      print(f"{split} {task.describe(results)}")
     print(f"model_dir: {config.model_dir}")
     if "export_dir" in summary:
       print(f"SavedModel: {summary['export_dir']}")

@@ -22,10 +22,11 @@ from absl import logging
 from tf_finetune import (artifacts, callbacks, evaluation, io_utils,
                          optimization, reporting, serving)
 from tf_finetune import distribution as distribution_lib
+from tf_finetune import tasks
 from tf_finetune.config import DataConfig, RunConfig
-from tf_finetune.data import labels, pipeline, readers
+from tf_finetune.data import pipeline, readers
 from tf_finetune.models import backbone as backbone_lib
-from tf_finetune.models.classifier import MacroF1
+from tf_finetune.tasks import base as task_base
 from tf_finetune.tokenization import TextEncoder, check_matches_tokenizer
 
 # Training texts compared against the model's own tokenizer before training.
@@ -77,31 +78,9 @@ def precision_policy(precision: str):
 
 def read_split(data: DataConfig, split: str, *, path: Optional[str] = None,
                with_labels: bool = True) -> Optional[readers.Examples]:
-  """Reads the train, validation or test split named by the data config.
-
-  Args:
-    data: The data config.
-    split: "train", "validation" or "test".
-    path: A file that replaces the config's file for this split.
-    with_labels: Read the label column.
-
-  Returns:
-    The examples, or None when the config names no such split.
-  """
-  label_column = data.label_column if with_labels else None
-  path = path or getattr(data, f"{split}_file")
-  if path:
-    return readers.read_file(path, text_column=data.text_column,
-                             text_pair_column=data.text_pair_column,
-                             label_column=label_column, flag=f"--{split}_file")
-  tfds_split = getattr(data, f"tfds_{split}_split")
-  if data.tfds_name and tfds_split:
-    return readers.read_tfds(data.tfds_name, tfds_split,
-                             data_dir=data.tfds_data_dir,
-                             text_column=data.text_column,
-                             text_pair_column=data.text_pair_column,
-                             label_column=label_column)
-  return None
+  """Reads a split of a text-level task (see `tasks.base.read_text_split`)."""
+  return task_base.read_text_split(data, split, path=path,
+                                   with_labels=with_labels)
 
 
 def _monitor_mode(metric: str) -> str:
@@ -160,7 +139,8 @@ def _callbacks(config: RunConfig, has_validation: bool, *, total_steps: int,
 def build_compiled_classifier(config: RunConfig, *, tokenizer,
                               num_labels: int, total_steps: int,
                               steps_per_epoch: int = 1,
-                              learning_rate=None) -> tf_keras.Model:
+                              learning_rate=None,
+                              label_vocab=None) -> tf_keras.Model:
   """The pretrained backbone with a fresh head, compiled for fine-tuning.
 
   Applies every optimization lever of the config: dropout overrides,
@@ -171,12 +151,17 @@ def build_compiled_classifier(config: RunConfig, *, tokenizer,
   Args:
     config: The run config.
     tokenizer: The model's Hugging Face tokenizer (checked against it).
-    num_labels: Classes of the head.
+    num_labels: Classes of the head (classification).
     total_steps: Optimizer updates in the whole run (for the schedule).
     steps_per_epoch: Updates per epoch (the step schedule's interval).
     learning_rate: A schedule replacing the config's (the range test's).
+    label_vocab: The task's output names; sizes the head of any task
+      (default: `num_labels` classes).
   """
   model_config, train_config = config.model, config.train
+  task = tasks.get_task(config.task)
+  if label_vocab is None:
+    label_vocab = [str(i) for i in range(num_labels)]
   backbone = backbone_lib.load_backbone(
       model_config.model,
       allow_pickle_weights=model_config.allow_pickle_weights,
@@ -184,9 +169,10 @@ def build_compiled_classifier(config: RunConfig, *, tokenizer,
   backbone_lib.check_tokenizer_fits(tokenizer, backbone.config,
                                     model_config.model)
   model = artifacts.build_classifier(
-      backbone, num_labels, model_config, train_config.seed,
+      backbone, task.head_size(label_vocab), model_config, train_config.seed,
       label_smoothing=train_config.label_smoothing,
-      grad_accum_steps=train_config.grad_accum_steps)
+      grad_accum_steps=train_config.grad_accum_steps,
+      per_token=task.per_token, loss_fn=task.loss_fn(train_config))
   _add_backbone_penalties(model, model_config)
   optimizer = optimization.create_optimizer(
       train_config, total_steps, steps_per_epoch=steps_per_epoch,
@@ -199,8 +185,7 @@ def build_compiled_classifier(config: RunConfig, *, tokenizer,
   _freeze_initial_layers(backbone, train_config)
   model.compile(
       optimizer=optimizer,
-      metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-               MacroF1(num_labels)],
+      metrics=task.keras_metrics(label_vocab),
       steps_per_execution=train_config.steps_per_execution,
       jit_compile=train_config.jit_compile)
   return model
@@ -263,13 +248,19 @@ def _fine_tuning_callbacks(model, train_config) -> list:
 
 @dataclasses.dataclass
 class PreparedData:
-  """A run's examples, labels and tokenizer, encoded and checked."""
+  """A run's examples, labels and tokenizer, encoded and checked.
+
+  `config` is the run's config with the columns the task resolved (a TFDS
+  data set's own feature names), the one a run saves.
+  """
 
   label_vocab: list[str]
   tokenizer: Any
   encoder: TextEncoder
   examples: dict[str, readers.Examples]
   encoded: dict[str, pipeline.EncodedExamples]
+  config: Optional[RunConfig] = None
+  task: Any = None
 
 
 def prepare_data(config: RunConfig) -> PreparedData:
@@ -278,21 +269,22 @@ def prepare_data(config: RunConfig) -> PreparedData:
   Raises:
     ValueError: for bad files, columns, labels or model, naming the flag.
   """
-  data = config.data
-  examples = {split: read_split(data, split)
+  task = tasks.get_task(config.task)
+  data = task.resolve_data(config.data)
+  config = dataclasses.replace(config, data=data)
+  examples = {split: task.read(data, split)
               for split in ("train", "validation", "test")}
   examples = {split: found for split, found in examples.items()
               if found is not None}
   train_examples = examples["train"]
   if train_examples.labels is None:
     raise ValueError(f"{train_examples.source} has no labels.")
-  label_vocab = labels.infer_label_vocab(train_examples.labels,
-                                         train_examples.source)
+  label_vocab = task.label_vocab(train_examples)
   for split in ("validation", "test"):
     if split in examples:
-      readers.check_labels_known(examples[split], label_vocab,
-                                 f"--{split}_file")
-  logging.info("Labels (%d): %s", len(label_vocab), ", ".join(label_vocab))
+      task.check_labels(examples[split], label_vocab, f"--{split}_file")
+  logging.info("Task %s; outputs (%d): %s", task.name, len(label_vocab),
+               ", ".join(label_vocab))
 
   backbone_lib.check_model_source(config.model.model,
                                   config.model.allow_pickle_weights)
@@ -303,9 +295,10 @@ def prepare_data(config: RunConfig) -> PreparedData:
       encoder, tokenizer, train_examples.texts[sample],
       None if train_examples.text_pairs is None else
       train_examples.text_pairs[sample])
-  encoded = {split: pipeline.encode_examples(found, encoder, label_vocab)
+  encoded = {split: task.encode(found, encoder, label_vocab)
              for split, found in examples.items()}
-  return PreparedData(label_vocab, tokenizer, encoder, examples, encoded)
+  return PreparedData(label_vocab, tokenizer, encoder, examples, encoded,
+                      config, task)
 
 
 @dataclasses.dataclass
@@ -376,7 +369,7 @@ def _fit(config: RunConfig, prepared: PreparedData,
     model = build_compiled_classifier(
         config, tokenizer=prepared.tokenizer,
         num_labels=len(prepared.label_vocab), total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch)
+        steps_per_epoch=steps_per_epoch, label_vocab=prepared.label_vocab)
     # Inputs are valid and the model is built: from here on the run owns
     # model_dir.
     if chief:
@@ -444,6 +437,8 @@ def train(config: RunConfig) -> dict:
   strategy = get_strategy(train_config.distribution, train_config.tpu)
   tf_keras.utils.set_random_seed(train_config.seed)
   prepared = prepare_data(config)
+  config, task = prepared.config, prepared.task
+  data = config.data
   label_vocab, tokenizer, encoder = (prepared.label_vocab, prepared.tokenizer,
                                      prepared.encoder)
   encoded, train_examples = prepared.encoded, prepared.examples["train"]
@@ -496,20 +491,24 @@ def train(config: RunConfig) -> dict:
   # weights in a float32 model (bf16 compute is for training speed; serving
   # stays float32 so it runs well on any CPU).
   trained = artifacts.load_trained(config.model_dir)
+  outputs = {split: task.predict(trained.model, encoded[split],
+                                 batch_size=eval_batch, pad_id=encoder.pad_id)
+             for split in ("validation", "test") if split in encoded}
+  task_state = {}
+  if "validation" in outputs:
+    # Post-processing chosen on validation data (a multi-label threshold).
+    task_state = task.fit_state(prepared.examples["validation"],
+                                encoded["validation"], outputs["validation"],
+                                label_vocab)
+  artifacts.write_task_state(config.model_dir, task_state)
   eval_results = {
-      split: evaluation.classification_metrics(
-          encoded[split].label_ids,
-          evaluation.predict_probabilities(trained.model, encoded[split],
-                                           batch_size=eval_batch,
-                                           pad_id=encoder.pad_id),
-          label_vocab)
-      for split in ("validation", "test") if split in encoded}
+      split: task.metrics(prepared.examples[split], encoded[split],
+                          split_outputs, label_vocab, task_state)
+      for split, split_outputs in outputs.items()}
   artifacts.write_json(config.model_dir, artifacts.EVAL_RESULTS_FILENAME,
                        eval_results)
   for split, results in eval_results.items():
-    logging.info("%s: accuracy %.4f, macro-F1 %.4f, loss %.4f (%d examples)",
-                 split, results["accuracy"], results["macro_f1"],
-                 results["loss"], results["num_examples"])
+    logging.info("%s: %s", split, task.describe(results))
 
   curves = record.history
   epochs_run = len(curves.get("loss", []))
@@ -553,10 +552,8 @@ def train(config: RunConfig) -> dict:
                  record.export_dir)
     summary["export_dir"] = record.export_dir
   elif train_config.export:
-    summary["export_dir"] = serving.export_classifier(
-        model=trained.model, encoder=encoder, label_vocab=label_vocab,
-        text_pair=data.text_pair_column is not None,
-        export_base=config.resolved_export_dir, hf_tokenizer=tokenizer,
+    summary["export_dir"] = export_trained(
+        trained, export_base=config.resolved_export_dir,
         sample_texts=train_examples.texts[:32],
         sample_pairs=(train_examples.text_pairs or [])[:32] or None)
     _write_fit_record(config, dataclasses.replace(
@@ -565,3 +562,17 @@ def train(config: RunConfig) -> dict:
                        summary)
   summary["eval_results"] = eval_results
   return summary
+
+
+def export_trained(trained: artifacts.TrainedModel, *, export_base: str,
+                   sample_texts=(), sample_pairs=None) -> str:
+  """Exports a loaded run with its task's serving signature."""
+  task = tasks.get_task(trained.config.task)
+  text_pair = trained.config.data.text_pair_column is not None
+  server = task.server(trained.model, trained.encoder, trained.label_vocab,
+                       text_pair=text_pair, state=trained.task_state)
+  return serving.export_server(
+      server, encoder=trained.encoder, text_pair=text_pair,
+      export_base=export_base, hf_tokenizer=trained.tokenizer,
+      checked_output=task.checked_output, sample_texts=sample_texts,
+      sample_pairs=sample_pairs)

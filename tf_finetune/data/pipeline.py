@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -38,15 +38,23 @@ class EncodedExamples:
     input_ids: int32 RaggedTensor [num_examples, (length)].
     token_type_ids: int32 RaggedTensor [num_examples, (length)].
     lengths: int64 array [num_examples] of packed lengths.
-    label_ids: int32 array [num_examples], or None without labels.
+    label_ids: The task's targets, one row per example: int32 [num_examples]
+      class ids, float32 [num_examples] scores or [num_examples, labels]
+      0/1 targets, or an int32 RaggedTensor [num_examples, (length)] of
+      per-token tags; None without labels.
     num_truncated: Examples cut at max_seq_length.
+    label_padding: What pads per-token targets in a batch (default 0).
+    word_positions: Token classification: per example, the position of
+      each word's first sub-word (-1: none).
   """
 
   input_ids: tf.RaggedTensor
   token_type_ids: tf.RaggedTensor
   lengths: np.ndarray
-  label_ids: Optional[np.ndarray]
+  label_ids: Optional[Any]
   num_truncated: int
+  label_padding: Any = 0
+  word_positions: Optional[list] = None
 
   def __len__(self) -> int:
     return len(self.lengths)
@@ -109,7 +117,10 @@ def _components(encoded: EncodedExamples, order=None):
     input_ids = tf.gather(input_ids, order)
     type_ids = tf.gather(type_ids, order)
     lengths = lengths[order]
-    labels = None if labels is None else labels[order]
+    if isinstance(labels, tf.RaggedTensor):
+      labels = tf.gather(labels, order)
+    elif labels is not None:
+      labels = labels[order]
   components = (input_ids, type_ids, lengths.astype(np.int32))
   return components + ((labels,) if labels is not None else ())
 
@@ -173,7 +184,8 @@ def training_dataset(encoded: EncodedExamples, *, batch_size: int,
   if bucketing:
     dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
     dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
-  dataset = dataset.padded_batch(batch_size, padding_values=(pad_id, 0, 0, 0))
+  dataset = dataset.padded_batch(
+      batch_size, padding_values=(pad_id, 0, 0, encoded.label_padding))
   if bucketing:
     # Without this, each window's batches would come shortest to longest.
     dataset = dataset.shuffle(WINDOW_BATCHES, seed=seed + 1,
@@ -204,6 +216,7 @@ def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
   elif len(components) < 4:
     raise ValueError("Evaluation examples need labels.")
   dataset = _dataset_of(components).padded_batch(
-      batch_size, padding_values=(pad_id, 0, 0) + ((0,) if with_labels else ()))
+      batch_size, padding_values=(pad_id, 0, 0) + (
+          (encoded.label_padding,) if with_labels else ()))
   return _shard_by_example(dataset.map(_to_model_inputs).prefetch(
       tf.data.AUTOTUNE)), order

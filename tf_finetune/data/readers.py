@@ -53,7 +53,8 @@ def file_format(path: str, flag: str = "file") -> str:
   return SUFFIX_FORMATS[suffix]
 
 
-def _read_rows(path: str, flag: str) -> tuple[list[dict], list[int], list[str]]:
+def read_records(path: str, flag: str
+                 ) -> tuple[list[dict], list[int], list[str]]:
   """Returns (records, line numbers, column names) of a CSV/TSV/JSONL file."""
   fmt = file_format(path, flag)
   if not os.path.isfile(path):
@@ -174,7 +175,7 @@ def read_file(path: str, *, text_column: str, text_pair_column: Optional[str],
   Raises:
     ValueError: naming the file and line, for anything that cannot be read.
   """
-  rows, lines, columns = _read_rows(path, flag)
+  rows, lines, columns = read_records(path, flag)
   if not rows:
     raise ValueError(f"{flag}={path!r} has a header but no examples.")
   texts = _column(rows, lines, columns, text_column, path, "--text_column",

@@ -1,4 +1,9 @@
-"""A text classifier: pretrained encoder, pooling, dropout, dense head."""
+"""A text model: pretrained encoder, pooling, dropout, dense head.
+
+The same model serves every task (tf_finetune/tasks/): a task chooses the
+head's size, whether it reads the pooled text vector or every token's hidden
+state, and the per-example loss.
+"""
 
 from __future__ import annotations
 
@@ -111,16 +116,18 @@ def _deduplicated(gradient):
 
 
 class TextClassifier(tf_keras.Model):
-  """Logits over `num_labels` classes from packed token ids.
+  """Logits over `num_labels` outputs from packed token ids.
 
   Inputs are a dict of int32 Tensors [batch, seq_len] named `input_ids`,
   `attention_mask` and `token_type_ids`; the output is float32 logits
-  [batch, num_labels] (float32 also under mixed precision, so the softmax and
-  the loss are computed at full precision).
+  [batch, num_labels], or [batch, seq_len, num_labels] with `per_token`
+  (float32 also under mixed precision, so the softmax and the loss are
+  computed at full precision).
 
   Training (`train_step`) differs from Keras' default in four ways:
-  - the loss is `loss_fn` (per-example cross-entropy with optional label
-    smoothing) averaged over the global batch; penalties added with
+  - the loss is `loss_fn` (the task's per-example loss; by default
+    cross-entropy with optional label smoothing) averaged over the global
+    batch; penalties added with
     `add_loss` (head and backbone regularizers, L2-SP) are logged apart, as
     "penalty", so "loss" and "val_loss" compare like with like;
   - with `grad_accum_steps` = N each batch is split into N micro-batches
@@ -136,12 +143,14 @@ class TextClassifier(tf_keras.Model):
   def __init__(self, backbone, num_labels: int, *, pooling: str = "pooler",
                dropout: float = 0.1, l1: float = 0.0, l2: float = 0.0,
                seed: int = 0, label_smoothing: float = 0.0,
-               grad_accum_steps: int = 1, **kwargs):
+               grad_accum_steps: int = 1, per_token: bool = False,
+               loss_fn=None, **kwargs):
     super().__init__(**kwargs)
     self.backbone = backbone
     self.num_labels = num_labels
     self.pooling = pooling
-    self.loss_fn = sparse_cross_entropy(label_smoothing)
+    self.per_token = per_token
+    self.loss_fn = loss_fn or sparse_cross_entropy(label_smoothing)
     self.grad_accum_steps = grad_accum_steps
     initializer_range = getattr(backbone.config, "initializer_range", 0.02)
     self.head_dropout = tf_keras.layers.Dropout(dropout, seed=seed,
@@ -168,6 +177,9 @@ class TextClassifier(tf_keras.Model):
         input_ids=inputs["input_ids"],
         attention_mask=inputs["attention_mask"],
         token_type_ids=inputs["token_type_ids"], training=training)
+    if self.per_token:
+      hidden = outputs.last_hidden_state
+      return self.head(self.head_dropout(hidden, training=training))
     if self.pooling == "pooler":
       pooled = getattr(outputs, "pooler_output", None)
       if pooled is None:

@@ -1,0 +1,208 @@
+"""What every task answers, and the shared behaviour of text-level tasks.
+
+A task says how examples are read, how labels become model targets, the size
+of the head and whether it reads one vector per text or one per token, the
+per-example loss, the Keras metrics shown during training, the evaluation
+metrics, how the model's outputs are post-processed, and the serving
+signature. The training, evaluation, prediction and export code paths call
+these methods and nothing task-specific.
+
+`TextTask` implements the parts shared by the tasks that predict for a whole
+text or text pair (classification, regression, multi-label): they read the
+`--text_column` / `--text_pair_column` of CSV, TSV, JSONL files or TFDS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf_finetune.config import DataConfig, TaskConfig, TrainConfig
+from tf_finetune.data import pipeline, readers
+from tf_finetune.tokenization import TextEncoder
+
+# TFDS text features of the data sets with a known layout: (text, text pair,
+# label). A run whose --text_column is not a feature of the data set gets
+# these; a pair data set read with one text column is refused.
+TFDS_TEXT_FEATURES = {
+    "glue/cola": ("sentence", None, "label"),
+    "glue/sst2": ("sentence", None, "label"),
+    "glue/mrpc": ("sentence1", "sentence2", "label"),
+    "glue/qqp": ("question1", "question2", "label"),
+    "glue/stsb": ("sentence1", "sentence2", "label"),
+    "glue/mnli": ("premise", "hypothesis", "label"),
+    "glue/qnli": ("question", "sentence", "label"),
+    "glue/rte": ("sentence1", "sentence2", "label"),
+    "glue/wnli": ("sentence1", "sentence2", "label"),
+    "glue/ax": ("premise", "hypothesis", "label"),
+}
+
+
+def tfds_columns(data: DataConfig) -> tuple[str, Optional[str], str]:
+  """The (text, pair, label) features to read from `data.tfds_name`.
+
+  Raises:
+    ValueError: when a sentence-pair data set is read with one text column.
+  """
+  known = TFDS_TEXT_FEATURES.get(data.tfds_name.split(":")[0])
+  if known is None:
+    return data.text_column, data.text_pair_column, data.label_column
+  defaults = data.text_column == DataConfig.text_column
+  text = known[0] if defaults else data.text_column
+  pair = data.text_pair_column or (known[1] if defaults else None)
+  label = (known[2] if data.label_column == DataConfig.label_column
+           else data.label_column)
+  if known[1] and pair is None:
+    raise ValueError(
+        f"--tfds_name={data.tfds_name} is a sentence-pair task "
+        f"({known[0]}, {known[1]}) but only --text_column={text!r} was "
+        f"given; set --text_pair_column={known[1]} (or leave both unset).")
+  return text, pair, label
+
+
+def read_text_split(data: DataConfig, split: str, *,
+                    path: Optional[str] = None,
+                    with_labels: bool = True) -> Optional[readers.Examples]:
+  """Reads the train, validation or test split named by the data config.
+
+  Args:
+    data: The data config.
+    split: "train", "validation" or "test".
+    path: A file that replaces the config's file for this split.
+    with_labels: Read the label column.
+
+  Returns:
+    The examples, or None when the config names no such split.
+  """
+  path = path or getattr(data, f"{split}_file")
+  if path:
+    return readers.read_file(
+        path, text_column=data.text_column,
+        text_pair_column=data.text_pair_column,
+        label_column=data.label_column if with_labels else None,
+        flag=f"--{split}_file")
+  tfds_split = getattr(data, f"tfds_{split}_split")
+  if data.tfds_name and tfds_split:
+    text, pair, label = tfds_columns(data)
+    return readers.read_tfds(data.tfds_name, tfds_split,
+                             data_dir=data.tfds_data_dir, text_column=text,
+                             text_pair_column=pair,
+                             label_column=label if with_labels else None)
+  return None
+
+
+class Task:
+  """The interface every task implements; see the module docstring."""
+
+  name = ""
+  # The head reads every token's hidden state rather than a pooled vector.
+  per_token = False
+  # The serving output the export check compares before and after reloading.
+  checked_output = "probabilities"
+
+  def __init__(self, config: TaskConfig):
+    self.config = config
+
+  # Reading and labels.
+  def resolve_data(self, data: DataConfig) -> DataConfig:
+    """`data` with the columns the task will read filled in (TFDS layouts)."""
+    return data
+
+  def read(self, data: DataConfig, split: str, *, path: Optional[str] = None,
+           with_labels: bool = True) -> Optional[readers.Examples]:
+    raise NotImplementedError
+
+  def label_vocab(self, examples: readers.Examples) -> list[str]:
+    """The names of the head's outputs, from the training examples."""
+    raise NotImplementedError
+
+  def check_labels(self, examples: readers.Examples,
+                   label_vocab: Sequence[str], flag: str) -> None:
+    """Raises if `examples` hold labels the model cannot learn or predict."""
+
+  def encode(self, examples: readers.Examples, encoder: TextEncoder,
+             label_vocab: Sequence[str]) -> pipeline.EncodedExamples:
+    raise NotImplementedError
+
+  # The model.
+  def head_size(self, label_vocab: Sequence[str]) -> int:
+    return len(label_vocab)
+
+  def loss_fn(self, train: TrainConfig) -> Optional[Callable]:
+    """(labels, logits) -> float32 [batch]; None: the model's default."""
+    return None
+
+  def keras_metrics(self, label_vocab: Sequence[str]) -> list:
+    raise NotImplementedError
+
+  # Evaluation.
+  def predict(self, model, encoded: pipeline.EncodedExamples, *,
+              batch_size: int, pad_id: int) -> Any:
+    """The post-processed model outputs of every example, in input order."""
+    raise NotImplementedError
+
+  def fit_state(self, examples: readers.Examples,
+                encoded: pipeline.EncodedExamples, outputs: Any,
+                label_vocab: Sequence[str]) -> dict:
+    """Values chosen on validation data and saved with the model."""
+    return {}
+
+  def metrics(self, examples: readers.Examples,
+              encoded: pipeline.EncodedExamples, outputs: Any,
+              label_vocab: Sequence[str], state: dict) -> dict:
+    raise NotImplementedError
+
+  def describe(self, metrics: dict) -> str:
+    """One line of the metrics for the log and the binaries' output."""
+    raise NotImplementedError
+
+  # Serving and prediction files.
+  def server(self, model, encoder: TextEncoder, label_vocab: Sequence[str],
+             *, text_pair: bool, state: dict) -> tf.Module:
+    """A tf.Module with `signatures()`, `serve(**inputs)` and label vocab."""
+    raise NotImplementedError
+
+  def prediction_rows(self, outputs: dict[str, np.ndarray],
+                      label_vocab: Sequence[str]) -> list[dict]:
+    """Per-example columns (name -> value) from one batch of signature
+    outputs, added to each input row of a prediction file."""
+    raise NotImplementedError
+
+
+class TextTask(Task):
+  """A task predicting for a whole text or text pair."""
+
+  def resolve_data(self, data):
+    if not data.tfds_name or data.train_file:
+      return data
+    text, pair, label = tfds_columns(data)
+    return dataclasses.replace(data, text_column=text, text_pair_column=pair,
+                               label_column=label)
+
+  def read(self, data, split, *, path=None, with_labels=True):
+    return read_text_split(data, split, path=path, with_labels=with_labels)
+
+  def label_ids(self, examples: readers.Examples,
+                label_vocab: Sequence[str]) -> np.ndarray:
+    """The model targets of `examples`, one row per example."""
+    raise NotImplementedError
+
+  def encode(self, examples, encoder, label_vocab):
+    encoded = pipeline.encode_examples(examples, encoder)
+    if examples.labels is None:
+      return encoded
+    return dataclasses.replace(encoded,
+                               label_ids=self.label_ids(examples, label_vocab))
+
+  def logits(self, model, encoded: pipeline.EncodedExamples, *,
+             batch_size: int, pad_id: int) -> np.ndarray:
+    """float32 [num_examples, head_size] logits, in input order."""
+    dataset, order = pipeline.inference_dataset(
+        encoded, batch_size=batch_size, pad_id=pad_id, with_labels=False)
+    logits = model.predict(dataset, verbose=0)
+    restored = np.empty_like(logits, dtype=np.float32)
+    restored[order] = logits
+    return restored
