@@ -160,3 +160,86 @@ def trained_run(tmp_path_factory, tiny_bert_dir, sentiment_files) -> str:
       f"--model_dir={model_dir}"] + TINY_TRAIN_FLAGS)
   assert code == 0
   return model_dir
+
+
+def make_score_rows(count: int, *, seed: int) -> list[dict]:
+  """Learnable regression: the score is the number of positive words (0-3).
+  """
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(count):
+    score = rng.randint(0, 3)
+    words = rng.sample(NEUTRAL_WORDS, rng.randint(1, 5))
+    words += rng.sample(POSITIVE_WORDS, score)
+    rng.shuffle(words)
+    rows.append({"text": " ".join(words), "label": float(score)})
+  return rows
+
+
+def make_multi_label_rows(count: int, *, seed: int) -> list[dict]:
+  """Learnable multi-label: "praise" with a positive word, "complaint" with
+  a negative word, both, or neither; labels joined by "|"."""
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(count):
+    words = rng.sample(NEUTRAL_WORDS, rng.randint(1, 5))
+    labels = []
+    if rng.random() < 0.5:
+      words.append(rng.choice(POSITIVE_WORDS))
+      labels.append("praise")
+    if rng.random() < 0.5:
+      words.append(rng.choice(NEGATIVE_WORDS))
+      labels.append("complaint")
+    rng.shuffle(words)
+    rows.append({"text": " ".join(words), "labels": "|".join(labels)})
+  return rows
+
+
+def make_tagged_sentences(count: int, *, seed: int) -> list[dict]:
+  """Learnable IOB2 tags: opinion words are entities; "great film" is a
+  two-word B-POS I-POS entity."""
+  rng = random.Random(seed)
+  sentences = []
+  for _ in range(count):
+    tokens = rng.sample(NEUTRAL_WORDS, rng.randint(2, 6))
+    tags = ["O"] * len(tokens)
+    for _ in range(rng.randint(1, 2)):
+      at = rng.randint(0, len(tokens))
+      if rng.random() < 0.5:
+        word = rng.choice(NEGATIVE_WORDS)
+        tokens[at:at] = [word]
+        tags[at:at] = ["B-NEG"]
+      else:
+        word = rng.choice(POSITIVE_WORDS)
+        tokens[at:at] = [word, "film"]
+        tags[at:at] = ["B-POS", "I-POS"]
+    sentences.append({"tokens": tokens, "tags": tags})
+  return sentences
+
+
+def write_conll(path: str, sentences: list[dict]) -> str:
+  """CoNLL-2003 layout: word POS chunk tag, -DOCSTART-, blank lines."""
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("-DOCSTART- -X- -X- O\n\n")
+    for sentence in sentences:
+      for token, tag in zip(sentence["tokens"], sentence["tags"]):
+        f.write(f"{token} NN I-NP {tag}\n")
+      f.write("\n")
+  return path
+
+
+def train_task(module_dir, tiny_bert_dir, files: dict, task_flags: list,
+               *, epochs: int = 4) -> str:
+  """Trains and exports a task with the train binary; returns model_dir."""
+  from tf_finetune import train
+  model_dir = str(module_dir / "model")
+  args = [f"--model={tiny_bert_dir}", f"--model_dir={model_dir}",
+          f"--train_file={files['train']}",
+          f"--validation_file={files['validation']}"]
+  if "test" in files:
+    args.append(f"--test_file={files['test']}")
+  flags = [flag for flag in TINY_TRAIN_FLAGS if not flag.startswith(
+      "--epochs")] + [f"--epochs={epochs}"]
+  code = run_binary(train, args + flags + list(task_flags))
+  assert code == 0
+  return model_dir

@@ -125,6 +125,14 @@ def _components(encoded: EncodedExamples, order=None):
   return components + ((labels,) if labels is not None else ())
 
 
+def _label_padding(encoded: EncodedExamples) -> tf.Tensor:
+  """The padding of per-token targets, in the targets' dtype."""
+  dtype = (encoded.label_ids.dtype if isinstance(encoded.label_ids,
+                                                  tf.RaggedTensor)
+           else tf.as_dtype(np.asarray(encoded.label_ids).dtype))
+  return tf.constant(encoded.label_padding, dtype)
+
+
 def _dataset_of(components) -> tf.data.Dataset:
   """One element per example; ragged rows become dense 1-D tensors."""
   return tf.data.Dataset.from_tensor_slices(components).map(
@@ -185,7 +193,7 @@ def training_dataset(encoded: EncodedExamples, *, batch_size: int,
     dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
     dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
   dataset = dataset.padded_batch(
-      batch_size, padding_values=(pad_id, 0, 0, encoded.label_padding))
+      batch_size, padding_values=(pad_id, 0, 0, _label_padding(encoded)))
   if bucketing:
     # Without this, each window's batches would come shortest to longest.
     dataset = dataset.shuffle(WINDOW_BATCHES, seed=seed + 1,
@@ -217,6 +225,6 @@ def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
     raise ValueError("Evaluation examples need labels.")
   dataset = _dataset_of(components).padded_batch(
       batch_size, padding_values=(pad_id, 0, 0) + (
-          (encoded.label_padding,) if with_labels else ()))
+          (_label_padding(encoded),) if with_labels else ()))
   return _shard_by_example(dataset.map(_to_model_inputs).prefetch(
       tf.data.AUTOTUNE)), order
