@@ -1,0 +1,286 @@
+"""Multi-label classification: any number of labels per text (or pair).
+
+Labels come either from one column holding several labels (split on
+`--label_delimiter`; a JSONL field may also hold a list) or from one 0/1
+column per label (`--label_columns=sports,politics,...`). The head has a
+sigmoid output per label trained with binary cross-entropy. A label is
+predicted when its probability reaches the threshold: `--threshold`, or,
+with `--tune_threshold`, the one that maximizes micro-F1 on the validation
+data; the threshold is saved with the model (task_state.json) and built into
+the export, which returns the labels above it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from tf_finetune import serving
+from tf_finetune.data import readers
+from tf_finetune.tasks import base
+
+# Thresholds tried when tuning on validation data: 0.05, 0.10, ..., 0.95.
+CANDIDATE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "")
+
+
+def f1_scores(targets: np.ndarray, predicted: np.ndarray) -> dict:
+  """Micro and macro F1, precision and recall of 0/1 arrays [n, labels].
+
+  Micro counts every (example, label) decision together; macro averages the
+  per-label F1 (a label never predicted nor present scores 0).
+  """
+  targets = np.asarray(targets, bool)
+  predicted = np.asarray(predicted, bool)
+  true_positives = np.sum(targets & predicted, axis=0).astype(np.float64)
+  predicted_count = np.sum(predicted, axis=0).astype(np.float64)
+  actual_count = np.sum(targets, axis=0).astype(np.float64)
+
+  def ratio(a, b):
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64),
+                     where=b > 0)
+
+  per_label_f1 = ratio(2 * true_positives, predicted_count + actual_count)
+  tp, pc, ac = true_positives.sum(), predicted_count.sum(), actual_count.sum()
+  return {
+      "micro_f1": float(2 * tp / (pc + ac)) if pc + ac else 0.0,
+      "micro_precision": float(tp / pc) if pc else 0.0,
+      "micro_recall": float(tp / ac) if ac else 0.0,
+      "macro_f1": float(np.mean(per_label_f1)),
+      "per_label_f1": per_label_f1,
+  }
+
+
+def best_threshold(targets: np.ndarray, probabilities: np.ndarray) -> float:
+  """The candidate threshold with the highest micro-F1 (ties: nearest 0.5)."""
+  scored = [(f1_scores(targets, probabilities >= t)["micro_f1"],
+             -abs(t - 0.5), t) for t in CANDIDATE_THRESHOLDS]
+  return max(scored)[2]
+
+
+class MultiLabelF1(tf_keras.metrics.Metric):
+  """Streaming micro or macro F1 of sigmoid outputs at probability 0.5."""
+
+  def __init__(self, num_labels: int, average: str = "micro", name=None,
+               **kwargs):
+    super().__init__(name=name or f"{average}_f1", dtype="float32", **kwargs)
+    self.num_labels = num_labels
+    self.average = average
+    # Rows: true positives, predicted, actual; one column per label.
+    self.counts = self.add_weight("counts", shape=(3, num_labels),
+                                  initializer="zeros", dtype=tf.float32)
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    targets = tf.cast(y_true, tf.float32)
+    predicted = tf.cast(y_pred >= 0.0, tf.float32)  # logit 0 = probability 0.5
+    self.counts.assign_add(tf.stack([
+        tf.reduce_sum(targets * predicted, axis=0),
+        tf.reduce_sum(predicted, axis=0), tf.reduce_sum(targets, axis=0)]))
+
+  def reset_state(self):
+    self.counts.assign(tf.zeros_like(self.counts))
+
+  def result(self):
+    true_positives, predicted, actual = tf.unstack(self.counts)
+    if self.average == "micro":
+      return tf.math.divide_no_nan(2.0 * tf.reduce_sum(true_positives),
+                                   tf.reduce_sum(predicted + actual))
+    return tf.reduce_mean(tf.math.divide_no_nan(2.0 * true_positives,
+                                                predicted + actual))
+
+  def get_config(self):
+    return {**super().get_config(), "num_labels": self.num_labels,
+            "average": self.average}
+
+
+def binary_cross_entropy(labels, logits):
+  """Per-example binary cross-entropy, averaged over the labels."""
+  losses = tf.nn.sigmoid_cross_entropy_with_logits(
+      tf.cast(labels, tf.float32), tf.cast(logits, tf.float32))
+  return tf.reduce_mean(losses, axis=-1)
+
+
+class MultiLabelServer(tf.Module):
+  """Serving signatures returning per-label probabilities and the labels at
+  or above the threshold.
+
+  Outputs: probabilities (float32 [batch, num_labels]), predicted (int32
+  [batch, num_labels], 1 where at or above the threshold), labels (string
+  [batch], the predicted labels joined by the delimiter).
+  """
+
+  def __init__(self, model, encoder, label_vocab: Sequence[str], *,
+               text_pair: bool, threshold: float, delimiter: str):
+    super().__init__(name="multi_label_server")
+    self.model = model
+    self.encoder = encoder
+    self.text_pair = text_pair
+    self.label_vocab = tf.constant(list(label_vocab), tf.string)
+    self.threshold = tf.constant(threshold, tf.float32)
+    self.delimiter = delimiter
+    self.get_label_vocab = tf.function(lambda: self.label_vocab,
+                                       input_signature=[])
+    self.get_task = tf.function(lambda: tf.constant(MultiLabel.name),
+                                input_signature=[])
+
+  def serve_ids(self, input_ids, attention_mask, token_type_ids):
+    logits = self.model({"input_ids": input_ids,
+                         "attention_mask": attention_mask,
+                         "token_type_ids": token_type_ids}, training=False)
+    probabilities = tf.sigmoid(tf.cast(logits, tf.float32))
+    predicted = probabilities >= self.threshold
+    names = tf.broadcast_to(self.label_vocab, tf.shape(predicted))
+    labels = tf.strings.reduce_join(tf.ragged.boolean_mask(names, predicted),
+                                    axis=1, separator=self.delimiter)
+    return {"probabilities": probabilities,
+            "predicted": tf.cast(predicted, tf.int32), "labels": labels}
+
+  def serve(self, text, text_pair=None):
+    return self.serve_ids(**self.encoder.encode(text, text_pair))
+
+  def signatures(self):
+    return serving.text_signatures(self, text_pair=self.text_pair)
+
+
+class MultiLabel(base.TextTask):
+  """Several labels per text or pair."""
+
+  name = "multi_label"
+
+  def read(self, data, split, *, path=None, with_labels=True):
+    examples = base.read_text_split(data, split, path=path,
+                                    with_labels=False)
+    if examples is None or not with_labels:
+      return examples
+    if examples.source.endswith("]"):
+      raise ValueError(f"--task=multi_label reads CSV, TSV or JSONL files, "
+                       f"not TFDS ({examples.source}).")
+    label_sets = [self._labels_of(row, line, examples.source, data)
+                  for row, line in zip(examples.rows, examples.line_numbers)]
+    return dataclasses.replace(examples, labels=label_sets)
+
+  def _labels_of(self, row: dict, line: int, source: str, data) -> tuple:
+    columns = self.config.label_column_names
+    if columns:
+      labels = []
+      for column in columns:
+        if column not in row:
+          raise ValueError(f"{source}:{line}: --label_columns names "
+                           f"{column!r}, which this row lacks; columns are: "
+                           f"{', '.join(map(str, row))}.")
+        value = readers.label_to_string(row[column]).lower()
+        if value not in _TRUE + _FALSE:
+          raise ValueError(f"{source}:{line}: the {column!r} value "
+                           f"{row[column]!r} is not 0 or 1.")
+        if value in _TRUE:
+          labels.append(column)
+      return tuple(labels)
+    column = data.label_column
+    if column not in row:
+      raise ValueError(f"{source}:{line}: --label_column={column!r} is "
+                       f"missing; columns are: {', '.join(map(str, row))}.")
+    value = row[column]
+    if isinstance(value, list):
+      values = [readers.label_to_string(item) for item in value]
+    elif self.config.label_delimiter:
+      values = str(value).split(self.config.label_delimiter)
+    else:
+      values = [readers.label_to_string(value)]
+    return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+
+  def label_vocab(self, examples):
+    columns = self.config.label_column_names
+    if columns:
+      return columns
+    vocab = sorted({label for labels in examples.labels for label in labels})
+    if len(vocab) < 2:
+      raise ValueError(
+          f"{examples.source}: the labels hold {len(vocab)} distinct "
+          "label(s); multi-label classification needs at least two. Is "
+          f"--label_delimiter right (got {self.config.label_delimiter!r})?")
+    return vocab
+
+  def check_labels(self, examples, label_vocab, flag):
+    known = set(label_vocab)
+    for labels, line in zip(examples.labels or (), examples.line_numbers):
+      unknown = [label for label in labels if label not in known]
+      if unknown:
+        raise ValueError(
+            f"{examples.source}:{line}: label {unknown[0]!r} (from {flag}) "
+            f"was never seen in training; the model knows: "
+            f"{', '.join(label_vocab)}.")
+
+  def label_ids(self, examples, label_vocab):
+    index = {label: i for i, label in enumerate(label_vocab)}
+    targets = np.zeros((len(examples), len(label_vocab)), np.float32)
+    for row, labels in enumerate(examples.labels):
+      for label in labels:
+        targets[row, index[label]] = 1.0
+    return targets
+
+  def loss_fn(self, train):
+    return binary_cross_entropy
+
+  def keras_metrics(self, label_vocab):
+    return [MultiLabelF1(len(label_vocab), "micro"),
+            MultiLabelF1(len(label_vocab), "macro")]
+
+  def predict(self, model, encoded, *, batch_size, pad_id):
+    logits = self.logits(model, encoded, batch_size=batch_size, pad_id=pad_id)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+  def threshold(self, state: dict) -> float:
+    return float(state.get("threshold", self.config.threshold))
+
+  def fit_state(self, examples, encoded, outputs, label_vocab):
+    if not self.config.tune_threshold:
+      return {"threshold": self.config.threshold, "tuned": False}
+    threshold = best_threshold(encoded.label_ids, outputs)
+    return {"threshold": threshold, "tuned": True,
+            "tuned_on": examples.source,
+            "candidates": list(CANDIDATE_THRESHOLDS)}
+
+  def metrics(self, examples, encoded, outputs, label_vocab, state):
+    threshold = self.threshold(state)
+    targets = encoded.label_ids
+    scores = f1_scores(targets, outputs >= threshold)
+    clipped = np.clip(outputs, 1e-7, 1 - 1e-7)
+    loss = -np.mean(targets * np.log(clipped) +
+                    (1 - targets) * np.log(1 - clipped))
+    per_label = scores.pop("per_label_f1")
+    return {
+        "num_examples": int(len(targets)),
+        "threshold": threshold,
+        **scores,
+        "exact_match": float(np.mean(np.all(
+            (outputs >= threshold) == (targets > 0.5), axis=1))),
+        "micro_f1_at_0.5": f1_scores(targets, outputs >= 0.5)["micro_f1"],
+        "loss": float(loss),
+        "per_label": {label: {"f1": float(per_label[i]),
+                              "support": int(targets[:, i].sum())}
+                      for i, label in enumerate(label_vocab)},
+    }
+
+  def describe(self, metrics):
+    return (f"micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
+            f"{metrics['macro_f1']:.4f}  at threshold "
+            f"{metrics['threshold']:.2f}  ({metrics['num_examples']} "
+            "examples)")
+
+  def server(self, model, encoder, label_vocab, *, text_pair, state):
+    return MultiLabelServer(model, encoder, label_vocab, text_pair=text_pair,
+                            threshold=self.threshold(state),
+                            delimiter=self.config.label_delimiter or "|")
+
+  def prediction_rows(self, outputs, label_vocab):
+    return [{"predicted_labels": [label for label, on in
+                                  zip(label_vocab, predicted) if on],
+             "probabilities": {name: round(float(p), 6)
+                               for name, p in zip(label_vocab, probs)}}
+            for predicted, probs in zip(outputs["predicted"],
+                                        outputs["probabilities"])]
