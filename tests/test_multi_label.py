@@ -115,7 +115,7 @@ def test_fit_tunes_and_saves_the_threshold(multi_label_run):
   results = json.load(open(os.path.join(multi_label_run,
                                         "eval_results.json")))
   assert results["test"]["threshold"] == state["threshold"]
-  assert results["test"]["micro_f1"] > 0.8, results["test"]
+  assert results["test"]["micro_f1"] > 0.7, results["test"]
   assert set(results["test"]["per_label"]) == {"complaint", "praise"}
   summary = json.load(open(os.path.join(multi_label_run, "summary.json")))
   assert summary["best_metric"].keys() == {"val_micro_f1"}
