@@ -118,6 +118,21 @@ def test_bad_token_input_names_file_and_line(tmp_path):
   with pytest.raises(ValueError, match=r"scheme.conll:4: tag 'S-PER' is not "
                      "an IOB2 tag"):
     task.read(config_lib.DataConfig(train_file=str(scheme)), "train")
+  # The line of the tag itself, not of its sentence.
+  scheme.write_text("EU B-ORG\nrejects X-VERB\n")
+  with pytest.raises(ValueError, match=r"scheme.conll:2: tag 'X-VERB' is "
+                     "not an IOB2 tag"):
+    task.read(config_lib.DataConfig(train_file=str(scheme)), "train")
+  jsonl_scheme = tmp_path / "scheme.jsonl"
+  jsonl_scheme.write_text('{"tokens": ["a"], "tags": ["O"]}\n'
+                          '{"tokens": ["Peter"], "tags": ["PER"]}\n')
+  with pytest.raises(ValueError, match=r"scheme.jsonl:2: tag 'PER' is not "
+                     "an IOB2 tag"):
+    task.read(config_lib.DataConfig(train_file=str(jsonl_scheme)), "train")
+  scheme.write_text("EU B-ORG\nrejects O\n\nPeter S-PER\n")
+  with pytest.raises(ValueError, match=r"scheme.conll:4: tag 'S-PER' is not "
+                     "an IOB2 tag"):
+    task.read(config_lib.DataConfig(train_file=str(scheme)), "train")
   assert _task(tagging_scheme="IOBES").read(
       config_lib.DataConfig(train_file=str(scheme)), "train").labels == [
           ["B-ORG", "O"], ["S-PER"]]

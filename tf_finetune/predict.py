@@ -5,8 +5,16 @@ r"""Classifies every row of a file with a trained run or a SavedModel.
   python -m tf_finetune.predict --saved_model=runs/sentiment_demo/export \
       --input_file=reviews.jsonl --output_file=predictions.jsonl
 
-The output repeats each input row and adds `predicted_label` and the
-probability of every label (CSV/TSV columns or a JSONL object).
+The output repeats each input row and adds the task's predictions:
+classification `predicted_label` and the probability of every label (CSV/TSV
+columns or a JSONL object); regression `predicted_score`; multi-label
+`predicted_labels` and probabilities; token classification `words`,
+`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV).
+With --glue_tsv it writes the GLUE leaderboard's submission format instead:
+
+  python -m tf_finetune.predict --model_dir=runs/glue_mrpc \
+      --input_file=glue/MRPC/test.tsv --text_column="#1 String" \
+      --text_pair_column="#2 String" --output_file=MRPC.tsv --glue_tsv
 """
 
 from absl import app, flags
@@ -32,6 +40,10 @@ def define_flags() -> None:
   d(flags.DEFINE_string, "text_pair_column", None,
     "Column holding the second text for sentence-pair models.")
   d(flags.DEFINE_integer, "batch_size", 64, "Texts per batch.")
+  d(flags.DEFINE_bool, "glue_tsv", False,
+    "Write the GLUE leaderboard's format (index<TAB>prediction; 0/1 for "
+    "CoLA, SST-2, MRPC, QQP, label names for MNLI, QNLI, RTE, scores for "
+    "STS-B) instead of the input rows with predictions.")
 
 
 def main(argv) -> None:
@@ -59,7 +71,11 @@ def main(argv) -> None:
         text_pair_column=pair_column, label_column=None, flag="--input_file")
     rows = predictor.predict_rows(examples.texts, examples.text_pairs,
                                   batch_size=FLAGS.batch_size)
-    prediction.write_prediction_rows(FLAGS.output_file, examples, rows)
+    if FLAGS.glue_tsv:
+      prediction.write_glue_tsv(FLAGS.output_file, examples, rows,
+                                predictor.label_vocab)
+    else:
+      prediction.write_prediction_rows(FLAGS.output_file, examples, rows)
     print(f"Wrote {len(examples)} predictions to {FLAGS.output_file}")
 
   flag_definitions.run_main("predict", argv, body)

@@ -168,6 +168,48 @@ def write_prediction_rows(path: str, examples: readers.Examples,
   logging.info("Wrote %d predictions to %s.", len(predictions), path)
 
 
+# TFDS label names of the GLUE tasks whose submissions hold 0/1 (CoLA, SST-2,
+# MRPC, QQP); MNLI, QNLI, RTE and AX submissions hold the label names.
+GLUE_BINARY_LABELS = (("unacceptable", "acceptable"), ("negative", "positive"),
+                      ("not_equivalent", "equivalent"),
+                      ("not_duplicate", "duplicate"))
+
+
+def glue_prediction(prediction: dict, label_vocab: Sequence[str]) -> str:
+  """One prediction as the GLUE leaderboard wants it."""
+  if "predicted_score" in prediction:
+    return f"{prediction['predicted_score']:.3f}"
+  if "predicted_label" not in prediction:
+    raise ValueError("--glue_tsv is for classification and regression "
+                     "models (GLUE has no multi-label or tagging task).")
+  label = prediction["predicted_label"]
+  for names in GLUE_BINARY_LABELS:
+    if set(label_vocab) == set(names):
+      return str(names.index(label))
+  return label
+
+
+def write_glue_tsv(path: str, examples: readers.Examples,
+                   predictions: Sequence[dict],
+                   label_vocab: Sequence[str]) -> None:
+  """Writes the GLUE submission format: a header `index<TAB>prediction`,
+  then one line per example.
+
+  The index is the example's `idx` (TFDS, GLUE's own files call it `index`)
+  column when the input has one, else its position.
+  """
+  if not path.endswith(".tsv"):
+    raise ValueError(f"--output_file={path!r}: --glue_tsv writes a .tsv file "
+                     "(e.g. MRPC.tsv, STS-B.tsv).")
+  lines = ["index\tprediction"]
+  for position, (row, prediction) in enumerate(zip(examples.rows,
+                                                   predictions)):
+    index = row.get("idx", row.get("index", position))
+    lines.append(f"{index}\t{glue_prediction(prediction, label_vocab)}")
+  io_utils.write_text_atomically(path, "\n".join(lines) + "\n")
+  logging.info("Wrote %d GLUE predictions to %s.", len(predictions), path)
+
+
 def _cell(value) -> str:
   if isinstance(value, (list, tuple, dict)):
     return json.dumps(value, ensure_ascii=False)

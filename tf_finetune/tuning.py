@@ -143,6 +143,10 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
   """Splits the training data into stratified folds written as JSONL."""
   from tf_finetune import training  # Local: TensorFlow loads on use.
+  if config.task.task not in ("classification", "regression"):
+    raise ValueError(f"tune splits text-level data into folds; "
+                     f"--task={config.task.task} is not supported yet (use "
+                     "--task=classification or regression).")
   examples = training.read_split(config.data, "train")
   if examples.labels is None:
     raise ValueError(f"{examples.source} has no labels.")

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+import numpy as np
 from absl import logging
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
@@ -223,13 +224,19 @@ def read_tfds(name: str, split: str, *, data_dir: Optional[str],
       row[text_pair_column] = pairs[-1]
     if label_column:
       value = record[label_column]
-      value = value.decode("utf-8") if isinstance(value, bytes) else int(value)
-      if label_names is not None and isinstance(value, int):
-        if value < 0:  # GLUE test splits carry -1: no label.
-          labels = None
-          label_column = None
-        else:
-          value = label_names[value]
+      if isinstance(value, bytes):
+        value = value.decode("utf-8")
+      elif isinstance(value, np.floating):
+        value = float(str(value))  # float32 3.8 -> 3.8, not 3.7999999523.
+      else:
+        value = int(value)
+      if isinstance(value, (int, float)) and value < 0 and (
+          label_names is not None or name.startswith("glue/")):
+        # GLUE test splits carry -1 (-1.0 for STS-B scores): no label.
+        labels = None
+        label_column = None
+      elif label_names is not None and isinstance(value, int):
+        value = label_names[value]
       if labels is not None:
         labels.append(label_to_string(value))
         row[label_column] = labels[-1]

@@ -68,12 +68,14 @@ def check_tags(tags: Sequence[str], scheme: str, source: str,
           f"{allowed}); set --tagging_scheme to the file's scheme.")
 
 
-def read_conll(path: str, *, tag_column: int = -1, flag: str = "--train_file"
+def read_conll(path: str, *, tag_column: int = -1, flag: str = "--train_file",
+               scheme: Optional[str] = None
                ) -> tuple[list[list[str]], list[list[str]], list[int]]:
   """Reads a CoNLL file: (words per sentence, tags per sentence, first line).
 
   Columns are separated by whitespace; the word is the first column and the
-  tag the `tag_column`-th (-1: the last).
+  tag the `tag_column`-th (-1: the last). With `scheme`, a tag outside it is
+  an error naming its line.
   """
   if not os.path.isfile(path):
     raise ValueError(f"{flag}={path!r} does not exist.")
@@ -99,6 +101,8 @@ def read_conll(path: str, *, tag_column: int = -1, flag: str = "--train_file"
     except IndexError:
       raise ValueError(f"{path}:{number}: --tag_column_index={tag_column} "
                        f"but the line has {len(fields)} columns.") from None
+    if scheme:
+      check_tags([tag], scheme, path, number)
     if not words:
       start = number
     words.append(fields[0])
@@ -314,7 +318,7 @@ class TokenClassification(base.Task):
       else:
         words, tags, lines = read_conll(
             path, tag_column=self.config.tag_column_index,
-            flag=f"--{split}_file")
+            flag=f"--{split}_file", scheme=self.config.tagging_scheme)
       source = path
     else:
       tfds_split = getattr(data, f"tfds_{split}_split")
