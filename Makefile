@@ -15,6 +15,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 
 assets: $(STAMP)
 	$(PY) scripts/prepare_demo_data.py --output_dir=assets
+	$(PY) scripts/prepare_pair_data.py --output_dir=assets
 
 demo: assets
 	$(PY) -m tf_finetune.train --flagfile=flags/sentiment_demo.flags
@@ -33,3 +34,4 @@ bench: assets
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	$(PY) benchmarks/finetune_throughput.py
 	$(PY) benchmarks/serving_latency.py --model_dir=runs/sentiment_demo
+	$(PY) benchmarks/sentiment_pairs.py

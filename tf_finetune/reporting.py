@@ -68,9 +68,11 @@ def plot_curves(history: dict[str, list[float]], path: str, *,
   """Writes a PNG of training and validation curves; returns its path.
 
   One panel per metric that has both a training and a validation curve
-  (loss, accuracy, macro-F1), epochs on the x axis, the kept epoch marked.
+  (loss, accuracy, macro-F1, and the other tasks' Pearson and micro-F1),
+  epochs on the x axis, the kept epoch marked.
   """
-  names = [name for name in ("loss", "accuracy", "macro_f1")
+  names = [name for name in ("loss", "accuracy", "macro_f1", "pearson",
+                             "micro_f1")
            if name in history and f"val_{name}" in history]
   if not names:
     names = [name for name in ("loss",) if name in history]

@@ -9,13 +9,12 @@ the label and its id.
 from __future__ import annotations
 
 import numpy as np
+import tf_keras
 
 from tf_finetune import evaluation, serving
 from tf_finetune.data import labels, readers
 from tf_finetune.models.classifier import MacroF1
 from tf_finetune.tasks import base
-
-import tf_keras
 
 
 class Classification(base.TextTask):

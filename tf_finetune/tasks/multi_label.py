@@ -153,13 +153,14 @@ class MultiLabel(base.TextTask):
   name = "multi_label"
 
   def read(self, data, split, *, path=None, with_labels=True):
+    if with_labels and not (path or getattr(data, f"{split}_file")) and \
+        data.tfds_name:
+      raise ValueError(f"--task=multi_label reads labels from CSV, TSV or "
+                       f"JSONL files, not from --tfds_name={data.tfds_name}.")
     examples = base.read_text_split(data, split, path=path,
                                     with_labels=False)
     if examples is None or not with_labels:
       return examples
-    if examples.source.endswith("]"):
-      raise ValueError(f"--task=multi_label reads CSV, TSV or JSONL files, "
-                       f"not TFDS ({examples.source}).")
     label_sets = [self._labels_of(row, line, examples.source, data)
                   for row, line in zip(examples.rows, examples.line_numbers)]
     return dataclasses.replace(examples, labels=label_sets)
