@@ -1,4 +1,4 @@
-"""Fine-tuning a text classifier: the one entry point that trains.
+"""Fine-tuning for a task: the one entry point that trains.
 
 `train(config)` reads the data, builds the model inside the distribution
 strategy's scope, fits it with Keras callbacks, restores the best validation
@@ -19,10 +19,9 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from tf_finetune import (artifacts, callbacks, evaluation, io_utils,
-                         optimization, reporting, serving)
+from tf_finetune import (artifacts, callbacks, io_utils, optimization,
+                         reporting, serving, tasks)
 from tf_finetune import distribution as distribution_lib
-from tf_finetune import tasks
 from tf_finetune.config import DataConfig, RunConfig
 from tf_finetune.data import pipeline, readers
 from tf_finetune.models import backbone as backbone_lib
