@@ -62,6 +62,22 @@ def test_a_label_that_is_not_a_number_names_file_and_line(tmp_path):
     task.label_vocab(examples)
 
 
+def test_train_binary_reports_a_bad_score_in_one_line(tmp_path, capsys,
+                                                     tiny_bert_dir):
+  from tf_finetune import train
+  path = write_rows(str(tmp_path / "train.csv"),
+                    [{"text": "a", "label": "1.5"}, {"text": "b", "label": "2"},
+                     {"text": "c", "label": "n/a"}])
+  code = run_binary(train, [f"--model={tiny_bert_dir}", f"--train_file={path}",
+                            f"--model_dir={tmp_path / 'run'}",
+                            "--task=regression"])
+  assert code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f"train: error: {path}:4: the label 'n/a' is not a number; "
+      "--task=regression needs a numeric --label_column.")
+  assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
 def test_regression_needs_its_own_early_stopping_metric(tmp_path):
   with pytest.raises(ValueError, match=r"--early_stopping_metric="
                      r"'val_accuracy' is not reported by --task=regression; "
