@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from conftest import make_score_rows, run_binary, run_python, train_task, \
     write_rows
-from tf_finetune import config as config_lib, predict, prediction, serving, \
-    tasks
+from tf_finetune import config as config_lib, evaluate, predict, prediction, \
+    serving, tasks
 from tf_finetune.data import readers
 from tf_finetune.tasks import regression
 
@@ -154,3 +154,32 @@ def test_predict_binary_writes_the_score(regression_run, tmp_path):
   assert [float(s) for s in examples.labels] == pytest.approx(
       [r["predicted_score"] for r in prediction.Predictor.from_model_dir(
           regression_run).predict_rows(["good fun", "the plot"])], abs=1e-5)
+
+
+def test_evaluate_binary_prints_the_correlations(regression_run, capsys):
+  assert run_binary(evaluate, [f"--model_dir={regression_run}",
+                               "--split_name=again"]) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("again pearson: ")
+  results = json.load(open(os.path.join(regression_run,
+                                        "eval_results.json")))
+  assert results["again"]["pearson"] == pytest.approx(
+      results["test"]["pearson"], abs=1e-6)
+
+
+def test_tune_accepts_regression_and_refuses_tasks_without_folds(tmp_path):
+  from tf_finetune import tuning
+  path = write_rows(str(tmp_path / "train.csv"),
+                    make_score_rows(8, seed=5))
+  def config(task):
+    return config_lib.RunConfig(
+        model_dir=str(tmp_path / "cv"),
+        data=config_lib.DataConfig(train_file=path),
+        model=config_lib.ModelConfig(model="m"),
+        task=config_lib.TaskConfig(task=task))
+
+  folds = tuning.write_folds(config("regression"), 2)
+  assert len(folds) == 2
+  with pytest.raises(ValueError, match="--task=token_classification is not "
+                     "supported"):
+    tuning.write_folds(config("token_classification"), 2)
