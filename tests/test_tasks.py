@@ -95,8 +95,13 @@ print(json.dumps(found))
   assert found["glue_mrpc.flags"] == ["classification", "val_accuracy"]
   assert found["glue_stsb.flags"] == ["regression", "val_pearson"]
   assert found["conll2003.flags"] == ["token_classification", "val_loss"]
-  assert found["sentiment_pairs_demo.flags"][0] == "classification"
-  assert len(found) == len(recipes) >= 6
+  assert found["conll_files.flags"] == ["token_classification", "val_loss"]
+  assert found["multi_label.flags"] == ["multi_label", "val_micro_f1"]
+  assert found["sentiment_pairs_demo.flags"] == ["classification",
+                                                 "val_accuracy"]
+  assert found["sentiment_pairs_regression_demo.flags"] == ["regression",
+                                                            "val_pearson"]
+  assert len(found) == len(recipes) >= 9
 
 
 def _pair_rows(count, seed):
