@@ -134,6 +134,7 @@ model = tf.saved_model.load({export_dir!r})
 out = model.signatures["serving_default"](text=tf.constant({texts!r}))
 print(json.dumps({{"probabilities": out["probabilities"].numpy().tolist(),
                   "labels": [l.decode() for l in out["labels"].numpy()],
+                  "threshold": float(model.get_threshold().numpy()),
                   "vocab": [l.decode() for l in
                             model.get_label_vocab().numpy()]}}))
 """
@@ -142,6 +143,8 @@ print(json.dumps({{"probabilities": out["probabilities"].numpy().tolist(),
   served = json.loads(result.stdout.strip().splitlines()[-1])
   threshold = json.load(open(os.path.join(multi_label_run,
                                           "task_state.json")))["threshold"]
+  # The export carries the tuned threshold, not --threshold's 0.5.
+  assert served["threshold"] == pytest.approx(threshold)
   for probabilities, labels in zip(served["probabilities"],
                                    served["labels"]):
     expected = [name for name, p in zip(served["vocab"], probabilities)

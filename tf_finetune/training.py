@@ -500,6 +500,8 @@ def train(config: RunConfig) -> dict:
                                 encoded["validation"], outputs["validation"],
                                 label_vocab)
   artifacts.write_task_state(config.model_dir, task_state)
+  # The export serves what was just chosen (loaded before it was written).
+  trained = dataclasses.replace(trained, task_state=task_state)
   eval_results = {
       split: task.metrics(prepared.examples[split], encoded[split],
                           split_outputs, label_vocab, task_state)

@@ -111,7 +111,8 @@ class MultiLabelServer(tf.Module):
 
   Outputs: probabilities (float32 [batch, num_labels]), predicted (int32
   [batch, num_labels], 1 where at or above the threshold), labels (string
-  [batch], the predicted labels joined by the delimiter).
+  [batch], the predicted labels joined by the delimiter). `get_threshold()`
+  (not a signature) returns the threshold.
   """
 
   def __init__(self, model, encoder, label_vocab: Sequence[str], *,
@@ -127,6 +128,8 @@ class MultiLabelServer(tf.Module):
                                        input_signature=[])
     self.get_task = tf.function(lambda: tf.constant(MultiLabel.name),
                                 input_signature=[])
+    self.get_threshold = tf.function(lambda: self.threshold,
+                                     input_signature=[])
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
     logits = self.model({"input_ids": input_ids,
