@@ -94,6 +94,23 @@ def read_text_split(data: DataConfig, split: str, *,
   return None
 
 
+def check_label_lists(examples: readers.Examples, label_vocab: Sequence[str],
+                      flag: str, *, noun: str = "label") -> None:
+  """Refuses an example whose list of labels (or tags) has an unknown one.
+
+  Raises:
+    ValueError: naming the file and line, the label and the flag.
+  """
+  known = set(label_vocab)
+  for labels, line in zip(examples.labels or (), examples.line_numbers):
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+      raise ValueError(
+          f"{examples.source}:{line}: {noun} {unknown[0]!r} (from {flag}) "
+          f"was never seen in training; the model knows: "
+          f"{', '.join(label_vocab)}.")
+
+
 class Task:
   """The interface every task implements; see the module docstring."""
 

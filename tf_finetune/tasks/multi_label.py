@@ -210,14 +210,7 @@ class MultiLabel(base.TextTask):
     return vocab
 
   def check_labels(self, examples, label_vocab, flag):
-    known = set(label_vocab)
-    for labels, line in zip(examples.labels or (), examples.line_numbers):
-      unknown = [label for label in labels if label not in known]
-      if unknown:
-        raise ValueError(
-            f"{examples.source}:{line}: label {unknown[0]!r} (from {flag}) "
-            f"was never seen in training; the model knows: "
-            f"{', '.join(label_vocab)}.")
+    base.check_label_lists(examples, label_vocab, flag)
 
   def label_ids(self, examples, label_vocab):
     index = {label: i for i, label in enumerate(label_vocab)}

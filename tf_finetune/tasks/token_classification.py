@@ -391,14 +391,7 @@ class TokenClassification(base.Task):
     return vocab
 
   def check_labels(self, examples, label_vocab, flag):
-    known = set(label_vocab)
-    for tags, line in zip(examples.labels or (), examples.line_numbers):
-      unknown = [tag for tag in tags if tag not in known]
-      if unknown:
-        raise ValueError(
-            f"{examples.source}:{line}: tag {unknown[0]!r} (from {flag}) was "
-            f"never seen in training; the model knows: "
-            f"{', '.join(label_vocab)}.")
+    base.check_label_lists(examples, label_vocab, flag, noun="tag")
 
   def encode(self, examples, encoder, label_vocab):
     words = [row[TOKENS_KEY] for row in examples.rows]
