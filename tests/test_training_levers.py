@@ -90,7 +90,10 @@ def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
   for name, value in expected.items():
     step = np.abs(value - before[name]).max()
     difference = np.abs(actual[name] - value).max()
-    assert difference <= tolerance * max(step, 1e-6), name
+    # Storing the new weight rounds it to float32: allow two units in the
+    # last place of the weight on top of the relative error of the update.
+    rounding = 2 * np.spacing(np.abs(value).astype(np.float32)).max()
+    assert difference <= tolerance * max(step, 1e-6) + rounding, name
     moved += step > 0
   assert moved > len(expected) // 2  # The step did change the weights.
   update = np.sqrt(sum(np.sum((value - before[name]) ** 2)
