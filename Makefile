@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test assets bench clean
+.PHONY: demo test assets bench bible clean
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,19 @@ bench: assets
 	$(PY) benchmarks/finetune_throughput.py
 	$(PY) benchmarks/serving_latency.py --model_dir=runs/sentiment_demo
 	$(PY) benchmarks/sentiment_pairs.py
+
+# The English-Spanish Bible corpus (assets/bible/en-es/*.tsv) from Debian's
+# public-domain SWORD modules: a prerequisite of the translation benchmark,
+# not of `make test`. Needs apt-get (no root: `apt-get download` only fetches).
+SWORD_PACKAGES := sword-text-web sword-text-sparv
+
+bible: $(STAMP)
+	mkdir -p assets/downloads assets/sword
+	for package in $(SWORD_PACKAGES); do \
+	  ls assets/downloads/$${package}_*.deb >/dev/null 2>&1 || \
+	    (cd assets/downloads && apt-get download $$package) || exit 1; \
+	  dpkg-deb -x "$$(ls assets/downloads/$${package}_*.deb | tail -n 1)" \
+	    assets/sword || exit 1; \
+	done
+	$(PY) scripts/prepare_bible_parallel.py --sword_dir=assets/sword \
+	    --output_dir=assets/bible/en-es
