@@ -11,6 +11,7 @@ carry their osisID: Exodus 1:1 is entry 1588 of the Old Testament index.
 import csv
 import importlib.util
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -377,3 +378,16 @@ def test_corpus_script_command_line(tmp_path):
   assert errors == [f"prepare_bible_parallel: error: {tmp_path} is not a "
                     "SWORD library: it has neither mods.d/ nor "
                     "usr/share/sword/mods.d/."]
+
+
+def test_text_in_the_wrong_encoding_names_the_file_and_verse(tmp_path):
+  directory = write_module(str(tmp_path), "Test", {("Gen", 1, 2): "vac\u00eda"},
+                           encoding="Latin-1")
+  conf = os.path.join(str(tmp_path), "mods.d", "test.conf")
+  with open(conf, encoding="utf-8") as f:
+    text = f.read()
+  with open(conf, "w", encoding="utf-8") as f:
+    f.write(text.replace("Encoding=Latin-1", "Encoding=UTF-8"))
+  with pytest.raises(ValueError, match=re.escape(
+      f"{os.path.join(directory, 'ot.bzz')}: Gen 1:2 is not valid UTF-8")):
+    read_all(str(tmp_path))

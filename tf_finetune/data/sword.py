@@ -197,7 +197,7 @@ class Verse:
 
 
 class ZTextModule:
-  """One zText module: its verses, as raw markup or plain text."""
+  """One zText module: its index entries as raw bytes, its verses as text."""
 
   def __init__(self, config: ModuleConfig, library: str):
     if config.driver.lower() != "ztext":
@@ -275,20 +275,21 @@ class ZTextModule:
         pending = None
         if raw:
           pending = Verse(position.book, position.chapter, position.verse,
-                          self.markup(self._decode(raw, position)),
+                          self.markup(self._decode(raw, position, testament)),
                           position.verse)
     if pending is not None and pending.text:
       yield pending
 
-  def _decode(self, raw: bytes, position) -> str:
+  def _decode(self, raw: bytes, position, testament: str) -> str:
     encoding = ("utf-8" if self.config.encoding.upper().startswith("UTF")
                 else "latin-1")
     try:
       return raw.decode(encoding)
     except UnicodeDecodeError as e:
       raise ValueError(
-          f"{self.directory}: {position.book} {position.chapter}:"
-          f"{position.verse} is not valid {self.config.encoding} "
+          f"{self._testaments[testament].bzz}: {position.book} "
+          f"{position.chapter}:{position.verse} is not valid "
+          f"{self.config.encoding} "
           f"(Encoding= in {self.config.conf_path}): {e}.") from None
 
 
