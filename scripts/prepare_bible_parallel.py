@@ -258,9 +258,11 @@ def build(*, sword_dirs: list[str], source_module: str, target_module: str,
                      "verse with text on both sides.")
   for module, verses in zip(modules, (source, target)):
     config = module.config
+    markers = module.check_chapter_markers()
     print(f"{config.name} ({config.description}, version {config.version}, "
           f"{config.versification} versification): {len(verses)} verses "
-          "with text")
+          f"with text; {markers} chapter markers where the versification "
+          "puts them")
   print(f"aligned {len(pairs)} verses; {alignment.only_source} only in "
         f"{source_module}, {alignment.only_target} only in {target_module}, "
         f"{alignment.linked} linked to neighbouring verses on one side")

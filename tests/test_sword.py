@@ -29,13 +29,14 @@ def verse_positions(books) -> tuple[dict, int]:
   """(book, chapter, verse) -> entry number, and the number of entries.
 
   Entry 0 heads the module, 1 the testament; each book has a heading entry,
-  each chapter a heading entry followed by its verses.
+  each chapter a heading entry (verse 0 here) followed by its verses.
   """
   positions = {}
   entry = 2
   for book in books:
     entry += 1
     for chapter, verse_count in enumerate(book.verse_counts, start=1):
+      positions[(book.osis_id, chapter, 0)] = entry
       entry += 1
       for verse in range(1, verse_count + 1):
         positions[(book.osis_id, chapter, verse)] = entry
@@ -52,7 +53,8 @@ def write_module(library: str, name: str, texts: dict, *,
   Args:
     library: The SWORD library directory (gets mods.d/ and modules/).
     name: Module name.
-    texts: (book, chapter, verse) -> markup.
+    texts: (book, chapter, verse) -> markup; verse 0 is the chapter's
+      heading entry.
     scheme: Versification= of the module.
     source_type, encoding: SourceType= and Encoding=.
     links: (book, chapter, verse) -> the earlier key whose entry it shares.
@@ -391,3 +393,24 @@ def test_text_in_the_wrong_encoding_names_the_file_and_verse(tmp_path):
   with pytest.raises(ValueError, match=re.escape(
       f"{os.path.join(directory, 'ot.bzz')}: Gen 1:2 is not valid UTF-8")):
     read_all(str(tmp_path))
+
+
+def test_chapter_markers_are_checked_against_the_versification(tmp_path):
+  texts = {("Gen", 1, 0): '<chapter n="1" osisID="Gen.1" sID="Gen.1"/>',
+           ("Gen", 1, 1): "In the beginning.",
+           ("Gen", 2, 0): '<title>The seventh day</title><chapter n="2" '
+                          'osisID="Gen.2" sID="Gen.2"/>',
+           ("Gen", 2, 1): "The heavens were finished."}
+  write_module(str(tmp_path), "Test", texts)
+  module = sword.SwordLibrary(str(tmp_path)).module("Test")
+  assert module.check_chapter_markers() == 2
+  assert [verse.text for verse in module.verses()] == [
+      "In the beginning.", "The heavens were finished."]
+  texts[("Gen", 2, 0)] = '<chapter osisID="Gen.3" sID="Gen.3"/>'
+  directory = write_module(str(tmp_path), "Test", texts)
+  module = sword.SwordLibrary(str(tmp_path)).module("Test")
+  with pytest.raises(ValueError, match=re.escape(
+      f"{os.path.join(directory, 'ot.bzv')}: the heading entry of Gen 2 "
+      "holds the marker of Gen.3; the module does not follow the KJV "
+      "versification")):
+    module.check_chapter_markers()

@@ -43,6 +43,7 @@ from typing import Callable, Iterator
 from tf_finetune.data import versification as versification_lib
 
 _BLOCK_ENTRY = struct.Struct("<III")
+_CHAPTER_MARKER = re.compile(rb'<chapter\b[^>]*\bosisID="([^"]+)"')
 _VERSE_ENTRY = struct.Struct("<IIH")
 TESTAMENTS = ("ot", "nt")
 
@@ -279,6 +280,38 @@ class ZTextModule:
                           position.verse)
     if pending is not None and pending.text:
       yield pending
+
+  def check_chapter_markers(self) -> int:
+    """Checks the module's own chapter markers against the versification.
+
+    OSIS modules usually keep a `<chapter osisID="Gen.2"/>` milestone in the
+    heading entry of each chapter. If the versification were wrong, these
+    would sit at other positions than the versification expects.
+
+    Returns:
+      How many chapter heading entries carried a marker (all of them agree).
+
+    Raises:
+      ValueError: naming the first chapter heading whose marker disagrees.
+    """
+    checked = 0
+    for testament in TESTAMENTS:
+      for position, raw, _ in self.raw_entries(testament):
+        if not (position.book and position.chapter and not position.verse):
+          continue
+        markers = _CHAPTER_MARKER.findall(raw)
+        if not markers:
+          continue
+        expected = f"{position.book}.{position.chapter}".encode()
+        if markers[-1] != expected:
+          raise ValueError(
+              f"{self._testaments[testament].bzv}: the heading entry of "
+              f"{position.book} {position.chapter} holds the marker of "
+              f"{markers[-1].decode(errors='replace')}; the module does not "
+              f"follow the {self.versification.name} versification "
+              f"(Versification= in {self.config.conf_path}).")
+        checked += 1
+    return checked
 
   def _decode(self, raw: bytes, position, testament: str) -> str:
     encoding = ("utf-8" if self.config.encoding.upper().startswith("UTF")
