@@ -237,6 +237,34 @@ def test_tfds_squad_v2_maps_its_features():
     _task().label_vocab(examples)
 
 
+def test_reads_jsonl_answers_and_csv_questions(tmp_path):
+  path = tmp_path / "train.jsonl"
+  path.write_text(
+      json.dumps({"id": "a", "q": "Who won?", "passage": "Denver won.",
+                  "answers": {"text": ["Denver"], "answer_start": [0]}}) +
+      "\n" + json.dumps({"id": "b", "q": "Who lost?", "passage": "No one.",
+                         "answers": [], "is_impossible": True}) + "\n")
+  task = _task(question_column="q", context_column="passage",
+               allow_no_answer=True)
+  examples = task.read_file(str(path), "--train_file", with_labels=True)
+  assert examples.texts == ["Who won?", "Who lost?"]
+  assert examples.text_pairs == ["Denver won.", "No one."]
+  assert examples.labels == [[{"text": "Denver", "answer_start": 0}], []]
+  questions = tmp_path / "questions.csv"
+  questions.write_text("id,q,passage\nx,Who?,Denver won.\n")
+  examples = task.read_prediction_input(str(questions), text_column="text",
+                                        text_pair_column=None)
+  assert examples.rows[0]["id"] == "x" and examples.labels is None
+  with pytest.raises(ValueError, match=r"CSV/TSV files cannot hold SQuAD "
+                     "answers"):
+    task.read_file(str(questions), "--train_file", with_labels=True)
+  with pytest.raises(ValueError, match=r"questions.csv:2: --question_column="
+                     r"'question' must be a string field, got None; fields "
+                     r"are: id, q, passage"):
+    _task().read_prediction_input(str(questions), text_column="text",
+                                  text_pair_column=None)
+
+
 def _squad(path, qas, context="Denver won the game."):
   with open(path, "w", encoding="utf-8") as f:
     json.dump({"version": "v2.0", "data": [{"title": "t", "paragraphs": [

@@ -826,10 +826,15 @@ class QuestionAnswering(base.Task):
         num_examples=encoded.num_examples,
         n_best_size=self.config.n_best_size,
         max_answer_length=self.config.max_answer_length)
+    lengths = [len(starts) for starts in encoded.token_starts]
+
+    def ragged(rows):
+      return tf.RaggedTensor.from_row_lengths(
+          np.concatenate(rows + [np.zeros(0, np.int32)]).astype(np.int32),
+          np.array(lengths, np.int64))
     answers = answers_from_spans(
         spans, tf.constant(encoded.contexts, tf.string),
-        tf.ragged.constant(encoded.token_starts, tf.int32),
-        tf.ragged.constant(encoded.token_ends, tf.int32),
+        ragged(encoded.token_starts), ragged(encoded.token_ends),
         allow_no_answer=False, null_score_threshold=0.0)
     return {"answer": [a.decode("utf-8") for a in answers["answer"].numpy()],
             "start": answers["start"].numpy(), "end": answers["end"].numpy(),
