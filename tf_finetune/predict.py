@@ -9,7 +9,11 @@ The output repeats each input row and adds the task's predictions:
 classification `predicted_label` and the probability of every label (CSV/TSV
 columns or a JSONL object); regression `predicted_score`; multi-label
 `predicted_labels` and probabilities; token classification `words`,
-`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV).
+`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV);
+question answering `answer`, `score`, `null_score` and character `start` and
+`end` (its input is a SQuAD JSON file, or JSONL/CSV/TSV with the run's
+question and context columns; a .json output is the official predictions
+file {id: answer}).
 With --glue_tsv it writes the GLUE leaderboard's submission format instead:
 
   python -m tf_finetune.predict --model_dir=runs/glue_mrpc \
