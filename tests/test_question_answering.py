@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from conftest import (NEGATIVE_WORDS, NEUTRAL_WORDS, POSITIVE_WORDS,
                       make_vocab, run_binary, run_python, train_task)
-from tf_finetune import config as config_lib, evaluate, predict, serving
+from tf_finetune import (config as config_lib, evaluate, lr_find, predict,
+                         serving)
 from tf_finetune.tasks import question_answering as qa
 from tf_finetune.tokenization import TextEncoder
 
@@ -423,3 +424,17 @@ print(float(model.get_null_score_threshold().numpy()))
   assert row["answer"] == "superb"
   assert [row["start"], row["end"]] == [served["start"][0],
                                         served["end"][0]]
+
+
+def test_lr_find_runs_on_question_answering(tmp_path, tiny_bert_dir):
+  path = str(tmp_path / "train.json")
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"data": make_qa_articles(32, seed=44)}, f)
+  model_dir = tmp_path / "lr"
+  assert run_binary(lr_find, [
+      f"--model={tiny_bert_dir}", f"--train_file={path}",
+      f"--model_dir={model_dir}", "--task=question_answering",
+      "--allow_no_answer", "--doc_stride=8", "--max_seq_length=32",
+      "--batch_size=16", "--lr_find_steps=8", "--lr_find_max=1"]) == 0
+  results = json.load(open(model_dir / "lr_find.json"))
+  assert len(results["learning_rates"]) >= 4
