@@ -28,6 +28,7 @@ TASK_MONITORS = {
     "regression": ("val_pearson", "val_loss"),
     "multi_label": ("val_micro_f1", "val_loss", "val_macro_f1"),
     "token_classification": ("val_loss", "val_accuracy"),
+    "question_answering": ("val_loss", "val_position_accuracy"),
 }
 TASKS = tuple(TASK_MONITORS)
 # "auto" picks the task's default.
@@ -335,7 +336,7 @@ class TaskConfig:
   Attributes:
     task: classification (one label per text or pair), regression (a
       number), multi_label (any number of labels), token_classification (a
-      tag per word).
+      tag per word), question_answering (a span of a context).
     regression_loss: mse or huber.
     huber_delta: Where the Huber loss turns from quadratic to linear.
     label_delimiter: multi_label: separates the labels within the label
@@ -352,6 +353,20 @@ class TaskConfig:
       (-1: the last; the word is always the first).
     tagging_scheme: token_classification: IOB1, IOB2 or IOBES, for
       entity-level metrics.
+    question_column: question_answering, JSONL/CSV: the question.
+    context_column: question_answering, JSONL/CSV: the passage holding the
+      answer.
+    doc_stride: question_answering: a context longer than one window is
+      read in windows, each starting this many tokens after the previous.
+    max_question_length: question_answering: tokens of the question kept
+      (at most half the sequence).
+    max_answer_length: question_answering: longest answer in tokens.
+    n_best_size: question_answering: start and end candidates per window.
+    allow_no_answer: question_answering: the model may answer nothing
+      (SQuAD v2.0: unanswerable questions).
+    null_score_threshold: question_answering with allow_no_answer: answer
+      nothing when the no-answer score exceeds the best span's by more than
+      this; None: chosen on the validation data for the best F1.
   """
 
   task: str = "classification"
@@ -365,6 +380,14 @@ class TaskConfig:
   tags_column: str = "tags"
   tag_column_index: int = -1
   tagging_scheme: str = "IOB2"
+  question_column: str = "question"
+  context_column: str = "context"
+  doc_stride: int = 128
+  max_question_length: int = 64
+  max_answer_length: int = 30
+  n_best_size: int = 20
+  allow_no_answer: bool = False
+  null_score_threshold: Optional[float] = None
 
   def __post_init__(self):
     _require(self.task in TASKS,
@@ -380,6 +403,16 @@ class TaskConfig:
              f"--tagging_scheme={self.tagging_scheme!r} is not a tagging "
              f"scheme this toolkit knows; use one of "
              f"{', '.join(TAGGING_SCHEMES)}.")
+    for name in ("doc_stride", "max_question_length", "max_answer_length",
+                 "n_best_size"):
+      _require(getattr(self, name) >= 1,
+               f"--{name}={getattr(self, name)} must be at least 1.")
+    _require(self.question_column != self.context_column,
+             f"--question_column and --context_column are both "
+             f"{self.question_column!r}; they must be different columns.")
+    _require(self.null_score_threshold is None or self.allow_no_answer,
+             "--null_score_threshold is for models that may answer nothing; "
+             "set --allow_no_answer too.")
     _require(self.label_delimiter != "",
              "--label_delimiter must not be empty.")
     _require(not (self.label_delimiter and self.label_columns),

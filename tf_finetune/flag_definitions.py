@@ -102,7 +102,8 @@ def define_task_flags() -> None:
   define_flag(flags.DEFINE_enum, "task", _TASK["task"],
           "What the model predicts: one label per text or pair "
           "(classification), a number (regression), any number of labels "
-          "(multi_label), or a tag per word (token_classification).",
+          "(multi_label), a tag per word (token_classification), or the "
+          "span of a context that answers a question (question_answering).",
           enum_values=list(config_lib.TASKS))
   define_flag(flags.DEFINE_enum, "regression_loss", _TASK["regression_loss"],
           "Loss of --task=regression.",
@@ -131,6 +132,28 @@ def define_task_flags() -> None:
   define_flag(s, "tagging_scheme", _TASK["tagging_scheme"],
           "--task=token_classification: how tags mark entities: "
           f"{', '.join(config_lib.TAGGING_SCHEMES)}.")
+  i = flags.DEFINE_integer
+  define_flag(s, "question_column", _TASK["question_column"],
+          "--task=question_answering, JSONL/CSV: field with the question.")
+  define_flag(s, "context_column", _TASK["context_column"],
+          "--task=question_answering, JSONL/CSV: field with the context.")
+  define_flag(i, "doc_stride", _TASK["doc_stride"],
+          "--task=question_answering: a long context is read in windows, "
+          "each starting this many tokens after the previous one.")
+  define_flag(i, "max_question_length", _TASK["max_question_length"],
+          "--task=question_answering: question tokens kept (at most half "
+          "of --max_seq_length).")
+  define_flag(i, "max_answer_length", _TASK["max_answer_length"],
+          "--task=question_answering: longest answer, in tokens.")
+  define_flag(i, "n_best_size", _TASK["n_best_size"],
+          "--task=question_answering: start and end candidates per window.")
+  define_flag(flags.DEFINE_bool, "allow_no_answer", _TASK["allow_no_answer"],
+          "--task=question_answering: the model may answer nothing (SQuAD "
+          "v2.0 unanswerable questions).")
+  define_flag(f, "null_score_threshold", None,
+          "--task=question_answering with --allow_no_answer: answer nothing "
+          "when the no-answer score beats the best span's by more than this; "
+          "unset: chosen on the validation data for the best F1.")
 
 
 def define_train_flags() -> None:

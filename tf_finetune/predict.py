@@ -9,7 +9,11 @@ The output repeats each input row and adds the task's predictions:
 classification `predicted_label` and the probability of every label (CSV/TSV
 columns or a JSONL object); regression `predicted_score`; multi-label
 `predicted_labels` and probabilities; token classification `words`,
-`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV).
+`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV);
+question answering `answer`, `score`, `null_score` and character `start` and
+`end` (its input is a SQuAD JSON file, or JSONL/CSV/TSV with the run's
+question and context columns; a .json output is the official predictions
+file {id: answer}).
 With --glue_tsv it writes the GLUE leaderboard's submission format instead:
 
   python -m tf_finetune.predict --model_dir=runs/glue_mrpc \
@@ -58,24 +62,26 @@ def main(argv) -> None:
         raise ValueError(f"--{name} is required.")
     readers.file_format(FLAGS.output_file, "--output_file")
     text_column, pair_column = FLAGS.text_column, FLAGS.text_pair_column
+    from tf_finetune import config as config_lib, tasks
     if FLAGS.model_dir:
-      from tf_finetune import config as config_lib
-      run_data = config_lib.read_config(FLAGS.model_dir).data
-      text_column = text_column or run_data.text_column
-      pair_column = pair_column or run_data.text_pair_column
+      run_config = config_lib.read_config(FLAGS.model_dir)
+      text_column = text_column or run_config.data.text_column
+      pair_column = pair_column or run_config.data.text_pair_column
       predictor = prediction.Predictor.from_model_dir(FLAGS.model_dir)
+      task = tasks.get_task(run_config.task)
     else:
       predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
-    examples = readers.read_file(
+      task = tasks.get_task(config_lib.TaskConfig(task=predictor.task_name))
+    examples = task.read_prediction_input(
         FLAGS.input_file, text_column=text_column or "text",
-        text_pair_column=pair_column, label_column=None, flag="--input_file")
+        text_pair_column=pair_column)
     rows = predictor.predict_rows(examples.texts, examples.text_pairs,
                                   batch_size=FLAGS.batch_size)
     if FLAGS.glue_tsv:
       prediction.write_glue_tsv(FLAGS.output_file, examples, rows,
                                 predictor.label_vocab)
     else:
-      prediction.write_prediction_rows(FLAGS.output_file, examples, rows)
+      task.write_prediction_file(FLAGS.output_file, examples, rows)
     print(f"Wrote {len(examples)} predictions to {FLAGS.output_file}")
 
   flag_definitions.run_main("predict", argv, body)

@@ -30,11 +30,15 @@ class Predictor:
 
   def __init__(self, serve, label_vocab: Sequence[str], text_pair: bool,
                source: str, task_name: str = "classification"):
+    from tf_finetune import config as config_lib, tasks
     self._serve = serve
     self.label_vocab = list(label_vocab)
     self.text_pair = text_pair
     self.source = source
     self.task_name = task_name
+    # serving_default's inputs: text and text_pair, or question and context.
+    self.input_names = tasks.get_task(
+        config_lib.TaskConfig(task=task_name)).input_names
 
   @classmethod
   def from_model_dir(cls, model_dir: str) -> "Predictor":
@@ -62,9 +66,9 @@ class Predictor:
     signature = loaded.signatures[serving.DEFAULT_SIGNATURE]
     label_vocab = [label.decode("utf-8")
                    for label in loaded.get_label_vocab().numpy()]
-    text_pair = "text_pair" in signature.structured_input_signature[1]
     task_name = (loaded.get_task().numpy().decode("utf-8")
                  if hasattr(loaded, "get_task") else "classification")
+    text_pair = len(signature.structured_input_signature[1]) == 2
     return cls(signature, label_vocab, text_pair, path, task_name)
 
   def _batches(self, texts, text_pairs, batch_size):
@@ -79,9 +83,10 @@ class Predictor:
     order = np.argsort([len(text) for text in texts], kind="stable")
     for start in range(0, len(texts), batch_size):
       rows = order[start:start + batch_size]
-      inputs = {"text": tf.constant([texts[i] for i in rows])}
+      first, second = self.input_names
+      inputs = {first: tf.constant([texts[i] for i in rows])}
       if text_pairs is not None:
-        inputs["text_pair"] = tf.constant([text_pairs[i] for i in rows])
+        inputs[second] = tf.constant([text_pairs[i] for i in rows])
       yield rows, {name: value.numpy()
                    for name, value in self._serve(**inputs).items()}
 

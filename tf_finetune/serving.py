@@ -108,7 +108,9 @@ class ClassifierServer(tf.Module):
 
 
 def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
-                          text_pairs: Optional[Sequence[str]] = None) -> str:
+                          text_pairs: Optional[Sequence[str]] = None, *,
+                          input_names: Sequence[str] = ("text", "text_pair")
+                          ) -> str:
   """Writes TF Serving warmup records for `serving_default`; returns the path.
 
   Args:
@@ -127,10 +129,10 @@ def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
         rows = [picks[i % len(picks)] for i in range(batch_size)]
         request = predict_pb2.PredictRequest()
         request.model_spec.signature_name = DEFAULT_SIGNATURE
-        request.inputs["text"].CopyFrom(tf.make_tensor_proto(
+        request.inputs[input_names[0]].CopyFrom(tf.make_tensor_proto(
             [texts[i].encode("utf-8") for i in rows], dtype=tf.string))
         if text_pairs is not None:
-          request.inputs["text_pair"].CopyFrom(tf.make_tensor_proto(
+          request.inputs[input_names[1]].CopyFrom(tf.make_tensor_proto(
               [text_pairs[i].encode("utf-8") for i in rows], dtype=tf.string))
         log = prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request))
@@ -171,8 +173,12 @@ def export_server(server: tf.Module, *, encoder: TextEncoder, text_pair: bool,
                   export_base: str, hf_tokenizer,
                   checked_output: str = "probabilities",
                   sample_texts: Sequence[str] = (),
-                  sample_pairs: Optional[Sequence[str]] = None) -> str:
+                  sample_pairs: Optional[Sequence[str]] = None,
+                  input_names: Sequence[str] = ("text", "text_pair")) -> str:
   """Exports a task's server as a SavedModel version; returns its directory.
+
+  `input_names` are serving_default's inputs (a question-answering server
+  takes a question and a context).
 
   Before writing, the in-graph tokenizer is checked against the model's own
   tokenizer on `sample_texts` plus built-in tricky texts; after writing, the
@@ -187,13 +193,13 @@ def export_server(server: tf.Module, *, encoder: TextEncoder, text_pair: bool,
   check_matches_tokenizer(encoder, hf_tokenizer, texts, pairs)
 
   version_dir = os.path.join(export_base, str(next_version(export_base)))
-  inputs = {"text": tf.constant(texts[:16])}
+  inputs = {input_names[0]: tf.constant(texts[:16])}
   if text_pair:
-    inputs["text_pair"] = tf.constant(pairs[:16])
+    inputs[input_names[1]] = tf.constant(pairs[:16])
   expected = server.serve(**inputs)[checked_output].numpy()
   with io_utils.staged_directory(version_dir, replace=False) as staging:
     tf.saved_model.save(server, staging, signatures=server.signatures())
-    write_warmup_requests(staging, texts, pairs)
+    write_warmup_requests(staging, texts, pairs, input_names=input_names)
     reloaded = tf.saved_model.load(staging)
     got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)[checked_output]
     if not np.allclose(got.numpy(), expected, atol=1e-5):

@@ -576,4 +576,4 @@ def export_trained(trained: artifacts.TrainedModel, *, export_base: str,
       server, encoder=trained.encoder, text_pair=text_pair,
       export_base=export_base, hf_tokenizer=trained.tokenizer,
       checked_output=task.checked_output, sample_texts=sample_texts,
-      sample_pairs=sample_pairs)
+      sample_pairs=sample_pairs, input_names=task.input_names)

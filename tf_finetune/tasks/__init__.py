@@ -18,6 +18,8 @@ _REGISTRY = {
     "multi_label": "tf_finetune.tasks.multi_label:MultiLabel",
     "token_classification":
         "tf_finetune.tasks.token_classification:TokenClassification",
+    "question_answering":
+        "tf_finetune.tasks.question_answering:QuestionAnswering",
 }
 
 

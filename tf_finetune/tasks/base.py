@@ -119,6 +119,8 @@ class Task:
   per_token = False
   # The serving output the export check compares before and after reloading.
   checked_output = "probabilities"
+  # The names of serving_default's inputs: the text and the pair.
+  input_names = ("text", "text_pair")
 
   def __init__(self, config: TaskConfig):
     self.config = config
@@ -187,6 +189,20 @@ class Task:
     """Per-example columns (name -> value) from one batch of signature
     outputs, added to each input row of a prediction file."""
     raise NotImplementedError
+
+  def read_prediction_input(self, path: str, *, text_column: str,
+                            text_pair_column: Optional[str]
+                            ) -> readers.Examples:
+    """The texts of `predict --input_file`."""
+    return readers.read_file(path, text_column=text_column,
+                             text_pair_column=text_pair_column,
+                             label_column=None, flag="--input_file")
+
+  def write_prediction_file(self, path: str, examples: readers.Examples,
+                            rows: Sequence[dict]) -> None:
+    """Writes `predict --output_file`: each input row with its columns."""
+    from tf_finetune import prediction  # Local: prediction imports tasks.
+    prediction.write_prediction_rows(path, examples, rows)
 
 
 class TextTask(Task):

@@ -277,8 +277,8 @@ class TokenClassificationServer(tf.Module):
     confidence = tf.where(seen & has_pieces, confidence, 0.0)
     return {"words": words.to_tensor(""), "tags": tags,
             "confidence": confidence,
-            "start": _character_offsets(text, starts).to_tensor(-1),
-            "end": _character_offsets(text, ends).to_tensor(-1),
+            "start": character_offsets(text, starts).to_tensor(-1),
+            "end": character_offsets(text, ends).to_tensor(-1),
             "num_words": tf.cast(words.row_lengths(), tf.int32)}
 
   def signatures(self):
@@ -292,7 +292,7 @@ class TokenClassificationServer(tf.Module):
             serving.TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
 
 
-def _character_offsets(texts: tf.Tensor,
+def character_offsets(texts: tf.Tensor,
                        byte_offsets: tf.RaggedTensor) -> tf.RaggedTensor:
   """Byte offsets into UTF-8 texts [batch] as character offsets."""
   per_word_text = tf.gather(texts, byte_offsets.value_rowids())
