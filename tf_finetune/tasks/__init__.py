@@ -18,6 +18,7 @@ _REGISTRY = {
     "multi_label": "tf_finetune.tasks.multi_label:MultiLabel",
     "token_classification":
         "tf_finetune.tasks.token_classification:TokenClassification",
+    "translation": "tf_finetune.tasks.translation:Translation",
 }
 
 

@@ -119,6 +119,11 @@ class Task:
   per_token = False
   # The serving output the export check compares before and after reloading.
   checked_output = "probabilities"
+  # The task brings its own model, tokenizer and export instead of a head on
+  # a pretrained encoder (translation's encoder-decoder); it then implements
+  # the hooks under "A task's own model" below, and the shared training,
+  # evaluation and prediction code calls them.
+  owns_model = False
 
   def __init__(self, config: TaskConfig):
     self.config = config
@@ -174,6 +179,30 @@ class Task:
 
   def describe(self, metrics: dict) -> str:
     """One line of the metrics for the log and the binaries' output."""
+    raise NotImplementedError
+
+  # A task's own model (owns_model = True).
+  def prepare(self, config) -> dict:
+    """Reads and encodes the splits: a dict of `training.PreparedData`'s
+    fields (label_vocab, tokenizer, encoder, examples, encoded)."""
+    raise NotImplementedError
+
+  def build_model(self, config, prepared, *, total_steps: int,
+                  steps_per_epoch: int, learning_rate=None):
+    """The compiled Keras model, built inside the strategy scope."""
+    raise NotImplementedError
+
+  def save_run_files(self, model_dir: str, config, prepared, model) -> None:
+    """What evaluation, prediction and export need besides weights."""
+    raise NotImplementedError
+
+  def load_trained(self, model_dir: str, config):
+    """The finished run (fields of `artifacts.TrainedModel`)."""
+    raise NotImplementedError
+
+  def export(self, trained, *, export_base: str,
+             sample_texts: Sequence[str] = ()) -> str:
+    """Exports a SavedModel version; returns its directory."""
     raise NotImplementedError
 
   # Serving and prediction files.
