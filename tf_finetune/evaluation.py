@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Optional, Sequence
@@ -67,7 +68,8 @@ def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
 
 def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
                        split_name: str = "test",
-                       batch_size: Optional[int] = None) -> dict:
+                       batch_size: Optional[int] = None,
+                       eval_target_file: Optional[str] = None) -> dict:
   """Evaluates a finished run on a labelled file; updates eval_results.json.
 
   Args:
@@ -75,6 +77,8 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
     eval_file: Labelled examples; defaults to the run's --test_file.
     split_name: Key of the results in eval_results.json.
     batch_size: Examples per batch; defaults to the run's.
+    eval_target_file: Translation from plain line-aligned files: the
+      target-language lines of `eval_file`.
 
   Returns:
     The task's metrics (for classification see `classification_metrics`),
@@ -85,6 +89,13 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
   trained = artifacts.load_trained(model_dir)
   task = tasks.get_task(trained.config.task)
   data = trained.config.data
+  if eval_target_file:
+    if not eval_file:
+      raise ValueError("--test_target_file needs --test_file: the source "
+                       "lines it translates.")
+    data = dataclasses.replace(data, test_file=eval_file,
+                               test_target_file=eval_target_file)
+    eval_file = None
   examples = task.read(data, "test", path=eval_file)
   if examples is None:
     raise ValueError(f"Nothing to evaluate: pass --test_file (the run in "

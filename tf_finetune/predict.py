@@ -9,7 +9,12 @@ The output repeats each input row and adds the task's predictions:
 classification `predicted_label` and the probability of every label (CSV/TSV
 columns or a JSONL object); regression `predicted_score`; multi-label
 `predicted_labels` and probabilities; token classification `words`,
-`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV).
+`predicted_tags` and character `offsets` (lists; JSON text in CSV/TSV);
+translation a `translation` column, or, for a plain text file (one source
+per line), a plain text file with one translation per line:
+
+  python -m tf_finetune.predict --model_dir=runs/bible_en_es \
+      --input_file=verses.en --output_file=verses.es
 With --glue_tsv it writes the GLUE leaderboard's submission format instead:
 
   python -m tf_finetune.predict --model_dir=runs/glue_mrpc \
@@ -36,7 +41,8 @@ def define_flags() -> None:
   d(flags.DEFINE_string, "output_file", None,
     "Where predictions go: .csv, .tsv or .jsonl.")
   d(flags.DEFINE_string, "text_column", None,
-    "Column holding the text (default: the run's, else 'text').")
+    "Column holding the text (default: the run's, else 'text'; translation: "
+    "the run's --source_column, else 'source').")
   d(flags.DEFINE_string, "text_pair_column", None,
     "Column holding the second text for sentence-pair models.")
   d(flags.DEFINE_integer, "batch_size", 64, "Texts per batch.")
@@ -56,16 +62,28 @@ def main(argv) -> None:
     for name in ("input_file", "output_file"):
       if not FLAGS[name].value:
         raise ValueError(f"--{name} is required.")
-    readers.file_format(FLAGS.output_file, "--output_file")
     text_column, pair_column = FLAGS.text_column, FLAGS.text_pair_column
     if FLAGS.model_dir:
       from tf_finetune import config as config_lib
-      run_data = config_lib.read_config(FLAGS.model_dir).data
-      text_column = text_column or run_data.text_column
+      run_config = config_lib.read_config(FLAGS.model_dir)
+      run_data = run_config.data
+      text_column = text_column or (
+          run_config.task.source_column
+          if run_config.task.task == "translation" else run_data.text_column)
       pair_column = pair_column or run_data.text_pair_column
+      if run_config.task.task != "translation":
+        readers.file_format(FLAGS.output_file, "--output_file")
       predictor = prediction.Predictor.from_model_dir(FLAGS.model_dir)
     else:
       predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
+    if predictor.task_name == "translation":
+      count = prediction.write_translations(
+          predictor, FLAGS.input_file, FLAGS.output_file,
+          source_column=text_column or "source",
+          batch_size=FLAGS.batch_size)
+      print(f"Wrote {count} translations to {FLAGS.output_file}")
+      return
+    readers.file_format(FLAGS.output_file, "--output_file")
     examples = readers.read_file(
         FLAGS.input_file, text_column=text_column or "text",
         text_pair_column=pair_column, label_column=None, flag="--input_file")

@@ -111,6 +111,34 @@ class Predictor:
     return found
 
 
+def write_translations(predictor: "Predictor", input_path: str,
+                       output_path: str, *, source_column: str,
+                       batch_size: int) -> int:
+  """Translates a file; returns the number of translations written.
+
+  A plain text file (any extension but .csv, .tsv, .jsonl) holds one source
+  per line and gets one translation per line; a CSV/TSV/JSONL file gets a
+  `translation` column next to its rows.
+  """
+  from tf_finetune.tasks import translation
+  if translation.is_plain_text(input_path):
+    examples = translation.read_line_aligned(input_path, None,
+                                             flag="--input_file")
+  else:
+    examples = translation.read_parallel_records(
+        input_path, flag="--input_file", source_column=source_column,
+        target_column=None)
+  rows = predictor.predict_rows(examples.texts, batch_size=batch_size)
+  if translation.is_plain_text(output_path):
+    lines = [row[translation.TRANSLATION_OUTPUT].replace("\n", " ")
+             for row in rows]
+    io_utils.write_text_atomically(output_path, "".join(
+        line + "\n" for line in lines))
+  else:
+    write_prediction_rows(output_path, examples, rows)
+  return len(rows)
+
+
 def write_predictions(path: str, examples: readers.Examples,
                       probabilities: np.ndarray,
                       label_vocab: Sequence[str]) -> None:

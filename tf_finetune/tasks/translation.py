@@ -181,6 +181,18 @@ def read_tfds_translation(name: str, split: str, *, data_dir: Optional[str],
                           list(range(1, len(sources) + 1)), rows)
 
 
+def prefix_with_space(prefix: str) -> str:
+  """The prefix ending in one space ("translate English to German: ").
+
+  Flag files strip trailing spaces, so the space is put back here.
+  """
+  return prefix if not prefix or prefix.endswith(" ") else prefix + " "
+
+
+def with_prefix(prefix: str, text: str) -> str:
+  return prefix_with_space(prefix) + text
+
+
 # Vocabularies.
 class SentencePieceVocab:
   """A SentencePiece model with T5's ids: pad 0, end-of-sequence 1, unk 2.
@@ -464,7 +476,11 @@ def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
   outputs: list = [None] * len(source_ids)
   generate = seq2seq.generate
   if jit_compile:
-    generate = tf.function(seq2seq.generate, jit_compile=True)
+    # One compiled function per model, reused across calls.
+    generate = getattr(seq2seq, "_xla_generate", None)
+    if generate is None:
+      generate = tf.function(seq2seq.generate, jit_compile=True)
+      seq2seq._xla_generate = generate
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     longest = max(len(source_ids[i]) for i in rows)
@@ -530,7 +546,7 @@ class TranslationServer(tf.Module):
 
   def serve(self, text):
     if self.source_prefix:
-      text = tf.strings.join([self.source_prefix, text])
+      text = tf.strings.join([prefix_with_space(self.source_prefix), text])
     ids = tf.cast(self.tokenizer.tokenize(text), tf.int32)
     # Long sources keep their first max_source_length - 1 pieces, then the
     # end-of-sequence token, as in training.
@@ -571,7 +587,7 @@ class PythonTranslator:
 
   def translate(self, texts: Sequence[str]) -> list[str]:
     vocab = self.model.vocab
-    source_ids = vocab.encode([self.task.source_prefix + text
+    source_ids = vocab.encode([with_prefix(self.task.source_prefix, text)
                                for text in texts],
                               self.task.max_source_length)
     generated = generate_ids(
@@ -650,7 +666,8 @@ class Translation(base.Task):
 
   def encode(self, examples, encoder, label_vocab):
     task = self.config
-    sources = [task.source_prefix + text for text in examples.texts]
+    sources = [with_prefix(task.source_prefix, text)
+               for text in examples.texts]
     source_ids = encoder.encode(sources, task.max_source_length)
     lengths = np.array([len(ids) for ids in source_ids], np.int64)
     truncated = sum(1 for ids in source_ids
@@ -696,7 +713,8 @@ class Translation(base.Task):
                    "on %d sources and targets.", self.config.vocab_size,
                    len(train_examples))
       vocab = SentencePieceVocab.train(
-          [self.config.source_prefix + text for text in train_examples.texts]
+          [with_prefix(self.config.source_prefix, text)
+           for text in train_examples.texts]
           + train_examples.labels, self.config.vocab_size,
           seed=config.train.seed)
       logging.info("Vocabulary: %d pieces.", vocab.size)
