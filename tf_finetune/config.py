@@ -393,6 +393,9 @@ class TaskConfig:
       greedy decoding.
     vocab_size: translation from scratch: pieces of the SentencePiece
       vocabulary trained on the training sources and targets.
+    jit_generate: translation: XLA-compile generation in evaluation and
+      prediction (faster per batch once compiled; each new batch shape
+      compiles again, so it pays off on large sets only).
   """
 
   task: str = "classification"
@@ -415,6 +418,7 @@ class TaskConfig:
   max_target_length: int = 128
   num_beams: int = 1
   vocab_size: int = 8000
+  jit_generate: bool = False
 
   def __post_init__(self):
     _require(self.task in TASKS,

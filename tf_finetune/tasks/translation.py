@@ -294,7 +294,8 @@ def strip_generated(rows, eos_id: int, pad_id: int) -> list[list[int]]:
   """Generated ids up to (not including) the first end-of-sequence, without
   padding (the decoder start token is the pad token for T5 and Marian)."""
   stripped = []
-  for row in np.asarray(rows).tolist():
+  for row in rows:
+    row = np.asarray(row).tolist()
     if eos_id in row:
       row = row[:row.index(eos_id)]
     stripped.append([token for token in row if token != pad_id])
@@ -484,12 +485,17 @@ def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     longest = max(len(source_ids[i]) for i in rows)
+    num_rows = len(rows)
     if jit_compile:
-      # Fewer distinct shapes, fewer XLA compilations.
-      longest = -(-longest // 16) * 16
-    batch = np.full((len(rows), longest), pad_id, np.int32)
+      # Every distinct shape is compiled anew (about 30 s on 2 CPU cores):
+      # full batches (the last one padded with copies of its first row) and
+      # lengths rounded up to multiples of 32 keep the shapes few.
+      longest = -(-longest // 32) * 32
+      num_rows = batch_size
+    batch = np.full((num_rows, longest), pad_id, np.int32)
     mask = np.zeros_like(batch)
-    for row, i in enumerate(rows):
+    for row in range(num_rows):
+      i = rows[row] if row < len(rows) else rows[0]
       batch[row, :len(source_ids[i])] = source_ids[i]
       mask[row, :len(source_ids[i])] = 1
     generated = generate(input_ids=tf.constant(batch),
@@ -593,7 +599,8 @@ class PythonTranslator:
     generated = generate_ids(
         self.model.seq2seq, source_ids, batch_size=self.batch_size,
         num_beams=self.task.num_beams,
-        max_new_tokens=self.task.max_target_length, pad_id=vocab.pad_id)
+        max_new_tokens=self.task.max_target_length, pad_id=vocab.pad_id,
+        jit_compile=self.task.jit_generate)
     return vocab.decode(strip_generated_rows(generated, vocab))
 
   def serve(self, text):
@@ -834,7 +841,8 @@ class Translation(base.Task):
     generated = generate_ids(
         model.seq2seq, source_ids, batch_size=batch_size,
         num_beams=self.config.num_beams,
-        max_new_tokens=self.config.max_target_length, pad_id=pad_id)
+        max_new_tokens=self.config.max_target_length, pad_id=pad_id,
+        jit_compile=self.config.jit_generate)
     vocab = model.vocab
     return vocab.decode(strip_generated_rows(generated, vocab))
 
