@@ -407,10 +407,14 @@ class Seq2SeqModel(tf_keras.Model):
 
   def train_step(self, data):
     inputs, labels = data
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
       loss = self._loss(inputs, labels, training=True)
       if self.losses:
         loss += tf.add_n(self.losses)
+      # Replicas' gradients are summed: each contributes its share of the
+      # mean (2 replicas: half of each one's mean token loss).
+      loss = loss / replicas
     self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
     return {metric.name: metric.result() for metric in self.metrics}
 
