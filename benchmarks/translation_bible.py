@@ -73,8 +73,9 @@ def main() -> None:
   _, test_rows = _read_tsv(test_file)
 
   model_dir = os.path.join(args.output_dir, "model")
+  flagfile = os.path.join(root, "flags", "bible_en_es_from_scratch.flags")
   command = [sys.executable, "-m", "tf_finetune.train",
-             f"--flagfile={os.path.join(root, 'flags', 'bible_en_es_from_scratch.flags')}",
+             f"--flagfile={flagfile}",
              f"--train_file={train_file}",
              f"--validation_file={validation_file}",
              f"--test_file={test_file}", f"--model_dir={model_dir}",

@@ -380,3 +380,41 @@ def test_export_translates_raw_strings_in_a_fresh_process(translation_run):
                                               texts)
   assert served == expected
   assert all(isinstance(text, str) for text in served)
+
+
+def test_pretrained_vocabularies_export_only_with_sentencepiece(tmp_path,
+                                                                tiny_bert_dir):
+  """Export tokenizes in the graph with SentencePiece only, and only when it
+  gives the model's own tokenizer's ids; other vocabularies are refused
+  with the reason."""
+  import transformers
+  rows = make_parallel_rows(40, seed=6)
+  own = translation.SentencePieceVocab.train(
+      [r["source"] for r in rows] + [r["target"] for r in rows], 100)
+  own.save(str(tmp_path))
+  t5_tokenizer = transformers.T5TokenizerFast(
+      vocab_file=str(tmp_path / translation.SPIECE_FILENAME), extra_ids=0)
+  t5_tokenizer.save_pretrained(str(tmp_path / "t5"))
+  vocab = translation.load_vocab(str(tmp_path / "t5"))
+  assert isinstance(vocab, translation.HuggingFaceVocab)
+  run = config_lib.RunConfig(model_dir="m",
+                             data=data_config(train_file="t.tsv"),
+                             model=config_lib.ModelConfig(model="my-t5"),
+                             task=task_config())
+  # The run's own SentencePiece model tokenizes the same in the graph.
+  texts = ["the big cat sees the dog", "el gato grande", "Hello, world!"]
+  in_graph = own.graph_tokenizer().tokenize(tf.constant(texts))
+  assert in_graph.to_list() == own.encode(texts, 64)
+  # transformers' fast T5 tokenizer over this tiny model splits some words
+  # differently from SentencePiece itself ("the" at the start, unknown
+  # capitals): the export must refuse rather than serve other ids.
+  assert vocab.encode(["the dog"], 64) != own.encode(["the dog"], 64)
+  with pytest.raises(ValueError, match="tokenizes differently from its "
+                     "tokenizer; refusing to export"):
+    translation.graph_vocab_of(vocab, run)
+  bert = translation.HuggingFaceVocab(
+      transformers.AutoTokenizer.from_pretrained(tiny_bert_dir))
+  with pytest.raises(ValueError, match=r"Export of --model='my-t5' "
+                     r"\(BertTokenizerFast\) is not supported: the "
+                     "SavedModel tokenizes raw strings in the graph"):
+    translation.graph_vocab_of(bert, run)
