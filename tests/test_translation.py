@@ -269,6 +269,12 @@ def test_generation_shapes_greedy_and_beam(tiny_seq2seq):
     for row in generated:
       assert 1 <= len(row) <= 4
       assert row.dtype.kind == "i" and row.max() < 30
+  # No token twice with no_repeat_ngram_size=1 (a random model repeats).
+  for row in translation.generate_ids(seq2seq, sources, batch_size=3,
+                                      num_beams=1, max_new_tokens=8,
+                                      pad_id=0, no_repeat_ngram_size=1):
+    kept = translation.strip_generated([row], 1, 0)[0]
+    assert len(kept) == len(set(kept))
   # Input order is kept though batches are sorted by length: each source
   # alone gives the same output as in the batch.
   alone = [translation.generate_ids(seq2seq, [s], batch_size=1, num_beams=1,

@@ -393,6 +393,9 @@ class TaskConfig:
       greedy decoding.
     vocab_size: translation from scratch: pieces of the SentencePiece
       vocabulary trained on the training sources and targets.
+    no_repeat_ngram_size: translation: evaluation and prediction never
+      repeat an n-gram of this size within a translation; 0 turns it off.
+      The export decodes without it.
     jit_generate: translation: XLA-compile generation in evaluation and
       prediction (faster per batch once compiled; each new batch shape
       compiles again, so it pays off on large sets only).
@@ -419,6 +422,7 @@ class TaskConfig:
   num_beams: int = 1
   vocab_size: int = 8000
   jit_generate: bool = False
+  no_repeat_ngram_size: int = 0
 
   def __post_init__(self):
     _require(self.task in TASKS,
@@ -445,6 +449,9 @@ class TaskConfig:
                f"--{name}={getattr(self, name)} must be between 2 and 8192.")
     _require(self.num_beams >= 1,
              f"--num_beams={self.num_beams} must be at least 1 (1: greedy).")
+    _require(self.no_repeat_ngram_size >= 0,
+             f"--no_repeat_ngram_size={self.no_repeat_ngram_size} must be "
+             "non-negative (0 = off).")
     _require(self.vocab_size >= 16,
              f"--vocab_size={self.vocab_size} must be at least 16.")
     _require(self.source_column != self.target_column,

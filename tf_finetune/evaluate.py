@@ -24,6 +24,12 @@ def define_flags() -> None:
   flag_definitions.define_flag(flags.DEFINE_string, "test_target_file", None,
                            "--task=translation from plain line-aligned "
                            "files: the translations of --test_file's lines.")
+  flag_definitions.define_flag(flags.DEFINE_integer, "num_beams", None,
+                           "--task=translation: beam width (default: the "
+                           "run's).")
+  flag_definitions.define_flag(flags.DEFINE_integer, "no_repeat_ngram_size",
+                           None, "--task=translation: never repeat an "
+                           "n-gram of this size (default: the run's).")
   flag_definitions.define_flag(flags.DEFINE_string, "split_name", "test",
                            "Name of these results in eval_results.json.")
   flag_definitions.define_flag(flags.DEFINE_integer, "batch_size", None,
@@ -39,7 +45,10 @@ def main(argv) -> None:
     metrics = evaluation.evaluate_model_dir(
         FLAGS.model_dir, eval_file=FLAGS.test_file,
         split_name=FLAGS.split_name, batch_size=FLAGS.batch_size,
-        eval_target_file=FLAGS.test_target_file)
+        eval_target_file=FLAGS.test_target_file,
+        task_overrides={name: FLAGS[name].value
+                        for name in ("num_beams", "no_repeat_ngram_size")
+                        if FLAGS[name].value is not None})
     print(f"{FLAGS.split_name} {metrics['description']}")
 
   flag_definitions.run_main("evaluate", argv, body)

@@ -69,7 +69,8 @@ def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
 def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
                        split_name: str = "test",
                        batch_size: Optional[int] = None,
-                       eval_target_file: Optional[str] = None) -> dict:
+                       eval_target_file: Optional[str] = None,
+                       task_overrides: Optional[dict] = None) -> dict:
   """Evaluates a finished run on a labelled file; updates eval_results.json.
 
   Args:
@@ -79,6 +80,8 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
     batch_size: Examples per batch; defaults to the run's.
     eval_target_file: Translation from plain line-aligned files: the
       target-language lines of `eval_file`.
+    task_overrides: TaskConfig fields that replace the run's for this
+      evaluation (translation: num_beams, no_repeat_ngram_size).
 
   Returns:
     The task's metrics (for classification see `classification_metrics`),
@@ -87,7 +90,10 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
   from tf_finetune import artifacts, tasks  # Loads transformers.
 
   trained = artifacts.load_trained(model_dir)
-  task = tasks.get_task(trained.config.task)
+  task_config = trained.config.task
+  if task_overrides:
+    task_config = dataclasses.replace(task_config, **task_overrides)
+  task = tasks.get_task(task_config)
   data = trained.config.data
   if eval_target_file:
     if not eval_file:

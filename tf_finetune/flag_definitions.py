@@ -167,6 +167,10 @@ def define_task_flags() -> None:
   define_flag(i, "vocab_size", _TASK["vocab_size"],
           "--task=translation with --model_config: pieces of the "
           "SentencePiece vocabulary trained on the training data.")
+  define_flag(i, "no_repeat_ngram_size", _TASK["no_repeat_ngram_size"],
+          "--task=translation: evaluation and prediction never repeat an "
+          "n-gram of this size in a translation (e.g. 3); 0 = off. The "
+          "SavedModel decodes without it.")
   define_flag(flags.DEFINE_bool, "jit_generate", _TASK["jit_generate"],
           "--task=translation: XLA-compile generation in evaluation and "
           "prediction; about 30 s of compilation per batch shape on 2 CPU "

@@ -472,11 +472,17 @@ def build_seq2seq(model_config):
 # Generation and metrics.
 def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
                  batch_size: int, num_beams: int, max_new_tokens: int,
-                 pad_id: int, jit_compile: bool = False) -> list[np.ndarray]:
+                 pad_id: int, jit_compile: bool = False,
+                 no_repeat_ngram_size: int = 0) -> list[np.ndarray]:
   """Generated target ids of every source, in input order.
 
   Sources are batched by length (less padding) and the order restored.
+  `no_repeat_ngram_size` > 0 forbids repeating any n-gram of that size
+  within a translation (stops the loops of undertrained models).
   """
+  options = {}
+  if no_repeat_ngram_size:
+    options["no_repeat_ngram_size"] = no_repeat_ngram_size
   order = np.argsort([len(ids) for ids in source_ids], kind="stable")
   outputs: list = [None] * len(source_ids)
   generate = seq2seq.generate
@@ -505,7 +511,7 @@ def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
     generated = generate(input_ids=tf.constant(batch),
                          attention_mask=tf.constant(mask),
                          max_new_tokens=max_new_tokens, num_beams=num_beams,
-                         do_sample=False)
+                         do_sample=False, **options)
     generated = np.asarray(generated)
     for row, i in enumerate(rows):
       outputs[i] = generated[row, 1:]  # Drops the decoder start token.
@@ -604,7 +610,8 @@ class PythonTranslator:
         self.model.seq2seq, source_ids, batch_size=self.batch_size,
         num_beams=self.task.num_beams,
         max_new_tokens=self.task.max_target_length, pad_id=vocab.pad_id,
-        jit_compile=self.task.jit_generate)
+        jit_compile=self.task.jit_generate,
+        no_repeat_ngram_size=self.task.no_repeat_ngram_size)
     return vocab.decode(strip_generated_rows(generated, vocab))
 
   def serve(self, text):
@@ -846,12 +853,15 @@ class Translation(base.Task):
         model.seq2seq, source_ids, batch_size=batch_size,
         num_beams=self.config.num_beams,
         max_new_tokens=self.config.max_target_length, pad_id=pad_id,
-        jit_compile=self.config.jit_generate)
+        jit_compile=self.config.jit_generate,
+        no_repeat_ngram_size=self.config.no_repeat_ngram_size)
     vocab = model.vocab
     return vocab.decode(strip_generated_rows(generated, vocab))
 
   def metrics(self, examples, encoded, outputs, label_vocab, state):
-    return translation_metrics(outputs, examples.labels)
+    return dict(translation_metrics(outputs, examples.labels),
+                num_beams=self.config.num_beams,
+                no_repeat_ngram_size=self.config.no_repeat_ngram_size)
 
   def describe(self, metrics):
     return (f"BLEU: {metrics['bleu']:.2f}  chrF: {metrics['chrf']:.2f}  "
