@@ -9,8 +9,8 @@ fresh process, on the training verses whose source and target both have at
 most --max_words words (shorter sequences, more updates in the time budget),
 validating on the first --validation_examples validation verses (the
 validation loss picks the kept epoch; their BLEU is computed too), then
-reports corpus BLEU and chrF (sacreBLEU) of the whole test split, greedy
-decoding, with the wall-clock time.
+reports corpus BLEU and chrF (sacreBLEU) of the whole test split, decoded as
+the recipe says (greedy, no repeated trigram), with the wall-clock time.
 
 Writes <output_dir>/results.json and prints a Markdown table row.
 """
