@@ -48,8 +48,9 @@ def main() -> None:
                       help="Keep training verses of at most this many words "
                       "on both sides.")
   parser.add_argument("--validation_examples", type=int, default=300)
-  parser.add_argument("--extra_flags", nargs="*", default=[],
-                      help="Train flags that override the recipe's.")
+  parser.add_argument("--extra_flag", action="append", default=[],
+                      help="A train flag that overrides the recipe's, e.g. "
+                      "--extra_flag=--epochs=3; repeat for several.")
   args = parser.parse_args()
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for split in ("train", "validation", "test"):
@@ -79,7 +80,7 @@ def main() -> None:
              f"--train_file={train_file}",
              f"--validation_file={validation_file}",
              f"--test_file={test_file}", f"--model_dir={model_dir}",
-             *args.extra_flags]
+             *args.extra_flag]
   print(" ".join(command), flush=True)
   start = time.time()
   subprocess.run(command, check=True, cwd=root)
