@@ -378,11 +378,13 @@ def _fit(config: RunConfig, prepared: PreparedData,
           steps_per_epoch=steps_per_epoch, label_vocab=prepared.label_vocab)
     # Inputs are valid and the model is built: from here on the run owns
     # model_dir.
-    if chief and task.owns_model:
-      task.save_run_files(config.model_dir, config, prepared, model)
-    elif chief:
-      artifacts.save_run_files(config.model_dir, config, prepared.label_vocab,
-                               prepared.tokenizer, model.backbone.config)
+    if chief:
+      if task.owns_model:
+        task.save_run_files(config.model_dir, config, prepared, model)
+      else:
+        artifacts.save_run_files(config.model_dir, config,
+                                 prepared.label_vocab, prepared.tokenizer,
+                                 model.backbone.config)
       artifacts.remove_file(config.model_dir, artifacts.FIT_RECORD_FILENAME)
     run_callbacks, nan_guard, history, best, early_stopping = _callbacks(
         config, validation_dataset is not None, total_steps=total_steps,
