@@ -87,6 +87,8 @@ for name in {recipes!r}:
   flags.FLAGS(["train", "--flagfile=" + os.path.join("flags", name)])
   config = flag_definitions.run_config_from_flags()
   found[name] = [config.task.task, config.train.early_stopping_metric]
+  if config.task.task == "translation":
+    found[name].append(config.task.source_prefix)
 print(json.dumps(found))
 """
   result = run_python(["-c", script], cwd=root)
@@ -103,6 +105,12 @@ print(json.dumps(found))
                                                             "val_pearson"]
   for name in ("squad_v1.flags", "squad_v2.flags", "film_qa_demo.flags"):
     assert found[name] == ["question_answering", "val_loss"]
+  assert found["bible_en_es_from_scratch.flags"] == [
+      "translation", "val_loss", ""]
+  assert found["opus_mt_en_es.flags"] == ["translation", "val_loss", ""]
+  # Flag files strip the prefix's trailing space; the task puts it back.
+  assert found["wmt14_en_de_t5.flags"] == [
+      "translation", "val_loss", "translate English to German:"]
   assert len(found) == len(recipes) >= 12
 
 

@@ -5,7 +5,9 @@
   task_state.json      what the task chose on validation data (a
                        multi-label threshold); {} for most tasks
   tokenizer/           the model's own tokenizer (Hugging Face format)
-  backbone/config.json the encoder architecture
+  backbone/config.json the encoder architecture (translation: the
+                       encoder-decoder's; tokenizer/ then holds its
+                       tokenizer or the run's spiece.model)
   checkpoints/best/    weights of the best validation epoch
   checkpoints/final/   the weights training ended with (best, if validated)
   logs/                TensorBoard event files
@@ -129,6 +131,10 @@ class TrainedModel:
 def load_trained(model_dir: str) -> TrainedModel:
   """Rebuilds the trained classifier from `model_dir` (no download)."""
   config = config_lib.read_config(model_dir)
+  from tf_finetune import tasks  # Local: tasks import this module's users.
+  task = tasks.get_task(config.task)
+  if task.owns_model:
+    return task.load_trained(model_dir, config)
   label_vocab = labels.read_label_vocab(model_dir)
   weights_dir = os.path.join(model_dir, FINAL_WEIGHTS_DIR)
   io_utils.recover_staged_directory(weights_dir)
@@ -141,8 +147,6 @@ def load_trained(model_dir: str) -> TrainedModel:
                                           config.data.max_seq_length)
   backbone = backbone_lib.backbone_from_config(os.path.join(model_dir,
                                                             BACKBONE_DIR))
-  from tf_finetune import tasks  # Local: tasks import this module's users.
-  task = tasks.get_task(config.task)
   model = build_classifier(backbone, task.head_size(label_vocab), config.model,
                            config.train.seed, per_token=task.per_token,
                            loss_fn=task.loss_fn(config.train))

@@ -29,6 +29,7 @@ TASK_MONITORS = {
     "multi_label": ("val_micro_f1", "val_loss", "val_macro_f1"),
     "token_classification": ("val_loss", "val_accuracy"),
     "question_answering": ("val_loss", "val_position_accuracy"),
+    "translation": ("val_loss", "val_token_accuracy"),
 }
 TASKS = tuple(TASK_MONITORS)
 # "auto" picks the task's default.
@@ -36,6 +37,8 @@ EARLY_STOPPING_METRICS = ("auto",) + tuple(dict.fromkeys(
     metric for metrics in TASK_MONITORS.values() for metric in metrics))
 REGRESSION_LOSSES = ("mse", "huber")
 TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
+# --model_config value naming the built-in small from-scratch translator.
+DEFAULT_MODEL_CONFIG = "default"
 
 CONFIG_FILENAME = "config.json"
 
@@ -64,6 +67,9 @@ class DataConfig:
     batch_size: Examples per replica per step.
     bucketing: Batch examples of similar length together (less padding).
     shuffle_buffer: Examples held by the shuffle buffer.
+    train_target_file, validation_target_file, test_target_file: translation
+      from plain line-aligned files: the target-language lines, the
+      matching `*_file` holding the source-language lines.
   """
 
   train_file: Optional[str] = None
@@ -81,8 +87,16 @@ class DataConfig:
   batch_size: int = 32
   bucketing: bool = True
   shuffle_buffer: int = 100_000
+  train_target_file: Optional[str] = None
+  validation_target_file: Optional[str] = None
+  test_target_file: Optional[str] = None
 
   def __post_init__(self):
+    for split in ("train", "validation", "test"):
+      _require(not getattr(self, f"{split}_target_file") or
+               bool(getattr(self, f"{split}_file")),
+               f"--{split}_target_file needs --{split}_file: the source-"
+               "language lines that its lines translate.")
     _require(not (self.train_file and self.tfds_name),
              "--train_file and --tfds_name are both set; give one source of "
              "training data.")
@@ -121,6 +135,9 @@ class ModelConfig:
     l2_sp: L2-SP penalty: squared distance of the same variables from their
       pretrained values (Li et al., 2018), instead of from zero.
     regularize_embeddings: Include the embedding tables in the penalties.
+    model_config: Translation from scratch: a Hugging Face config.json of an
+      encoder-decoder (e.g. a small T5) with random weights, or "default"
+      for the built-in small T5, instead of a pretrained --model.
   """
 
   model: str = ""
@@ -135,11 +152,22 @@ class ModelConfig:
   backbone_l1: float = 0.0
   l2_sp: float = 0.0
   regularize_embeddings: bool = False
+  model_config: Optional[str] = None
 
   def __post_init__(self):
-    _require(bool(self.model),
+    _require(bool(self.model or self.model_config),
              "--model is required: a hub name such as bert-base-uncased or a "
              "local model directory.")
+    _require(not (self.model and self.model_config),
+             f"--model={self.model!r} and --model_config="
+             f"{self.model_config!r} are both set; fine-tune a pretrained "
+             "--model or train --model_config from scratch, not both.")
+    _require(self.model_config is None or
+             self.model_config == DEFAULT_MODEL_CONFIG or
+             os.path.isfile(self.model_config),
+             f"--model_config={self.model_config!r} is not a file; expected "
+             "a Hugging Face config.json of an encoder-decoder or "
+             f"{DEFAULT_MODEL_CONFIG!r}.")
     _require(self.pooling in POOLINGS,
              f"--pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}.")
     _require(0.0 <= self.dropout < 1.0,
@@ -336,7 +364,8 @@ class TaskConfig:
   Attributes:
     task: classification (one label per text or pair), regression (a
       number), multi_label (any number of labels), token_classification (a
-      tag per word), question_answering (a span of a context).
+      tag per word), question_answering (a span of a context), translation
+      (a text per text, by an encoder-decoder).
     regression_loss: mse or huber.
     huber_delta: Where the Huber loss turns from quadratic to linear.
     label_delimiter: multi_label: separates the labels within the label
@@ -367,6 +396,25 @@ class TaskConfig:
     null_score_threshold: question_answering with allow_no_answer: answer
       nothing when the no-answer score exceeds the best span's by more than
       this; None: chosen on the validation data for the best F1.
+    source_column, target_column: translation: columns (JSONL fields) of
+      the source text and its translation.
+    source_language, target_language: translation from TFDS: the language
+      codes of the data set's translation feature ("en", "de").
+    source_prefix: translation: text put before every source (T5's
+      "translate English to German: ").
+    max_source_length, max_target_length: translation: tokens per source
+      and per target (end-of-sequence included); longer ones are cut.
+      max_target_length also bounds generated translations.
+    num_beams: translation: beam width of evaluation and prediction; 1 is
+      greedy decoding.
+    vocab_size: translation from scratch: pieces of the SentencePiece
+      vocabulary trained on the training sources and targets.
+    no_repeat_ngram_size: translation: evaluation and prediction never
+      repeat an n-gram of this size within a translation; 0 turns it off.
+      The export decodes without it.
+    jit_generate: translation: XLA-compile generation in evaluation and
+      prediction (faster per batch once compiled; each new batch shape
+      compiles again, so it pays off on large sets only).
   """
 
   task: str = "classification"
@@ -388,6 +436,17 @@ class TaskConfig:
   n_best_size: int = 20
   allow_no_answer: bool = False
   null_score_threshold: Optional[float] = None
+  source_column: str = "source"
+  target_column: str = "target"
+  source_language: Optional[str] = None
+  target_language: Optional[str] = None
+  source_prefix: str = ""
+  max_source_length: int = 128
+  max_target_length: int = 128
+  num_beams: int = 1
+  vocab_size: int = 8000
+  jit_generate: bool = False
+  no_repeat_ngram_size: int = 0
 
   def __post_init__(self):
     _require(self.task in TASKS,
@@ -419,6 +478,19 @@ class TaskConfig:
              "--label_delimiter and --label_columns are both set; multi-label "
              "data has either one column of delimited labels or one 0/1 "
              "column per label.")
+    for name in ("max_source_length", "max_target_length"):
+      _require(2 <= getattr(self, name) <= 8192,
+               f"--{name}={getattr(self, name)} must be between 2 and 8192.")
+    _require(self.num_beams >= 1,
+             f"--num_beams={self.num_beams} must be at least 1 (1: greedy).")
+    _require(self.no_repeat_ngram_size >= 0,
+             f"--no_repeat_ngram_size={self.no_repeat_ngram_size} must be "
+             "non-negative (0 = off).")
+    _require(self.vocab_size >= 16,
+             f"--vocab_size={self.vocab_size} must be at least 16.")
+    _require(self.source_column != self.target_column,
+             f"--source_column and --target_column are both "
+             f"{self.source_column!r}; they must be two columns.")
 
   @property
   def label_column_names(self) -> list[str]:
@@ -442,6 +514,12 @@ class RunConfig:
     _require(bool(self.data.train_file or self.data.tfds_name),
              "No training data: set --train_file (CSV, TSV or JSONL) or "
              "--tfds_name.")
+    if self.task.task == "translation":
+      _check_translation_run(self)
+    elif self.model.model_config:
+      raise ValueError(f"--model_config={self.model.model_config!r} trains "
+                       "a translator from scratch; it needs "
+                       "--task=translation.")
     monitors = TASK_MONITORS[self.task.task]
     metric = self.train.early_stopping_metric
     if metric == "auto":
@@ -471,6 +549,29 @@ class RunConfig:
         train=_from_dict(TrainConfig, values.get("train", {})),
         task=_from_dict(TaskConfig, values.get("task", {})),
     )
+
+
+# Encoder-classifier levers that have no meaning for an encoder-decoder.
+_NOT_FOR_TRANSLATION = (
+    ("train", "grad_accum_steps", 1), ("train", "layerwise_lr_decay", 1.0),
+    ("train", "freeze_layers", 0), ("train", "freeze_embeddings", False),
+    ("train", "unfreeze_schedule", "none"), ("model", "backbone_l1", 0.0),
+    ("model", "backbone_l2", 0.0), ("model", "l2_sp", 0.0),
+    ("data", "text_pair_column", None))
+
+
+def _check_translation_run(config: "RunConfig") -> None:
+  """Refuses options of classifier fine-tuning that translation ignores."""
+  for part, name, default in _NOT_FOR_TRANSLATION:
+    value = getattr(getattr(config, part), name)
+    _require(value == default,
+             f"--{name}={value!r} is not supported with --task=translation "
+             f"(leave it at {default!r}).")
+  data, task = config.data, config.task
+  _require(not data.tfds_name or bool(task.source_language and
+                                      task.target_language),
+           f"--tfds_name={data.tfds_name!r} with --task=translation needs "
+           "--source_language and --target_language (e.g. en and de).")
 
 
 def _from_dict(cls, values: dict[str, Any]):

@@ -5,7 +5,8 @@ r"""Evaluates a trained run on a labelled file.
 
 Prints the task's headline metrics (classification: accuracy and macro-F1)
 and records all metrics (for classification per-class precision, recall,
-F1 and the confusion matrix) under --split_name in eval_results.json.
+F1 and the confusion matrix; translation: BLEU and chrF of generated
+translations) under --split_name in eval_results.json.
 """
 
 from absl import app, flags
@@ -20,6 +21,15 @@ def define_flags() -> None:
                            "Directory of a finished training run.")
   flag_definitions.define_flag(flags.DEFINE_string, "test_file", None,
                            "Labelled examples (default: the run's test file).")
+  flag_definitions.define_flag(flags.DEFINE_string, "test_target_file", None,
+                           "--task=translation from plain line-aligned "
+                           "files: the translations of --test_file's lines.")
+  flag_definitions.define_flag(flags.DEFINE_integer, "num_beams", None,
+                           "--task=translation: beam width (default: the "
+                           "run's).")
+  flag_definitions.define_flag(flags.DEFINE_integer, "no_repeat_ngram_size",
+                           None, "--task=translation: never repeat an "
+                           "n-gram of this size (default: the run's).")
   flag_definitions.define_flag(flags.DEFINE_string, "split_name", "test",
                            "Name of these results in eval_results.json.")
   flag_definitions.define_flag(flags.DEFINE_integer, "batch_size", None,
@@ -34,7 +44,11 @@ def main(argv) -> None:
       raise ValueError("--model_dir is required.")
     metrics = evaluation.evaluate_model_dir(
         FLAGS.model_dir, eval_file=FLAGS.test_file,
-        split_name=FLAGS.split_name, batch_size=FLAGS.batch_size)
+        split_name=FLAGS.split_name, batch_size=FLAGS.batch_size,
+        eval_target_file=FLAGS.test_target_file,
+        task_overrides={name: FLAGS[name].value
+                        for name in ("num_beams", "no_repeat_ngram_size")
+                        if FLAGS[name].value is not None})
     print(f"{FLAGS.split_name} {metrics['description']}")
 
   flag_definitions.run_main("evaluate", argv, body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Optional, Sequence
@@ -67,7 +68,9 @@ def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
 
 def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
                        split_name: str = "test",
-                       batch_size: Optional[int] = None) -> dict:
+                       batch_size: Optional[int] = None,
+                       eval_target_file: Optional[str] = None,
+                       task_overrides: Optional[dict] = None) -> dict:
   """Evaluates a finished run on a labelled file; updates eval_results.json.
 
   Args:
@@ -75,6 +78,10 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
     eval_file: Labelled examples; defaults to the run's --test_file.
     split_name: Key of the results in eval_results.json.
     batch_size: Examples per batch; defaults to the run's.
+    eval_target_file: Translation from plain line-aligned files: the
+      target-language lines of `eval_file`.
+    task_overrides: TaskConfig fields that replace the run's for this
+      evaluation (translation: num_beams, no_repeat_ngram_size).
 
   Returns:
     The task's metrics (for classification see `classification_metrics`),
@@ -83,8 +90,18 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
   from tf_finetune import artifacts, tasks  # Loads transformers.
 
   trained = artifacts.load_trained(model_dir)
-  task = tasks.get_task(trained.config.task)
+  task_config = trained.config.task
+  if task_overrides:
+    task_config = dataclasses.replace(task_config, **task_overrides)
+  task = tasks.get_task(task_config)
   data = trained.config.data
+  if eval_target_file:
+    if not eval_file:
+      raise ValueError("--test_target_file needs --test_file: the source "
+                       "lines it translates.")
+    data = dataclasses.replace(data, test_file=eval_file,
+                               test_target_file=eval_target_file)
+    eval_file = None
   examples = task.read(data, "test", path=eval_file)
   if examples is None:
     raise ValueError(f"Nothing to evaluate: pass --test_file (the run in "

@@ -63,6 +63,11 @@ def define_data_flags() -> None:
           "Batch examples of similar length together to avoid padding.")
   define_flag(i, "shuffle_buffer", _DATA["shuffle_buffer"],
           "Shuffle buffer size in examples.")
+  for split in ("train", "validation", "test"):
+    define_flag(s, f"{split}_target_file", None,
+            f"--task=translation from plain line-aligned files: the "
+            f"target-language lines of --{split}_file (which then holds the "
+            "source-language lines, one per line).")
 
 
 def define_model_flags() -> None:
@@ -95,6 +100,12 @@ def define_model_flags() -> None:
   define_flag(flags.DEFINE_bool, "regularize_embeddings",
           _MODEL["regularize_embeddings"],
           "Apply --backbone_l1/--backbone_l2/--l2_sp to the embeddings too.")
+  define_flag(s, "model_config", None,
+          "--task=translation from scratch, instead of --model: a Hugging "
+          "Face config.json of an encoder-decoder (e.g. a small T5), or "
+          f"'{config_lib.DEFAULT_MODEL_CONFIG}' for the built-in small T5; a "
+          "SentencePiece vocabulary of --vocab_size is trained on the "
+          "training data.")
 
 
 def define_task_flags() -> None:
@@ -102,8 +113,9 @@ def define_task_flags() -> None:
   define_flag(flags.DEFINE_enum, "task", _TASK["task"],
           "What the model predicts: one label per text or pair "
           "(classification), a number (regression), any number of labels "
-          "(multi_label), a tag per word (token_classification), or the "
-          "span of a context that answers a question (question_answering).",
+          "(multi_label), a tag per word (token_classification), the span "
+          "of a context that answers a question (question_answering), or a "
+          "translation by an encoder-decoder (translation).",
           enum_values=list(config_lib.TASKS))
   define_flag(flags.DEFINE_enum, "regression_loss", _TASK["regression_loss"],
           "Loss of --task=regression.",
@@ -154,6 +166,37 @@ def define_task_flags() -> None:
           "--task=question_answering with --allow_no_answer: answer nothing "
           "when the no-answer score beats the best span's by more than this; "
           "unset: chosen on the validation data for the best F1.")
+  define_flag(s, "source_column", _TASK["source_column"],
+          "--task=translation: column (JSONL field) of the source text.")
+  define_flag(s, "target_column", _TASK["target_column"],
+          "--task=translation: column (JSONL field) of the translation.")
+  define_flag(s, "source_language", None,
+          "--task=translation with --tfds_name: source language code (en).")
+  define_flag(s, "target_language", None,
+          "--task=translation with --tfds_name: target language code (de).")
+  define_flag(s, "source_prefix", _TASK["source_prefix"],
+          "--task=translation: text put before every source, e.g. "
+          "'translate English to German: ' for T5.")
+  define_flag(i, "max_source_length", _TASK["max_source_length"],
+          "--task=translation: tokens per source (end-of-sequence included); "
+          "longer sources are cut.")
+  define_flag(i, "max_target_length", _TASK["max_target_length"],
+          "--task=translation: tokens per target in training and most tokens "
+          "generated per translation.")
+  define_flag(i, "num_beams", _TASK["num_beams"],
+          "--task=translation: beam width of evaluation and prediction "
+          "(1: greedy).")
+  define_flag(i, "vocab_size", _TASK["vocab_size"],
+          "--task=translation with --model_config: pieces of the "
+          "SentencePiece vocabulary trained on the training data.")
+  define_flag(i, "no_repeat_ngram_size", _TASK["no_repeat_ngram_size"],
+          "--task=translation: evaluation and prediction never repeat an "
+          "n-gram of this size in a translation (e.g. 3); 0 = off. The "
+          "SavedModel decodes without it.")
+  define_flag(flags.DEFINE_bool, "jit_generate", _TASK["jit_generate"],
+          "--task=translation: XLA-compile generation in evaluation and "
+          "prediction; about 30 s of compilation per batch shape on 2 CPU "
+          "cores, then 2-3x faster greedy decoding: for large sets only.")
 
 
 def define_train_flags() -> None:

@@ -104,10 +104,15 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
       min_learning_rate, max_learning_rate, num_steps)
   recorder = _LossRecorder(schedule)
   with training.precision_policy(config.train.precision), strategy.scope():
-    model = training.build_compiled_classifier(
-        config, tokenizer=prepared.tokenizer,
-        num_labels=len(prepared.label_vocab), total_steps=num_steps,
-        learning_rate=schedule, label_vocab=prepared.label_vocab)
+    if prepared.task.owns_model:
+      model = prepared.task.build_model(
+          prepared.config, prepared, total_steps=num_steps,
+          steps_per_epoch=1, learning_rate=schedule)
+    else:
+      model = training.build_compiled_classifier(
+          config, tokenizer=prepared.tokenizer,
+          num_labels=len(prepared.label_vocab), total_steps=num_steps,
+          learning_rate=schedule, label_vocab=prepared.label_vocab)
     model.fit(dataset, epochs=num_steps, steps_per_epoch=1,
               callbacks=[recorder], verbose=0)
   finite = [(rate, loss) for rate, loss in zip(recorder.rates, recorder.losses)

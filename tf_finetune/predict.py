@@ -1,4 +1,4 @@
-r"""Classifies every row of a file with a trained run or a SavedModel.
+r"""Predicts for every row of a file with a trained run or a SavedModel.
 
   python -m tf_finetune.predict --model_dir=runs/sentiment_demo \
       --input_file=reviews.csv --output_file=predictions.csv
@@ -13,7 +13,12 @@ columns or a JSONL object); regression `predicted_score`; multi-label
 question answering `answer`, `score`, `null_score` and character `start` and
 `end` (its input is a SQuAD JSON file, or JSONL/CSV/TSV with the run's
 question and context columns; a .json output is the official predictions
-file {id: answer}).
+file {id: answer}); translation a `translation` column, or, for a plain text
+file (one source per line), a plain text file with one translation per line:
+
+  python -m tf_finetune.predict --model_dir=runs/bible_en_es \
+      --input_file=verses.en --output_file=verses.es
+
 With --glue_tsv it writes the GLUE leaderboard's submission format instead:
 
   python -m tf_finetune.predict --model_dir=runs/glue_mrpc \
@@ -40,7 +45,8 @@ def define_flags() -> None:
   d(flags.DEFINE_string, "output_file", None,
     "Where predictions go: .csv, .tsv or .jsonl.")
   d(flags.DEFINE_string, "text_column", None,
-    "Column holding the text (default: the run's, else 'text').")
+    "Column holding the text (default: the run's, else 'text'; translation: "
+    "the run's --source_column, else 'source').")
   d(flags.DEFINE_string, "text_pair_column", None,
     "Column holding the second text for sentence-pair models.")
   d(flags.DEFINE_integer, "batch_size", 64, "Texts per batch.")
@@ -52,7 +58,6 @@ def define_flags() -> None:
 
 def main(argv) -> None:
   from tf_finetune import prediction
-  from tf_finetune.data import readers
 
   def body():
     if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
@@ -60,12 +65,14 @@ def main(argv) -> None:
     for name in ("input_file", "output_file"):
       if not FLAGS[name].value:
         raise ValueError(f"--{name} is required.")
-    readers.file_format(FLAGS.output_file, "--output_file")
     text_column, pair_column = FLAGS.text_column, FLAGS.text_pair_column
     from tf_finetune import config as config_lib, tasks
     if FLAGS.model_dir:
       run_config = config_lib.read_config(FLAGS.model_dir)
-      text_column = text_column or run_config.data.text_column
+      text_column = text_column or (
+          run_config.task.source_column
+          if run_config.task.task == "translation"
+          else run_config.data.text_column)
       pair_column = pair_column or run_config.data.text_pair_column
       predictor = prediction.Predictor.from_model_dir(FLAGS.model_dir)
       task = tasks.get_task(run_config.task)
@@ -73,7 +80,7 @@ def main(argv) -> None:
       predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
       task = tasks.get_task(config_lib.TaskConfig(task=predictor.task_name))
     examples = task.read_prediction_input(
-        FLAGS.input_file, text_column=text_column or "text",
+        FLAGS.input_file, text_column=text_column,
         text_pair_column=pair_column)
     rows = predictor.predict_rows(examples.texts, examples.text_pairs,
                                   batch_size=FLAGS.batch_size)

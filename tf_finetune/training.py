@@ -271,6 +271,8 @@ def prepare_data(config: RunConfig) -> PreparedData:
   task = tasks.get_task(config.task)
   data = task.resolve_data(config.data)
   config = dataclasses.replace(config, data=data)
+  if task.owns_model:
+    return PreparedData(**task.prepare(config), config=config, task=task)
   examples = {split: task.read(data, split)
               for split in ("train", "validation", "test")}
   examples = {split: found for split, found in examples.items()
@@ -364,21 +366,31 @@ def _fit(config: RunConfig, prepared: PreparedData,
   train_config = config.train
   chief = distribution_lib.is_chief(strategy)
   output_dir = distribution_lib.output_dir(config.model_dir, strategy)
+  task = prepared.task
   with precision_policy(train_config.precision), strategy.scope():
-    model = build_compiled_classifier(
-        config, tokenizer=prepared.tokenizer,
-        num_labels=len(prepared.label_vocab), total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch, label_vocab=prepared.label_vocab)
+    if task.owns_model:
+      model = task.build_model(config, prepared, total_steps=total_steps,
+                               steps_per_epoch=steps_per_epoch)
+    else:
+      model = build_compiled_classifier(
+          config, tokenizer=prepared.tokenizer,
+          num_labels=len(prepared.label_vocab), total_steps=total_steps,
+          steps_per_epoch=steps_per_epoch, label_vocab=prepared.label_vocab)
     # Inputs are valid and the model is built: from here on the run owns
     # model_dir.
     if chief:
-      artifacts.save_run_files(config.model_dir, config, prepared.label_vocab,
-                               prepared.tokenizer, model.backbone.config)
+      if task.owns_model:
+        task.save_run_files(config.model_dir, config, prepared, model)
+      else:
+        artifacts.save_run_files(config.model_dir, config,
+                                 prepared.label_vocab, prepared.tokenizer,
+                                 model.backbone.config)
       artifacts.remove_file(config.model_dir, artifacts.FIT_RECORD_FILENAME)
     run_callbacks, nan_guard, history, best, early_stopping = _callbacks(
         config, validation_dataset is not None, total_steps=total_steps,
         global_batch_size=global_batch, output_dir=output_dir)
-    run_callbacks += _fine_tuning_callbacks(model, train_config)
+    if not task.owns_model:
+      run_callbacks += _fine_tuning_callbacks(model, train_config)
     start = time.time()
     model.fit(train_dataset, validation_data=validation_dataset,
               epochs=train_config.epochs, callbacks=run_callbacks, verbose=2)
@@ -569,6 +581,9 @@ def export_trained(trained: artifacts.TrainedModel, *, export_base: str,
                    sample_texts=(), sample_pairs=None) -> str:
   """Exports a loaded run with its task's serving signature."""
   task = tasks.get_task(trained.config.task)
+  if task.owns_model:
+    return task.export(trained, export_base=export_base,
+                       sample_texts=sample_texts)
   text_pair = trained.config.data.text_pair_column is not None
   server = task.server(trained.model, trained.encoder, trained.label_vocab,
                        text_pair=text_pair, state=trained.task_state)

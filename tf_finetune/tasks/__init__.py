@@ -20,6 +20,7 @@ _REGISTRY = {
         "tf_finetune.tasks.token_classification:TokenClassification",
     "question_answering":
         "tf_finetune.tasks.question_answering:QuestionAnswering",
+    "translation": "tf_finetune.tasks.translation:Translation",
 }
 
 

@@ -121,6 +121,11 @@ class Task:
   checked_output = "probabilities"
   # The names of serving_default's inputs: the text and the pair.
   input_names = ("text", "text_pair")
+  # The task brings its own model, tokenizer and export instead of a head on
+  # a pretrained encoder (translation's encoder-decoder); it then implements
+  # the hooks under "A task's own model" below, and the shared training,
+  # evaluation and prediction code calls them.
+  owns_model = False
 
   def __init__(self, config: TaskConfig):
     self.config = config
@@ -178,6 +183,30 @@ class Task:
     """One line of the metrics for the log and the binaries' output."""
     raise NotImplementedError
 
+  # A task's own model (owns_model = True).
+  def prepare(self, config) -> dict:
+    """Reads and encodes the splits: a dict of `training.PreparedData`'s
+    fields (label_vocab, tokenizer, encoder, examples, encoded)."""
+    raise NotImplementedError
+
+  def build_model(self, config, prepared, *, total_steps: int,
+                  steps_per_epoch: int, learning_rate=None):
+    """The compiled Keras model, built inside the strategy scope."""
+    raise NotImplementedError
+
+  def save_run_files(self, model_dir: str, config, prepared, model) -> None:
+    """What evaluation, prediction and export need besides weights."""
+    raise NotImplementedError
+
+  def load_trained(self, model_dir: str, config):
+    """The finished run (fields of `artifacts.TrainedModel`)."""
+    raise NotImplementedError
+
+  def export(self, trained, *, export_base: str,
+             sample_texts: Sequence[str] = ()) -> str:
+    """Exports a SavedModel version; returns its directory."""
+    raise NotImplementedError
+
   # Serving and prediction files.
   def server(self, model, encoder: TextEncoder, label_vocab: Sequence[str],
              *, text_pair: bool, state: dict) -> tf.Module:
@@ -190,11 +219,11 @@ class Task:
     outputs, added to each input row of a prediction file."""
     raise NotImplementedError
 
-  def read_prediction_input(self, path: str, *, text_column: str,
+  def read_prediction_input(self, path: str, *, text_column: Optional[str],
                             text_pair_column: Optional[str]
                             ) -> readers.Examples:
-    """The texts of `predict --input_file`."""
-    return readers.read_file(path, text_column=text_column,
+    """The texts of `predict --input_file` (`text_column` None: "text")."""
+    return readers.read_file(path, text_column=text_column or "text",
                              text_pair_column=text_pair_column,
                              label_column=None, flag="--input_file")
 
