@@ -35,6 +35,9 @@ bench: assets
 	$(PY) benchmarks/finetune_throughput.py
 	$(PY) benchmarks/serving_latency.py --model_dir=runs/sentiment_demo
 	$(PY) benchmarks/sentiment_pairs.py
+	$(PY) benchmarks/question_answering.py
+	$(MAKE) bible
+	$(PY) benchmarks/translation_bible.py
 
 # The English-Spanish Bible corpus (assets/bible/en-es/*.tsv) from Debian's
 # public-domain SWORD modules: a prerequisite of the translation benchmark,

@@ -1,6 +1,6 @@
 r"""English -> Spanish from scratch, offline, on two CPU cores: Bible verses.
 
-  .venv/bin/python scripts/prepare_bible_parallel.py   # writes the TSVs
+  make bible                                            # writes the TSVs
   .venv/bin/python benchmarks/translation_bible.py
 
 Trains flags/bible_en_es_from_scratch.flags (a small T5 and a SentencePiece
@@ -56,7 +56,7 @@ def main() -> None:
   for split in ("train", "validation", "test"):
     path = os.path.join(args.data_dir, f"{split}.tsv")
     if not os.path.isfile(path):
-      sys.exit(f"{path} is missing; run scripts/prepare_bible_parallel.py.")
+      sys.exit(f"{path} is missing; run `make bible`.")
   os.makedirs(args.output_dir, exist_ok=True)
 
   columns, train_rows = _read_tsv(os.path.join(args.data_dir, "train.tsv"))
