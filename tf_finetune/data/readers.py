@@ -119,7 +119,10 @@ def _parse_delimited(path, content, delimiter):
   return rows, lines, header
 
 
-def _column(rows, lines, columns, name, path, flag, *, as_text):
+def column_values(rows, lines, columns, name, path, flag, *, as_text):
+  """The values of column `name` of rows read by `read_records`, checked:
+  text (`as_text`) or a single label, as a string; errors name the flag,
+  file and line."""
   if name not in columns:
     raise ValueError(f"{flag}={name!r} is not a column of {path}; columns are: "
                      f"{', '.join(map(str, columns))}.")
@@ -179,17 +182,17 @@ def read_file(path: str, *, text_column: str, text_pair_column: Optional[str],
   rows, lines, columns = read_records(path, flag)
   if not rows:
     raise ValueError(f"{flag}={path!r} has a header but no examples.")
-  texts = _column(rows, lines, columns, text_column, path, "--text_column",
-                  as_text=True)
+  texts = column_values(rows, lines, columns, text_column, path,
+                        "--text_column", as_text=True)
   _warn_on_empty_texts(texts, lines, path, text_column)
   pairs = None
   if text_pair_column:
-    pairs = _column(rows, lines, columns, text_pair_column, path,
-                    "--text_pair_column", as_text=True)
+    pairs = column_values(rows, lines, columns, text_pair_column, path,
+                          "--text_pair_column", as_text=True)
   labels = None
   if label_column:
-    labels = _column(rows, lines, columns, label_column, path,
-                     "--label_column", as_text=False)
+    labels = column_values(rows, lines, columns, label_column, path,
+                           "--label_column", as_text=False)
   return Examples(path, texts, pairs, labels, lines, rows)
 
 

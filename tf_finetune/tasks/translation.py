@@ -137,19 +137,12 @@ def read_parallel_records(path: str, *, flag: str, source_column: str,
                             (target_column, "--target_column")):
     if name is None:
       continue
-    if name not in columns:
-      raise ValueError(f"{column_flag}={name!r} is not a column of {path}; "
-                       f"columns are: {', '.join(map(str, columns))}.")
-    values = []
-    for row, line in zip(rows, lines):
-      value = row.get(name)
-      if not isinstance(value, str):
-        raise ValueError(f"{path}:{line}: the {column_flag}={name!r} value "
-                         f"{value!r} is not a string.")
+    values = readers.column_values(rows, lines, columns, name, path,
+                                   column_flag, as_text=True)
+    for value, line in zip(values, lines):
       if not value.strip():
         raise ValueError(f"{path}:{line}: the {column_flag}={name!r} value "
                          "is empty; every example needs a sentence there.")
-      values.append(value)
     found[name] = values
   return readers.Examples(path, found[source_column], None,
                           found.get(target_column), lines, rows)
