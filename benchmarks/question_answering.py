@@ -155,8 +155,9 @@ def main() -> None:
   parser.add_argument("--unanswerable", type=float, default=0.2,
                       help="Fraction of unanswerable questions.")
   parser.add_argument("--seed", type=int, default=13)
-  parser.add_argument("--extra_flags", nargs="*", default=[],
-                      help="Train flags that override the recipe's.")
+  parser.add_argument("--extra_flag", action="append", default=[],
+                      help="A train flag that overrides the recipe's, e.g. "
+                      "--extra_flag=--epochs=3; repeat for several.")
   args = parser.parse_args()
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   data_dir = os.path.join(args.assets, "film_qa")
@@ -168,7 +169,7 @@ def main() -> None:
              f"--train_file={paths['train']}",
              f"--validation_file={paths['validation']}",
              f"--test_file={paths['test']}", f"--model_dir={model_dir}",
-             *args.extra_flags]
+             *args.extra_flag]
   start = time.time()
   subprocess.run(command, check=True)
   seconds = time.time() - start

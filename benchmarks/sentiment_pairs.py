@@ -45,8 +45,9 @@ def main() -> None:
                       default="regression")
   parser.add_argument("--assets", default="assets")
   parser.add_argument("--output_dir", default="runs/bench_sentiment_pairs")
-  parser.add_argument("--extra_flags", nargs="*", default=[],
-                      help="Train flags that override the recipe's.")
+  parser.add_argument("--extra_flag", action="append", default=[],
+                      help="A train flag that overrides the recipe's, e.g. "
+                      "--extra_flag=--epochs=3; repeat for several.")
   args = parser.parse_args()
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   subprocess.run([sys.executable, os.path.join(root, "scripts",
@@ -57,7 +58,7 @@ def main() -> None:
   flagfile = os.path.join(root, "flags", RECIPES[args.recipe])
   command = [sys.executable, "-m", "tf_finetune.train",
              f"--flagfile={flagfile}", f"--model_dir={model_dir}",
-             *args.extra_flags]
+             *args.extra_flag]
   start = time.time()
   subprocess.run(command, check=True)
   seconds = time.time() - start

@@ -25,6 +25,17 @@ def test_falling_validation_loss_is_not_overfitting():
   assert found["message"].startswith("No sign of overfitting")
 
 
+def test_tasks_without_accuracy_get_a_message_without_it():
+  history = {"loss": [5.2, 5.0], "val_loss": [5.1, 5.0],
+             "token_accuracy": [0.2, 0.3], "val_token_accuracy": [0.2, 0.3]}
+  found = reporting.diagnose_overfitting(history, monitor="val_loss",
+                                         best_epoch=2)
+  assert "accuracy_gap" not in found
+  assert found["message"] == (
+      "No sign of overfitting: validation loss 5.0000 at the last epoch "
+      "against its lowest 5.0000 (epoch 2).")
+
+
 def test_without_validation_overfitting_is_unknown():
   found = reporting.diagnose_overfitting({"loss": [0.5]}, monitor="val_loss",
                                          best_epoch=None)

@@ -58,8 +58,12 @@ def diagnose_overfitting(history: dict[str, list[float]], *,
     result["message"] = (
         f"No sign of overfitting: validation loss {val_loss[-1]:.4f} at the "
         f"last epoch against its lowest {val_loss[lowest]:.4f} (epoch "
-        f"{lowest + 1}); training minus validation accuracy at epoch "
-        f"{kept + 1}: {result.get('accuracy_gap', float('nan')):+.4f}.")
+        f"{lowest + 1})")
+    if "accuracy_gap" in result:
+      result["message"] += (
+          f"; training minus validation accuracy at epoch {kept + 1}: "
+          f"{result['accuracy_gap']:+.4f}")
+    result["message"] += "."
   return result
 
 
@@ -68,11 +72,13 @@ def plot_curves(history: dict[str, list[float]], path: str, *,
   """Writes a PNG of training and validation curves; returns its path.
 
   One panel per metric that has both a training and a validation curve
-  (loss, accuracy, macro-F1, and the other tasks' Pearson and micro-F1),
+  (loss, accuracy, macro-F1, and the other tasks' Pearson, micro-F1, token
+  and answer-position accuracy),
   epochs on the x axis, the kept epoch marked.
   """
   names = [name for name in ("loss", "accuracy", "macro_f1", "pearson",
-                             "micro_f1")
+                             "micro_f1", "token_accuracy",
+                             "position_accuracy")
            if name in history and f"val_{name}" in history]
   if not names:
     names = [name for name in ("loss",) if name in history]
