@@ -273,13 +273,8 @@ def prepare_data(config: RunConfig) -> PreparedData:
   config = dataclasses.replace(config, data=data)
   if task.owns_model:
     return PreparedData(**task.prepare(config), config=config, task=task)
-  examples = {split: task.read(data, split)
-              for split in ("train", "validation", "test")}
-  examples = {split: found for split, found in examples.items()
-              if found is not None}
+  examples = task.read_splits(data)
   train_examples = examples["train"]
-  if train_examples.labels is None:
-    raise ValueError(f"{train_examples.source} has no labels.")
   label_vocab = task.label_vocab(train_examples)
   for split in ("validation", "test"):
     if split in examples:

@@ -139,6 +139,20 @@ class Task:
            with_labels: bool = True) -> Optional[readers.Examples]:
     raise NotImplementedError
 
+  def read_splits(self, data: DataConfig) -> dict[str, readers.Examples]:
+    """The train, validation and test splits the data config names.
+
+    Raises:
+      ValueError: when the training split has no labels.
+    """
+    examples = {split: self.read(data, split)
+                for split in ("train", "validation", "test")}
+    examples = {split: found for split, found in examples.items()
+                if found is not None}
+    if examples["train"].labels is None:
+      raise ValueError(f"{examples['train'].source} has no labels.")
+    return examples
+
   def label_vocab(self, examples: readers.Examples) -> list[str]:
     """The names of the head's outputs, from the training examples."""
     raise NotImplementedError

@@ -711,13 +711,8 @@ class Translation(base.Task):
   # The model.
   def prepare(self, config: config_lib.RunConfig) -> dict:
     """Reads and encodes the splits; loads or trains the vocabulary."""
-    examples = {split: self.read(config.data, split)
-                for split in ("train", "validation", "test")}
-    examples = {split: found for split, found in examples.items()
-                if found is not None}
+    examples = self.read_splits(config.data)
     train_examples = examples["train"]
-    if train_examples.labels is None:
-      raise ValueError(f"{train_examples.source} has no translations.")
     model = config.model
     if model.model_config:
       logging.info("Training a SentencePiece vocabulary of at most %d pieces "
