@@ -335,7 +335,7 @@ def run_ours(job: dict) -> dict:
   from tf_finetune.config import DataConfig, ModelConfig, RunConfig, TrainConfig
   from tf_finetune.data import labels, pipeline, readers
   from tf_finetune.models import backbone as backbone_lib
-  from tf_finetune.tokenization import TextEncoder, check_matches_tokenizer
+  from tf_finetune.text.tokenization import TextEncoder, check_matches_tokenizer
   start = time.perf_counter()
 
   train_options = {} if args["precision"] is None else {

@@ -18,7 +18,7 @@ import tf_finetune  # noqa: F401  Sets TF_USE_LEGACY_KERAS before TensorFlow.
 
 from tf_finetune.data import pipeline, readers
 from tf_finetune.models import backbone
-from tf_finetune.tokenization import TextEncoder
+from tf_finetune.text.tokenization import TextEncoder
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import tensorflow as tf
 from conftest import make_sentiment_rows
 from tf_finetune.data import pipeline, readers
 from tf_finetune.models import backbone
-from tf_finetune.tokenization import TextEncoder
+from tf_finetune.text.tokenization import TextEncoder
 
 
 @pytest.fixture(scope="module")

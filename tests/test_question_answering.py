@@ -14,7 +14,7 @@ from conftest import (NEGATIVE_WORDS, NEUTRAL_WORDS, POSITIVE_WORDS,
 from tf_finetune import (config as config_lib, evaluate, lr_find, predict,
                          serving)
 from tf_finetune.tasks import question_answering as qa
-from tf_finetune.tokenization import TextEncoder
+from tf_finetune.text.tokenization import TextEncoder
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "squad.json")
 

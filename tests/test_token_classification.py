@@ -56,7 +56,7 @@ def test_alignment_puts_each_tag_on_the_first_sub_word():
 
 def test_alignment_with_the_model_tokenizer(tiny_bert_dir):
   from tf_finetune.models import backbone
-  from tf_finetune.tokenization import TextEncoder
+  from tf_finetune.text.tokenization import TextEncoder
   tokenizer = backbone.load_tokenizer(tiny_bert_dir)
   encoder = TextEncoder.from_hf_tokenizer(tokenizer, 32)
   task = _task()

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from conftest import NEUTRAL_WORDS, POSITIVE_WORDS
 from tf_finetune.models import backbone
-from tf_finetune.tokenization import (TRICKY_TEXTS, TextEncoder,
+from tf_finetune.text.tokenization import (TRICKY_TEXTS, TextEncoder,
                                       check_matches_tokenizer)
 
 

@@ -23,13 +23,13 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  from tf_finetune import artifacts, training
+  from tf_finetune import tasks
 
   def body():
     if not FLAGS.model_dir:
       raise ValueError("--model_dir is required.")
-    trained = artifacts.load_trained(FLAGS.model_dir)
-    path = training.export_trained(
+    trained = tasks.load_trained(FLAGS.model_dir)
+    path = trained.task.export(
         trained,
         export_base=FLAGS.export_dir or trained.config.resolved_export_dir)
     print(f"SavedModel: {path}")

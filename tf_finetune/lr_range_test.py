@@ -10,6 +10,7 @@ the rate of steepest descent as well.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +21,6 @@ from absl import logging
 
 from tf_finetune import io_utils, optimization, reporting, training
 from tf_finetune.config import RunConfig
-from tf_finetune.data import pipeline
 
 PLOT_FILENAME = "lr_find.png"
 RESULTS_FILENAME = "lr_find.json"
@@ -90,29 +90,19 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
     raise ValueError(f"--lr_find_steps={num_steps} must be at least 3.")
   io_utils.check_writable(config.model_dir, "--model_dir")
   tf_keras.utils.set_random_seed(config.train.seed)
-  prepared = training.prepare_data(config)
+  prepared = training.prepare(config)
   config = prepared.config
   strategy = training.get_strategy(config.train.distribution)
-  global_batch = (config.data.batch_size * config.train.grad_accum_steps *
-                  strategy.num_replicas_in_sync)
-  dataset = pipeline.training_dataset(
-      prepared.encoded["train"], batch_size=global_batch,
-      bucketing=config.data.bucketing, seed=config.train.seed,
-      pad_id=prepared.encoder.pad_id,
-      shuffle_buffer=config.data.shuffle_buffer).repeat()
+  plan = dataclasses.replace(
+      training.plan_batches(config, len(prepared.encoded["train"]), strategy),
+      steps_per_epoch=1, total_steps=num_steps)
+  dataset = training.training_dataset(config, prepared, plan).repeat()
   schedule = optimization.ExponentialRangeSchedule(
       min_learning_rate, max_learning_rate, num_steps)
   recorder = _LossRecorder(schedule)
   with training.precision_policy(config.train.precision), strategy.scope():
-    if prepared.task.owns_model:
-      model = prepared.task.build_model(
-          prepared.config, prepared, total_steps=num_steps,
-          steps_per_epoch=1, learning_rate=schedule)
-    else:
-      model = training.build_compiled_classifier(
-          config, tokenizer=prepared.tokenizer,
-          num_labels=len(prepared.label_vocab), total_steps=num_steps,
-          learning_rate=schedule, label_vocab=prepared.label_vocab)
+    model = training.build_model(config, prepared, plan,
+                                 learning_rate=schedule)
     model.fit(dataset, epochs=num_steps, steps_per_epoch=1,
               callbacks=[recorder], verbose=0)
   finite = [(rate, loss) for rate, loss in zip(recorder.rates, recorder.losses)

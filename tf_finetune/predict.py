@@ -66,7 +66,7 @@ def main(argv) -> None:
       if not FLAGS[name].value:
         raise ValueError(f"--{name} is required.")
     text_column, pair_column = FLAGS.text_column, FLAGS.text_pair_column
-    from tf_finetune import config as config_lib, tasks
+    from tf_finetune import config as config_lib
     if FLAGS.model_dir:
       run_config = config_lib.read_config(FLAGS.model_dir)
       text_column = text_column or (
@@ -75,10 +75,9 @@ def main(argv) -> None:
           else run_config.data.text_column)
       pair_column = pair_column or run_config.data.text_pair_column
       predictor = prediction.Predictor.from_model_dir(FLAGS.model_dir)
-      task = tasks.get_task(run_config.task)
     else:
       predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
-      task = tasks.get_task(config_lib.TaskConfig(task=predictor.task_name))
+    task = predictor.task
     examples = task.read_prediction_input(
         FLAGS.input_file, text_column=text_column,
         text_pair_column=pair_column)

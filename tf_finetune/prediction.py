@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  Registers the tokenizer ops.
 from absl import logging
 
-from tf_finetune import io_utils, serving
+from tf_finetune import config as config_lib
+from tf_finetune import io_utils, serving, tasks
 from tf_finetune.data import readers
-
-
-# CSV/TSV columns of a prediction's dict-valued field: "probabilities" ->
-# probability_<label>.
-_CSV_PREFIXES = {"probabilities": "probability_"}
+from tf_finetune.tasks.base import Task, TaskState
 
 
 class Predictor:
@@ -28,34 +23,26 @@ class Predictor:
   the export wraps them) or from an exported SavedModel directory.
   """
 
-  def __init__(self, serve, label_vocab: Sequence[str], text_pair: bool,
-               source: str, task_name: str = "classification"):
-    from tf_finetune import config as config_lib, tasks
+  def __init__(self, serve, task: Task, source: str):
+    """Args: serve: string tensors [batch] -> outputs; task: its run bound;
+    source: where the model came from, for errors."""
     self._serve = serve
-    self.label_vocab = list(label_vocab)
-    self.text_pair = text_pair
+    self.task = task
+    self.label_vocab = list(task.state.label_vocab)
+    self.text_pair = task.state.text_pair
     self.source = source
-    self.task_name = task_name
+    self.task_name = task.name
     # serving_default's inputs: text and text_pair, or question and context.
-    self.input_names = tasks.get_task(
-        config_lib.TaskConfig(task=task_name)).input_names
+    self.input_names = task.input_names
 
   @classmethod
   def from_model_dir(cls, model_dir: str) -> "Predictor":
-    from tf_finetune import artifacts, tasks  # transformers only when needed.
-    trained = artifacts.load_trained(model_dir)
-    task = tasks.get_task(trained.config.task)
-    text_pair = trained.config.data.text_pair_column is not None
-    server = task.server(trained.model, trained.encoder, trained.label_vocab,
-                         text_pair=text_pair, state=trained.task_state)
-    signature = server.signatures()[serving.DEFAULT_SIGNATURE]
-    return cls(signature, trained.label_vocab, text_pair, model_dir,
-               task.name)
+    trained = tasks.load_trained(model_dir)
+    return cls(trained.task.python_serving(trained), trained.task, model_dir)
 
   @classmethod
   def from_saved_model(cls, path: str) -> "Predictor":
     """Loads a version directory, or the latest version under a base dir."""
-    import tensorflow_text  # noqa: F401  Registers the tokenizer ops.
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
       latest = serving.latest_version_dir(path)
       if latest is None:
@@ -68,8 +55,11 @@ class Predictor:
                    for label in loaded.get_label_vocab().numpy()]
     task_name = (loaded.get_task().numpy().decode("utf-8")
                  if hasattr(loaded, "get_task") else "classification")
-    text_pair = len(signature.structured_input_signature[1]) == 2
-    return cls(signature, label_vocab, text_pair, path, task_name)
+    task = tasks.get_task(config_lib.TaskConfig(task=task_name))
+    task.bind(TaskState(
+        label_vocab=tuple(label_vocab),
+        text_pair=len(signature.structured_input_signature[1]) == 2))
+    return cls(signature, task, path)
 
   def _batches(self, texts, text_pairs, batch_size):
     """Yields (rows, numpy outputs) for batches of similar length."""
@@ -106,71 +96,11 @@ class Predictor:
                    text_pairs: Optional[Sequence[str]] = None, *,
                    batch_size: int = 64) -> list[dict]:
     """The task's prediction columns for each text, in input order."""
-    from tf_finetune import config as config_lib, tasks
-    task = tasks.get_task(config_lib.TaskConfig(task=self.task_name))
     found: list[dict] = [{} for _ in texts]
     for rows, outputs in self._batches(texts, text_pairs, batch_size):
-      for row, columns in zip(rows, task.prediction_rows(outputs,
-                                                         self.label_vocab)):
+      for row, columns in zip(rows, self.task.prediction_rows(outputs)):
         found[row] = columns
     return found
-
-
-def write_predictions(path: str, examples: readers.Examples,
-                      probabilities: np.ndarray,
-                      label_vocab: Sequence[str]) -> None:
-  """Writes classification predictions (see `write_prediction_rows`)."""
-  predictions = [
-      {"predicted_label": label_vocab[int(np.argmax(probs))],
-       "probabilities": {name: round(float(p), 6)
-                         for name, p in zip(label_vocab, probs)}}
-      for probs in probabilities]
-  write_prediction_rows(path, examples, predictions)
-
-
-def _flat_columns(prediction: dict) -> dict:
-  """One CSV cell per value: dicts spread over columns, lists as JSON."""
-  flat = {}
-  for name, value in prediction.items():
-    if isinstance(value, dict):
-      prefix = _CSV_PREFIXES.get(name, f"{name}_")
-      for key, item in value.items():
-        flat[f"{prefix}{key}"] = (f"{item:.6f}" if isinstance(item, float)
-                                  else item)
-    elif isinstance(value, (list, tuple)):
-      flat[name] = json.dumps(value, ensure_ascii=False)
-    else:
-      flat[name] = value
-  return flat
-
-
-def write_prediction_rows(path: str, examples: readers.Examples,
-                          predictions: Sequence[dict]) -> None:
-  """Writes each input row followed by its prediction's columns.
-
-  JSONL records get the prediction's fields as they are (objects, lists);
-  CSV/TSV get one column per value (`probability_<label>` for
-  classification, lists as JSON text). The file is replaced atomically.
-  """
-  fmt = readers.file_format(path, "--output_file")
-  out = io.StringIO()
-  if fmt == "jsonl":
-    for row, prediction in zip(examples.rows, predictions):
-      out.write(json.dumps(dict(row, **prediction), ensure_ascii=False) +
-                "\n")
-  else:
-    flat = [_flat_columns(prediction) for prediction in predictions]
-    input_columns = list(examples.rows[0])
-    columns = input_columns + [name for name in flat[0]
-                               if name not in input_columns]
-    writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",",
-                        lineterminator="\n")
-    writer.writerow(columns)
-    for row, prediction in zip(examples.rows, flat):
-      values = dict(row, **prediction)
-      writer.writerow([_cell(values.get(c, "")) for c in columns])
-  io_utils.write_text_atomically(path, out.getvalue())
-  logging.info("Wrote %d predictions to %s.", len(predictions), path)
 
 
 # TFDS label names of the GLUE tasks whose submissions hold 0/1 (CoLA, SST-2,
@@ -213,9 +143,3 @@ def write_glue_tsv(path: str, examples: readers.Examples,
     lines.append(f"{index}\t{glue_prediction(prediction, label_vocab)}")
   io_utils.write_text_atomically(path, "\n".join(lines) + "\n")
   logging.info("Wrote %d GLUE predictions to %s.", len(predictions), path)
-
-
-def _cell(value) -> str:
-  if isinstance(value, (list, tuple, dict)):
-    return json.dumps(value, ensure_ascii=False)
-  return value

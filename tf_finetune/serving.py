@@ -8,12 +8,11 @@ Versions are integers (1, 2, ...) as TF Serving expects; an existing version
 is never overwritten and a version directory appears only once complete (it
 is written to a hidden sibling directory, verified, then renamed).
 
-Signatures (classification; each task's module documents its own outputs):
+Signatures (each task's server documents its own outputs):
   serving_default: text (string [batch]) [, text_pair (string [batch])]
-      -> probabilities (float32 [batch, num_labels]), label (string [batch]),
-         label_id (int32 [batch]).
-  serve_token_ids: input_ids, attention_mask, token_type_ids
-      (int32 [batch, seq_len]) -> the same outputs.
+      -> the task's outputs.
+  serve_token_ids (encoder tasks): input_ids, attention_mask,
+      token_type_ids (int32 [batch, seq_len]) -> the same outputs.
 Every export also has two functions that are not signatures, for Python
 clients such as `predict`: `get_label_vocab()` and `get_task()`.
 Tokenization runs in the graph with tensorflow-text ops, so a loading process
@@ -27,6 +26,7 @@ the first live request does not pay for graph initialization.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 from typing import Optional, Sequence
@@ -37,7 +37,7 @@ from absl import logging
 
 from tf_finetune import io_utils
 from tf_finetune.models.classifier import INPUT_NAMES
-from tf_finetune.tokenization import TRICKY_TEXTS, TextEncoder, check_matches_tokenizer
+from tf_finetune.text.tokenization import TextEncoder
 
 DEFAULT_SIGNATURE = "serving_default"
 TOKEN_IDS_SIGNATURE = "serve_token_ids"
@@ -46,65 +46,80 @@ WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH_SIZES = (1, 8, 64)
 
 
-def text_signatures(server: tf.Module, *, text_pair: bool) -> dict:
-  """serving_default on raw text and serve_token_ids on packed ids.
+class Server(tf.Module, metaclass=abc.ABCMeta):
+  """The `tf.Module` plumbing every export shares.
 
-  Args:
-    server: Has `serve(text[, text_pair])` and `serve_ids(input_ids,
-      attention_mask, token_type_ids)`, both returning the same outputs.
-    text_pair: Whether serving_default takes a second text.
+  A task's server implements `serve(*texts)` on string tensors [batch] named
+  `input_names` and returns a dict of output tensors. Every export also has
+  two functions that are not signatures, for Python clients such as
+  `predict`: `get_label_vocab()` and `get_task()`.
   """
-  text = tf.TensorSpec([None], tf.string, name="text")
-  if text_pair:
-    pair = tf.TensorSpec([None], tf.string, name="text_pair")
-    serve_text = tf.function(
-        lambda text, text_pair: server.serve(text, text_pair),
-        input_signature=[text, pair])
-  else:
-    serve_text = tf.function(lambda text: server.serve(text),
-                             input_signature=[text])
-  ids = [tf.TensorSpec([None, None], tf.int32, name=name)
-         for name in INPUT_NAMES]
-  serve_ids = tf.function(server.serve_ids, input_signature=ids)
-  return {DEFAULT_SIGNATURE: serve_text.get_concrete_function(),
-          TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
 
-
-class ClassifierServer(tf.Module):
-  """Wraps a trained classifier and its tokenizer for serving."""
-
-  def __init__(self, model, encoder: TextEncoder, label_vocab: Sequence[str],
-               *, text_pair: bool):
-    super().__init__(name="classifier_server")
-    self.model = model
-    self.encoder = encoder
-    self.text_pair = text_pair
-    self.label_vocab = tf.constant(list(label_vocab), tf.string)
-    # Not signatures: let a Python client (our `predict`) read the labels in
-    # id order, e.g. to name probability columns, and the task.
+  def __init__(self, *, task_name: str, label_vocab: Sequence[str] = (),
+               input_names: Sequence[str] = ("text",)):
+    super().__init__(name=f"{task_name}_server")
+    self.input_names = tuple(input_names)
+    self.label_vocab = tf.constant(list(label_vocab), tf.string, shape=[
+        len(label_vocab)])
+    task = tf.constant(task_name)
     self.get_label_vocab = tf.function(lambda: self.label_vocab,
                                        input_signature=[])
-    self.get_task = tf.function(lambda: tf.constant("classification"),
-                                input_signature=[])
+    self.get_task = tf.function(lambda: task, input_signature=[])
 
-  def classify_ids(self, input_ids, attention_mask, token_type_ids):
+  @abc.abstractmethod
+  def serve(self, *texts: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Outputs for string tensors [batch], one per input name."""
+
+  def signatures(self) -> dict:
+    """serving_default on raw text, named by `input_names`."""
+    specs = [tf.TensorSpec([None], tf.string, name=name)
+             for name in self.input_names]
+    if len(specs) == 1:
+      serve_text = tf.function(lambda text: self.serve(text),
+                               input_signature=specs)
+    else:
+      serve_text = tf.function(lambda text, text_pair: self.serve(
+          text, text_pair), input_signature=specs)
+    return {DEFAULT_SIGNATURE: serve_text.get_concrete_function()}
+
+
+class EncoderServer(Server):
+  """A pretrained encoder with a head: raw text and packed token ids in.
+
+  Adds `serve_token_ids` (input_ids, attention_mask, token_type_ids, int32
+  [batch, seq_len]) beside serving_default; by default serving_default
+  packs the text (and pair) in the graph and answers as `serve_ids`.
+  """
+
+  def __init__(self, model, encoder: TextEncoder, *, task_name: str,
+               label_vocab: Sequence[str] = (),
+               input_names: Sequence[str] = ("text",)):
+    super().__init__(task_name=task_name, label_vocab=label_vocab,
+                     input_names=input_names)
+    self.model = model
+    self.encoder = encoder
+
+  def logits(self, input_ids, attention_mask, token_type_ids) -> tf.Tensor:
+    """The head's float32 outputs for packed inputs."""
     logits = self.model({"input_ids": input_ids,
                          "attention_mask": attention_mask,
                          "token_type_ids": token_type_ids}, training=False)
-    label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32)),
-            "label": tf.gather(self.label_vocab, label_id),
-            "label_id": label_id}
+    return tf.cast(logits, tf.float32)
 
-  def classify(self, text, text_pair=None):
-    features = self.encoder.encode(text, text_pair)
-    return self.classify_ids(**features)
+  @abc.abstractmethod
+  def serve_ids(self, input_ids, attention_mask,
+                token_type_ids) -> dict[str, tf.Tensor]:
+    """Outputs for packed token ids."""
 
-  serve = classify
-  serve_ids = classify_ids
+  def serve(self, text, text_pair=None):
+    return self.serve_ids(**self.encoder.encode(text, text_pair))
 
   def signatures(self) -> dict:
-    return text_signatures(self, text_pair=self.text_pair)
+    ids = [tf.TensorSpec([None, None], tf.int32, name=name)
+           for name in INPUT_NAMES]
+    serve_ids = tf.function(self.serve_ids, input_signature=ids)
+    return dict(super().signatures(),
+                **{TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()})
 
 
 def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
@@ -156,53 +171,41 @@ def latest_version_dir(export_base: str) -> Optional[str]:
   return os.path.join(export_base, str(max(versions))) if versions else None
 
 
-def export_classifier(*, model, encoder: TextEncoder,
-                      label_vocab: Sequence[str], text_pair: bool,
-                      export_base: str, hf_tokenizer,
-                      sample_texts: Sequence[str] = (),
-                      sample_pairs: Optional[Sequence[str]] = None) -> str:
-  """Exports a classifier (see `export_server`)."""
-  return export_server(
-      ClassifierServer(model, encoder, label_vocab, text_pair=text_pair),
-      encoder=encoder, text_pair=text_pair, export_base=export_base,
-      hf_tokenizer=hf_tokenizer, sample_texts=sample_texts,
-      sample_pairs=sample_pairs)
-
-
-def export_server(server: tf.Module, *, encoder: TextEncoder, text_pair: bool,
-                  export_base: str, hf_tokenizer,
-                  checked_output: str = "probabilities",
-                  sample_texts: Sequence[str] = (),
-                  sample_pairs: Optional[Sequence[str]] = None,
-                  input_names: Sequence[str] = ("text", "text_pair")) -> str:
+def export_server(server: Server, *, export_base: str,
+                  sample_inputs: dict[str, Sequence[str]],
+                  checked_output: str, exact: bool = False) -> str:
   """Exports a task's server as a SavedModel version; returns its directory.
 
-  `input_names` are serving_default's inputs (a question-answering server
-  takes a question and a context).
+  The SavedModel is written to a hidden sibling, reloaded, and its
+  `checked_output` on the first 16 `sample_inputs` must reproduce the
+  in-memory server's (to 1e-5, or exactly with `exact`); otherwise no
+  version directory is left behind. Warmup records replay the samples.
 
-  Before writing, the in-graph tokenizer is checked against the model's own
-  tokenizer on `sample_texts` plus built-in tricky texts; after writing, the
-  SavedModel is reloaded and its `checked_output` must reproduce the
-  in-memory model's. Either failure leaves no version directory behind.
+  Args:
+    server: The task's server.
+    export_base: Directory of the numbered versions.
+    sample_inputs: serving_default input name -> sample texts (equal
+      lengths), in `server.input_names` order.
+    checked_output: The output compared after reloading.
+    exact: Compare for equality (strings) instead of closeness.
+
+  Raises:
+    RuntimeError: when the reloaded SavedModel answers differently.
   """
-  texts = list(TRICKY_TEXTS) + list(sample_texts)
-  pairs = None
-  if text_pair:
-    pairs = list(reversed(TRICKY_TEXTS)) + list(sample_pairs or sample_texts)
-    pairs = pairs[:len(texts)] + [""] * (len(texts) - len(pairs))
-  check_matches_tokenizer(encoder, hf_tokenizer, texts, pairs)
-
+  names = list(server.input_names)
+  inputs = {name: tf.constant(list(sample_inputs[name])[:16])
+            for name in names}
+  expected = server.serve(*inputs.values())[checked_output].numpy()
   version_dir = os.path.join(export_base, str(next_version(export_base)))
-  inputs = {input_names[0]: tf.constant(texts[:16])}
-  if text_pair:
-    inputs[input_names[1]] = tf.constant(pairs[:16])
-  expected = server.serve(**inputs)[checked_output].numpy()
   with io_utils.staged_directory(version_dir, replace=False) as staging:
     tf.saved_model.save(server, staging, signatures=server.signatures())
-    write_warmup_requests(staging, texts, pairs, input_names=input_names)
+    write_warmup_requests(staging, *[sample_inputs[name] for name in names],
+                          input_names=names)
     reloaded = tf.saved_model.load(staging)
     got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)[checked_output]
-    if not np.allclose(got.numpy(), expected, atol=1e-5):
+    same = (np.array_equal(got.numpy(), expected) if exact else
+            np.allclose(got.numpy(), expected, atol=1e-5))
+    if not same:
       raise RuntimeError(f"The reloaded SavedModel's {checked_output} differ "
                          "from the trained model's; the export was "
                          "discarded.")

@@ -22,11 +22,11 @@ def main(argv) -> None:
     config = flag_definitions.run_config_from_flags()
     summary = training.train(config)
     task = tasks.get_task(config.task)
-    for split, results in summary["eval_results"].items():
+    for split, results in summary.eval_results.items():
       print(f"{split} {task.describe(results)}")
     print(f"model_dir: {config.model_dir}")
-    if "export_dir" in summary:
-      print(f"SavedModel: {summary['export_dir']}")
+    if summary.export_dir:
+      print(f"SavedModel: {summary.export_dir}")
 
   flag_definitions.run_main("train", argv, body)
 

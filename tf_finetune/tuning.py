@@ -31,7 +31,7 @@ from typing import Any, Optional
 import numpy as np
 from absl import logging
 
-from tf_finetune import config as config_lib, io_utils
+from tf_finetune import config as config_lib, io_utils, tasks
 from tf_finetune.config import RunConfig
 
 CV_RESULTS_FILENAME = "cv_results.csv"
@@ -142,12 +142,11 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
   """Splits the training data into stratified folds written as JSONL."""
-  from tf_finetune import training  # Local: TensorFlow loads on use.
   if config.task.task not in ("classification", "regression"):
     raise ValueError(f"tune splits text-level data into folds; "
                      f"--task={config.task.task} is not supported yet (use "
                      "--task=classification or regression).")
-  examples = training.read_split(config.data, "train")
+  examples = tasks.get_task(config.task).read(config.data, "train")
   if examples.labels is None:
     raise ValueError(f"{examples.source} has no labels.")
   fold_of = stratified_folds(examples.labels, num_folds, config.train.seed)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tf_finetune import io_utils
+
+if TYPE_CHECKING:
+  from tf_finetune.data.readers import Examples
 
 LABEL_VOCAB_FILENAME = "label_vocab.txt"
 
@@ -47,3 +50,20 @@ def read_label_vocab(directory: str) -> list[str]:
                      "--model_dir of a finished training run?")
   with open(path, encoding="utf-8") as f:
     return [line.rstrip("\n") for line in f]
+
+
+def check_label_lists(examples: Examples, label_vocab: Sequence[str],
+                      flag: str, *, noun: str = "label") -> None:
+  """Refuses an example whose list of labels (or tags) has an unknown one.
+
+  Raises:
+    ValueError: naming the file and line, the label and the flag.
+  """
+  known = set(label_vocab)
+  for labels, line in zip(examples.labels or (), examples.line_numbers):
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+      raise ValueError(
+          f"{examples.source}:{line}: {noun} {unknown[0]!r} (from {flag}) "
+          f"was never seen in training; the model knows: "
+          f"{', '.join(label_vocab)}.")

@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_finetune.data.readers import Examples
-from tf_finetune.tokenization import TextEncoder
+from tf_finetune.text.tokenization import TextEncoder
 
 # Rows tokenized per call; bounds the size of the intermediate ragged tensors.
 _ENCODE_CHUNK = 8192
@@ -46,6 +46,7 @@ class EncodedExamples:
     label_padding: What pads per-token targets in a batch (default 0).
     word_positions: Token classification: per example, the position of
       each word's first sub-word (-1: none).
+    pad_id: The token id that pads input_ids in a batch.
   """
 
   input_ids: tf.RaggedTensor
@@ -55,6 +56,7 @@ class EncodedExamples:
   num_truncated: int
   label_padding: Any = 0
   word_positions: Optional[list] = None
+  pad_id: int = 0
 
   def __len__(self) -> int:
     return len(self.lengths)
@@ -91,7 +93,8 @@ def encode_examples(examples: Examples, encoder: TextEncoder,
     label_ids = np.array([index[label] for label in examples.labels],
                          dtype=np.int32)
   return EncodedExamples(input_ids, type_ids,
-                         input_ids.row_lengths().numpy(), label_ids, truncated)
+                         input_ids.row_lengths().numpy(), label_ids, truncated,
+                         pad_id=encoder.pad_id)
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:
@@ -209,9 +212,11 @@ def training_dataset(encoded: EncodedExamples, *, batch_size: int,
 
 
 def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
-                      pad_id: int, with_labels: bool
+                      with_labels: bool, pad_id: Optional[int] = None
                       ) -> tuple[tf.data.Dataset, np.ndarray]:
   """Batches sorted by length, with the order to undo the sort.
+
+  `pad_id` pads the input ids (default: the encoder's, `encoded.pad_id`).
 
   Returns:
     (dataset, order): predictions come out in `order`; `out[order] = preds`
@@ -223,6 +228,8 @@ def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
     components = components[:3]
   elif len(components) < 4:
     raise ValueError("Evaluation examples need labels.")
+  if pad_id is None:
+    pad_id = encoded.pad_id
   dataset = _dataset_of(components).padded_batch(
       batch_size, padding_values=(pad_id, 0, 0) + (
           (_label_padding(encoded),) if with_labels else ()))

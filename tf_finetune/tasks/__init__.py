@@ -1,15 +1,15 @@
 """The tasks a model can be fine-tuned for, by `--task` name.
 
-Each module says how its examples are read, its head, loss and metrics, how
-outputs are post-processed and what its export serves (see `base.Task`).
-Adding a task is adding a module and a line here.
+Each task implements `base.Task`: how its examples are read, its model, loss
+and metrics, how outputs are post-processed and what its export serves.
+Adding a task is adding a module and registering it (`register`).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from tf_finetune.config import TaskConfig
+from tf_finetune import config as config_lib
 
 # --task name -> "module:class", imported on use (TensorFlow loads with it).
 _REGISTRY = {
@@ -24,10 +24,39 @@ _REGISTRY = {
 }
 
 
-def get_task(config: TaskConfig):
-  """The task object for `config.task`."""
-  if config.task not in _REGISTRY:
-    raise ValueError(f"--task={config.task!r} is not one of "
+def register(name: str, task_class: str | type) -> None:
+  """Makes `--task=name` run `task_class` ("module:Class", or the class)."""
+  _REGISTRY[name] = task_class
+
+
+def names() -> tuple[str, ...]:
+  return tuple(_REGISTRY)
+
+
+def task_class(name: str) -> type:
+  """The class registered as `--task=name`."""
+  if name not in _REGISTRY:
+    raise ValueError(f"--task={name!r} is not one of "
                      f"{', '.join(_REGISTRY)}.")
-  module_name, class_name = _REGISTRY[config.task].split(":")
-  return getattr(importlib.import_module(module_name), class_name)(config)
+  found = _REGISTRY[name]
+  if isinstance(found, str):
+    module_name, class_name = found.split(":")
+    found = getattr(importlib.import_module(module_name), class_name)
+  return found
+
+
+def get_task(config: config_lib.TaskConfig):
+  """A new task object for `config.task`, no run bound yet."""
+  return task_class(config.task)(config)
+
+
+def load_trained(model_dir: str, task_config: config_lib.TaskConfig = None):
+  """Loads a finished run from `model_dir` (no download), its task bound.
+
+  Args:
+    model_dir: The training run's directory.
+    task_config: Replaces the run's task settings (evaluation overrides).
+  """
+  config = config_lib.read_config(model_dir)
+  task = get_task(task_config or config.task)
+  return task.load_trained(model_dir, config)

@@ -13,15 +13,15 @@ the export, which returns the labels above it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from tf_finetune import serving
+from tf_finetune.data import labels as labels_lib
 from tf_finetune.data import readers
-from tf_finetune.tasks import base
+from tf_finetune.tasks import text
 
 # Thresholds tried when tuning on validation data: 0.05, 0.10, ..., 0.95.
 CANDIDATE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -105,9 +105,8 @@ def binary_cross_entropy(labels, logits):
   return tf.reduce_mean(losses, axis=-1)
 
 
-class MultiLabelServer(tf.Module):
-  """Serving signatures returning per-label probabilities and the labels at
-  or above the threshold.
+class MultiLabelServer(serving.EncoderServer):
+  """Per-label probabilities and the labels at or above the threshold.
 
   Outputs: probabilities (float32 [batch, num_labels]), predicted (int32
   [batch, num_labels], 1 where at or above the threshold), labels (string
@@ -115,27 +114,17 @@ class MultiLabelServer(tf.Module):
   (not a signature) returns the threshold.
   """
 
-  def __init__(self, model, encoder, label_vocab: Sequence[str], *,
-               text_pair: bool, threshold: float, delimiter: str):
-    super().__init__(name="multi_label_server")
-    self.model = model
-    self.encoder = encoder
-    self.text_pair = text_pair
-    self.label_vocab = tf.constant(list(label_vocab), tf.string)
+  def __init__(self, model, encoder, *, threshold: float, delimiter: str,
+               **kwargs):
+    super().__init__(model, encoder, **kwargs)
     self.threshold = tf.constant(threshold, tf.float32)
     self.delimiter = delimiter
-    self.get_label_vocab = tf.function(lambda: self.label_vocab,
-                                       input_signature=[])
-    self.get_task = tf.function(lambda: tf.constant(MultiLabel.name),
-                                input_signature=[])
     self.get_threshold = tf.function(lambda: self.threshold,
                                      input_signature=[])
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    logits = self.model({"input_ids": input_ids,
-                         "attention_mask": attention_mask,
-                         "token_type_ids": token_type_ids}, training=False)
-    probabilities = tf.sigmoid(tf.cast(logits, tf.float32))
+    probabilities = tf.sigmoid(self.logits(input_ids, attention_mask,
+                                           token_type_ids))
     predicted = probabilities >= self.threshold
     names = tf.broadcast_to(self.label_vocab, tf.shape(predicted))
     labels = tf.strings.reduce_join(tf.ragged.boolean_mask(names, predicted),
@@ -143,24 +132,19 @@ class MultiLabelServer(tf.Module):
     return {"probabilities": probabilities,
             "predicted": tf.cast(predicted, tf.int32), "labels": labels}
 
-  def serve(self, text, text_pair=None):
-    return self.serve_ids(**self.encoder.encode(text, text_pair))
 
-  def signatures(self):
-    return serving.text_signatures(self, text_pair=self.text_pair)
-
-
-class MultiLabel(base.TextTask):
+class MultiLabel(text.TextTask):
   """Several labels per text or pair."""
 
   name = "multi_label"
+  monitors = ("val_micro_f1", "val_loss", "val_macro_f1")
 
   def read(self, data, split, *, path=None, with_labels=True):
     if with_labels and not (path or getattr(data, f"{split}_file")) and \
         data.tfds_name:
       raise ValueError(f"--task=multi_label reads labels from CSV, TSV or "
                        f"JSONL files, not from --tfds_name={data.tfds_name}.")
-    examples = base.read_text_split(data, split, path=path,
+    examples = text.read_text_split(data, split, path=path,
                                     with_labels=False)
     if examples is None or not with_labels:
       return examples
@@ -197,7 +181,7 @@ class MultiLabel(base.TextTask):
       values = [readers.label_to_string(value)]
     return tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
 
-  def label_vocab(self, examples):
+  def label_vocab_of(self, examples):
     columns = self.config.label_column_names
     if columns:
       return columns
@@ -209,10 +193,11 @@ class MultiLabel(base.TextTask):
           f"--label_delimiter right (got {self.config.label_delimiter!r})?")
     return vocab
 
-  def check_labels(self, examples, label_vocab, flag):
-    base.check_label_lists(examples, label_vocab, flag)
+  def check_labels(self, examples, flag):
+    labels_lib.check_label_lists(examples, self.state.label_vocab, flag)
 
-  def label_ids(self, examples, label_vocab):
+  def label_ids(self, examples):
+    label_vocab = self.state.label_vocab
     index = {label: i for i, label in enumerate(label_vocab)}
     targets = np.zeros((len(examples), len(label_vocab)), np.float32)
     for row, labels in enumerate(examples.labels):
@@ -223,18 +208,20 @@ class MultiLabel(base.TextTask):
   def loss_fn(self, train):
     return binary_cross_entropy
 
-  def keras_metrics(self, label_vocab):
-    return [MultiLabelF1(len(label_vocab), "micro"),
-            MultiLabelF1(len(label_vocab), "macro")]
+  def keras_metrics(self):
+    return [MultiLabelF1(self.head_size(), "micro"),
+            MultiLabelF1(self.head_size(), "macro")]
 
-  def predict(self, model, encoded, *, batch_size, pad_id):
-    logits = self.logits(model, encoded, batch_size=batch_size, pad_id=pad_id)
+  def predict(self, model, encoded, *, batch_size):
+    logits = self.logits(model, encoded, batch_size=batch_size)
     return 1.0 / (1.0 + np.exp(-logits))
 
-  def threshold(self, state: dict) -> float:
-    return float(state.get("threshold", self.config.threshold))
+  @property
+  def threshold(self) -> float:
+    """The threshold chosen on validation data, else --threshold."""
+    return float(self.state.chosen.get("threshold", self.config.threshold))
 
-  def fit_state(self, examples, encoded, outputs, label_vocab):
+  def choose(self, examples, encoded, outputs):
     if not self.config.tune_threshold:
       return {"threshold": self.config.threshold, "tuned": False}
     threshold = best_threshold(encoded.label_ids, outputs)
@@ -242,8 +229,8 @@ class MultiLabel(base.TextTask):
             "tuned_on": examples.source,
             "candidates": list(CANDIDATE_THRESHOLDS)}
 
-  def metrics(self, examples, encoded, outputs, label_vocab, state):
-    threshold = self.threshold(state)
+  def metrics(self, examples, encoded, outputs):
+    threshold = self.threshold
     targets = encoded.label_ids
     scores = f1_scores(targets, outputs >= threshold)
     clipped = np.clip(outputs, 1e-7, 1 - 1e-7)
@@ -260,7 +247,7 @@ class MultiLabel(base.TextTask):
         "loss": float(loss),
         "per_label": {label: {"f1": float(per_label[i]),
                               "support": int(targets[:, i].sum())}
-                      for i, label in enumerate(label_vocab)},
+                      for i, label in enumerate(self.state.label_vocab)},
     }
 
   def describe(self, metrics):
@@ -269,12 +256,16 @@ class MultiLabel(base.TextTask):
             f"{metrics['threshold']:.2f}  ({metrics['num_examples']} "
             "examples)")
 
-  def server(self, model, encoder, label_vocab, *, text_pair, state):
-    return MultiLabelServer(model, encoder, label_vocab, text_pair=text_pair,
-                            threshold=self.threshold(state),
-                            delimiter=self.config.label_delimiter or "|")
+  def server(self, trained):
+    return MultiLabelServer(trained.model, trained.encoder,
+                            threshold=self.threshold,
+                            delimiter=self.config.label_delimiter or "|",
+                            task_name=self.name,
+                            label_vocab=self.state.label_vocab,
+                            input_names=self.server_input_names())
 
-  def prediction_rows(self, outputs, label_vocab):
+  def prediction_rows(self, outputs):
+    label_vocab = self.state.label_vocab
     return [{"predicted_labels": [label for label, on in
                                   zip(label_vocab, predicted) if on],
              "probabilities": {name: round(float(p), 6)

@@ -64,11 +64,9 @@ from absl import logging
 from tf_finetune import io_utils, serving
 from tf_finetune.data import pipeline, readers
 from tf_finetune.models.classifier import INPUT_NAMES
-from tf_finetune.tasks import base
-from tf_finetune.tasks.token_classification import (KEPT_DELIMITER,
-                                                    WORD_DELIMITER,
-                                                    character_offsets)
-from tf_finetune.tokenization import TextEncoder, pad_inputs
+from tf_finetune.tasks import encoder as encoder_lib
+from tf_finetune.text import words as words_lib
+from tf_finetune.text.tokenization import TextEncoder, pad_inputs
 
 # The head's two outputs per token.
 LABEL_VOCAB = ("start", "end")
@@ -126,10 +124,7 @@ def tokenize_context(encoder: TextEncoder, contexts: tf.Tensor
     (token ids, character starts, character ends), int32 RaggedTensors
     [batch, (tokens)]; a token's span is its word's.
   """
-  words, starts, ends = tf_text.regex_split_with_offsets(
-      contexts, WORD_DELIMITER, KEPT_DELIMITER)
-  char_starts = character_offsets(contexts, starts)
-  char_ends = character_offsets(contexts, ends)
+  words, char_starts, char_ends = words_lib.split_words(contexts)
   pieces = tf.RaggedTensor.from_row_splits(
       encoder.tokenize(words.flat_values), words.row_splits)
   tokens = pieces.merge_dims(1, 2)
@@ -559,7 +554,7 @@ def span_loss(labels, logits):
   return (start + end) / 2.0
 
 
-class QuestionAnsweringServer(tf.Module):
+class QuestionAnsweringServer(serving.EncoderServer):
   """Raw question and context in, the answer span out.
 
   serving_default: question, context (string [batch]) ->
@@ -569,35 +564,24 @@ class QuestionAnsweringServer(tf.Module):
     of the answer in the context; -1 without an answer).
   serve_token_ids: input_ids, attention_mask, token_type_ids of packed
     windows -> start_logits, end_logits (float32 [batch, seq_len]).
+  `get_null_score_threshold()` (not a signature) returns the threshold.
   """
 
-  input_names = ("question", "context")
-
   def __init__(self, model, encoder: TextEncoder, config, *,
-               null_score_threshold: float):
-    super().__init__(name="question_answering_server")
-    self.model = model
-    self.encoder = encoder
+               null_score_threshold: float, **kwargs):
+    super().__init__(model, encoder, **kwargs)
     self.doc_stride = config.doc_stride
     self.max_question_length = config.max_question_length
     self.n_best_size = config.n_best_size
     self.max_answer_length = config.max_answer_length
     self.allow_no_answer = config.allow_no_answer
     self.null_score_threshold = float(null_score_threshold)
-    self.label_vocab = tf.constant(list(LABEL_VOCAB), tf.string)
-    self.get_label_vocab = tf.function(lambda: self.label_vocab,
-                                       input_signature=[])
-    self.get_task = tf.function(
-        lambda: tf.constant(QuestionAnswering.name), input_signature=[])
     threshold = tf.constant(self.null_score_threshold, tf.float32)
     self.get_null_score_threshold = tf.function(lambda: threshold,
                                                 input_signature=[])
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    logits = self.model({"input_ids": input_ids,
-                         "attention_mask": attention_mask,
-                         "token_type_ids": token_type_ids}, training=False)
-    logits = tf.cast(logits, tf.float32)
+    logits = self.logits(input_ids, attention_mask, token_type_ids)
     return {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}
 
   def serve(self, question, context):
@@ -625,24 +609,15 @@ class QuestionAnsweringServer(tf.Module):
             "end": answers["end"], "score": spans["score"],
             "null_score": spans["null_score"]}
 
-  def signatures(self):
-    question = tf.TensorSpec([None], tf.string, name="question")
-    context = tf.TensorSpec([None], tf.string, name="context")
-    serve_text = tf.function(self.serve, input_signature=[question, context])
-    ids = [tf.TensorSpec([None, None], tf.int32, name=name)
-           for name in INPUT_NAMES]
-    serve_ids = tf.function(self.serve_ids, input_signature=ids)
-    return {serving.DEFAULT_SIGNATURE: serve_text.get_concrete_function(),
-            serving.TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
 
-
-class QuestionAnswering(base.Task):
+class QuestionAnswering(encoder_lib.EncoderTask):
   """The span of a context that answers a question."""
 
   name = "question_answering"
+  monitors = ("val_loss", "val_position_accuracy")
   per_token = True
   checked_output = "score"
-  input_names = QuestionAnsweringServer.input_names
+  input_names = ("question", "context")
 
   # Reading.
   def resolve_data(self, data):
@@ -731,7 +706,7 @@ class QuestionAnswering(base.Task):
     return self.read_file(path, "--input_file", with_labels=False)
 
   # Labels.
-  def label_vocab(self, examples):
+  def label_vocab_of(self, examples):
     unanswerable = sum(not answers for answers in examples.labels)
     if unanswerable and not self.config.allow_no_answer:
       raise ValueError(
@@ -740,7 +715,7 @@ class QuestionAnswering(base.Task):
           "learns to answer nothing.")
     return list(LABEL_VOCAB)
 
-  def encode(self, examples, encoder, label_vocab):
+  def encode(self, examples, encoder):
     chunks = [self._encode_chunk(examples, encoder, start)
               for start in range(0, len(examples), _CHUNK)]
     offset = np.cumsum([0] + [len(c["contexts"]) for c in chunks[:-1]])
@@ -758,7 +733,7 @@ class QuestionAnswering(base.Task):
                                    self.config.max_question_length))
     return QuestionAnsweringFeatures(
         input_ids, type_ids, input_ids.row_lengths().numpy(), label_ids,
-        int(truncated),
+        int(truncated), pad_id=encoder.pad_id,
         window_example=np.concatenate(
             [c["example"] + o for c, o in zip(chunks, offset)]),
         window_start=np.concatenate([c["start"] for c in chunks]),
@@ -796,20 +771,17 @@ class QuestionAnswering(base.Task):
     return chunk
 
   # The model.
-  def head_size(self, label_vocab):
-    return len(LABEL_VOCAB)
-
   def loss_fn(self, train):
     return span_loss
 
-  def keras_metrics(self, label_vocab):
+  def keras_metrics(self):
     return [PositionAccuracy()]
 
   # Evaluation.
-  def predict(self, model, encoded, *, batch_size, pad_id):
+  def predict(self, model, encoded, *, batch_size):
     """Per example: the best span's answer, offsets, score, null score."""
     dataset, order = pipeline.inference_dataset(
-        encoded, batch_size=batch_size, pad_id=pad_id, with_labels=False)
+        encoded, batch_size=batch_size, with_labels=False)
     seq_len = int(np.max(encoded.lengths)) if len(encoded) else 1
     logits = np.full((len(encoded), seq_len, 2), _IMPOSSIBLE, np.float32)
     row = 0
@@ -841,23 +813,24 @@ class QuestionAnswering(base.Task):
             "score": spans["score"].numpy(),
             "null_score": spans["null_score"].numpy()}
 
-  def threshold(self, state: dict) -> float:
+  @property
+  def threshold(self) -> float:
     """The no-answer threshold: given, tuned on validation, or 0."""
     if self.config.null_score_threshold is not None:
       return self.config.null_score_threshold
-    return float(state.get("null_score_threshold", 0.0))
+    return float(self.state.chosen.get("null_score_threshold", 0.0))
 
-  def final_answers(self, outputs: dict, state: dict) -> list[str]:
+  def final_answers(self, outputs: dict) -> list[str]:
     """The answers after the no-answer decision."""
     if not self.config.allow_no_answer:
       return list(outputs["answer"])
-    threshold = self.threshold(state)
+    threshold = self.threshold
     return [answer if null - score <= threshold else ""
             for answer, score, null in zip(outputs["answer"],
                                            outputs["score"],
                                            outputs["null_score"])]
 
-  def fit_state(self, examples, encoded, outputs, label_vocab):
+  def choose(self, examples, encoded, outputs):
     if not self.config.allow_no_answer:
       return {}
     if self.config.null_score_threshold is not None:
@@ -873,12 +846,12 @@ class QuestionAnswering(base.Task):
                  100.0 * best_f1)
     return {"null_score_threshold": threshold}
 
-  def metrics(self, examples, encoded, outputs, label_vocab, state):
-    scores = squad_scores(self.final_answers(outputs, state), examples.labels)
+  def metrics(self, examples, encoded, outputs):
+    scores = squad_scores(self.final_answers(outputs), examples.labels)
     scores.update(num_examples=len(examples), num_windows=len(encoded),
                   num_truncated_questions=encoded.num_truncated)
     if self.config.allow_no_answer:
-      scores["null_score_threshold"] = self.threshold(state)
+      scores["null_score_threshold"] = self.threshold
     return scores
 
   def describe(self, metrics):
@@ -890,11 +863,13 @@ class QuestionAnswering(base.Task):
     return line + f"  ({metrics['num_examples']} questions)"
 
   # Serving and prediction files.
-  def server(self, model, encoder, label_vocab, *, text_pair, state):
-    return QuestionAnsweringServer(model, encoder, self.config,
-                                   null_score_threshold=self.threshold(state))
+  def server(self, trained):
+    return QuestionAnsweringServer(
+        trained.model, trained.encoder, self.config,
+        null_score_threshold=self.threshold, task_name=self.name,
+        label_vocab=self.state.label_vocab, input_names=self.input_names)
 
-  def prediction_rows(self, outputs, label_vocab):
+  def prediction_rows(self, outputs):
     return [{"answer": answer.decode("utf-8"), "score": float(score),
              "null_score": float(null), "start": int(start),
              "end": int(end)}

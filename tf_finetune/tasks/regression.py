@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_finetune import serving
-from tf_finetune.tasks import base
+from tf_finetune.tasks import text
 
 SCORE_NAME = "score"
 
@@ -108,65 +108,43 @@ def regression_loss(kind: str, delta: float):
   return loss
 
 
-class RegressionServer(tf.Module):
-  """Serving signatures that return the score of each text (or pair)."""
-
-  def __init__(self, model, encoder, *, text_pair: bool):
-    super().__init__(name="regression_server")
-    self.model = model
-    self.encoder = encoder
-    self.text_pair = text_pair
-    self.label_vocab = tf.constant([SCORE_NAME])
-    self.get_label_vocab = tf.function(lambda: self.label_vocab,
-                                       input_signature=[])
-    self.get_task = tf.function(lambda: tf.constant(Regression.name),
-                                input_signature=[])
+class RegressionServer(serving.EncoderServer):
+  """The score of each text (or pair): score (float32 [batch])."""
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    outputs = self.model({"input_ids": input_ids,
-                          "attention_mask": attention_mask,
-                          "token_type_ids": token_type_ids}, training=False)
-    return {"score": tf.cast(outputs[:, 0], tf.float32)}
-
-  def serve(self, text, text_pair=None):
-    return self.serve_ids(**self.encoder.encode(text, text_pair))
-
-  def signatures(self):
-    return serving.text_signatures(self, text_pair=self.text_pair)
+    return {"score": self.logits(input_ids, attention_mask,
+                                 token_type_ids)[:, 0]}
 
 
-class Regression(base.TextTask):
+class Regression(text.TextTask):
   """A number per text or pair, e.g. a similarity score from 0 to 5."""
 
   name = "regression"
+  monitors = ("val_pearson", "val_loss")
   checked_output = "score"
 
-  def label_vocab(self, examples):
+  def label_vocab_of(self, examples):
     parse_scores(examples)
     return [SCORE_NAME]
 
-  def check_labels(self, examples, label_vocab, flag):
+  def check_labels(self, examples, flag):
     parse_scores(examples)
 
-  def label_ids(self, examples, label_vocab):
+  def label_ids(self, examples):
     return parse_scores(examples)
-
-  def head_size(self, label_vocab):
-    return 1
 
   def loss_fn(self, train):
     return regression_loss(self.config.regression_loss,
                            self.config.huber_delta)
 
-  def keras_metrics(self, label_vocab):
+  def keras_metrics(self):
     return [PearsonCorrelation(),
             tf_keras.metrics.MeanSquaredError(name="mse")]
 
-  def predict(self, model, encoded, *, batch_size, pad_id):
-    return self.logits(model, encoded, batch_size=batch_size,
-                       pad_id=pad_id)[:, 0]
+  def predict(self, model, encoded, *, batch_size):
+    return self.logits(model, encoded, batch_size=batch_size)[:, 0]
 
-  def metrics(self, examples, encoded, outputs, label_vocab, state):
+  def metrics(self, examples, encoded, outputs):
     labels = np.asarray(encoded.label_ids, np.float64)
     scores = np.asarray(outputs, np.float64)
     losses = regression_loss(self.config.regression_loss,
@@ -182,9 +160,11 @@ class Regression(base.TextTask):
             f"{metrics['spearman']:.4f}  mse: {metrics['mse']:.4f}  "
             f"({metrics['num_examples']} examples)")
 
-  def server(self, model, encoder, label_vocab, *, text_pair, state):
-    return RegressionServer(model, encoder, text_pair=text_pair)
+  def server(self, trained):
+    return RegressionServer(trained.model, trained.encoder,
+                            task_name=self.name, label_vocab=[SCORE_NAME],
+                            input_names=self.server_input_names())
 
-  def prediction_rows(self, outputs, label_vocab):
+  def prediction_rows(self, outputs):
     return [{"predicted_score": round(float(score), 6)}
             for score in outputs["score"]]

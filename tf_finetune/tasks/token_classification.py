@@ -26,13 +26,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text
 import tf_keras
 
 from tf_finetune import serving
+from tf_finetune.data import labels as labels_lib
 from tf_finetune.data import pipeline, readers
-from tf_finetune.models.classifier import INPUT_NAMES
-from tf_finetune.tasks import base
+from tf_finetune.tasks import encoder as encoder_lib
+from tf_finetune.text import words as words_lib
 
 IGNORE_LABEL = -100
 DOCSTART = "-DOCSTART-"
@@ -42,15 +42,6 @@ OUTSIDE = "O"
 SCHEME_PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES"}
 TOKENS_KEY = "tokens"
 TAGS_KEY = "tags"
-
-# BERT's basic tokenizer: ASCII symbols count as punctuation too.
-_PUNCTUATION = r"\p{P}!-/:-@\[-`{-~"
-_CJK = (r"\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}"
-        r"\x{2A700}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}"
-        r"\x{2F800}-\x{2FA1F}")
-WORD_DELIMITER = rf"\s|[{_PUNCTUATION}{_CJK}]"
-KEPT_DELIMITER = rf"[{_PUNCTUATION}{_CJK}]"
-
 
 def check_tags(tags: Sequence[str], scheme: str, source: str,
                line: int) -> None:
@@ -203,7 +194,7 @@ def entity_metrics(gold: list[list[str]], predicted: list[list[str]],
   }
 
 
-class TokenClassificationServer(tf.Module):
+class TokenClassificationServer(serving.EncoderServer):
   """Raw text in, a tag per word with character offsets out.
 
   serving_default: text (string [batch]) ->
@@ -216,21 +207,9 @@ class TokenClassificationServer(tf.Module):
     [batch, seq_len], per sub-word).
   """
 
-  def __init__(self, model, encoder, label_vocab: Sequence[str]):
-    super().__init__(name="token_classification_server")
-    self.model = model
-    self.encoder = encoder
-    self.label_vocab = tf.constant(list(label_vocab), tf.string)
-    self.get_label_vocab = tf.function(lambda: self.label_vocab,
-                                       input_signature=[])
-    self.get_task = tf.function(
-        lambda: tf.constant(TokenClassification.name), input_signature=[])
-
   def _probabilities(self, input_ids, attention_mask, token_type_ids):
-    logits = self.model({"input_ids": input_ids,
-                         "attention_mask": attention_mask,
-                         "token_type_ids": token_type_ids}, training=False)
-    return tf.nn.softmax(tf.cast(logits, tf.float32))
+    return tf.nn.softmax(self.logits(input_ids, attention_mask,
+                                     token_type_ids))
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
     probabilities = self._probabilities(input_ids, attention_mask,
@@ -241,8 +220,7 @@ class TokenClassificationServer(tf.Module):
 
   def serve(self, text, text_pair=None):
     del text_pair  # Tags are for single texts.
-    words, starts, ends = tf_text.regex_split_with_offsets(
-        text, WORD_DELIMITER, KEPT_DELIMITER)
+    words, starts, ends = words_lib.split_words(text)
     # Sub-words of each word: [batch, (words), (pieces)].
     pieces = tf.RaggedTensor.from_row_splits(
         self.encoder.tokenize(words.flat_values), words.row_splits)
@@ -277,35 +255,16 @@ class TokenClassificationServer(tf.Module):
     confidence = tf.where(seen & has_pieces, confidence, 0.0)
     return {"words": words.to_tensor(""), "tags": tags,
             "confidence": confidence,
-            "start": character_offsets(text, starts).to_tensor(-1),
-            "end": character_offsets(text, ends).to_tensor(-1),
+            "start": starts.to_tensor(-1),
+            "end": ends.to_tensor(-1),
             "num_words": tf.cast(words.row_lengths(), tf.int32)}
 
-  def signatures(self):
-    text = tf.TensorSpec([None], tf.string, name="text")
-    serve_text = tf.function(lambda text: self.serve(text),
-                             input_signature=[text])
-    ids = [tf.TensorSpec([None, None], tf.int32, name=name)
-           for name in INPUT_NAMES]
-    serve_ids = tf.function(self.serve_ids, input_signature=ids)
-    return {serving.DEFAULT_SIGNATURE: serve_text.get_concrete_function(),
-            serving.TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()}
 
-
-def character_offsets(texts: tf.Tensor,
-                       byte_offsets: tf.RaggedTensor) -> tf.RaggedTensor:
-  """Byte offsets into UTF-8 texts [batch] as character offsets."""
-  per_word_text = tf.gather(texts, byte_offsets.value_rowids())
-  prefixes = tf.strings.substr(per_word_text, tf.zeros_like(
-      byte_offsets.flat_values), byte_offsets.flat_values)
-  return byte_offsets.with_flat_values(tf.cast(
-      tf.strings.length(prefixes, unit="UTF8_CHAR"), tf.int32))
-
-
-class TokenClassification(base.Task):
+class TokenClassification(encoder_lib.EncoderTask):
   """A tag per word."""
 
   name = "token_classification"
+  monitors = ("val_loss", "val_accuracy")
   per_token = True
   checked_output = "confidence"
 
@@ -382,7 +341,7 @@ class TokenClassification(base.Task):
     return words, tags, list(range(1, len(words) + 1))
 
   # Labels.
-  def label_vocab(self, examples):
+  def label_vocab_of(self, examples):
     vocab = sorted({tag for tags in examples.labels for tag in tags})
     if len(vocab) < 2:
       raise ValueError(f"{examples.source}: the tags hold a single tag "
@@ -390,15 +349,16 @@ class TokenClassification(base.Task):
                        "classification needs at least two.")
     return vocab
 
-  def check_labels(self, examples, label_vocab, flag):
-    base.check_label_lists(examples, label_vocab, flag, noun="tag")
+  def check_labels(self, examples, flag):
+    labels_lib.check_label_lists(examples, self.state.label_vocab, flag,
+                                 noun="tag")
 
-  def encode(self, examples, encoder, label_vocab):
+  def encode(self, examples, encoder):
     words = [row[TOKENS_KEY] for row in examples.rows]
     flat = [word for sentence in words for word in sentence]
     pieces = encoder.tokenize(tf.constant(flat, tf.string)).to_list() \
         if flat else []
-    index = {tag: i for i, tag in enumerate(label_vocab)}
+    index = {tag: i for i, tag in enumerate(self.state.label_vocab)}
     all_ids, all_labels, all_positions, truncated, offset = [], [], [], 0, 0
     for row, sentence in enumerate(words):
       sentence_pieces = pieces[offset:offset + len(sentence)]
@@ -422,20 +382,21 @@ class TokenClassification(base.Task):
     return pipeline.EncodedExamples(
         input_ids, tf.zeros_like(input_ids),
         input_ids.row_lengths().numpy(), label_ids, int(truncated),
-        label_padding=IGNORE_LABEL, word_positions=all_positions)
+        label_padding=IGNORE_LABEL, word_positions=all_positions,
+        pad_id=encoder.pad_id)
 
   # The model.
   def loss_fn(self, train):
     return masked_cross_entropy
 
-  def keras_metrics(self, label_vocab):
+  def keras_metrics(self):
     return [TokenAccuracy()]
 
   # Evaluation.
-  def predict(self, model, encoded, *, batch_size, pad_id):
+  def predict(self, model, encoded, *, batch_size):
     """Word-level tags: a list of tag-id lists (-1: no position)."""
     dataset, order = pipeline.inference_dataset(
-        encoded, batch_size=batch_size, pad_id=pad_id, with_labels=False)
+        encoded, batch_size=batch_size, with_labels=False)
     tag_ids = []
     for features in dataset:
       logits = model(features, training=False)
@@ -446,13 +407,14 @@ class TokenClassification(base.Task):
     return [[int(ids[p]) if p >= 0 else -1 for p in positions]
             for ids, positions in zip(restored, encoded.word_positions)]
 
-  def word_tags(self, outputs, label_vocab) -> list[list[str]]:
+  def word_tags(self, outputs) -> list[list[str]]:
+    label_vocab = self.state.label_vocab
     return [[label_vocab[i] if i >= 0 else OUTSIDE for i in ids]
             for ids in outputs]
 
-  def metrics(self, examples, encoded, outputs, label_vocab, state):
+  def metrics(self, examples, encoded, outputs):
     gold = examples.labels
-    predicted = self.word_tags(outputs, label_vocab)
+    predicted = self.word_tags(outputs)
     words = sum(len(tags) for tags in gold)
     correct = sum(g == p for gs, ps in zip(gold, predicted)
                   for g, p in zip(gs, ps))
@@ -468,13 +430,15 @@ class TokenClassification(base.Task):
             f"word accuracy: {metrics['word_accuracy']:.4f}  "
             f"({metrics['num_examples']} sentences)")
 
-  def server(self, model, encoder, label_vocab, *, text_pair, state):
-    if text_pair:
+  def server(self, trained):
+    if self.state.text_pair:
       raise ValueError("--task=token_classification tags single texts; drop "
                        "--text_pair_column.")
-    return TokenClassificationServer(model, encoder, label_vocab)
+    return TokenClassificationServer(trained.model, trained.encoder,
+                                     task_name=self.name,
+                                     label_vocab=self.state.label_vocab)
 
-  def prediction_rows(self, outputs, label_vocab):
+  def prediction_rows(self, outputs):
     rows = []
     for i, count in enumerate(outputs["num_words"]):
       count = int(count)

@@ -37,10 +37,14 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tf_keras
+import transformers
 from absl import logging
 
-from tf_finetune import callbacks, config as config_lib, io_utils, serving
+from tf_finetune import artifacts, optimization, serving
+from tf_finetune import config as config_lib
+from tf_finetune import io_utils
 from tf_finetune.data import pipeline, readers
+from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.tasks import base
 
 # Pads target ids in a batch; never a real token id, so the loss mask is
@@ -425,7 +429,6 @@ class Seq2SeqModel(tf_keras.Model):
 def model_config_from(path: str, vocab_size: int, *, pad_id: int,
                       eos_id: int):
   """The `transformers` config of a from-scratch model, sized to the vocab."""
-  import transformers
   if path == config_lib.DEFAULT_MODEL_CONFIG:
     values = dict(DEFAULT_T5_CONFIG)
   else:
@@ -448,7 +451,6 @@ def model_config_from(path: str, vocab_size: int, *, pad_id: int,
 
 
 def _seq2seq_class():
-  import transformers
   return transformers.TFAutoModelForSeq2SeqLM
 
 
@@ -532,26 +534,23 @@ def translation_metrics(hypotheses: Sequence[str],
 
 
 # Serving.
-class TranslationServer(tf.Module):
+class TranslationServer(serving.Server):
   """Raw source strings in, translated strings out, all in the graph.
 
+  serving_default: text (string [batch]) -> translation (string [batch]).
   Tokenization (tensorflow-text SentencePiece) and greedy generation
   (`transformers`' TF `generate`, traced) run in the SavedModel.
   """
 
   def __init__(self, seq2seq, vocab, *, source_prefix: str,
                max_source_length: int, max_target_length: int):
-    super().__init__(name="translation_server")
+    super().__init__(task_name="translation")
     self.seq2seq = seq2seq
     self.tokenizer = vocab.graph_tokenizer()
     self.source_prefix = source_prefix
     self.max_source_length = max_source_length
     self.max_target_length = max_target_length
     self.pad_id, self.eos_id = int(vocab.pad_id), int(vocab.eos_id)
-    self.get_label_vocab = tf.function(lambda: tf.constant([], tf.string),
-                                       input_signature=[])
-    self.get_task = tf.function(lambda: tf.constant(Translation.name),
-                                input_signature=[])
 
   def serve(self, text):
     if self.source_prefix:
@@ -577,11 +576,6 @@ class TranslationServer(tf.Module):
     keep = tf.logical_and(before_end, generated != self.pad_id)
     pieces = tf.ragged.boolean_mask(generated, keep)
     return {TRANSLATION_OUTPUT: self.tokenizer.detokenize(pieces)}
-
-  def signatures(self) -> dict:
-    serve = tf.function(self.serve, input_signature=[
-        tf.TensorSpec([None], tf.string, name="text")])
-    return {serving.DEFAULT_SIGNATURE: serve.get_concrete_function()}
 
 
 class PythonTranslator:
@@ -612,30 +606,14 @@ class PythonTranslator:
     return {TRANSLATION_OUTPUT: tf.constant(self.translate(texts),
                                             tf.string)}
 
-  def signatures(self) -> dict:
-    return {serving.DEFAULT_SIGNATURE: self.serve}
-
-
-# The task.
-@dataclasses.dataclass(frozen=True)
-class TrainedTranslator:
-  """What `Translation.load_trained` rebuilds; see `artifacts.TrainedModel`.
-  """
-
-  config: config_lib.RunConfig
-  label_vocab: list
-  tokenizer: object
-  encoder: object
-  model: Seq2SeqModel
-  task_state: dict = dataclasses.field(default_factory=dict)
-
 
 class Translation(base.Task):
   """A target-language text per source text, by an encoder-decoder."""
 
   name = "translation"
-  owns_model = True
+  monitors = ("val_loss", "val_token_accuracy")
   checked_output = TRANSLATION_OUTPUT
+  input_names = ("text",)
 
   # Reading.
   def read(self, data, split, *, path=None, with_labels=True):
@@ -672,10 +650,7 @@ class Translation(base.Task):
           target_language=task.target_language, with_targets=with_labels)
     return None
 
-  def label_vocab(self, examples):
-    return []
-
-  def encode(self, examples, encoder, label_vocab):
+  def encode(self, examples, encoder):
     task = self.config
     sources = [with_prefix(task.source_prefix, text)
                for text in examples.texts]
@@ -706,12 +681,13 @@ class Translation(base.Task):
     return pipeline.EncodedExamples(
         input_ids=input_ids, token_type_ids=tf.zeros_like(input_ids),
         lengths=lengths, label_ids=label_ids, num_truncated=truncated,
-        label_padding=LABEL_PADDING)
+        label_padding=LABEL_PADDING, pad_id=encoder.pad_id)
 
   # The model.
-  def prepare(self, config: config_lib.RunConfig) -> dict:
+  def prepare(self, config):
     """Reads and encodes the splits; loads or trains the vocabulary."""
     examples = self.read_splits(config.data)
+    self.bind(base.TaskState())
     train_examples = examples["train"]
     model = config.model
     if model.model_config:
@@ -725,19 +701,16 @@ class Translation(base.Task):
           seed=config.train.seed)
       logging.info("Vocabulary: %d pieces.", vocab.size)
     else:
-      from tf_finetune.models import backbone as backbone_lib
       backbone_lib.check_model_source(model.model, model.allow_pickle_weights)
       vocab = HuggingFaceVocab(backbone_lib.load_tokenizer(model.model))
-    encoded = {split: self.encode(found, vocab, [])
+    encoded = {split: self.encode(found, vocab)
                for split, found in examples.items()}
-    return {"label_vocab": [], "tokenizer": vocab, "encoder": vocab,
-            "examples": examples, "encoded": encoded}
+    return base.PreparedData(config, examples, encoded, tokenizer=vocab,
+                             encoder=vocab, task=self)
 
-  def build_model(self, config: config_lib.RunConfig, prepared, *,
-                  total_steps: int, steps_per_epoch: int,
-                  learning_rate=None) -> Seq2SeqModel:
+  def build_model(self, config, prepared, *, total_steps, steps_per_epoch,
+                  learning_rate=None):
     """The compiled model: pretrained, or from --model_config."""
-    from tf_finetune import optimization
     model_config, train_config = config.model, config.train
     vocab = prepared.encoder
     if model_config.model_config:
@@ -769,84 +742,39 @@ class Translation(base.Task):
                   jit_compile=train_config.jit_compile)
     return model
 
-  def save_run_files(self, model_dir: str, config: config_lib.RunConfig,
-                     prepared, model: Seq2SeqModel) -> None:
+  def save_run_files(self, model_dir, config, prepared, model):
     """config.json, the vocabulary (tokenizer/) and the architecture."""
-    from tf_finetune import artifacts
     config_lib.write_config(config, model_dir)
-    for name, save in ((artifacts.TOKENIZER_DIR, prepared.encoder.save),
-                       (artifacts.BACKBONE_DIR,
-                        model.seq2seq.config.save_pretrained)):
-      with io_utils.staged_directory(os.path.join(model_dir, name),
-                                     replace=True) as staging:
-        save(staging)
+    artifacts.save_directories(model_dir, {
+        artifacts.TOKENIZER_DIR: prepared.encoder.save,
+        artifacts.BACKBONE_DIR: model.seq2seq.config.save_pretrained})
 
-  def load_trained(self, model_dir: str,
-                   config: config_lib.RunConfig) -> TrainedTranslator:
+  def load_trained(self, model_dir, config):
     """Rebuilds the trained model from `model_dir` (no download)."""
-    import transformers
-    from tf_finetune import artifacts
-    weights_dir = os.path.join(model_dir, artifacts.FINAL_WEIGHTS_DIR)
-    io_utils.recover_staged_directory(weights_dir)
-    if not os.path.isfile(callbacks.weights_path(weights_dir) + ".index"):
-      raise ValueError(f"--model_dir={model_dir!r} has no trained weights in "
-                       f"{artifacts.FINAL_WEIGHTS_DIR}; did training finish?")
+    weights_dir = artifacts.final_weights_dir(model_dir)
+    self.bind(base.TaskState())
     vocab = load_vocab(os.path.join(model_dir, artifacts.TOKENIZER_DIR))
     model_config = transformers.AutoConfig.from_pretrained(
         os.path.join(model_dir, artifacts.BACKBONE_DIR))
     model = Seq2SeqModel(build_seq2seq(model_config), vocab=vocab)
     model(model.dummy_inputs())
     artifacts.restore_weights(model, weights_dir)
-    return TrainedTranslator(config, [], vocab, vocab, model)
-
-  def export(self, trained, *, export_base: str,
-             sample_texts: Sequence[str] = ()) -> str:
-    """Exports raw strings -> translations; returns the version directory.
-
-    Raises:
-      ValueError: when the vocabulary cannot tokenize in the graph.
-    """
-    vocab = trained.encoder
-    if not vocab.in_graph:
-      vocab = graph_vocab_of(vocab, trained.config)
-    data_task = trained.config.task
-    server = TranslationServer(
-        trained.model.seq2seq, vocab, source_prefix=data_task.source_prefix,
-        max_source_length=data_task.max_source_length,
-        max_target_length=data_task.max_target_length)
-    texts = ["Hello.", "", "A longer sentence, with punctuation: ok?"] + list(
-        sample_texts)
-    inputs = tf.constant(texts[:16])
-    expected = server.serve(inputs)[TRANSLATION_OUTPUT].numpy()
-    version_dir = os.path.join(export_base,
-                               str(serving.next_version(export_base)))
-    with io_utils.staged_directory(version_dir, replace=False) as staging:
-      tf.saved_model.save(server, staging, signatures=server.signatures())
-      serving.write_warmup_requests(staging, texts)
-      reloaded = tf.saved_model.load(staging)
-      got = reloaded.signatures[serving.DEFAULT_SIGNATURE](text=inputs)
-      if list(got[TRANSLATION_OUTPUT].numpy()) != list(expected):
-        raise RuntimeError("The reloaded SavedModel translates differently "
-                           "from the trained model; the export was "
-                           "discarded.")
-    logging.info("Exported SavedModel version %s to %s.",
-                 os.path.basename(version_dir), version_dir)
-    return version_dir
+    return base.TrainedModel(config, self, vocab, vocab, model)
 
   # Evaluation.
-  def predict(self, model, encoded, *, batch_size, pad_id):
+  def predict(self, model, encoded, *, batch_size):
     """Translations (strings) of every example, in input order."""
     source_ids = encoded.input_ids.to_list()
     generated = generate_ids(
         model.seq2seq, source_ids, batch_size=batch_size,
         num_beams=self.config.num_beams,
-        max_new_tokens=self.config.max_target_length, pad_id=pad_id,
+        max_new_tokens=self.config.max_target_length, pad_id=encoded.pad_id,
         jit_compile=self.config.jit_generate,
         no_repeat_ngram_size=self.config.no_repeat_ngram_size)
     vocab = model.vocab
     return vocab.decode(strip_generated_rows(generated, vocab))
 
-  def metrics(self, examples, encoded, outputs, label_vocab, state):
+  def metrics(self, examples, encoded, outputs):
     return dict(translation_metrics(outputs, examples.labels),
                 num_beams=self.config.num_beams,
                 no_repeat_ngram_size=self.config.no_repeat_ngram_size)
@@ -856,11 +784,38 @@ class Translation(base.Task):
             f"({metrics['num_examples']} examples)")
 
   # Serving and prediction files.
-  def server(self, model, encoder, label_vocab, *, text_pair, state):
-    """Translates in Python (any vocabulary, beam search included)."""
-    return PythonTranslator(model, self.config)
+  def server(self, trained):
+    """Tokenizes and decodes greedily in the graph.
 
-  def prediction_rows(self, outputs, label_vocab):
+    Raises:
+      ValueError: when the vocabulary cannot tokenize in the graph.
+    """
+    vocab = trained.encoder
+    if not vocab.in_graph:
+      vocab = graph_vocab_of(vocab, trained.config)
+    return TranslationServer(
+        trained.model.seq2seq, vocab, source_prefix=self.config.source_prefix,
+        max_source_length=self.config.max_source_length,
+        max_target_length=self.config.max_target_length)
+
+  def python_serving(self, trained):
+    """Translates in Python: any vocabulary, beam search included."""
+    return PythonTranslator(trained.model, self.config).serve
+
+  def export(self, trained, *, export_base, sample_texts=(),
+             sample_pairs=None):
+    """Exports raw strings -> translations; returns the version directory.
+    """
+    del sample_pairs  # A translator reads one text.
+    texts = ["Hello.", "", "A longer sentence, with punctuation: ok?"] + list(
+        sample_texts)
+    return serving.export_server(self.server(trained),
+                                 export_base=export_base,
+                                 sample_inputs={"text": texts},
+                                 checked_output=TRANSLATION_OUTPUT,
+                                 exact=True)
+
+  def prediction_rows(self, outputs):
     return [{TRANSLATION_OUTPUT: text.decode("utf-8")
              if isinstance(text, bytes) else text}
             for text in outputs[TRANSLATION_OUTPUT]]

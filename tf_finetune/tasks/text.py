@@ -1,0 +1,125 @@
+"""Reading whole texts and text pairs: the sentence-level encoder tasks.
+
+Classification, regression and multi-label read the `--text_column` (and
+`--text_pair_column`) of CSV, TSV, JSONL files or TFDS, and predict one
+output vector per text or pair. `TextTask` implements that once.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tf_finetune.config import DataConfig
+from tf_finetune.data import pipeline, readers
+from tf_finetune.tasks import encoder
+
+# TFDS text features of the data sets with a known layout: (text, text pair,
+# label). A run whose --text_column is not a feature of the data set gets
+# these; a pair data set read with one text column is refused.
+TFDS_TEXT_FEATURES = {
+    "glue/cola": ("sentence", None, "label"),
+    "glue/sst2": ("sentence", None, "label"),
+    "glue/mrpc": ("sentence1", "sentence2", "label"),
+    "glue/qqp": ("question1", "question2", "label"),
+    "glue/stsb": ("sentence1", "sentence2", "label"),
+    "glue/mnli": ("premise", "hypothesis", "label"),
+    "glue/qnli": ("question", "sentence", "label"),
+    "glue/rte": ("sentence1", "sentence2", "label"),
+    "glue/wnli": ("sentence1", "sentence2", "label"),
+    "glue/ax": ("premise", "hypothesis", "label"),
+}
+
+
+def tfds_columns(data: DataConfig) -> tuple[str, Optional[str], str]:
+  """The (text, pair, label) features to read from `data.tfds_name`.
+
+  Raises:
+    ValueError: when a sentence-pair data set is read with one text column.
+  """
+  known = TFDS_TEXT_FEATURES.get(data.tfds_name.split(":")[0])
+  if known is None:
+    return data.text_column, data.text_pair_column, data.label_column
+  defaults = data.text_column == DataConfig.text_column
+  text = known[0] if defaults else data.text_column
+  pair = data.text_pair_column or (known[1] if defaults else None)
+  label = (known[2] if data.label_column == DataConfig.label_column
+           else data.label_column)
+  if known[1] and pair is None:
+    raise ValueError(
+        f"--tfds_name={data.tfds_name} is a sentence-pair task "
+        f"({known[0]}, {known[1]}) but only --text_column={text!r} was "
+        f"given; set --text_pair_column={known[1]} (or leave both unset).")
+  return text, pair, label
+
+
+def read_text_split(data: DataConfig, split: str, *,
+                    path: Optional[str] = None,
+                    with_labels: bool = True) -> Optional[readers.Examples]:
+  """Reads the train, validation or test split named by the data config.
+
+  Args:
+    data: The data config.
+    split: "train", "validation" or "test".
+    path: A file that replaces the config's file for this split.
+    with_labels: Read the label column.
+
+  Returns:
+    The examples, or None when the config names no such split.
+  """
+  path = path or getattr(data, f"{split}_file")
+  if path:
+    return readers.read_file(
+        path, text_column=data.text_column,
+        text_pair_column=data.text_pair_column,
+        label_column=data.label_column if with_labels else None,
+        flag=f"--{split}_file")
+  tfds_split = getattr(data, f"tfds_{split}_split")
+  if data.tfds_name and tfds_split:
+    text, pair, label = tfds_columns(data)
+    return readers.read_tfds(data.tfds_name, tfds_split,
+                             data_dir=data.tfds_data_dir, text_column=text,
+                             text_pair_column=pair,
+                             label_column=label if with_labels else None)
+  return None
+
+
+class TextTask(encoder.EncoderTask):
+  """A task predicting for a whole text or text pair."""
+
+  def resolve_data(self, data):
+    if not data.tfds_name or data.train_file:
+      return data
+    text, pair, label = tfds_columns(data)
+    return dataclasses.replace(data, text_column=text, text_pair_column=pair,
+                               label_column=label)
+
+  def read(self, data, split, *, path=None, with_labels=True):
+    return read_text_split(data, split, path=path, with_labels=with_labels)
+
+  @abc.abstractmethod
+  def label_ids(self, examples: readers.Examples) -> np.ndarray:
+    """The model targets of `examples`, one row per example."""
+
+  def encode(self, examples, encoder):
+    encoded = pipeline.encode_examples(examples, encoder)
+    if examples.labels is None:
+      return encoded
+    return dataclasses.replace(encoded, label_ids=self.label_ids(examples))
+
+  def logits(self, model, encoded: pipeline.EncodedExamples, *,
+             batch_size: int) -> np.ndarray:
+    """float32 [num_examples, head_size] logits, in input order."""
+    dataset, order = pipeline.inference_dataset(
+        encoded, batch_size=batch_size, with_labels=False)
+    logits = model.predict(dataset, verbose=0)
+    restored = np.empty_like(logits, dtype=np.float32)
+    restored[order] = logits
+    return restored
+
+  def server_input_names(self) -> tuple[str, ...]:
+    """serving_default's inputs: the text, and the pair if the run has one."""
+    return self.input_names[:2 if self.state.text_pair else 1]
