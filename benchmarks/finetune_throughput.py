@@ -10,12 +10,12 @@ hyperparameters (AdamW, peak learning rate 5e-5, decoupled weight decay 0.01
 skipping LayerNorm and biases, linear decay after 10% linear warmup, the same
 number of optimizer steps, batch 32, at most 128 tokens) through:
 
-  ours   tf_finetune's own pieces, assembled as `training.train()` assembles
-         them: `read_split`, `TextEncoder.from_hf_tokenizer` (checked against
-         the model's tokenizer), `pipeline.encode_examples`,
-         `pipeline.training_dataset` (length bucketing),
-         `training.build_compiled_classifier` (pretrained backbone, head,
-         AdamW, compile) and `precision_policy`. Left out are the callbacks
+  ours   tf_finetune's own training phases, as `training.train()` calls
+         them: `prepare` (the task reads, checks the in-graph tokenizer
+         against the model's and encodes), `plan_batches`,
+         `training_dataset` (length bucketing), `build_model` (pretrained
+         backbone, head, AdamW, compile) and `precision_policy`; the task's
+         own `predict` and `metrics` evaluate. Left out are the callbacks
          that only write files (TensorBoard, backups, best checkpoints) and
          the per-epoch validation, which the other recipes do not do either.
   hf_tf  The Keras recipe of the `transformers` documentation:
@@ -85,6 +85,7 @@ The run prints a table, then one JSON line with everything (also appended to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -325,17 +326,15 @@ def run_matmul(job: dict) -> dict:
 
 
 def run_ours(job: dict) -> dict:
-  """tf_finetune's pipeline, assembled as `training.train()` does."""
+  """tf_finetune's own training phases (prepare, plan_batches,
+  training_dataset, build_model), timed step by step."""
   args, plan = job["args"], job["plan"]
   import_begin = time.perf_counter()
   import tensorflow as tf
   import tf_keras
   import transformers
-  from tf_finetune import artifacts, evaluation, optimization, training
+  from tf_finetune import optimization, training
   from tf_finetune.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-  from tf_finetune.data import labels, pipeline, readers
-  from tf_finetune.models import backbone as backbone_lib
-  from tf_finetune.text.tokenization import TextEncoder, check_matches_tokenizer
   start = time.perf_counter()
 
   train_options = {} if args["precision"] is None else {
@@ -358,62 +357,43 @@ def run_ours(job: dict) -> dict:
   data, train_config = config.data, config.train
   tf_keras.utils.set_random_seed(train_config.seed)
 
-  train_examples = training.read_split(data, "train")
-  test_examples = training.read_split(data, "test")
-  label_vocab = labels.infer_label_vocab(train_examples.labels,
-                                         train_examples.source)
-  readers.check_labels_known(test_examples, label_vocab, "--test_file")
-  backbone_lib.check_model_source(config.model.model,
-                                  config.model.allow_pickle_weights)
-  tokenizer = backbone_lib.load_tokenizer(config.model.model)
-  encoder = TextEncoder.from_hf_tokenizer(tokenizer, data.max_seq_length)
-  samples = getattr(training, "_TOKENIZER_CHECK_SAMPLES", 256)
-  check_matches_tokenizer(encoder, tokenizer, train_examples.texts[:samples])
-
   strategy = training.get_strategy(train_config.distribution)
-  global_batch = data.batch_size * strategy.num_replicas_in_sync
-  encoded = {split: pipeline.encode_examples(examples, encoder, label_vocab)
-             for split, examples in (("train", train_examples),
-                                     ("test", test_examples))}
-  batch_log = BatchLog()
-  train_dataset = tap_tf_dataset(pipeline.training_dataset(
-      encoded["train"], batch_size=global_batch, bucketing=data.bucketing,
-      seed=train_config.seed, pad_id=encoder.pad_id,
-      shuffle_buffer=data.shuffle_buffer), batch_log)
-  steps_per_epoch = pipeline.num_batches(len(encoded["train"]), global_batch)
+  prepared = training.prepare(config)
+  config = prepared.config
+  batches = training.plan_batches(config, len(prepared.encoded["train"]),
+                                  strategy)
   total_steps = plan["total_steps"]
+  batches = dataclasses.replace(batches, total_steps=total_steps)
   warmup_steps = optimization.warmup_steps_for(train_config, total_steps)
-  if (steps_per_epoch, warmup_steps) != (plan["steps_per_epoch"],
-                                         plan["warmup_steps"]):
+  if (batches.steps_per_epoch, warmup_steps) != (plan["steps_per_epoch"],
+                                                 plan["warmup_steps"]):
     raise RuntimeError(
-        f"The library plans {steps_per_epoch} steps per epoch and "
+        f"The library plans {batches.steps_per_epoch} steps per epoch and "
         f"{warmup_steps} warmup steps; the benchmark planned "
         f"{plan['steps_per_epoch']} and {plan['warmup_steps']}.")
+  batch_log = BatchLog()
+  train_dataset = tap_tf_dataset(
+      training.training_dataset(config, prepared, batches), batch_log)
 
   timer = StepTimer("ours", total_steps)
+  task = prepared.task
   with training.precision_policy(train_config.precision), strategy.scope():
-    model = training.build_compiled_classifier(
-        config, tokenizer=tokenizer, num_labels=len(label_vocab),
-        total_steps=total_steps)
-    artifacts.save_run_files(config.model_dir, config, label_vocab, tokenizer,
-                             model.backbone.config)
+    model = training.build_model(config, prepared, batches)
+    task.save_run_files(config.model_dir, config, prepared, model)
     model.fit(train_dataset, epochs=plan["epochs_to_run"],
               callbacks=[keras_timing_callback(timer)], verbose=0)
   rss_after_training = _peak_rss_mib()
 
   eval_begin = time.perf_counter()
-  metrics = evaluation.classification_metrics(
-      encoded["test"].label_ids,
-      evaluation.predict_probabilities(model, encoded["test"],
-                                       batch_size=global_batch,
-                                       pad_id=encoder.pad_id),
-      label_vocab)
+  metrics = task.metrics(
+      prepared.examples["test"], prepared.encoded["test"],
+      task.predict(model, prepared.encoded["test"],
+                   batch_size=batches.eval_batch))
   eval_seconds = time.perf_counter() - eval_begin
-  # Newer versions of the library resolve "auto" from the hardware.
-  resolve_precision = getattr(training, "resolve_precision", lambda p: p)
+  resolve_precision = training.resolve_precision
   return {
       "status": "ok",
-      "description": "tf_finetune: TextEncoder + bucketed training_dataset + "
+      "description": "tf_finetune: prepare + bucketed training_dataset + "
                      "build_classifier + create_optimizer (AdamW), Keras fit",
       "precision": resolve_precision(train_config.precision),
       "precision_setting": train_config.precision,

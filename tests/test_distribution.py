@@ -124,10 +124,10 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
           epochs=1, learning_rate=float(flags["learning_rate"]),
           early_stopping_patience=0, precision="fp32", export=False,
           distribution="one_device")))
-  assert single["global_batch_size"] == 32 and single["replicas"] == 1
+  assert single.global_batch_size == 32 and single.replicas == 1
   for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
     assert summary["history"][name] == pytest.approx(
-        single["history"][name], rel=1e-3, abs=1e-4), name
+        single.history[name], rel=1e-3, abs=1e-4), name
 
 
 def test_multi_worker_without_tf_config_fails_in_one_line(tmp_path):

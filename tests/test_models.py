@@ -12,7 +12,7 @@ from transformers.modeling_tf_pytorch_utils import (
 
 from tf_finetune import optimization
 from tf_finetune.config import ModelConfig, TrainConfig
-from tf_finetune import artifacts
+from tf_finetune.tasks import encoder
 from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.models.classifier import MacroF1, TextClassifier
 
@@ -28,14 +28,14 @@ def _batch(num_labels=2):
 @pytest.mark.parametrize("l1, l2", [(0.0, 0.1), (0.2, 0.0), (0.2, 0.1)])
 def test_head_regularizer_adds_to_the_loss(tiny_bert_dir, l1, l2):
   backbone = backbone_lib.load_backbone(tiny_bert_dir)
-  model = artifacts.build_classifier(
+  model = encoder.build_classifier(
       backbone, 2, ModelConfig(model=tiny_bert_dir, l1=l1, l2=l2), seed=0)
   kernel = model.head.kernel.numpy()
   expected = l1 * np.abs(kernel).sum() + l2 * np.square(kernel).sum()
   assert len(model.losses) == 1
   assert float(model.losses[0]) == pytest.approx(expected, rel=1e-5)
   # The penalty is on the head's kernel only: not its bias, not the backbone.
-  unregularized = artifacts.build_classifier(
+  unregularized = encoder.build_classifier(
       backbone, 2, ModelConfig(model=tiny_bert_dir), seed=0)
   assert unregularized.losses == []
 
@@ -43,7 +43,7 @@ def test_head_regularizer_adds_to_the_loss(tiny_bert_dir, l1, l2):
 @pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
 def test_one_step_changes_every_trainable_weight(tiny_bert_dir, pooling):
   backbone = backbone_lib.load_backbone(tiny_bert_dir)
-  model = artifacts.build_classifier(
+  model = encoder.build_classifier(
       backbone, 2, ModelConfig(model=tiny_bert_dir, pooling=pooling), seed=0)
   model.compile(optimizer=optimization.create_optimizer(
       TrainConfig(learning_rate=1e-2, warmup_ratio=0.0, schedule="constant"),

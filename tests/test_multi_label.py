@@ -57,7 +57,7 @@ def test_reads_delimited_labels_lists_and_binary_columns(tmp_path):
   task = _task(label_delimiter="|")
   examples = _read(task, delimited)
   assert examples.labels == [("sports", "politics"), (), ("arts",)]
-  assert task.label_vocab(examples) == ["arts", "politics", "sports"]
+  assert task.label_vocab_of(examples) == ["arts", "politics", "sports"]
   np.testing.assert_array_equal(
       task.label_ids(examples, ["arts", "politics", "sports"]),
       [[0, 1, 1], [0, 0, 0], [1, 0, 0]])
@@ -73,7 +73,7 @@ def test_reads_delimited_labels_lists_and_binary_columns(tmp_path):
   task = _task(label_columns="toxic,spam")
   examples = _read(task, columns)
   assert examples.labels == [("toxic",), ("spam",)]
-  assert task.label_vocab(examples) == ["toxic", "spam"]
+  assert task.label_vocab_of(examples) == ["toxic", "spam"]
 
 
 def test_bad_multi_label_input_names_file_and_line(tmp_path):

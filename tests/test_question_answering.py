@@ -14,6 +14,7 @@ from conftest import (NEGATIVE_WORDS, NEUTRAL_WORDS, POSITIVE_WORDS,
 from tf_finetune import (config as config_lib, evaluate, lr_find, predict,
                          serving)
 from tf_finetune.tasks import question_answering as qa
+from tf_finetune.tasks.base import TaskState
 from tf_finetune.text.tokenization import TextEncoder
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "squad.json")
@@ -189,7 +190,8 @@ def test_reads_the_real_squad_fixture():
   assert examples.texts[0].startswith("To whom did the Virgin Mary")
   encoder = _encoder(64)
   task = _task(doc_stride=8)
-  features = task.encode(examples, encoder, task.label_vocab(examples))
+  task.bind(TaskState(label_vocab=tuple(task.label_vocab_of(examples))))
+  features = task.encode(examples, encoder)
   assert len(features) > 5 * 3  # Long contexts: several windows each.
   assert features.num_examples == 5
   # Where a window holds the answer, its targets give back the answer's
@@ -243,7 +245,7 @@ def test_tfds_squad_maps_its_features(name):
     assert examples.labels[1] == []
     with pytest.raises(ValueError, match=r"1 of 2 questions are "
                        r"unanswerable.*--allow_no_answer"):
-      _task().label_vocab(examples)
+      _task().label_vocab_of(examples)
   else:
     assert len(examples) == 1
 

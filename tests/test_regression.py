@@ -59,7 +59,7 @@ def test_a_label_that_is_not_a_number_names_file_and_line(tmp_path):
   examples = task.read(config_lib.DataConfig(train_file=path), "train")
   with pytest.raises(ValueError, match=r"scores.csv:3: the label 'high' is "
                      "not a number"):
-    task.label_vocab(examples)
+    task.label_vocab_of(examples)
 
 
 def test_train_binary_reports_a_bad_score_in_one_line(tmp_path, capsys,

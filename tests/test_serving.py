@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import tensorflow as tf
 import transformers
 
 from conftest import run_python
-from tf_finetune import artifacts, prediction, serving
+from tf_finetune import prediction, serving, tasks
 from tf_finetune.models import backbone
 
 TEXTS = ["the movie was good and fun", "a dull and boring plot", "",
@@ -89,14 +90,15 @@ print(json.dumps({{"unregistered": sorted(ops - core - text_ops),
 
 @pytest.fixture(scope="module")
 def trained(trained_run):
-  return artifacts.load_trained(trained_run)
+  return tasks.load_trained(trained_run)
+
+
+def _export(trained, export_base):
+  return trained.task.export(trained, export_base=str(export_base))
 
 
 def test_token_id_signature_agrees_with_the_text_signature(trained, tmp_path):
-  path = serving.export_classifier(
-      model=trained.model, encoder=trained.encoder,
-      label_vocab=trained.label_vocab, text_pair=False,
-      export_base=str(tmp_path), hf_tokenizer=trained.tokenizer)
+  path = _export(trained, tmp_path)
   loaded = tf.saved_model.load(path)
   by_text = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
   features = trained.encoder.encode(tf.constant(TEXTS))
@@ -107,8 +109,7 @@ def test_token_id_signature_agrees_with_the_text_signature(trained, tmp_path):
 
 
 def test_answers_empty_many_and_very_long_texts(trained):
-  server = serving.ClassifierServer(trained.model, trained.encoder,
-                                    trained.label_vocab, text_pair=False)
+  server = trained.task.server(trained)
   serve = server.signatures()["serving_default"]
   many = serve(text=tf.constant(["good film"] * 1000))
   assert many["probabilities"].shape == (1000, 2)
@@ -120,12 +121,9 @@ def test_answers_empty_many_and_very_long_texts(trained):
 
 
 def test_versions_increment_and_are_never_overwritten(trained, tmp_path):
-  options = dict(model=trained.model, encoder=trained.encoder,
-                 label_vocab=trained.label_vocab, text_pair=False,
-                 export_base=str(tmp_path), hf_tokenizer=trained.tokenizer)
-  first = serving.export_classifier(**options)
+  first = _export(trained, tmp_path)
   mtime = os.path.getmtime(os.path.join(first, "saved_model.pb"))
-  second = serving.export_classifier(**options)
+  second = _export(trained, tmp_path)
   assert [os.path.basename(p) for p in (first, second)] == ["1", "2"]
   assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == mtime
 
@@ -137,10 +135,7 @@ def test_failed_export_leaves_no_version_behind(trained, tmp_path,
 
   monkeypatch.setattr(tf.saved_model, "save", broken_save)
   with pytest.raises(OSError, match="No space left"):
-    serving.export_classifier(
-        model=trained.model, encoder=trained.encoder,
-        label_vocab=trained.label_vocab, text_pair=False,
-        export_base=str(tmp_path), hf_tokenizer=trained.tokenizer)
+    _export(trained, tmp_path)
   assert os.listdir(tmp_path) == []
 
 
@@ -149,10 +144,7 @@ def test_export_refuses_a_tokenizer_it_cannot_reproduce(trained, tmp_path):
       os.path.join(trained.tokenizer.name_or_path, "vocab.txt"),
       do_lower_case=False)
   with pytest.raises(ValueError, match="differs from the model's tokenizer"):
-    serving.export_classifier(
-        model=trained.model, encoder=trained.encoder,
-        label_vocab=trained.label_vocab, text_pair=False,
-        export_base=str(tmp_path), hf_tokenizer=cased)
+    _export(dataclasses.replace(trained, tokenizer=cased), tmp_path)
   assert not os.path.exists(tmp_path / "1")
 
 

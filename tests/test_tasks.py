@@ -49,7 +49,7 @@ def test_tfds_stsb_scores_stay_numbers():
   _, examples = _mock_tfds("glue/stsb", "train", task="regression")
   assert examples.text_pairs is not None
   task = tasks.get_task(config_lib.TaskConfig(task="regression"))
-  scores = task.label_ids(examples, ["score"])
+  scores = task.label_ids(examples)
   assert scores.dtype == np.float32 and len(scores) == 5
   # Not rounded to integers on the way.
   assert [float(label) for label in examples.labels] == pytest.approx(

@@ -13,6 +13,7 @@ from conftest import make_tagged_sentences, run_binary, run_python, \
 from tf_finetune import config as config_lib, evaluate, predict, serving, \
     tasks
 from tf_finetune.tasks import token_classification as tc
+from tf_finetune.tasks.base import TaskState
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "conll2003.txt")
 IGNORE = tc.IGNORE_LABEL
@@ -65,7 +66,8 @@ def test_alignment_with_the_model_tokenizer(tiny_bert_dir):
   from tf_finetune.data import readers
   examples = readers.Examples("mem", ["Greatly boring films"], None,
                               [rows[0]["tags"]], [1], rows)
-  encoded = task.encode(examples, encoder, ["B-NEG", "B-POS", "O"])
+  task.bind(TaskState(label_vocab=("B-NEG", "B-POS", "O")))
+  encoded = task.encode(examples, encoder)
   pieces = tokenizer.convert_ids_to_tokens(encoded.input_ids[0].numpy())
   assert pieces == ["[CLS]", "great", "##ly", "boring", "film", "##s",
                     "[SEP]"]
@@ -240,10 +242,8 @@ print(json.dumps({{name: value.numpy().tolist() if value.dtype != tf.string
 
 
 def test_export_marks_words_past_the_sequence_limit(token_run):
-  from tf_finetune import artifacts
-  trained = artifacts.load_trained(token_run)
-  server = tc.TokenClassificationServer(trained.model, trained.encoder,
-                                        trained.label_vocab)
+  trained = tasks.load_trained(token_run)
+  server = trained.task.server(trained)
   long_text = " ".join(["film"] * 40)  # 40 sub-words > 32 - 2.
   out = server.serve(tf.constant([long_text, "good"]))
   tags = out["tags"].numpy()

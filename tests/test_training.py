@@ -36,15 +36,15 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_bert_dir,
   summary = training.train(_config(tmp_path / "run", tiny_bert_dir,
                                    sentiment_files, distribution="mirrored",
                                    epochs=2))
-  assert summary["replicas"] == 2
-  assert summary["global_batch_size"] == 32  # 16 per replica x 2 replicas.
+  assert summary.replicas == 2
+  assert summary.global_batch_size == 32  # 16 per replica x 2 replicas.
   # 192 examples at 32 per step: at least 6 steps (more with bucketing).
-  assert summary["steps_per_epoch"] >= 6
-  loss = summary["history"]["loss"]
+  assert summary.steps_per_epoch >= 6
+  loss = summary.history["loss"]
   assert np.isfinite(loss).all() and loss[-1] < loss[0]
   # Metrics are reported once, not summed over the two replicas.
-  assert max(summary["history"]["accuracy"]) <= 1.0
-  assert max(summary["history"]["val_accuracy"]) <= 1.0
+  assert max(summary.history["accuracy"]) <= 1.0
+  assert max(summary.history["val_accuracy"]) <= 1.0
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(
@@ -61,15 +61,15 @@ def test_early_stopping_stops_and_restores_the_best_weights(
   summary = training.train(_config(
       model_dir, tiny_bert_dir, files, epochs=10, early_stopping_patience=2,
       early_stopping_metric="val_loss"))
-  val_loss = summary["history"]["val_loss"]
-  assert summary["stop_reason"] == "early_stopping"
-  assert summary["epochs_run"] < 10
-  assert summary["best_epoch"] == int(np.argmin(val_loss)) + 1
-  assert summary["best_epoch"] < summary["epochs_run"]
+  val_loss = summary.history["val_loss"]
+  assert summary.stop_reason == "early_stopping"
+  assert summary.epochs_run < 10
+  assert summary.best_epoch == int(np.argmin(val_loss)) + 1
+  assert summary.best_epoch < summary.epochs_run
   # Validation loss rose while training loss fell: the summary says so.
-  assert summary["overfitting"]["overfitting"] is True
-  assert summary["overfitting"]["message"].startswith("Overfitting:")
-  assert summary["early_stopping_fired"] is True
+  assert summary.overfitting["overfitting"] is True
+  assert summary.overfitting["message"].startswith("Overfitting:")
+  assert summary.early_stopping_fired is True
   # The weights kept are the best epoch's: evaluating them reproduces it.
   results = json.load(open(model_dir / "eval_results.json"))
   assert results["validation"]["loss"] == pytest.approx(min(val_loss),
@@ -90,10 +90,10 @@ def test_last_epoch_is_kept_without_restore_best_weights(
   summary = training.train(_config(
       model_dir, tiny_bert_dir, sentiment_files, epochs=2,
       restore_best_weights=False, early_stopping_metric="val_loss"))
-  assert summary["kept_epoch"] == 2
+  assert summary.kept_epoch == 2
   results = json.load(open(model_dir / "eval_results.json"))
   assert results["validation"]["loss"] == pytest.approx(
-      summary["history"]["val_loss"][-1], rel=1e-3)
+      summary.history["val_loss"][-1], rel=1e-3)
 
 
 def test_non_finite_loss_stops_with_step_and_learning_rate():
@@ -142,8 +142,8 @@ def test_tfds_training_run(tmp_path, tiny_bert_dir):
       train=config_lib.TrainConfig(epochs=1, export=False))
   with tfds.testing.mock_data(num_examples=24):
     summary = training.train(config)
-  assert summary["epochs_run"] == 1
-  assert "validation" in summary["eval_results"]
+  assert summary.epochs_run == 1
+  assert "validation" in summary.eval_results
 
 
 def test_precision_policy_is_restored_after_a_run(tmp_path, tiny_bert_dir,
@@ -151,7 +151,7 @@ def test_precision_policy_is_restored_after_a_run(tmp_path, tiny_bert_dir,
   summary = training.train(_config(tmp_path / "run", tiny_bert_dir,
                                    sentiment_files, epochs=1,
                                    precision="bf16"))
-  assert summary["precision"] == "bf16"
+  assert summary.precision == "bf16"
   assert tf_keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -220,8 +220,8 @@ def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
 
   uninterrupted = training.train(_config(
       tmp_path / "uninterrupted", tiny_bert_dir, sentiment_files))
-  assert uninterrupted["global_steps"] == 36
-  expected = uninterrupted["eval_results"]["validation"]
+  assert uninterrupted.global_steps == 36
+  expected = uninterrupted.eval_results["validation"]
   got = json.load(open(model_dir / "eval_results.json"))["validation"]
   assert expected["accuracy"] > 0.8  # It learned: the comparison means much.
   assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=0.1)
@@ -268,8 +268,8 @@ def test_a_changed_config_trains_again(tmp_path, tiny_bert_dir,
   first = training.train(_config(model_dir, tiny_bert_dir, files, epochs=1))
   second = training.train(_config(model_dir, tiny_bert_dir, files, epochs=1,
                                   learning_rate=1e-3))
-  assert first["weights_fingerprint"] != second["weights_fingerprint"]
-  assert second["history"]["loss"] and second["global_steps"] == 12
+  assert first.weights_fingerprint != second.weights_fingerprint
+  assert second.history["loss"] and second.global_steps == 12
 
 
 def _tiny_model():

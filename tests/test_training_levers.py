@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tf_finetune import callbacks, config as config_lib, training
+from tf_finetune import callbacks, config as config_lib, tasks, training
 from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.models.classifier import sparse_cross_entropy
+from tf_finetune.tasks.base import PreparedData, TaskState
 
 BATCH, LENGTH = 8, 12
 
@@ -34,9 +35,12 @@ def _compiled(tiny_bert_dir, strategy=None, precision="fp32", **options):
   config = _run_config(tiny_bert_dir, precision=precision, **options)
   tokenizer = backbone_lib.load_tokenizer(tiny_bert_dir)
   strategy = strategy or tf.distribute.get_strategy()
+  task = tasks.get_task(config.task)
+  task.bind(TaskState(label_vocab=("0", "1")))
+  prepared = PreparedData(config, {}, {}, tokenizer, None, task)
   with training.precision_policy(precision), strategy.scope():
-    return training.build_compiled_classifier(
-        config, tokenizer=tokenizer, num_labels=2, total_steps=100)
+    return task.build_model(config, prepared, total_steps=100,
+                            steps_per_epoch=1)
 
 
 def _batch(seed=0, size=BATCH):
@@ -142,8 +146,8 @@ def test_freezing_more_layers_than_the_encoder_has_is_an_error(tiny_bert_dir):
 def test_gradual_unfreezing_opens_one_layer_per_epoch_from_the_top(
     tiny_bert_dir):
   model = _compiled(tiny_bert_dir, unfreeze_schedule="gradual")
-  unfreezing = training._fine_tuning_callbacks(
-      model, config_lib.TrainConfig(unfreeze_schedule="gradual"))[0]
+  unfreezing = tasks.get_task(config_lib.TaskConfig()).training_callbacks(
+      model, _run_config(tiny_bert_dir, unfreeze_schedule="gradual"))[0]
   # 2 layers: epoch 1 none, epoch 2 the top one, epoch 3 both, then the
   # embeddings too.
   assert [unfreezing.frozen_for_epoch(e) for e in range(4)] == [
@@ -309,13 +313,13 @@ def test_ema_weights_are_validated_kept_and_exported(tmp_path, tiny_bert_dir,
   # What validation measured is what was kept: re-evaluating the final
   # weights reproduces the validation loss of the kept epoch.
   results = json.load(open(tmp_path / "ema" / "eval_results.json"))
-  kept = summary["history"]["val_loss"][summary["best_epoch"] - 1]
+  kept = summary.history["val_loss"][summary.best_epoch - 1]
   assert results["validation"]["loss"] == pytest.approx(kept, rel=1e-4)
   # And it is not what the raw weights give (same run without EMA).
   raw = run("raw")
-  assert summary["history"]["val_loss"] != pytest.approx(
-      raw["history"]["val_loss"], rel=1e-3)
-  assert summary["history"]["loss"] == pytest.approx(raw["history"]["loss"],
+  assert summary.history["val_loss"] != pytest.approx(
+      raw.history["val_loss"], rel=1e-3)
+  assert summary.history["loss"] == pytest.approx(raw.history["loss"],
                                                      rel=1e-4)
 
 
