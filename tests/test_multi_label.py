@@ -11,6 +11,7 @@ from conftest import make_multi_label_rows, run_binary, run_python, \
     train_task, write_rows
 from tf_finetune import config as config_lib, predict, serving, tasks
 from tf_finetune.tasks import multi_label
+from tf_finetune.tasks.base import TaskState
 
 
 def _task(**options):
@@ -58,8 +59,9 @@ def test_reads_delimited_labels_lists_and_binary_columns(tmp_path):
   examples = _read(task, delimited)
   assert examples.labels == [("sports", "politics"), (), ("arts",)]
   assert task.label_vocab_of(examples) == ["arts", "politics", "sports"]
+  task.bind(TaskState(label_vocab=("arts", "politics", "sports")))
   np.testing.assert_array_equal(
-      task.label_ids(examples, ["arts", "politics", "sports"]),
+      task.label_ids(examples),
       [[0, 1, 1], [0, 0, 0], [1, 0, 0]])
 
   lists = tmp_path / "b.jsonl"
@@ -87,8 +89,8 @@ def test_bad_multi_label_input_names_file_and_line(tmp_path):
   task = _task(label_delimiter="|")
   with pytest.raises(ValueError, match=r"v.csv:3: label 'zzz' \(from "
                      r"--validation_file\) was never seen in training"):
-    task.check_labels(_read(task, validation), ["a", "b"],
-                      "--validation_file")
+    task.bind(TaskState(label_vocab=("a", "b")))
+    task.check_labels(_read(task, validation), "--validation_file")
   with pytest.raises(ValueError, match="--label_delimiter and "
                      "--label_columns are both set"):
     config_lib.TaskConfig(task="multi_label", label_delimiter="|",

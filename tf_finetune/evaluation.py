@@ -32,13 +32,11 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
     The task's metrics (for classification see `classification_metrics`),
     with the line `describe` prints under "description".
   """
-  from tf_finetune import artifacts, tasks  # Loads transformers.
-
-  trained = artifacts.load_trained(model_dir)
-  task_config = trained.config.task
+  task_config = config_lib.read_config(model_dir).task
   if task_overrides:
     task_config = dataclasses.replace(task_config, **task_overrides)
-  task = tasks.get_task(task_config)
+  trained = tasks.load_trained(model_dir, task_config)
+  task = trained.task
   data = trained.config.data
   if eval_target_file:
     if not eval_file:
