@@ -18,7 +18,6 @@ import os
 from typing import Callable, Optional
 
 import tensorflow as tf
-import tf_keras
 from absl import logging
 
 from tf_finetune import artifacts, callbacks, optimization, serving

@@ -20,11 +20,9 @@ offsets [start, end) into the input.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
