@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -53,3 +54,29 @@ def test_unknown_fields_in_saved_config_are_reported(tmp_path):
   values["train"]["learning_rat"] = 1e-5
   with pytest.raises(ValueError, match="learning_rat"):
     config_lib.RunConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("config_cls, values, message", [
+    (config_lib.ModelConfig, {"model": "m", "pooling": "max"},
+     "--pooling='max' is not one of pooler, cls, mean."),
+    (config_lib.TaskConfig, {"regression_loss": "l1"},
+     "--regression_loss='l1' is not one of mse, huber."),
+    (config_lib.TaskConfig, {"task": "summarization"},
+     "--task='summarization' is not one of classification,"),
+])
+def test_values_outside_the_choices_name_their_flag(config_cls, values,
+                                                    message):
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    config_cls(**values)
+
+
+def test_every_setting_has_help_text():
+  for config_cls in (config_lib.DataConfig, config_lib.ModelConfig,
+                     config_lib.TrainConfig, config_lib.TaskConfig):
+    for field in dataclasses.fields(config_cls):
+      assert field.metadata[config_lib.HELP].strip(), field.name
+
+
+def test_a_translator_from_scratch_has_no_model():
+  model = config_lib.ModelConfig(model_config=config_lib.DEFAULT_MODEL_CONFIG)
+  assert model.model is None

@@ -2,10 +2,12 @@
 
 Configuration flows one way: flag defaults, then `--flagfile`, then explicit
 flags are turned into these dataclasses by the binaries; the library only ever
-sees the dataclasses. Every field is validated in `__post_init__`, with errors
-that name the flag a user would change. A run writes its resolved config to
-`<model_dir>/config.json` so that evaluation, prediction and export rebuild
-exactly what was trained.
+sees the dataclasses. Each setting is written once, as a field made by
+`setting`: the field's default, help text and allowed values are also those of
+the flag of the same name, which flag_definitions.py generates from it. Every
+field is validated in `__post_init__`, with errors that name the flag a user
+would change. A run writes its resolved config to `<model_dir>/config.json` so
+that evaluation, prediction and export rebuild exactly what was trained.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 SCHEDULES = ("linear", "cosine", "polynomial", "constant", "inverse_sqrt",
              "cosine_restarts", "step")
@@ -42,54 +44,113 @@ DEFAULT_MODEL_CONFIG = "default"
 
 CONFIG_FILENAME = "config.json"
 
+# Keys of a setting's field metadata.
+HELP = "help"
+CHOICES = "choices"
+
+
+def setting(default: Any, help: str, *,
+            choices: Optional[Sequence[str]] = None) -> Any:
+  """A config field that is also a command-line flag of the same name.
+
+  The flag's type follows the field's annotation (str, int, float, bool, or
+  Optional of one of them); a field without a default gets a flag that
+  defaults to None.
+
+  Args:
+    default: The field's (and the flag's) default; `dataclasses.MISSING` for
+      a field that must be given.
+    help: The flag's help text, addressed to the user of the binaries.
+    choices: The only values allowed; the flag becomes an enum and
+      `__post_init__` checks the field against them.
+
+  Returns:
+    A `dataclasses.field` carrying `help` and `choices` in its metadata.
+  """
+  metadata = {HELP: help}
+  if choices is not None:
+    metadata[CHOICES] = tuple(choices)
+  return dataclasses.field(default=default, metadata=metadata)
+
 
 def _require(condition: bool, message: str) -> None:
   if not condition:
     raise ValueError(message)
 
 
+def _check_choices(config: Any) -> None:
+  """Checks every field of `config` that has choices against them."""
+  for field in dataclasses.fields(config):
+    choices = field.metadata.get(CHOICES)
+    if choices is not None:
+      value = getattr(config, field.name)
+      _require(value in choices, f"--{field.name}={value!r} is not one of "
+               f"{', '.join(choices)}.")
+
+
+def _default_monitors() -> str:
+  """Each task's default metric, as words: "val_loss for a and b, ..."."""
+  tasks_by_metric = {}
+  for task, metrics in TASK_MONITORS.items():
+    tasks_by_metric.setdefault(metrics[0], []).append(task)
+  phrases = []
+  for metric, tasks in tasks_by_metric.items():
+    listed = (", ".join(tasks[:-1]) + " and " + tasks[-1] if len(tasks) > 1
+              else tasks[0])
+    phrases.append(f"{metric} for {listed}")
+  return ", ".join(phrases)
+
+
+def _target_file(split: str) -> Any:
+  return setting(
+      None, f"--task=translation from plain line-aligned files: the "
+      f"target-language lines of --{split}_file (which then holds the "
+      "source-language lines, one per line).")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Where the examples come from and how they become batches.
+  """Where the examples come from and how they become batches."""
 
-  Attributes:
-    train_file: CSV, TSV or JSONL file of training examples.
-    validation_file: Same format; used for early stopping and checkpoints.
-    test_file: Same format; evaluated once at the end of training.
-    tfds_name: A TensorFlow Datasets name (e.g. "glue/sst2") used instead of
-      the files.
-    tfds_data_dir: Where TFDS keeps its prepared data.
-    tfds_train_split, tfds_validation_split, tfds_test_split: TFDS split names.
-    text_column: Column (or TFDS feature) holding the text.
-    text_pair_column: Column holding the second text of a sentence pair.
-    label_column: Column holding the label (string or integer).
-    max_seq_length: Tokens per example including [CLS] and [SEP].
-    batch_size: Examples per replica per step.
-    bucketing: Batch examples of similar length together (less padding).
-    shuffle_buffer: Examples held by the shuffle buffer.
-    train_target_file, validation_target_file, test_target_file: translation
-      from plain line-aligned files: the target-language lines, the
-      matching `*_file` holding the source-language lines.
-  """
-
-  train_file: Optional[str] = None
-  validation_file: Optional[str] = None
-  test_file: Optional[str] = None
-  tfds_name: Optional[str] = None
-  tfds_data_dir: Optional[str] = None
-  tfds_train_split: str = "train"
-  tfds_validation_split: Optional[str] = "validation"
-  tfds_test_split: Optional[str] = None
-  text_column: str = "text"
-  text_pair_column: Optional[str] = None
-  label_column: str = "label"
-  max_seq_length: int = 128
-  batch_size: int = 32
-  bucketing: bool = True
-  shuffle_buffer: int = 100_000
-  train_target_file: Optional[str] = None
-  validation_target_file: Optional[str] = None
-  test_target_file: Optional[str] = None
+  train_file: Optional[str] = setting(
+      None, "Training examples: .csv, .tsv or .jsonl.")
+  validation_file: Optional[str] = setting(
+      None, "Validation examples, in the format of --train_file; early "
+      "stopping and the best checkpoint watch them.")
+  test_file: Optional[str] = setting(
+      None, "Test examples, in the format of --train_file, evaluated once "
+      "when training ends.")
+  tfds_name: Optional[str] = setting(
+      None, "TensorFlow Datasets name used instead of the files, e.g. "
+      "glue/sst2.")
+  tfds_data_dir: Optional[str] = setting(
+      None, "Where TensorFlow Datasets keeps its prepared data.")
+  tfds_train_split: str = setting(
+      "train", "Split of --tfds_name for training.")
+  tfds_validation_split: Optional[str] = setting(
+      "validation", "Split of --tfds_name for validation ('' for none).")
+  tfds_test_split: Optional[str] = setting(
+      None, "Split of --tfds_name evaluated once when training ends.")
+  text_column: str = setting(
+      "text", "Column (or TFDS feature) holding the text.")
+  text_pair_column: Optional[str] = setting(
+      None, "Column holding the second text of sentence-pair tasks.")
+  label_column: str = setting(
+      "label", "Column holding the label (strings or integers).")
+  max_seq_length: int = setting(
+      128, "Tokens per example, [CLS] and [SEP] included; longer texts are "
+      "truncated.")
+  batch_size: int = setting(
+      32, "Examples per batch on each replica; the global batch is this times "
+      "the number of replicas.")
+  bucketing: bool = setting(
+      True, "Batch examples of similar length together, so that batches "
+      "need less padding.")
+  shuffle_buffer: int = setting(
+      100_000, "Examples held by the shuffle buffer.")
+  train_target_file: Optional[str] = _target_file("train")
+  validation_target_file: Optional[str] = _target_file("validation")
+  test_target_file: Optional[str] = _target_file("test")
 
   def __post_init__(self):
     for split in ("train", "validation", "test"):
@@ -116,43 +177,43 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The pretrained backbone and the classification head.
+  """The pretrained backbone, the head on top of it and their penalties."""
 
-  Attributes:
-    model: A Hugging Face hub name ("bert-base-uncased") or a local directory
-      holding config.json, weights and tokenizer files.
-    pooling: How the sequence becomes one vector: the backbone's "pooler",
-      the "cls" token's hidden state, or the "mean" of unpadded tokens.
-    dropout: Dropout rate before the classification layer.
-    l2: L2 penalty on the classification layer's kernel.
-    l1: L1 penalty on the classification layer's kernel.
-    allow_pickle_weights: Permit loading PyTorch `.bin` (pickle) weights.
-    hidden_dropout: Replaces the pretrained config's hidden dropout rate.
-    attention_dropout: Replaces the pretrained config's attention dropout.
-    backbone_l2: L2 penalty on the encoder's kernels (not LayerNorm, biases
-      or embeddings unless `regularize_embeddings`).
-    backbone_l1: L1 penalty on the same variables.
-    l2_sp: L2-SP penalty: squared distance of the same variables from their
-      pretrained values (Li et al., 2018), instead of from zero.
-    regularize_embeddings: Include the embedding tables in the penalties.
-    model_config: Translation from scratch: a Hugging Face config.json of an
-      encoder-decoder (e.g. a small T5) with random weights, or "default"
-      for the built-in small T5, instead of a pretrained --model.
-  """
-
-  model: str = ""
-  pooling: str = "pooler"
-  dropout: float = 0.1
-  l2: float = 0.0
-  l1: float = 0.0
-  allow_pickle_weights: bool = False
-  hidden_dropout: Optional[float] = None
-  attention_dropout: Optional[float] = None
-  backbone_l2: float = 0.0
-  backbone_l1: float = 0.0
-  l2_sp: float = 0.0
-  regularize_embeddings: bool = False
-  model_config: Optional[str] = None
+  model: Optional[str] = setting(
+      None, "Pretrained model: a Hugging Face hub name (bert-base-uncased) or "
+      "a local directory holding config.json, weights and tokenizer files.")
+  pooling: str = setting(
+      "pooler", "How the sequence becomes one vector: the backbone's pooler "
+      "output, the hidden state of the [CLS] token (cls), or the mean of the "
+      "tokens that are not padding.", choices=POOLINGS)
+  dropout: float = setting(0.1, "Dropout rate before the head.")
+  l2: float = setting(0.0, "L2 penalty on the head's kernel.")
+  l1: float = setting(0.0, "L1 penalty on the head's kernel.")
+  allow_pickle_weights: bool = setting(
+      False, "Allow loading pickled PyTorch .bin weights (can run code; only "
+      "for files you trust).")
+  hidden_dropout: Optional[float] = setting(
+      None, "Replace the pretrained config's hidden dropout rate.")
+  attention_dropout: Optional[float] = setting(
+      None, "Replace the pretrained config's attention dropout rate.")
+  backbone_l2: float = setting(
+      0.0, "L2 penalty on the encoder's kernels (not on LayerNorm or biases, "
+      "nor on the embeddings unless --regularize_embeddings).")
+  backbone_l1: float = setting(
+      0.0, "L1 penalty on the encoder's kernels, as --backbone_l2.")
+  l2_sp: float = setting(
+      0.0, "L2-SP (Li et al., 2018): penalize the squared distance of the "
+      "encoder's kernels from their pretrained values instead of from zero "
+      "(e.g. 0.01); 0 turns it off.")
+  regularize_embeddings: bool = setting(
+      False, "Apply --backbone_l1, --backbone_l2 and --l2_sp to the "
+      "embeddings too.")
+  model_config: Optional[str] = setting(
+      None, "--task=translation from scratch, instead of --model: a Hugging "
+      "Face config.json of an encoder-decoder (e.g. a small T5) with random "
+      f"weights, or '{DEFAULT_MODEL_CONFIG}' for the built-in small T5; a "
+      "SentencePiece vocabulary of --vocab_size is trained on the training "
+      "data.")
 
   def __post_init__(self):
     _require(bool(self.model or self.model_config),
@@ -168,8 +229,7 @@ class ModelConfig:
              f"--model_config={self.model_config!r} is not a file; expected "
              "a Hugging Face config.json of an encoder-decoder or "
              f"{DEFAULT_MODEL_CONFIG!r}.")
-    _require(self.pooling in POOLINGS,
-             f"--pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}.")
+    _check_choices(self)
     _require(0.0 <= self.dropout < 1.0,
              f"--dropout={self.dropout} must be in [0, 1).")
     _require(self.l2 >= 0.0, f"--l2={self.l2} must be non-negative.")
@@ -198,104 +258,99 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Optimization, callbacks and hardware.
+  """Optimization, learning-rate schedule, callbacks and hardware."""
 
-  Attributes:
-    epochs: Passes over the training data.
-    learning_rate: Peak learning rate, reached at the end of warmup.
-    schedule: Decay after warmup: linear, cosine, polynomial, constant,
-      inverse_sqrt, cosine_restarts or step (see optimization.py).
-    warmup_ratio: Warmup as a fraction of all training steps.
-    warmup_steps: Warmup in steps; overrides warmup_ratio when set.
-    polynomial_power: Exponent of the polynomial schedule.
-    min_lr_ratio: Floor of the decayed rate as a fraction of the peak.
-    restart_cycles: Cosine cycles of the cosine_restarts schedule.
-    step_decay_factor: What the step schedule multiplies the rate by at
-      each interval.
-    step_decay_every_steps: The step schedule's interval (0: one epoch).
-    layerwise_lr_decay: The top encoder layer learns at the base rate, each
-      lower layer (and the embeddings) at this factor times the one above;
-      1.0 turns it off.
-    freeze_embeddings: Keep the embedding tables at their pretrained values.
-    freeze_layers: Keep the bottom N encoder layers at pretrained values.
-    unfreeze_schedule: "gradual" trains only the head (and pooler) in the
-      first epoch and unfreezes one more encoder layer per epoch from the top
-      (embeddings last); "none" trains everything not frozen from the start.
-    label_smoothing: Mass moved from the true label to all labels uniformly.
-    grad_accum_steps: Split each batch into this many micro-batches whose
-      gradients are summed before one update (same update, less memory).
-    jit_compile: XLA-compile the training step.
-    ema_decay: Keep an exponential moving average of the weights with this
-      decay, validate with it and export it; 0 turns it off.
-    weight_decay: Decoupled AdamW weight decay (not on LayerNorm or biases).
-    clip_norm: Global-norm gradient clipping; 0 disables it.
-    adam_epsilon: AdamW epsilon.
-    early_stopping_metric: Validation metric that early stopping and the best
-      checkpoint watch; "auto" is the task's default (see TASK_MONITORS).
-    early_stopping_patience: Epochs without improvement before stopping;
-      0 disables early stopping.
-    early_stopping_min_delta: Smallest change that counts as improvement.
-    restore_best_weights: Keep the weights of the best validation epoch
-      (else those of the last epoch).
-    seed: Seeds weights of the head, dropout and the shuffle order.
-    distribution: auto, mirrored, one_device, multi_worker
-      (MultiWorkerMirroredStrategy over the cluster in the TF_CONFIG
-      environment variable) or tpu (TPUStrategy on `tpu`).
-    tpu: The TPU of --distribution=tpu: a name, a grpc:// address, or
-      "local" for a TPU VM.
-    save_every_steps: Back up the run every N steps (0: every epoch) so a
-      killed run resumes when started again.
-    log_every_steps: Write loss and learning rate to TensorBoard every N steps.
-    steps_per_execution: Training steps run per call into the TF runtime.
-    precision: fp32, bf16 (mixed bfloat16 compute, float32 weights), fp16
-      (mixed float16 with dynamic loss scaling), or auto: bf16 where the
-      hardware computes in bfloat16 natively (CPUs with AMX or AVX512-BF16,
-      GPUs of compute capability 8.0 or newer), else fp32.
-    export: Export a SavedModel at the end of training.
-  """
-
-  epochs: int = 3
-  learning_rate: float = 5e-5
-  schedule: str = "linear"
-  warmup_ratio: float = 0.1
-  warmup_steps: Optional[int] = None
-  polynomial_power: float = 2.0
-  min_lr_ratio: float = 0.0
-  restart_cycles: int = 2
-  step_decay_factor: float = 0.5
-  step_decay_every_steps: int = 0
-  layerwise_lr_decay: float = 1.0
-  freeze_embeddings: bool = False
-  freeze_layers: int = 0
-  unfreeze_schedule: str = "none"
-  label_smoothing: float = 0.0
-  grad_accum_steps: int = 1
-  jit_compile: bool = False
-  ema_decay: float = 0.0
-  weight_decay: float = 0.01
-  clip_norm: float = 1.0
-  adam_epsilon: float = 1e-6
-  early_stopping_metric: str = "auto"
-  early_stopping_patience: int = 2
-  early_stopping_min_delta: float = 0.0
-  restore_best_weights: bool = True
-  seed: int = 42
-  distribution: str = "auto"
-  tpu: Optional[str] = None
-  save_every_steps: int = 0
-  log_every_steps: int = 50
-  steps_per_execution: int = 1
-  precision: str = "auto"
-  export: bool = True
+  epochs: int = setting(3, "Passes over the training data.")
+  learning_rate: float = setting(
+      5e-5, "Peak learning rate, reached at the end of warmup.")
+  schedule: str = setting(
+      "linear", "Learning-rate decay after warmup.", choices=SCHEDULES)
+  warmup_ratio: float = setting(
+      0.1, "Warmup as a fraction of all training steps.")
+  warmup_steps: Optional[int] = setting(
+      None, "Warmup in steps; overrides --warmup_ratio.")
+  polynomial_power: float = setting(
+      2.0, "Exponent of --schedule=polynomial.")
+  min_lr_ratio: float = setting(
+      0.0, "Floor of the decayed learning rate, as a fraction of the peak.")
+  restart_cycles: int = setting(
+      2, "Cosine cycles of --schedule=cosine_restarts.")
+  step_decay_factor: float = setting(
+      0.5, "--schedule=step: what the learning rate is multiplied by every "
+      "--step_decay_every_steps steps.")
+  step_decay_every_steps: int = setting(
+      0, "--schedule=step: steps between two decays of the learning rate "
+      "(0: one epoch).")
+  layerwise_lr_decay: float = setting(
+      1.0, "The top encoder layer learns at --learning_rate, each lower layer "
+      "(and the embeddings) at this factor times the rate of the layer above "
+      "(e.g. 0.9); 1 turns it off.")
+  freeze_embeddings: bool = setting(
+      False, "Keep the embeddings at their pretrained values.")
+  freeze_layers: int = setting(
+      0, "Keep the bottom N encoder layers at their pretrained values.")
+  unfreeze_schedule: str = setting(
+      "none", "gradual: train only the head (and pooler) in the first epoch, "
+      "then unfreeze one more encoder layer per epoch from the top "
+      "(embeddings last); none: train everything not frozen from the start.",
+      choices=UNFREEZE_SCHEDULES)
+  label_smoothing: float = setting(
+      0.0, "Label smoothing of the cross-entropy: the mass moved from the "
+      "true label to all labels uniformly (e.g. 0.1).")
+  grad_accum_steps: int = setting(
+      1, "Split each batch into N micro-batches whose gradients are summed "
+      "before one update: the same update with less memory.")
+  jit_compile: bool = setting(False, "XLA-compile the training step.")
+  ema_decay: float = setting(
+      0.0, "Keep an exponential moving average of the weights with this decay "
+      "(e.g. 0.999), validate and export it; 0 turns it off.")
+  weight_decay: float = setting(
+      0.01, "AdamW decoupled weight decay (LayerNorm and biases excluded).")
+  clip_norm: float = setting(
+      1.0, "Global gradient-norm clipping; 0 turns it off.")
+  adam_epsilon: float = setting(1e-6, "AdamW epsilon.")
+  early_stopping_metric: str = setting(
+      "auto", "Validation metric that early stopping and the best checkpoint "
+      f"watch; auto: the task's own ({_default_monitors()}).",
+      choices=EARLY_STOPPING_METRICS)
+  early_stopping_patience: int = setting(
+      2, "Epochs without improvement before stopping; 0 turns early stopping "
+      "off.")
+  early_stopping_min_delta: float = setting(
+      0.0, "Smallest change of the metric that counts as improvement.")
+  restore_best_weights: bool = setting(
+      True, "Keep the weights of the best validation epoch, not those of the "
+      "last epoch.")
+  seed: int = setting(
+      42, "Random seed of the head's initial weights, dropout and the "
+      "shuffle order.")
+  distribution: str = setting(
+      "auto", "tf.distribute strategy: auto mirrors over several GPUs; "
+      "multi_worker trains on the cluster described by the TF_CONFIG "
+      "environment variable; tpu on --tpu.", choices=DISTRIBUTIONS)
+  tpu: Optional[str] = setting(
+      None, "The TPU of --distribution=tpu: its name, a grpc:// address, or "
+      "'local' on a TPU VM.")
+  save_every_steps: int = setting(
+      0, "Back up the run every N steps so that a killed run resumes when "
+      "started again (0: every epoch).")
+  log_every_steps: int = setting(
+      50, "Write the loss and learning rate to TensorBoard every N steps.")
+  steps_per_execution: int = setting(
+      1, "Training steps run per call into the TensorFlow runtime.")
+  precision: str = setting(
+      "auto", "fp32; bf16 (mixed bfloat16 compute, float32 weights); fp16 "
+      "(mixed float16 with loss scaling); auto: bf16 where the hardware "
+      "computes in bfloat16 natively (CPUs with AMX or AVX512-BF16, GPUs of "
+      "compute capability 8.0 or newer), else fp32.", choices=PRECISIONS)
+  export: bool = setting(True, "Export a SavedModel when training ends.")
 
   def __post_init__(self):
+    _check_choices(self)
     _require(self.epochs >= 1, f"--epochs={self.epochs} must be at least 1.")
     _require(0.0 < self.learning_rate < 1.0,
              f"--learning_rate={self.learning_rate} must be in (0, 1); "
              "fine-tuning typically uses 1e-5 to 1e-4.")
-    _require(self.schedule in SCHEDULES,
-             f"--schedule={self.schedule!r} is not one of "
-             f"{', '.join(SCHEDULES)}.")
     _require(0.0 <= self.warmup_ratio < 1.0,
              f"--warmup_ratio={self.warmup_ratio} must be in [0, 1).")
     _require(self.warmup_steps is None or self.warmup_steps >= 0,
@@ -314,9 +369,6 @@ class TrainConfig:
              "(0, 1]; 0.8-0.95 is usual, 1.0 turns it off.")
     _require(self.freeze_layers >= 0,
              f"--freeze_layers={self.freeze_layers} must be non-negative.")
-    _require(self.unfreeze_schedule in UNFREEZE_SCHEDULES,
-             f"--unfreeze_schedule={self.unfreeze_schedule!r} is not one of "
-             f"{', '.join(UNFREEZE_SCHEDULES)}.")
     _require(0.0 <= self.label_smoothing < 1.0,
              f"--label_smoothing={self.label_smoothing} must be in [0, 1).")
     _require(self.grad_accum_steps >= 1,
@@ -328,15 +380,9 @@ class TrainConfig:
              f"--weight_decay={self.weight_decay} must be non-negative.")
     _require(self.clip_norm >= 0.0,
              f"--clip_norm={self.clip_norm} must be non-negative (0 = off).")
-    _require(self.early_stopping_metric in EARLY_STOPPING_METRICS,
-             f"--early_stopping_metric={self.early_stopping_metric!r} is not "
-             f"one of {', '.join(EARLY_STOPPING_METRICS)}.")
     _require(self.early_stopping_patience >= 0,
              f"--early_stopping_patience={self.early_stopping_patience} must "
              "be non-negative (0 = off).")
-    _require(self.distribution in DISTRIBUTIONS,
-             f"--distribution={self.distribution!r} is not one of "
-             f"{', '.join(DISTRIBUTIONS)}.")
     _require(self.distribution != "tpu" or bool(self.tpu),
              "--distribution=tpu needs --tpu: the TPU's name, its grpc:// "
              "address, or 'local' on a TPU VM.")
@@ -352,108 +398,109 @@ class TrainConfig:
     _require(self.steps_per_execution >= 1,
              f"--steps_per_execution={self.steps_per_execution} must be at "
              "least 1.")
-    _require(self.precision in PRECISIONS,
-             f"--precision={self.precision!r} is not one of "
-             f"{', '.join(PRECISIONS)}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-  """What the model predicts, and the task's own options.
+  """What the model predicts, and the options of each task."""
 
-  Attributes:
-    task: classification (one label per text or pair), regression (a
-      number), multi_label (any number of labels), token_classification (a
-      tag per word), question_answering (a span of a context), translation
-      (a text per text, by an encoder-decoder).
-    regression_loss: mse or huber.
-    huber_delta: Where the Huber loss turns from quadratic to linear.
-    label_delimiter: multi_label: separates the labels within the label
-      column ("sports|politics").
-    label_columns: multi_label: instead of one label column, one 0/1 column
-      per label (comma-separated names).
-    threshold: multi_label: a label is predicted when its probability is at
-      least this.
-    tune_threshold: multi_label: choose the threshold that maximizes micro-F1
-      on the validation data (saved with the model and the export).
-    tokens_column: token_classification, JSONL: the list of words.
-    tags_column: token_classification, JSONL: the list of tags.
-    tag_column_index: token_classification, CoNLL: the column of the tag
-      (-1: the last; the word is always the first).
-    tagging_scheme: token_classification: IOB1, IOB2 or IOBES, for
-      entity-level metrics.
-    question_column: question_answering, JSONL/CSV: the question.
-    context_column: question_answering, JSONL/CSV: the passage holding the
-      answer.
-    doc_stride: question_answering: a context longer than one window is
-      read in windows, each starting this many tokens after the previous.
-    max_question_length: question_answering: tokens of the question kept
-      (at most half the sequence).
-    max_answer_length: question_answering: longest answer in tokens.
-    n_best_size: question_answering: start and end candidates per window.
-    allow_no_answer: question_answering: the model may answer nothing
-      (SQuAD v2.0: unanswerable questions).
-    null_score_threshold: question_answering with allow_no_answer: answer
-      nothing when the no-answer score exceeds the best span's by more than
-      this; None: chosen on the validation data for the best F1.
-    source_column, target_column: translation: columns (JSONL fields) of
-      the source text and its translation.
-    source_language, target_language: translation from TFDS: the language
-      codes of the data set's translation feature ("en", "de").
-    source_prefix: translation: text put before every source (T5's
-      "translate English to German: ").
-    max_source_length, max_target_length: translation: tokens per source
-      and per target (end-of-sequence included); longer ones are cut.
-      max_target_length also bounds generated translations.
-    num_beams: translation: beam width of evaluation and prediction; 1 is
-      greedy decoding.
-    vocab_size: translation from scratch: pieces of the SentencePiece
-      vocabulary trained on the training sources and targets.
-    no_repeat_ngram_size: translation: evaluation and prediction never
-      repeat an n-gram of this size within a translation; 0 turns it off.
-      The export decodes without it.
-    jit_generate: translation: XLA-compile generation in evaluation and
-      prediction (faster per batch once compiled; each new batch shape
-      compiles again, so it pays off on large sets only).
-  """
-
-  task: str = "classification"
-  regression_loss: str = "mse"
-  huber_delta: float = 1.0
-  label_delimiter: Optional[str] = None
-  label_columns: Optional[str] = None
-  threshold: float = 0.5
-  tune_threshold: bool = True
-  tokens_column: str = "tokens"
-  tags_column: str = "tags"
-  tag_column_index: int = -1
-  tagging_scheme: str = "IOB2"
-  question_column: str = "question"
-  context_column: str = "context"
-  doc_stride: int = 128
-  max_question_length: int = 64
-  max_answer_length: int = 30
-  n_best_size: int = 20
-  allow_no_answer: bool = False
-  null_score_threshold: Optional[float] = None
-  source_column: str = "source"
-  target_column: str = "target"
-  source_language: Optional[str] = None
-  target_language: Optional[str] = None
-  source_prefix: str = ""
-  max_source_length: int = 128
-  max_target_length: int = 128
-  num_beams: int = 1
-  vocab_size: int = 8000
-  jit_generate: bool = False
-  no_repeat_ngram_size: int = 0
+  task: str = setting(
+      "classification", "What the model predicts: one label per text or pair "
+      "(classification), a number (regression), any number of labels "
+      "(multi_label), a tag per word (token_classification), the span of a "
+      "context that answers a question (question_answering), or a "
+      "translation by an encoder-decoder (translation).", choices=TASKS)
+  regression_loss: str = setting(
+      "mse", "Loss of --task=regression.", choices=REGRESSION_LOSSES)
+  huber_delta: float = setting(
+      1.0, "Where --regression_loss=huber turns from quadratic to linear.")
+  label_delimiter: Optional[str] = setting(
+      None, "--task=multi_label: separates the labels in the label column, "
+      "e.g. '|'.")
+  label_columns: Optional[str] = setting(
+      None, "--task=multi_label: comma-separated 0/1 columns, one per label, "
+      "instead of --label_column.")
+  threshold: float = setting(
+      0.5, "--task=multi_label: a label is predicted when its probability is "
+      "at least this.")
+  tune_threshold: bool = setting(
+      True, "--task=multi_label: pick the threshold with the best validation "
+      "micro-F1 and save it with the model and its export.")
+  tokens_column: str = setting(
+      "tokens", "--task=token_classification, JSONL: field with the list of "
+      "words.")
+  tags_column: str = setting(
+      "tags", "--task=token_classification, JSONL: field with the list of "
+      "tags.")
+  tag_column_index: int = setting(
+      -1, "--task=token_classification, CoNLL files: column of the tag (-1: "
+      "the last; the word is always the first).")
+  tagging_scheme: str = setting(
+      "IOB2", "--task=token_classification: how tags mark entities, for "
+      f"entity-level metrics: {', '.join(TAGGING_SCHEMES)}.")
+  question_column: str = setting(
+      "question", "--task=question_answering, JSONL/CSV: field with the "
+      "question.")
+  context_column: str = setting(
+      "context", "--task=question_answering, JSONL/CSV: field with the "
+      "passage holding the answer.")
+  doc_stride: int = setting(
+      128, "--task=question_answering: a context longer than one window is "
+      "read in windows, each starting this many tokens after the previous "
+      "one.")
+  max_question_length: int = setting(
+      64, "--task=question_answering: question tokens kept (at most half of "
+      "--max_seq_length).")
+  max_answer_length: int = setting(
+      30, "--task=question_answering: longest answer, in tokens.")
+  n_best_size: int = setting(
+      20, "--task=question_answering: start and end candidates per window.")
+  allow_no_answer: bool = setting(
+      False, "--task=question_answering: the model may answer nothing (SQuAD "
+      "v2.0 unanswerable questions).")
+  null_score_threshold: Optional[float] = setting(
+      None, "--task=question_answering with --allow_no_answer: answer nothing "
+      "when the no-answer score beats the best span's by more than this; "
+      "unset: chosen on the validation data for the best F1.")
+  source_column: str = setting(
+      "source", "--task=translation: column (JSONL field) of the source "
+      "text.")
+  target_column: str = setting(
+      "target", "--task=translation: column (JSONL field) of the "
+      "translation.")
+  source_language: Optional[str] = setting(
+      None, "--task=translation with --tfds_name: language code of the "
+      "sources in the data set's translation feature, e.g. en.")
+  target_language: Optional[str] = setting(
+      None, "--task=translation with --tfds_name: language code of the "
+      "translations in the data set's translation feature, e.g. de.")
+  source_prefix: str = setting(
+      "", "--task=translation: text put before every source, e.g. "
+      "'translate English to German: ' for T5.")
+  max_source_length: int = setting(
+      128, "--task=translation: tokens per source (end-of-sequence "
+      "included); longer sources are cut.")
+  max_target_length: int = setting(
+      128, "--task=translation: tokens per target (end-of-sequence "
+      "included) in training, and most tokens generated per translation.")
+  num_beams: int = setting(
+      1, "--task=translation: beam width of evaluation and prediction (1: "
+      "greedy decoding).")
+  vocab_size: int = setting(
+      8000, "--task=translation with --model_config: pieces of the "
+      "SentencePiece vocabulary trained on the training sources and "
+      "targets.")
+  jit_generate: bool = setting(
+      False, "--task=translation: XLA-compile generation in evaluation and "
+      "prediction. Decoding gets faster once compiled, but every new batch "
+      "shape compiles again, so it pays off on large sets only.")
+  no_repeat_ngram_size: int = setting(
+      0, "--task=translation: evaluation and prediction never repeat an "
+      "n-gram of this size within a translation (e.g. 3); 0 turns it off. "
+      "The SavedModel decodes without it.")
 
   def __post_init__(self):
-    _require(self.task in TASKS,
-             f"--task={self.task!r} is not one of {', '.join(TASKS)}.")
-    _require(self.regression_loss in REGRESSION_LOSSES,
-             f"--regression_loss={self.regression_loss!r} is not one of "
-             f"{', '.join(REGRESSION_LOSSES)}.")
+    _check_choices(self)
     _require(self.huber_delta > 0.0,
              f"--huber_delta={self.huber_delta} must be positive.")
     _require(0.0 < self.threshold < 1.0,
@@ -500,13 +547,17 @@ class TaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  """Everything one training run needs."""
+  """Everything one training run needs: where it writes, and the groups."""
 
-  model_dir: str
+  model_dir: str = setting(
+      dataclasses.MISSING, "Where the run writes its checkpoints, TensorBoard "
+      "logs, results, config and SavedModels.")
   data: DataConfig
   model: ModelConfig
   train: TrainConfig = TrainConfig()
-  export_dir: Optional[str] = None
+  export_dir: Optional[str] = setting(
+      None, "Base directory of exported SavedModels (default: "
+      "<model_dir>/export).")
   task: TaskConfig = TaskConfig()
 
   def __post_init__(self):

@@ -11,29 +11,26 @@ translations) under --split_name in eval_results.json.
 
 from absl import app, flags
 
-from tf_finetune import flag_definitions
+from tf_finetune import config as config_lib, flag_definitions
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flag_definitions.define_flag(flags.DEFINE_string, "model_dir", None,
-                           "Directory of a finished training run.")
-  flag_definitions.define_flag(flags.DEFINE_string, "test_file", None,
-                           "Labelled examples (default: the run's test file).")
-  flag_definitions.define_flag(flags.DEFINE_string, "test_target_file", None,
-                           "--task=translation from plain line-aligned "
-                           "files: the translations of --test_file's lines.")
-  flag_definitions.define_flag(flags.DEFINE_integer, "num_beams", None,
-                           "--task=translation: beam width (default: the "
-                           "run's).")
-  flag_definitions.define_flag(flags.DEFINE_integer, "no_repeat_ngram_size",
-                           None, "--task=translation: never repeat an "
-                           "n-gram of this size (default: the run's).")
-  flag_definitions.define_flag(flags.DEFINE_string, "split_name", "test",
-                           "Name of these results in eval_results.json.")
-  flag_definitions.define_flag(flags.DEFINE_integer, "batch_size", None,
-                           "Examples per batch (default: the run's).")
+  d = flag_definitions.define_flag
+  d(flags.DEFINE_string, "model_dir", None,
+    "Directory of a finished training run.")
+  d(flags.DEFINE_string, "test_file", None,
+    "Labelled examples (default: the run's test file).")
+  d(flags.DEFINE_string, "split_name", "test",
+    "Name of these results in eval_results.json.")
+  flag_definitions.define_config_flags(config_lib.DataConfig,
+                                       ["test_target_file"])
+  flag_definitions.define_config_flags(config_lib.DataConfig, ["batch_size"],
+                                       for_trained_run=True)
+  flag_definitions.define_config_flags(
+      config_lib.TaskConfig, ["num_beams", "no_repeat_ngram_size"],
+      for_trained_run=True)
 
 
 def main(argv) -> None:

@@ -15,11 +15,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flag_definitions.define_flag(flags.DEFINE_string, "model_dir", None,
-                           "Directory of a finished training run.")
-  flag_definitions.define_flag(flags.DEFINE_string, "export_dir", None,
-                           "Base directory of the versions (default: "
-                           "<model_dir>/export).")
+  d = flag_definitions.define_flag
+  d(flags.DEFINE_string, "model_dir", None,
+    "Directory of a finished training run.")
+  d(flags.DEFINE_string, "export_dir", None,
+    "Base directory of the versions (default: the run's --export_dir, else "
+    "<model_dir>/export).")
 
 
 def main(argv) -> None:
