@@ -40,7 +40,7 @@ import struct
 import zlib
 from typing import Callable, Iterator
 
-from tf_finetune.data import versification as versification_lib
+from . import versification as versification_lib
 
 _BLOCK_ENTRY = struct.Struct("<III")
 _CHAPTER_MARKER = re.compile(rb'<chapter\b[^>]*\bosisID="([^"]+)"')
