@@ -92,11 +92,18 @@ def trained(trained_run):
   return artifacts.load_trained(trained_run)
 
 
+def export_classifier(trained, export_base, *, hf_tokenizer=None) -> str:
+  """Exports a classifier as training does; returns its version directory."""
+  server = serving.ClassifierServer(trained.model, trained.encoder,
+                                    trained.label_vocab, text_pair=False)
+  return serving.export_server(
+      server, encoder=trained.encoder, text_pair=False,
+      export_base=str(export_base),
+      hf_tokenizer=hf_tokenizer or trained.tokenizer)
+
+
 def test_token_id_signature_agrees_with_the_text_signature(trained, tmp_path):
-  path = serving.export_classifier(
-      model=trained.model, encoder=trained.encoder,
-      label_vocab=trained.label_vocab, text_pair=False,
-      export_base=str(tmp_path), hf_tokenizer=trained.tokenizer)
+  path = export_classifier(trained, tmp_path)
   loaded = tf.saved_model.load(path)
   by_text = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
   features = trained.encoder.encode(tf.constant(TEXTS))
@@ -120,12 +127,9 @@ def test_answers_empty_many_and_very_long_texts(trained):
 
 
 def test_versions_increment_and_are_never_overwritten(trained, tmp_path):
-  options = dict(model=trained.model, encoder=trained.encoder,
-                 label_vocab=trained.label_vocab, text_pair=False,
-                 export_base=str(tmp_path), hf_tokenizer=trained.tokenizer)
-  first = serving.export_classifier(**options)
+  first = export_classifier(trained, tmp_path)
   mtime = os.path.getmtime(os.path.join(first, "saved_model.pb"))
-  second = serving.export_classifier(**options)
+  second = export_classifier(trained, tmp_path)
   assert [os.path.basename(p) for p in (first, second)] == ["1", "2"]
   assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == mtime
 
@@ -137,10 +141,7 @@ def test_failed_export_leaves_no_version_behind(trained, tmp_path,
 
   monkeypatch.setattr(tf.saved_model, "save", broken_save)
   with pytest.raises(OSError, match="No space left"):
-    serving.export_classifier(
-        model=trained.model, encoder=trained.encoder,
-        label_vocab=trained.label_vocab, text_pair=False,
-        export_base=str(tmp_path), hf_tokenizer=trained.tokenizer)
+    export_classifier(trained, tmp_path)
   assert os.listdir(tmp_path) == []
 
 
@@ -149,10 +150,7 @@ def test_export_refuses_a_tokenizer_it_cannot_reproduce(trained, tmp_path):
       os.path.join(trained.tokenizer.name_or_path, "vocab.txt"),
       do_lower_case=False)
   with pytest.raises(ValueError, match="differs from the model's tokenizer"):
-    serving.export_classifier(
-        model=trained.model, encoder=trained.encoder,
-        label_vocab=trained.label_vocab, text_pair=False,
-        export_base=str(tmp_path), hf_tokenizer=cased)
+    export_classifier(trained, tmp_path, hf_tokenizer=cased)
   assert not os.path.exists(tmp_path / "1")
 
 

@@ -116,18 +116,6 @@ class Predictor:
     return found
 
 
-def write_predictions(path: str, examples: readers.Examples,
-                      probabilities: np.ndarray,
-                      label_vocab: Sequence[str]) -> None:
-  """Writes classification predictions (see `write_prediction_rows`)."""
-  predictions = [
-      {"predicted_label": label_vocab[int(np.argmax(probs))],
-       "probabilities": {name: round(float(p), 6)
-                         for name, p in zip(label_vocab, probs)}}
-      for probs in probabilities]
-  write_prediction_rows(path, examples, predictions)
-
-
 def _flat_columns(prediction: dict) -> dict:
   """One CSV cell per value: dicts spread over columns, lists as JSON."""
   flat = {}

@@ -156,19 +156,6 @@ def latest_version_dir(export_base: str) -> Optional[str]:
   return os.path.join(export_base, str(max(versions))) if versions else None
 
 
-def export_classifier(*, model, encoder: TextEncoder,
-                      label_vocab: Sequence[str], text_pair: bool,
-                      export_base: str, hf_tokenizer,
-                      sample_texts: Sequence[str] = (),
-                      sample_pairs: Optional[Sequence[str]] = None) -> str:
-  """Exports a classifier (see `export_server`)."""
-  return export_server(
-      ClassifierServer(model, encoder, label_vocab, text_pair=text_pair),
-      encoder=encoder, text_pair=text_pair, export_base=export_base,
-      hf_tokenizer=hf_tokenizer, sample_texts=sample_texts,
-      sample_pairs=sample_pairs)
-
-
 def export_server(server: tf.Module, *, encoder: TextEncoder, text_pair: bool,
                   export_base: str, hf_tokenizer,
                   checked_output: str = "probabilities",
