@@ -195,8 +195,8 @@ def define_task_flags() -> None:
           "SavedModel decodes without it.")
   define_flag(flags.DEFINE_bool, "jit_generate", _TASK["jit_generate"],
           "--task=translation: XLA-compile generation in evaluation and "
-          "prediction; about 30 s of compilation per batch shape on 2 CPU "
-          "cores, then 2-3x faster greedy decoding: for large sets only.")
+          "prediction; each new batch shape is compiled first, then greedy "
+          "decoding runs faster: for large sets only.")
 
 
 def define_train_flags() -> None:

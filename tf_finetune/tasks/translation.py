@@ -50,7 +50,7 @@ SPIECE_FILENAME = "spiece.model"
 TRANSLATION_OUTPUT = "translation"
 # The built-in from-scratch model (--model_config=default): a small T5, 3+3
 # layers of width 256; with an 8,000-piece vocabulary it has about 9.4M
-# parameters, small enough to train on two CPU cores in minutes.
+# parameters, small enough to train from scratch on a CPU.
 DEFAULT_T5_CONFIG = {
     "model_type": "t5", "d_model": 256, "d_kv": 32, "d_ff": 1024,
     "num_layers": 3, "num_decoder_layers": 3, "num_heads": 8,
@@ -490,7 +490,7 @@ def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
     longest = max(len(source_ids[i]) for i in rows)
     num_rows = len(rows)
     if jit_compile:
-      # Every distinct shape is compiled anew (about 30 s on 2 CPU cores):
+      # Every distinct shape is compiled anew, which is slow:
       # full batches (the last one padded with copies of its first row) and
       # lengths rounded up to multiples of 32 keep the shapes few.
       longest = -(-longest // 32) * 32
