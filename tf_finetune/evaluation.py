@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_finetune.data import pipeline, readers
+from tf_finetune.data import pipeline
 
 
 def predict_probabilities(model, encoded: pipeline.EncodedExamples, *,

@@ -41,7 +41,7 @@ class Predictor:
         config_lib.TaskConfig(task=task_name)).input_names
 
   @classmethod
-  def from_model_dir(cls, model_dir: str) -> "Predictor":
+  def from_model_dir(cls, model_dir: str) -> Predictor:
     from tf_finetune import artifacts, tasks  # transformers only when needed.
     trained = artifacts.load_trained(model_dir)
     task = tasks.get_task(trained.config.task)
@@ -53,7 +53,7 @@ class Predictor:
                task.name)
 
   @classmethod
-  def from_saved_model(cls, path: str) -> "Predictor":
+  def from_saved_model(cls, path: str) -> Predictor:
     """Loads a version directory, or the latest version under a base dir."""
     import tensorflow_text  # noqa: F401  Registers the tokenizer ops.
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):

@@ -77,7 +77,7 @@ class TextEncoder(tf.Module):
         max_bytes_per_word=MAX_CHARS_PER_WORD)
 
   @classmethod
-  def from_hf_tokenizer(cls, tokenizer, max_seq_length: int) -> "TextEncoder":
+  def from_hf_tokenizer(cls, tokenizer, max_seq_length: int) -> TextEncoder:
     """Builds the encoder from a `transformers` fast BERT-style tokenizer."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:

@@ -164,7 +164,7 @@ class SwordLibrary:
           config = read_module_config(os.path.join(mods_d, filename))
           self.configs.setdefault(config.name, (library, config))
 
-  def module(self, name: str) -> "ZTextModule":
+  def module(self, name: str) -> ZTextModule:
     if name not in self.configs:
       known = ", ".join(sorted(self.configs)) or "none"
       raise ValueError(f"No SWORD module named {name!r}; modules found: "
