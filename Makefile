@@ -24,6 +24,7 @@ demo: assets
 	    --input_file=examples/demo_sentences.csv
 
 test: $(STAMP)
+	$(PY) -m ruff check tf_finetune tests scripts benchmarks
 	$(PY) -m pytest -q tests
 
 clean:

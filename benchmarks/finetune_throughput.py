@@ -354,7 +354,7 @@ def run_ours(job: dict) -> dict:
                         weight_decay=args["weight_decay"],
                         seed=args["seed"], export=False,
                         **train_options))
-  data, train_config = config.data, config.train
+  train_config = config.train
   tf_keras.utils.set_random_seed(train_config.seed)
 
   strategy = training.get_strategy(train_config.distribution)
@@ -400,7 +400,7 @@ def run_ours(job: dict) -> dict:
       "versions": {"tensorflow": tf.__version__,
                    "transformers": transformers.__version__},
       "import_seconds": start - import_begin,
-      "train_examples": len(train_examples),
+      "train_examples": len(prepared.examples["train"]),
       "optimizer": {"class": type(model.optimizer).__name__,
                     "epsilon": train_config.adam_epsilon,
                     "global_clipnorm": train_config.clip_norm,

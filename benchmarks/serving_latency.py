@@ -1,4 +1,4 @@
-r"""Serving latency and throughput: our raw-text SavedModel against HF's pipeline.
+r"""Serving latency and throughput: our raw-text SavedModel vs. HF's pipeline.
 
   python benchmarks/serving_latency.py --model_dir=runs/sentiment_demo
 
@@ -73,7 +73,7 @@ def _hf_pipeline(model_dir: str):
   config = trained.model.backbone.config
   config.num_labels = len(trained.label_vocab)
   config.id2label = dict(enumerate(trained.label_vocab))
-  config.label2id = {l: i for i, l in enumerate(trained.label_vocab)}
+  config.label2id = {label: i for i, label in enumerate(trained.label_vocab)}
   hf_model = transformers.TFBertForSequenceClassification(config)
   hf_model(hf_model.dummy_inputs)
   hf_model.bert.set_weights(trained.model.backbone.bert.get_weights())

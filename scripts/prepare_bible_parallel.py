@@ -62,8 +62,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from corpora import sword  # noqa: E402
 from tf_finetune import flag_definitions, io_utils  # noqa: E402
-from tf_finetune.data import sword  # noqa: E402
 
 FLAGS = flags.FLAGS
 SPLITS = ("train", "validation", "test")

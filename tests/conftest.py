@@ -37,7 +37,7 @@ def make_vocab() -> list[str]:
   punctuation = list(".,!?'-$%()")
   words = POSITIVE_WORDS + NEGATIVE_WORDS + NEUTRAL_WORDS
   tokens = (SPECIAL_TOKENS + punctuation + letters +
-            ["##" + l for l in letters] + PIECES + sorted(words) +
+            ["##" + letter for letter in letters] + PIECES + sorted(words) +
             [str(d) for d in range(10)])
   return list(dict.fromkeys(tokens))
 

@@ -1,6 +1,5 @@
 """Multi-worker training over real gRPC between two local processes."""
 
-import contextlib
 import json
 import os
 import re

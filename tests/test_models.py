@@ -14,7 +14,7 @@ from tf_finetune import optimization
 from tf_finetune.config import ModelConfig, TrainConfig
 from tf_finetune.tasks import encoder
 from tf_finetune.models import backbone as backbone_lib
-from tf_finetune.models.classifier import MacroF1, TextClassifier
+from tf_finetune.models.classifier import MacroF1
 
 
 def _batch(num_labels=2):

@@ -22,7 +22,8 @@ def test_schedule_golden_values(decay, expected):
   schedule = optimization.WarmupDecaySchedule(PEAK, TOTAL, WARMUP, decay,
                                               power=2.0)
   for step, value in expected.items():
-    assert float(schedule(step)) == pytest.approx(value, rel=1e-6, abs=1e-12), step
+    assert float(schedule(step)) == pytest.approx(value, rel=1e-6,
+                                                  abs=1e-12), step
 
 
 @pytest.mark.parametrize("decay, options, expected", [

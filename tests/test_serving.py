@@ -11,7 +11,6 @@ import transformers
 
 from conftest import run_python
 from tf_finetune import prediction, serving, tasks
-from tf_finetune.models import backbone
 
 TEXTS = ["the movie was good and fun", "a dull and boring plot", "",
          "Superb! The ACTOR was wonderful."]
@@ -63,7 +62,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 saved = saved_model_pb2.SavedModel()
-with open(os.path.join({_export_dir(trained_run)!r}, "saved_model.pb"), "rb") as f:
+path = os.path.join({_export_dir(trained_run)!r}, "saved_model.pb")
+with open(path, "rb") as f:
   saved.ParseFromString(f.read())
 graph = saved.meta_graphs[0].graph_def
 ops = {{node.op for node in graph.node}}

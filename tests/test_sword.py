@@ -19,10 +19,15 @@ import zlib
 
 import pytest
 
-from tf_finetune.data import sword, versification
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "prepare_bible_parallel.py")
+SCRIPTS = os.path.join(REPO, "scripts")
+SCRIPT = os.path.join(SCRIPTS, "prepare_bible_parallel.py")
+# The corpus readers live next to the script that uses them, which imports
+# them as `corpora` (its own directory is on sys.path when it runs).
+if SCRIPTS not in sys.path:
+  sys.path.insert(0, SCRIPTS)
+
+from corpora import sword, versification  # noqa: E402
 
 
 def verse_positions(books) -> tuple[dict, int]:

@@ -4,7 +4,6 @@ entity metrics, a fit, and the raw-text export with character offsets."""
 import json
 import os
 
-import numpy as np
 import pytest
 import tensorflow as tf
 

@@ -591,7 +591,7 @@ class RunConfig:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
-  def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+  def from_dict(cls, values: dict[str, Any]) -> RunConfig:
     return cls(
         model_dir=values["model_dir"],
         export_dir=values.get("export_dir"),
@@ -611,7 +611,7 @@ _NOT_FOR_TRANSLATION = (
     ("data", "text_pair_column", None))
 
 
-def _check_translation_run(config: "RunConfig") -> None:
+def _check_translation_run(config: RunConfig) -> None:
   """Refuses options of classifier fine-tuning that translation ignores."""
   for part, name, default in _NOT_FOR_TRANSLATION:
     value = getattr(getattr(config, part), name)

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Optional
 
+from tf_finetune import artifacts, tasks
+from tf_finetune import config as config_lib
 
 
 def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,

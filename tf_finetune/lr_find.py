@@ -42,6 +42,7 @@ def run() -> None:
                                "Learning rate of the first step.")
   flag_definitions.define_flag(flags.DEFINE_float, "lr_find_max", 1.0,
                                "Learning rate of the last step.")
+  flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
   app.run(main)
 
 

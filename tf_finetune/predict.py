@@ -95,6 +95,7 @@ def main(argv) -> None:
 
 def run() -> None:
   define_flags()
+  flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
   app.run(main)
 
 

@@ -36,12 +36,12 @@ class Predictor:
     self.input_names = task.input_names
 
   @classmethod
-  def from_model_dir(cls, model_dir: str) -> "Predictor":
+  def from_model_dir(cls, model_dir: str) -> Predictor:
     trained = tasks.load_trained(model_dir)
     return cls(trained.task.python_serving(trained), trained.task, model_dir)
 
   @classmethod
-  def from_saved_model(cls, path: str) -> "Predictor":
+  def from_saved_model(cls, path: str) -> Predictor:
     """Loads a version directory, or the latest version under a base dir."""
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
       latest = serving.latest_version_dir(path)

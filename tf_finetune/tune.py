@@ -48,6 +48,7 @@ def run() -> None:
       "for more flags (all combinations are tried).")
   flag_definitions.define_flag(flags.DEFINE_bool, "refit", False,
                                "Retrain the best point on all training data.")
+  flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
   app.run(main)
 
 

@@ -39,7 +39,8 @@ def write_label_vocab(label_vocab: Sequence[str], directory: str) -> str:
     if "\n" in label or "\r" in label:
       raise ValueError(f"Label {label!r} contains a line break.")
   path = os.path.join(directory, LABEL_VOCAB_FILENAME)
-  io_utils.write_text_atomically(path, "".join(f"{l}\n" for l in label_vocab))
+  io_utils.write_text_atomically(
+      path, "".join(f"{label}\n" for label in label_vocab))
   return path
 
 

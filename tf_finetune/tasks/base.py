@@ -68,7 +68,7 @@ class PreparedData:
   encoded: dict[str, pipeline.EncodedExamples]
   tokenizer: Any
   encoder: Any
-  task: "Task"
+  task: Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class TrainedModel:
   """A finished run loaded back from its `model_dir`, its task bound."""
 
   config: config_lib.RunConfig
-  task: "Task"
+  task: Task
   tokenizer: Any
   encoder: Any
   model: tf_keras.Model
@@ -144,7 +144,11 @@ class Task(abc.ABC):
     return examples
 
   def check_labels(self, examples: readers.Examples, flag: str) -> None:
-    """Raises if `examples` hold labels the bound model cannot predict."""
+    """Raises if `examples` hold labels the bound model cannot predict.
+
+    By default every label is accepted (a translator's targets).
+    """
+    del examples, flag
 
   @abc.abstractmethod
   def encode(self, examples: readers.Examples,

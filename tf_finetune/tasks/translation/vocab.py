@@ -37,7 +37,7 @@ class SentencePieceVocab:
 
   @classmethod
   def train(cls, texts: Sequence[str], vocab_size: int, *,
-            seed: int = 0) -> "SentencePieceVocab":
+            seed: int = 0) -> SentencePieceVocab:
     """A unigram SentencePiece model learned from `texts`.
 
     `vocab_size` is an upper bound: a small corpus gets fewer pieces rather
@@ -57,7 +57,7 @@ class SentencePieceVocab:
     return cls(model.getvalue())
 
   @classmethod
-  def load(cls, directory: str) -> "SentencePieceVocab":
+  def load(cls, directory: str) -> SentencePieceVocab:
     with open(os.path.join(directory, SPIECE_FILENAME), "rb") as f:
       return cls(f.read())
 

@@ -40,7 +40,7 @@ import struct
 import zlib
 from typing import Callable, Iterator
 
-from tf_finetune.data import versification as versification_lib
+from . import versification as versification_lib
 
 _BLOCK_ENTRY = struct.Struct("<III")
 _CHAPTER_MARKER = re.compile(rb'<chapter\b[^>]*\bosisID="([^"]+)"')
@@ -164,7 +164,7 @@ class SwordLibrary:
           config = read_module_config(os.path.join(mods_d, filename))
           self.configs.setdefault(config.name, (library, config))
 
-  def module(self, name: str) -> "ZTextModule":
+  def module(self, name: str) -> ZTextModule:
     if name not in self.configs:
       known = ", ".join(sorted(self.configs)) or "none"
       raise ValueError(f"No SWORD module named {name!r}; modules found: "
