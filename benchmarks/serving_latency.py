@@ -64,9 +64,9 @@ def _measure(classify, texts, *, requests: int, batches: int,
 def _hf_pipeline(model_dir: str):
   """A transformers text-classification pipeline with the run's weights."""
   import transformers
-  from tf_finetune import tasks
+  from tf_finetune import artifacts
 
-  trained = tasks.load_trained(model_dir)
+  trained = artifacts.load_trained(model_dir)
   if trained.config.model.pooling != "pooler":
     raise SystemExit("The HF classifier pools with the pooler; this run used "
                      f"--pooling={trained.config.model.pooling}.")

@@ -38,7 +38,7 @@ def test_every_setting_has_a_flag_with_its_default_and_help():
       help_text = field.metadata[config_lib.HELP]
       assert help_text.strip(), field.name
       assert flag.help.endswith(help_text), field.name
-      choices = field.metadata.get(config_lib.CHOICES)
+      choices = config_lib.choices_of(field)
       if choices:
         assert flag.flag_type() == "string enum", field.name
         assert flag.parser.enum_values == list(choices), field.name

@@ -10,7 +10,7 @@ import tensorflow as tf
 import transformers
 
 from conftest import run_python
-from tf_finetune import prediction, serving, tasks
+from tf_finetune import artifacts, prediction, serving
 
 TEXTS = ["the movie was good and fun", "a dull and boring plot", "",
          "Superb! The ACTOR was wonderful."]
@@ -90,7 +90,7 @@ print(json.dumps({{"unregistered": sorted(ops - core - text_ops),
 
 @pytest.fixture(scope="module")
 def trained(trained_run):
-  return tasks.load_trained(trained_run)
+  return artifacts.load_trained(trained_run)
 
 
 def _export(trained, export_base):

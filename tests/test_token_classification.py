@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from conftest import make_tagged_sentences, run_binary, run_python, \
     train_task, write_conll, write_rows
-from tf_finetune import config as config_lib, evaluate, predict, serving, \
-    tasks
+from tf_finetune import artifacts, config as config_lib, evaluate, predict, \
+    serving, tasks
 from tf_finetune.tasks import token_classification as tc
 from tf_finetune.tasks.base import TaskState
 
@@ -241,7 +241,7 @@ print(json.dumps({{name: value.numpy().tolist() if value.dtype != tf.string
 
 
 def test_export_marks_words_past_the_sequence_limit(token_run):
-  trained = tasks.load_trained(token_run)
+  trained = artifacts.load_trained(token_run)
   server = trained.task.server(trained)
   long_text = " ".join(["film"] * 40)  # 40 sub-words > 32 - 2.
   out = server.serve(tf.constant([long_text, "good"]))

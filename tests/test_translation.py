@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_binary, run_python, write_rows
-from tf_finetune import config as config_lib, serving, tasks
+from tf_finetune import artifacts, config as config_lib, serving
 from tf_finetune.tasks import translation
 
 WORDS = {"cat": "gato", "dog": "perro", "house": "casa", "book": "libro",
@@ -379,7 +379,7 @@ def test_export_translates_raw_strings_in_a_fresh_process(translation_run):
   result = run_python(["-c", _RELOAD, export_dir, json.dumps(texts)])
   assert result.returncode == 0, result.stderr[-2000:]
   served = json.loads(result.stdout.strip().splitlines()[-1])
-  trained = tasks.load_trained(translation_run)
+  trained = artifacts.load_trained(translation_run)
   expected = translation.PythonTranslator(trained.model,
                                           trained.config.task).translate(
                                               texts)

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import tf_keras
 
-from tf_finetune import callbacks, io_utils
+from tf_finetune import callbacks, io_utils, tasks
+from tf_finetune import config as config_lib
 
 TOKENIZER_DIR = "tokenizer"
 BACKBONE_DIR = "backbone"
@@ -103,3 +104,19 @@ def restore_weights(model: tf_keras.Model, weights_dir: str) -> None:
   """
   status = model.load_weights(callbacks.weights_path(weights_dir))
   status.assert_existing_objects_matched().expect_partial()
+
+
+def load_trained(model_dir: str,
+                 task_config: Optional[config_lib.TaskConfig] = None):
+  """Loads a finished run from `model_dir` (no download), its task bound.
+
+  Args:
+    model_dir: The training run's directory.
+    task_config: Replaces the run's task settings (evaluation overrides).
+
+  Returns:
+    A `tasks.base.TrainedModel`.
+  """
+  config = config_lib.read_config(model_dir)
+  task = tasks.get_task(task_config or config.task)
+  return task.load_trained(model_dir, config)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+from tf_finetune import tasks
 
 SCHEDULES = ("linear", "cosine", "polynomial", "constant", "inverse_sqrt",
              "cosine_restarts", "step")
@@ -23,20 +25,12 @@ POOLINGS = ("pooler", "cls", "mean")
 DISTRIBUTIONS = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNFREEZE_SCHEDULES = ("none", "gradual")
-# The validation metrics each task's model reports, its default first.
-# Each task module (tf_finetune/tasks/) computes the metrics named here.
-TASK_MONITORS = {
-    "classification": ("val_accuracy", "val_loss", "val_macro_f1"),
-    "regression": ("val_pearson", "val_loss"),
-    "multi_label": ("val_micro_f1", "val_loss", "val_macro_f1"),
-    "token_classification": ("val_loss", "val_accuracy"),
-    "question_answering": ("val_loss", "val_position_accuracy"),
-    "translation": ("val_loss", "val_token_accuracy"),
-}
-TASKS = tuple(TASK_MONITORS)
-# "auto" picks the task's default.
-EARLY_STOPPING_METRICS = ("auto",) + tuple(dict.fromkeys(
-    metric for metrics in TASK_MONITORS.values() for metric in metrics))
+
+
+def early_stopping_metrics() -> tuple[str, ...]:
+  """--early_stopping_metric values: "auto" (the task's default) and every
+  registered task's metrics."""
+  return ("auto",) + tasks.all_monitors()
 REGRESSION_LOSSES = ("mse", "huber")
 TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
 # --model_config value naming the built-in small from-scratch translator.
@@ -49,8 +43,11 @@ HELP = "help"
 CHOICES = "choices"
 
 
+Choices = Sequence[str] | Callable[[], Sequence[str]]
+
+
 def setting(default: Any, help: str, *,
-            choices: Optional[Sequence[str]] = None) -> Any:
+            choices: Choices | None = None) -> Any:
   """A config field that is also a command-line flag of the same name.
 
   The flag's type follows the field's annotation (str, int, float, bool, or
@@ -61,16 +58,24 @@ def setting(default: Any, help: str, *,
     default: The field's (and the flag's) default; `dataclasses.MISSING` for
       a field that must be given.
     help: The flag's help text, addressed to the user of the binaries.
-    choices: The only values allowed; the flag becomes an enum and
-      `__post_init__` checks the field against them.
+    choices: The only values allowed (or a function returning them when
+      asked); the flag becomes an enum and `__post_init__` checks the field
+      against them.
 
   Returns:
     A `dataclasses.field` carrying `help` and `choices` in its metadata.
   """
   metadata = {HELP: help}
   if choices is not None:
-    metadata[CHOICES] = tuple(choices)
+    metadata[CHOICES] = choices if callable(choices) else tuple(choices)
   return dataclasses.field(default=default, metadata=metadata)
+
+
+def choices_of(field: dataclasses.Field) -> Optional[tuple[str, ...]]:
+  """The values a field allows, or None; choices given as a function (the
+  registered tasks) are asked now."""
+  choices = field.metadata.get(CHOICES)
+  return tuple(choices()) if callable(choices) else choices
 
 
 def _require(condition: bool, message: str) -> None:
@@ -81,7 +86,7 @@ def _require(condition: bool, message: str) -> None:
 def _check_choices(config: Any) -> None:
   """Checks every field of `config` that has choices against them."""
   for field in dataclasses.fields(config):
-    choices = field.metadata.get(CHOICES)
+    choices = choices_of(field)
     if choices is not None:
       value = getattr(config, field.name)
       _require(value in choices, f"--{field.name}={value!r} is not one of "
@@ -90,13 +95,13 @@ def _check_choices(config: Any) -> None:
 
 def _default_monitors() -> str:
   """Each task's default metric, as words: "val_loss for a and b, ..."."""
-  tasks_by_metric = {}
-  for task, metrics in TASK_MONITORS.items():
-    tasks_by_metric.setdefault(metrics[0], []).append(task)
+  names_by_metric = {}
+  for name in tasks.names():
+    names_by_metric.setdefault(tasks.monitors(name)[0], []).append(name)
   phrases = []
-  for metric, tasks in tasks_by_metric.items():
-    listed = (", ".join(tasks[:-1]) + " and " + tasks[-1] if len(tasks) > 1
-              else tasks[0])
+  for metric, names in names_by_metric.items():
+    listed = (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1
+              else names[0])
     phrases.append(f"{metric} for {listed}")
   return ", ".join(phrases)
 
@@ -312,7 +317,7 @@ class TrainConfig:
   early_stopping_metric: str = setting(
       "auto", "Validation metric that early stopping and the best checkpoint "
       f"watch; auto: the task's own ({_default_monitors()}).",
-      choices=EARLY_STOPPING_METRICS)
+      choices=early_stopping_metrics)
   early_stopping_patience: int = setting(
       2, "Epochs without improvement before stopping; 0 turns early stopping "
       "off.")
@@ -409,7 +414,8 @@ class TaskConfig:
       "(classification), a number (regression), any number of labels "
       "(multi_label), a tag per word (token_classification), the span of a "
       "context that answers a question (question_answering), or a "
-      "translation by an encoder-decoder (translation).", choices=TASKS)
+      "translation by an encoder-decoder (translation).",
+      choices=tasks.names)
   regression_loss: str = setting(
       "mse", "Loss of --task=regression.", choices=REGRESSION_LOSSES)
   huber_delta: float = setting(
@@ -571,7 +577,7 @@ class RunConfig:
       raise ValueError(f"--model_config={self.model.model_config!r} trains "
                        "a translator from scratch; it needs "
                        "--task=translation.")
-    monitors = TASK_MONITORS[self.task.task]
+    monitors = tasks.monitors(self.task.task)
     metric = self.train.early_stopping_metric
     if metric == "auto":
       # Frozen: the resolved metric is written in place once, here, so the

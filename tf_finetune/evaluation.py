@@ -7,7 +7,7 @@ import json
 import os
 from typing import Optional
 
-from tf_finetune import artifacts, tasks
+from tf_finetune import artifacts
 from tf_finetune import config as config_lib
 
 
@@ -35,7 +35,7 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
   task_config = config_lib.read_config(model_dir).task
   if task_overrides:
     task_config = dataclasses.replace(task_config, **task_overrides)
-  trained = tasks.load_trained(model_dir, task_config)
+  trained = artifacts.load_trained(model_dir, task_config)
   task = trained.task
   data = trained.config.data
   if eval_target_file:

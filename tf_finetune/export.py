@@ -24,12 +24,12 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  from tf_finetune import tasks
+  from tf_finetune import artifacts
 
   def body():
     if not FLAGS.model_dir:
       raise ValueError("--model_dir is required.")
-    trained = tasks.load_trained(FLAGS.model_dir)
+    trained = artifacts.load_trained(FLAGS.model_dir)
     path = trained.task.export(
         trained,
         export_base=FLAGS.export_dir or trained.config.resolved_export_dir)

@@ -97,7 +97,7 @@ def define_config_flags(config_cls: type,
       default = None
     if for_trained_run:
       help_text += " Unset: the value the run was trained with."
-    choices = field.metadata.get(config_lib.CHOICES)
+    choices = config_lib.choices_of(field)
     if choices is not None:
       define_flag(flags.DEFINE_enum, name, default, help_text,
                   enum_values=list(choices), flag_values=flag_values)

@@ -11,7 +11,7 @@ import tensorflow_text  # noqa: F401  Registers the tokenizer ops.
 from absl import logging
 
 from tf_finetune import config as config_lib
-from tf_finetune import io_utils, serving, tasks
+from tf_finetune import artifacts, io_utils, serving, tasks
 from tf_finetune.data import readers
 from tf_finetune.tasks.base import Task, TaskState
 
@@ -37,7 +37,7 @@ class Predictor:
 
   @classmethod
   def from_model_dir(cls, model_dir: str) -> Predictor:
-    trained = tasks.load_trained(model_dir)
+    trained = artifacts.load_trained(model_dir)
     return cls(trained.task.python_serving(trained), trained.task, model_dir)
 
   @classmethod

@@ -341,7 +341,7 @@ def evaluate(config: RunConfig, prepared: PreparedData,
   Returns:
     (the loaded run, split name -> the task's metrics).
   """
-  trained = tasks.load_trained(config.model_dir)
+  trained = artifacts.load_trained(config.model_dir)
   task, encoded = trained.task, prepared.encoded
   outputs = {split: task.predict(trained.model, encoded[split],
                                  batch_size=plan.eval_batch)

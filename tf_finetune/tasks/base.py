@@ -91,9 +91,6 @@ class Task(abc.ABC):
 
   # The --task name.
   name: ClassVar[str] = ""
-  # The validation metrics the model reports during training, the default
-  # --early_stopping_metric first.
-  monitors: ClassVar[tuple[str, ...]] = ("val_loss",)
   # The serving output the export compares before and after reloading.
   checked_output: ClassVar[str] = "probabilities"
   # The names of serving_default's inputs.

@@ -83,7 +83,6 @@ class Classification(text.TextTask):
   """Single-label classification of texts or text pairs."""
 
   name = "classification"
-  monitors = ("val_accuracy", "val_loss", "val_macro_f1")
 
   def label_vocab_of(self, examples):
     return labels.infer_label_vocab(examples.labels, examples.source)

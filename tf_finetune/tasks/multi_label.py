@@ -137,7 +137,6 @@ class MultiLabel(text.TextTask):
   """Several labels per text or pair."""
 
   name = "multi_label"
-  monitors = ("val_micro_f1", "val_loss", "val_macro_f1")
 
   def read(self, data, split, *, path=None, with_labels=True):
     if with_labels and not (path or getattr(data, f"{split}_file")) and \

@@ -120,7 +120,6 @@ class Regression(text.TextTask):
   """A number per text or pair, e.g. a similarity score from 0 to 5."""
 
   name = "regression"
-  monitors = ("val_pearson", "val_loss")
   checked_output = "score"
 
   def label_vocab_of(self, examples):

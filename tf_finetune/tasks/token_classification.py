@@ -262,7 +262,6 @@ class TokenClassification(encoder_lib.EncoderTask):
   """A tag per word."""
 
   name = "token_classification"
-  monitors = ("val_loss", "val_accuracy")
   per_token = True
   checked_output = "confidence"
 

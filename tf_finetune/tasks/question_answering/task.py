@@ -39,7 +39,6 @@ class QuestionAnswering(encoder_lib.EncoderTask):
   """The span of a context that answers a question."""
 
   name = "question_answering"
-  monitors = ("val_loss", "val_position_accuracy")
   per_token = True
   checked_output = "score"
   input_names = ("question", "context")

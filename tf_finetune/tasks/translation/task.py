@@ -35,7 +35,6 @@ class Translation(base.Task):
   """A target-language text per source text, by an encoder-decoder."""
 
   name = "translation"
-  monitors = ("val_loss", "val_token_accuracy")
   checked_output = TRANSLATION_OUTPUT
   input_names = ("text",)
 
