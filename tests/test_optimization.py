@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tf_finetune import optimization
-from tf_finetune.config import TrainConfig
+from tf_finetune import optimization, schedules
+from tf_finetune.config import SCHEDULES, TrainConfig
 
 PEAK, WARMUP, TOTAL = 5e-5, 100, 1000
 
@@ -20,10 +20,10 @@ PEAK, WARMUP, TOTAL = 5e-5, 100, 1000
     ("constant", {50: 2.5e-5, 100: 5e-5, 999: 5e-5}),
 ])
 def test_schedule_golden_values(decay, expected):
-  schedule = optimization.WarmupDecaySchedule(PEAK, TOTAL, WARMUP, decay,
-                                              power=2.0)
+  schedule = schedules.warmup_decay(decay, PEAK, TOTAL, WARMUP, power=2.0)
   for step, value in expected.items():
-    assert float(schedule(step)) == pytest.approx(value, rel=1e-6, abs=1e-12), step
+    assert float(schedule(step)) == pytest.approx(value, rel=1e-6,
+                                                  abs=1e-12), step
 
 
 @pytest.mark.parametrize("decay, options, expected", [
@@ -41,8 +41,7 @@ def test_schedule_golden_values(decay, expected):
     ("polynomial", {"min_lr_ratio": 0.1}, {550: 0.325, 1000: 0.1}),
 ])
 def test_more_schedules_golden_values(decay, options, expected):
-  schedule = optimization.WarmupDecaySchedule(1.0, TOTAL, WARMUP, decay,
-                                              **options)
+  schedule = schedules.warmup_decay(decay, 1.0, TOTAL, WARMUP, **options)
   for step, value in expected.items():
     assert float(schedule(step)) == pytest.approx(value, rel=1e-4,
                                                   abs=1e-6), step
@@ -173,14 +172,34 @@ def test_schedules_reproduce_recorded_learning_rates(options, total_steps,
 
 @pytest.mark.parametrize("decay", optimization.DECAYS)
 def test_every_schedule_serializes_through_keras(decay):
-  schedule = optimization.WarmupDecaySchedule(
-      PEAK, TOTAL, WARMUP, decay, min_lr_ratio=0.1, cycles=3, factor=0.3,
+  schedule = schedules.warmup_decay(
+      decay, PEAK, TOTAL, WARMUP, min_lr_ratio=0.1, cycles=3, factor=0.3,
       every_steps=70)
   restored = tf_keras.optimizers.schedules.deserialize(
       tf_keras.optimizers.schedules.serialize(schedule))
   assert restored.get_config() == schedule.get_config()
   for step in (0, 99, 100, 431, 1000):
     assert float(restored(step)) == float(schedule(step))
+
+
+def test_every_configurable_schedule_has_a_decay():
+  assert set(schedules.DECAYS) == set(SCHEDULES)
+  with pytest.raises(ValueError, match="exponential"):
+    schedules.warmup_decay("exponential", PEAK, TOTAL, WARMUP)
+
+
+def test_warmup_offsets_any_keras_decay_and_serializes():
+  # 1.0 for the decay's steps 0..10, then 0.5; warmup 5 steps, floor 0.6.
+  decay = tf_keras.optimizers.schedules.PiecewiseConstantDecay(
+      [10.0], [1.0, 0.5])
+  schedule = schedules.WarmUp(decay, 1.0, warmup_steps=5,
+                              min_learning_rate=0.6)
+  restored = tf_keras.optimizers.schedules.deserialize(json.loads(
+      json.dumps(tf_keras.optimizers.schedules.serialize(schedule))))
+  for candidate in (schedule, restored):
+    rates = [float(candidate(step)) for step in (0, 2, 5, 15, 16, 100)]
+    assert rates == pytest.approx([0.0, 0.4, 1.0, 1.0, 0.6, 0.6])
+  assert restored.get_config() == schedule.get_config()
 
 
 def test_step_schedule_defaults_to_one_epoch_intervals():
@@ -200,16 +219,17 @@ def test_range_test_schedule_is_geometric():
 
 
 def test_cosine_quarter_point():
-  schedule = optimization.WarmupDecaySchedule(1.0, 1000, 0, "cosine")
+  schedule = schedules.warmup_decay("cosine", 1.0, 1000, 0)
   assert float(schedule(250)) == pytest.approx(0.5 * (1 + math.cos(math.pi /
                                                                    4)))
 
 
 def test_schedule_serializes_through_keras():
-  schedule = optimization.WarmupDecaySchedule(PEAK, TOTAL, WARMUP, "cosine")
+  schedule = schedules.warmup_decay("cosine", PEAK, TOTAL, WARMUP)
   config = tf_keras.optimizers.schedules.serialize(schedule)
   restored = tf_keras.optimizers.schedules.deserialize(config)
-  assert isinstance(restored, optimization.WarmupDecaySchedule)
+  assert isinstance(restored, schedules.WarmUp)
+  assert isinstance(restored.decay, tf_keras.optimizers.schedules.CosineDecay)
   assert restored.get_config() == schedule.get_config()
 
 

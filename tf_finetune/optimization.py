@@ -1,12 +1,11 @@
-"""Learning-rate schedules with warmup, and AdamW for fine-tuning."""
+"""AdamW for fine-tuning, and the learning-rate schedule of a run."""
 
 from __future__ import annotations
-
-import math
 
 import tensorflow as tf
 import tf_keras
 
+from tf_finetune import schedules
 from tf_finetune.config import TrainConfig
 
 # Variables that decoupled weight decay leaves alone (BERT's convention):
@@ -14,87 +13,8 @@ from tf_finetune.config import TrainConfig
 NO_DECAY_NAME_PARTS = ("LayerNorm", "layer_norm", "bias")
 
 
-DECAYS = ("linear", "cosine", "polynomial", "constant", "inverse_sqrt",
-          "cosine_restarts", "step")
-
-
-@tf_keras.utils.register_keras_serializable(package="tf_finetune")
-class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warmup from 0 to `peak_learning_rate`, then a decay.
-
-  For step s, warmup w, total steps T, decay over d = T - w steps, progress
-  p = min((s - w) / d, 1) and floor f = min_lr_ratio * peak:
-    warmup:          peak * s / w                                 for s < w
-    linear:          f + (peak - f) * (1 - p)
-    cosine:          f + (peak - f) * 0.5 * (1 + cos(pi * p))
-    polynomial:      f + (peak - f) * (1 - p) ** power
-    constant:        peak
-    inverse_sqrt:    max(f, peak * sqrt(max(w, 1) / max(s, w, 1)))
-    cosine_restarts: cosine over each of `cycles` equal cycles of the decay,
-                     restarting at peak (q = p * cycles mod 1, and q = 1 at
-                     the very end)
-    step:            max(f, peak * factor ** floor((s - w) / every_steps))
-  Example: peak 5e-5, w = 100, T = 1000, linear: step 50 -> 2.5e-5,
-  step 100 -> 5e-5, step 550 -> 2.5e-5, step 1000 -> 0.
-  """
-
-  def __init__(self, peak_learning_rate: float, total_steps: int,
-               warmup_steps: int = 0, decay: str = "linear",
-               power: float = 2.0, min_lr_ratio: float = 0.0,
-               cycles: int = 1, factor: float = 0.5, every_steps: int = 1):
-    super().__init__()
-    if decay not in DECAYS:
-      raise ValueError(f"Unknown decay {decay!r}; expected one of "
-                       f"{', '.join(DECAYS)}.")
-    self.peak_learning_rate = float(peak_learning_rate)
-    self.total_steps = int(total_steps)
-    self.warmup_steps = int(warmup_steps)
-    self.decay = decay
-    self.power = float(power)
-    self.min_lr_ratio = float(min_lr_ratio)
-    self.cycles = int(cycles)
-    self.factor = float(factor)
-    self.every_steps = max(int(every_steps), 1)
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    peak = tf.constant(self.peak_learning_rate, tf.float32)
-    floor = peak * self.min_lr_ratio
-    warmup = float(self.warmup_steps)
-    decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-    progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
-    if self.decay == "linear":
-      decayed = floor + (peak - floor) * (1.0 - progress)
-    elif self.decay == "cosine":
-      decayed = floor + (peak - floor) * 0.5 * (
-          1.0 + tf.cos(math.pi * progress))
-    elif self.decay == "polynomial":
-      decayed = floor + (peak - floor) * tf.pow(1.0 - progress, self.power)
-    elif self.decay == "inverse_sqrt":
-      scale = max(warmup, 1.0)
-      decayed = tf.maximum(floor, peak * tf.sqrt(
-          scale / tf.maximum(step, scale)))
-    elif self.decay == "cosine_restarts":
-      cycle_progress = tf.where(progress >= 1.0, 1.0,
-                                tf.math.floormod(progress * self.cycles, 1.0))
-      decayed = floor + (peak - floor) * 0.5 * (
-          1.0 + tf.cos(math.pi * cycle_progress))
-    elif self.decay == "step":
-      intervals = tf.floor(tf.maximum(step - warmup, 0.0) / self.every_steps)
-      decayed = tf.maximum(floor, peak * tf.pow(self.factor, intervals))
-    else:
-      decayed = peak
-    if self.warmup_steps <= 0:
-      return decayed
-    return tf.where(step < warmup, peak * step / warmup, decayed)
-
-  def get_config(self):
-    return {"peak_learning_rate": self.peak_learning_rate,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "decay": self.decay, "power": self.power,
-            "min_lr_ratio": self.min_lr_ratio, "cycles": self.cycles,
-            "factor": self.factor, "every_steps": self.every_steps}
+# The schedule names (TrainConfig.schedule), one Keras decay each.
+DECAYS = schedules.DECAYS
 
 
 @tf_keras.utils.register_keras_serializable(package="tf_finetune")
@@ -186,11 +106,17 @@ def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
 
 
 def create_schedule(config: TrainConfig, total_steps: int, *,
-                    steps_per_epoch: int = 1) -> WarmupDecaySchedule:
-  return WarmupDecaySchedule(
-      peak_learning_rate=config.learning_rate, total_steps=total_steps,
-      warmup_steps=warmup_steps_for(config, total_steps),
-      decay=config.schedule, power=config.polynomial_power,
+                    steps_per_epoch: int = 1) -> schedules.WarmUp:
+  """The config's warmup and decay (see schedules.warmup_decay).
+
+  Args:
+    config: The training config.
+    total_steps: Optimizer updates in the whole run.
+    steps_per_epoch: Updates per epoch (the step schedule's default interval).
+  """
+  return schedules.warmup_decay(
+      config.schedule, config.learning_rate, total_steps,
+      warmup_steps_for(config, total_steps), power=config.polynomial_power,
       min_lr_ratio=config.min_lr_ratio, cycles=config.restart_cycles,
       factor=config.step_decay_factor,
       every_steps=config.step_decay_every_steps or steps_per_epoch)
