@@ -239,20 +239,97 @@ def test_warmup_steps_override_ratio():
       TrainConfig(warmup_ratio=0.1, warmup_steps=7), 500) == 7
 
 
-def test_weight_decay_skips_layer_norm_and_biases():
-  optimizer = optimization.create_optimizer(
-      TrainConfig(learning_rate=0.1, weight_decay=0.5, warmup_ratio=0.0,
-                  schedule="constant", clip_norm=0.0), total_steps=10)
-  with tf.name_scope("encoder"):
-    kernel = tf.Variable(np.ones((2, 2), np.float32), name="dense/kernel")
-    bias = tf.Variable(np.ones(2, np.float32), name="dense/bias")
-    gamma = tf.Variable(np.ones(2, np.float32), name="LayerNorm/gamma")
-  variables = [kernel, bias, gamma]
-  optimizer.apply_gradients((tf.zeros_like(v), v) for v in variables)
-  # Zero gradients: only decoupled decay can move a weight: 1 - 0.1 * 0.5.
-  np.testing.assert_allclose(kernel.numpy(), 0.95, rtol=1e-6)
-  np.testing.assert_allclose(bias.numpy(), 1.0)
-  np.testing.assert_allclose(gamma.numpy(), 1.0)
+MIRRORED = pytest.mark.parametrize("mirrored", [False, True],
+                                   ids=["one_device", "mirrored"])
+
+
+def _adamw(**options):
+  """AdamW at rate 0.1, halved for the variables named slow/*."""
+  options = {"learning_rate": 0.1, "weight_decay": 0.5, "warmup_ratio": 0.0,
+             "schedule": "constant", "clip_norm": 0.0, "adam_epsilon": 1e-12,
+             **options}
+  return optimization.create_optimizer(
+      TrainConfig(**options), total_steps=10,
+      lr_multipliers={"slow/kernel:0": 0.5, "slow/bias:0": 0.5})
+
+
+def _named_variables():
+  kernel = np.array([[1.0, -2.0], [0.5, 4.0]], np.float32)
+  return {name: tf.Variable(kernel if "kernel" in name else kernel[1],
+                            name=name)
+          for name in ("dense/kernel", "slow/kernel", "dense/bias",
+                       "slow/bias", "LayerNorm/gamma")}
+
+
+def _one_step(mirrored, gradient, **options):
+  """Weights before and after one step, the copies of every replica."""
+  strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+              if mirrored else tf.distribute.get_strategy())
+  with strategy.scope():
+    optimizer, variables = _adamw(**options), _named_variables()
+  before = {name: v.numpy() for name, v in variables.items()}
+
+  @tf.function
+  def step():
+    optimizer.apply_gradients(
+        (tf.fill(v.shape, gradient), v) for v in variables.values())
+
+  strategy.run(step)
+  after = {name: [copy.numpy() for copy in
+                  strategy.experimental_local_results(v)]
+           for name, v in variables.items()}
+  assert all(len(copies) == (2 if mirrored else 1)
+             for copies in after.values())
+  return before, after
+
+
+@MIRRORED
+def test_weight_decay_is_rate_times_decay_times_weight(mirrored):
+  # Zero gradients: only decoupled decay moves a weight, by rate * 0.5 * w at
+  # the variable's own rate; LayerNorm and biases are not decayed.
+  before, after = _one_step(mirrored, 0.0)
+  rates = {"dense/kernel": 0.1, "slow/kernel": 0.05, "dense/bias": 0.0,
+           "slow/bias": 0.0, "LayerNorm/gamma": 0.0}
+  for name, rate in rates.items():
+    for copy in after[name]:
+      np.testing.assert_allclose(before[name] - copy,
+                                 rate * 0.5 * before[name], rtol=1e-6,
+                                 atol=1e-7, err_msg=name)
+
+
+@MIRRORED
+def test_each_variable_steps_at_its_own_rate(mirrored):
+  # Adam's first step moves a weight by rate * g / |g| (epsilon 1e-12).
+  before, after = _one_step(mirrored, 3.0, weight_decay=0.0)
+  rates = {"dense/kernel": 0.1, "slow/kernel": 0.05, "dense/bias": 0.1,
+           "slow/bias": 0.05, "LayerNorm/gamma": 0.1}
+  for name, rate in rates.items():
+    for copy in after[name]:
+      np.testing.assert_allclose(before[name] - copy, rate, rtol=1e-5,
+                                 err_msg=name)
+
+
+def test_keras_state_is_what_keras_keeps_and_checkpoints():
+  optimizer, variables = _adamw(ema_decay=0.5), _named_variables()
+  before = {name: v.numpy() for name, v in variables.items()}
+  optimizer.apply_gradients(
+      (tf.fill(v.shape, 2.0), v) for v in variables.values())
+  saved = {id(v) for v in optimizer.variables}  # What checkpoints hold.
+  for name, variable in variables.items():
+    state = optimizer._keras_state(variable)
+    # First step from zero slots, g = 2: m = (1 - 0.9) g, v = (1 - 0.999) g^2.
+    np.testing.assert_allclose(state.momentum.numpy(), 0.2, rtol=1e-6)
+    np.testing.assert_allclose(state.velocity.numpy(), 0.004, rtol=1e-4)
+    # The average starts at the weights: 0.5 * before + 0.5 * after.
+    np.testing.assert_allclose(
+        state.average.numpy(), 0.5 * before[name] + 0.5 * variable.numpy(),
+        rtol=1e-6)
+    assert optimizer.moving_average_of(variable) is state.average
+    assert {id(state.momentum), id(state.velocity),
+            id(state.average)} <= saved
+    assert state.decays == ("kernel" in name), name
+  assert len({optimizer._keras_state(v).key
+              for v in variables.values()}) == len(variables)
 
 
 def _dense_variables():

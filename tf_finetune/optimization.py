@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import tensorflow as tf
 import tf_keras
 
@@ -36,6 +38,25 @@ class ExponentialRangeSchedule(
             "num_steps": self.num_steps}
 
 
+class KerasState(NamedTuple):
+  """What Keras' optimizer keeps about one variable (see AdamW._keras_state).
+
+  Attributes:
+    key: Keras' id of the variable, shared by its copies on every replica.
+    momentum: Adam's first-moment slot m.
+    velocity: Adam's second-moment slot v.
+    average: The moving average of the weights (None without use_ema).
+    decays: Whether weight decay applies (not excluded by
+      exclude_from_weight_decay).
+  """
+
+  key: Any
+  momentum: tf.Variable
+  velocity: tf.Variable
+  average: tf.Variable | None
+  decays: bool
+
+
 @tf_keras.utils.register_keras_serializable(package="tf_finetune")
 class AdamW(tf_keras.optimizers.AdamW):
   """Keras' AdamW, with a learning-rate multiplier per variable.
@@ -44,6 +65,11 @@ class AdamW(tf_keras.optimizers.AdamW):
   decoupled weight decay of variable v both use rate * multiplier[v.name].
   Variables without a multiplier use the base rate. Weight decay skips the
   variables excluded with `exclude_from_weight_decay`, as in Keras.
+
+  Keras' AdamW has one rate for all variables, read inside its update_step
+  and its weight-decay hook, so update_step is redone here at each
+  variable's rate and the hook (`_apply_weight_decay`) is left empty. What
+  that needs of Keras' private state is read in `_keras_state` alone.
   """
 
   def __init__(self, *args, lr_multipliers: dict[str, float] | None = None,
@@ -56,28 +82,64 @@ class AdamW(tf_keras.optimizers.AdamW):
     super().build(var_list)
     for variable in var_list:
       multiplier = self.lr_multipliers.get(variable.name, 1.0)
-      self._multiplier_by_key[self._var_key(variable)] = multiplier
+      self._multiplier_by_key[self._keras_state(variable).key] = multiplier
+
+  def _keras_state(self, variable) -> KerasState:
+    """Keras' private state of `variable`; nothing else here reads any.
+
+    Keras has no public accessor for these, and redoing update_step at a
+    rate per variable needs them all:
+      key: `_var_key(variable)`. update_step receives each replica's copy
+        of a mirrored variable, with a name of its own; Keras maps every
+        copy to the one key, which finds the multiplier.
+      momentum, velocity: `_momentums` and `_velocities` at
+        `_index_dict[key]`, the slots that Keras builds and checkpoints.
+      average: `_model_variables_moving_average` at the same index.
+      decays: `_use_weight_decay(variable)`, which reads the exclusions of
+        exclude_from_weight_decay.
+    tests/test_optimization.py checks each against what Keras does, so a
+    renamed attribute fails there and not in a training run.
+    """
+    key = self._var_key(variable)
+    index = self._index_dict[key]
+    return KerasState(
+        key=key, momentum=self._momentums[index],
+        velocity=self._velocities[index],
+        average=(self._model_variables_moving_average[index]
+                 if self.use_ema else None),
+        decays=self._use_weight_decay(variable))
 
   def _apply_weight_decay(self, variables):
-    del variables  # Applied per variable in update_step, at its own rate.
+    """Empty: Keras would decay every variable at the base rate here.
 
-  def learning_rate_for(self, variable):
+    update_step decays each variable at its own rate instead. Should Keras
+    rename this hook, weights would be decayed twice, which the weight-decay
+    test of tests/test_optimization.py catches.
+    """
+    del variables
+
+  def _rate(self, key, dtype) -> tf.Tensor:
+    return tf.cast(self.learning_rate, dtype) * self._multiplier_by_key.get(
+        key, 1.0)
+
+  def learning_rate_for(self, variable) -> tf.Tensor:
     """The current learning rate of `variable` (a float Tensor)."""
-    multiplier = self._multiplier_by_key.get(self._var_key(variable), 1.0)
-    return tf.cast(self.learning_rate, variable.dtype) * multiplier
+    return self._rate(self._keras_state(variable).key, variable.dtype)
 
   def update_step(self, gradient, variable):
-    rate = self.learning_rate_for(variable)
-    if self.weight_decay and self._use_weight_decay(variable):
+    """Keras' AdamW step (decay, then Adam) at the variable's own rate."""
+    state = self._keras_state(variable)
+    rate = self._rate(state.key, variable.dtype)
+    if self.weight_decay and state.decays:
       variable.assign_sub(variable * tf.cast(self.weight_decay,
                                              variable.dtype) * rate)
     step = tf.cast(self.iterations + 1, variable.dtype)
     beta_1 = tf.cast(self.beta_1, variable.dtype)
     beta_2 = tf.cast(self.beta_2, variable.dtype)
+    # alpha = rate * sqrt(1 - beta_2^step) / (1 - beta_1^step).
     alpha = rate * tf.sqrt(1 - tf.pow(beta_2, step)) / (
         1 - tf.pow(beta_1, step))
-    index = self._index_dict[self._var_key(variable)]
-    m, v = self._momentums[index], self._velocities[index]
+    m, v = state.momentum, state.velocity
     if isinstance(gradient, tf.IndexedSlices):
       m.assign_add(-m * (1 - beta_1))
       m.scatter_add(tf.IndexedSlices(gradient.values * (1 - beta_1),
@@ -90,10 +152,13 @@ class AdamW(tf_keras.optimizers.AdamW):
       v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
     variable.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
 
-  def moving_average_of(self, variable):
+  def moving_average_of(self, variable) -> tf.Variable:
     """The EMA variable of `variable` (requires `use_ema=True`)."""
-    return self._model_variables_moving_average[
-        self._index_dict[self._var_key(variable)]]
+    average = self._keras_state(variable).average
+    if average is None:
+      raise ValueError("The optimizer keeps no moving averages "
+                       "(use_ema=False).")
+    return average
 
   def get_config(self):
     return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
