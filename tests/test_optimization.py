@@ -391,3 +391,7 @@ def test_optimizer_config_round_trips_through_json():
     _step(restored, restored_variables, step)
     assert optimization.current_learning_rate(restored) == pytest.approx(
         optimization.current_learning_rate(original), rel=1e-6)
+  # The same updates: per-variable rates, and no decay of the bias.
+  for mine, theirs in zip(variables, restored_variables):
+    np.testing.assert_allclose(theirs.numpy(), mine.numpy(), rtol=1e-6,
+                               err_msg=mine.name)

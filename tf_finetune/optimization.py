@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -64,7 +64,9 @@ class AdamW(tf_keras.optimizers.AdamW):
   The multipliers carry layer-wise learning-rate decay: the update and the
   decoupled weight decay of variable v both use rate * multiplier[v.name].
   Variables without a multiplier use the base rate. Weight decay skips the
-  variables excluded with `exclude_from_weight_decay`, as in Keras.
+  variables whose names contain one of `no_weight_decay_names` (kept in the
+  config, so an optimizer rebuilt from it skips them too) and those excluded
+  with `exclude_from_weight_decay`, as in Keras.
 
   Keras' AdamW has one rate for all variables, read inside its update_step
   and its weight-decay hook, so update_step is redone here at each
@@ -73,9 +75,12 @@ class AdamW(tf_keras.optimizers.AdamW):
   """
 
   def __init__(self, *args, lr_multipliers: dict[str, float] | None = None,
-               **kwargs):
+               no_weight_decay_names: Sequence[str] = (), **kwargs):
     super().__init__(*args, **kwargs)
     self.lr_multipliers = dict(lr_multipliers or {})
+    self.no_weight_decay_names = list(no_weight_decay_names)
+    if self.no_weight_decay_names:
+      self.exclude_from_weight_decay(var_names=self.no_weight_decay_names)
     self._multiplier_by_key = {}
 
   def build(self, var_list):
@@ -161,7 +166,8 @@ class AdamW(tf_keras.optimizers.AdamW):
     return average
 
   def get_config(self):
-    return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
+    return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
+            "no_weight_decay_names": self.no_weight_decay_names}
 
 
 def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
@@ -202,7 +208,7 @@ def create_optimizer(config: TrainConfig, total_steps: int, *,
     lr_multipliers: Per-variable learning-rate factors by variable name
       (layer-wise decay, see `models.backbone.layerwise_lr_multipliers`).
   """
-  optimizer = AdamW(
+  return AdamW(
       learning_rate=learning_rate or create_schedule(
           config, total_steps, steps_per_epoch=steps_per_epoch),
       weight_decay=config.weight_decay,
@@ -211,11 +217,10 @@ def create_optimizer(config: TrainConfig, total_steps: int, *,
       use_ema=config.ema_decay > 0,
       ema_momentum=config.ema_decay or 0.99,
       lr_multipliers=lr_multipliers,
+      no_weight_decay_names=NO_DECAY_NAME_PARTS,
       # XLA-compiling the update on CPU costs seconds of compilation and was
       # not measured faster there; --jit_compile compiles the whole step.
       jit_compile=False)
-  optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAME_PARTS))
-  return optimizer
 
 
 def current_learning_rate(optimizer) -> float:
