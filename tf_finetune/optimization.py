@@ -15,7 +15,7 @@ from tf_finetune.config import TrainConfig
 NO_DECAY_NAME_PARTS = ("LayerNorm", "layer_norm", "bias")
 
 
-# The schedule names (TrainConfig.schedule), one Keras decay each.
+# The schedule names (TrainConfig.schedule); see schedules.py.
 DECAYS = schedules.DECAYS
 
 
