@@ -1,12 +1,13 @@
-"""Learning-rate schedules with warmup, and AdamW for fine-tuning."""
+"""AdamW for fine-tuning, and the learning-rate schedule of a run."""
 
 from __future__ import annotations
 
-import math
+from typing import Any, NamedTuple, Sequence
 
 import tensorflow as tf
 import tf_keras
 
+from tf_finetune import schedules
 from tf_finetune.config import TrainConfig
 
 # Variables that decoupled weight decay leaves alone (BERT's convention):
@@ -14,87 +15,8 @@ from tf_finetune.config import TrainConfig
 NO_DECAY_NAME_PARTS = ("LayerNorm", "layer_norm", "bias")
 
 
-DECAYS = ("linear", "cosine", "polynomial", "constant", "inverse_sqrt",
-          "cosine_restarts", "step")
-
-
-@tf_keras.utils.register_keras_serializable(package="tf_finetune")
-class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warmup from 0 to `peak_learning_rate`, then a decay.
-
-  For step s, warmup w, total steps T, decay over d = T - w steps, progress
-  p = min((s - w) / d, 1) and floor f = min_lr_ratio * peak:
-    warmup:          peak * s / w                                 for s < w
-    linear:          f + (peak - f) * (1 - p)
-    cosine:          f + (peak - f) * 0.5 * (1 + cos(pi * p))
-    polynomial:      f + (peak - f) * (1 - p) ** power
-    constant:        peak
-    inverse_sqrt:    max(f, peak * sqrt(max(w, 1) / max(s, w, 1)))
-    cosine_restarts: cosine over each of `cycles` equal cycles of the decay,
-                     restarting at peak (q = p * cycles mod 1, and q = 1 at
-                     the very end)
-    step:            max(f, peak * factor ** floor((s - w) / every_steps))
-  Example: peak 5e-5, w = 100, T = 1000, linear: step 50 -> 2.5e-5,
-  step 100 -> 5e-5, step 550 -> 2.5e-5, step 1000 -> 0.
-  """
-
-  def __init__(self, peak_learning_rate: float, total_steps: int,
-               warmup_steps: int = 0, decay: str = "linear",
-               power: float = 2.0, min_lr_ratio: float = 0.0,
-               cycles: int = 1, factor: float = 0.5, every_steps: int = 1):
-    super().__init__()
-    if decay not in DECAYS:
-      raise ValueError(f"Unknown decay {decay!r}; expected one of "
-                       f"{', '.join(DECAYS)}.")
-    self.peak_learning_rate = float(peak_learning_rate)
-    self.total_steps = int(total_steps)
-    self.warmup_steps = int(warmup_steps)
-    self.decay = decay
-    self.power = float(power)
-    self.min_lr_ratio = float(min_lr_ratio)
-    self.cycles = int(cycles)
-    self.factor = float(factor)
-    self.every_steps = max(int(every_steps), 1)
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    peak = tf.constant(self.peak_learning_rate, tf.float32)
-    floor = peak * self.min_lr_ratio
-    warmup = float(self.warmup_steps)
-    decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
-    progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
-    if self.decay == "linear":
-      decayed = floor + (peak - floor) * (1.0 - progress)
-    elif self.decay == "cosine":
-      decayed = floor + (peak - floor) * 0.5 * (
-          1.0 + tf.cos(math.pi * progress))
-    elif self.decay == "polynomial":
-      decayed = floor + (peak - floor) * tf.pow(1.0 - progress, self.power)
-    elif self.decay == "inverse_sqrt":
-      scale = max(warmup, 1.0)
-      decayed = tf.maximum(floor, peak * tf.sqrt(
-          scale / tf.maximum(step, scale)))
-    elif self.decay == "cosine_restarts":
-      cycle_progress = tf.where(progress >= 1.0, 1.0,
-                                tf.math.floormod(progress * self.cycles, 1.0))
-      decayed = floor + (peak - floor) * 0.5 * (
-          1.0 + tf.cos(math.pi * cycle_progress))
-    elif self.decay == "step":
-      intervals = tf.floor(tf.maximum(step - warmup, 0.0) / self.every_steps)
-      decayed = tf.maximum(floor, peak * tf.pow(self.factor, intervals))
-    else:
-      decayed = peak
-    if self.warmup_steps <= 0:
-      return decayed
-    return tf.where(step < warmup, peak * step / warmup, decayed)
-
-  def get_config(self):
-    return {"peak_learning_rate": self.peak_learning_rate,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "decay": self.decay, "power": self.power,
-            "min_lr_ratio": self.min_lr_ratio, "cycles": self.cycles,
-            "factor": self.factor, "every_steps": self.every_steps}
+# The schedule names (TrainConfig.schedule); see schedules.py.
+DECAYS = schedules.DECAYS
 
 
 @tf_keras.utils.register_keras_serializable(package="tf_finetune")
@@ -116,6 +38,25 @@ class ExponentialRangeSchedule(
             "num_steps": self.num_steps}
 
 
+class KerasState(NamedTuple):
+  """What Keras' optimizer keeps about one variable (see AdamW._keras_state).
+
+  Attributes:
+    key: Keras' id of the variable, shared by its copies on every replica.
+    momentum: Adam's first-moment slot m.
+    velocity: Adam's second-moment slot v.
+    average: The moving average of the weights (None without use_ema).
+    decays: Whether weight decay applies (not excluded by
+      exclude_from_weight_decay).
+  """
+
+  key: Any
+  momentum: tf.Variable
+  velocity: tf.Variable
+  average: tf.Variable | None
+  decays: bool
+
+
 @tf_keras.utils.register_keras_serializable(package="tf_finetune")
 class AdamW(tf_keras.optimizers.AdamW):
   """Keras' AdamW, with a learning-rate multiplier per variable.
@@ -123,41 +64,87 @@ class AdamW(tf_keras.optimizers.AdamW):
   The multipliers carry layer-wise learning-rate decay: the update and the
   decoupled weight decay of variable v both use rate * multiplier[v.name].
   Variables without a multiplier use the base rate. Weight decay skips the
-  variables excluded with `exclude_from_weight_decay`, as in Keras.
+  variables whose names contain one of `no_weight_decay_names` (kept in the
+  config, so an optimizer rebuilt from it skips them too) and those excluded
+  with `exclude_from_weight_decay`, as in Keras.
+
+  Keras' AdamW has one rate for all variables, read inside its update_step
+  and its weight-decay hook, so update_step is redone here at each
+  variable's rate and the hook (`_apply_weight_decay`) is left empty. What
+  that needs of Keras' private state is read in `_keras_state` alone.
   """
 
   def __init__(self, *args, lr_multipliers: dict[str, float] | None = None,
-               **kwargs):
+               no_weight_decay_names: Sequence[str] = (), **kwargs):
     super().__init__(*args, **kwargs)
     self.lr_multipliers = dict(lr_multipliers or {})
+    self.no_weight_decay_names = list(no_weight_decay_names)
+    if self.no_weight_decay_names:
+      self.exclude_from_weight_decay(var_names=self.no_weight_decay_names)
     self._multiplier_by_key = {}
 
   def build(self, var_list):
     super().build(var_list)
     for variable in var_list:
       multiplier = self.lr_multipliers.get(variable.name, 1.0)
-      self._multiplier_by_key[self._var_key(variable)] = multiplier
+      self._multiplier_by_key[self._keras_state(variable).key] = multiplier
+
+  def _keras_state(self, variable) -> KerasState:
+    """Keras' private state of `variable`; nothing else here reads any.
+
+    Keras has no public accessor for these, and redoing update_step at a
+    rate per variable needs them all:
+      key: `_var_key(variable)`. update_step receives each replica's copy
+        of a mirrored variable, with a name of its own; Keras maps every
+        copy to the one key, which finds the multiplier.
+      momentum, velocity: `_momentums` and `_velocities` at
+        `_index_dict[key]`, the slots that Keras builds and checkpoints.
+      average: `_model_variables_moving_average` at the same index.
+      decays: `_use_weight_decay(variable)`, which reads the exclusions of
+        exclude_from_weight_decay.
+    tests/test_optimization.py checks each against what Keras does, so a
+    renamed attribute fails there and not in a training run.
+    """
+    key = self._var_key(variable)
+    index = self._index_dict[key]
+    return KerasState(
+        key=key, momentum=self._momentums[index],
+        velocity=self._velocities[index],
+        average=(self._model_variables_moving_average[index]
+                 if self.use_ema else None),
+        decays=self._use_weight_decay(variable))
 
   def _apply_weight_decay(self, variables):
-    del variables  # Applied per variable in update_step, at its own rate.
+    """Empty: Keras would decay every variable at the base rate here.
 
-  def learning_rate_for(self, variable):
+    update_step decays each variable at its own rate instead. Should Keras
+    rename this hook, weights would be decayed twice, which the weight-decay
+    test of tests/test_optimization.py catches.
+    """
+    del variables
+
+  def _rate(self, key, dtype) -> tf.Tensor:
+    return tf.cast(self.learning_rate, dtype) * self._multiplier_by_key.get(
+        key, 1.0)
+
+  def learning_rate_for(self, variable) -> tf.Tensor:
     """The current learning rate of `variable` (a float Tensor)."""
-    multiplier = self._multiplier_by_key.get(self._var_key(variable), 1.0)
-    return tf.cast(self.learning_rate, variable.dtype) * multiplier
+    return self._rate(self._keras_state(variable).key, variable.dtype)
 
   def update_step(self, gradient, variable):
-    rate = self.learning_rate_for(variable)
-    if self.weight_decay and self._use_weight_decay(variable):
+    """Keras' AdamW step (decay, then Adam) at the variable's own rate."""
+    state = self._keras_state(variable)
+    rate = self._rate(state.key, variable.dtype)
+    if self.weight_decay and state.decays:
       variable.assign_sub(variable * tf.cast(self.weight_decay,
                                              variable.dtype) * rate)
     step = tf.cast(self.iterations + 1, variable.dtype)
     beta_1 = tf.cast(self.beta_1, variable.dtype)
     beta_2 = tf.cast(self.beta_2, variable.dtype)
+    # alpha = rate * sqrt(1 - beta_2^step) / (1 - beta_1^step).
     alpha = rate * tf.sqrt(1 - tf.pow(beta_2, step)) / (
         1 - tf.pow(beta_1, step))
-    index = self._index_dict[self._var_key(variable)]
-    m, v = self._momentums[index], self._velocities[index]
+    m, v = state.momentum, state.velocity
     if isinstance(gradient, tf.IndexedSlices):
       m.assign_add(-m * (1 - beta_1))
       m.scatter_add(tf.IndexedSlices(gradient.values * (1 - beta_1),
@@ -170,13 +157,17 @@ class AdamW(tf_keras.optimizers.AdamW):
       v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
     variable.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
 
-  def moving_average_of(self, variable):
+  def moving_average_of(self, variable) -> tf.Variable:
     """The EMA variable of `variable` (requires `use_ema=True`)."""
-    return self._model_variables_moving_average[
-        self._index_dict[self._var_key(variable)]]
+    average = self._keras_state(variable).average
+    if average is None:
+      raise ValueError("The optimizer keeps no moving averages "
+                       "(use_ema=False).")
+    return average
 
   def get_config(self):
-    return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
+    return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
+            "no_weight_decay_names": self.no_weight_decay_names}
 
 
 def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
@@ -186,11 +177,17 @@ def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
 
 
 def create_schedule(config: TrainConfig, total_steps: int, *,
-                    steps_per_epoch: int = 1) -> WarmupDecaySchedule:
-  return WarmupDecaySchedule(
-      peak_learning_rate=config.learning_rate, total_steps=total_steps,
-      warmup_steps=warmup_steps_for(config, total_steps),
-      decay=config.schedule, power=config.polynomial_power,
+                    steps_per_epoch: int = 1) -> schedules.WarmUp:
+  """The config's warmup and decay (see schedules.warmup_decay).
+
+  Args:
+    config: The training config.
+    total_steps: Optimizer updates in the whole run.
+    steps_per_epoch: Updates per epoch (the step schedule's default interval).
+  """
+  return schedules.warmup_decay(
+      config.schedule, config.learning_rate, total_steps,
+      warmup_steps_for(config, total_steps), power=config.polynomial_power,
       min_lr_ratio=config.min_lr_ratio, cycles=config.restart_cycles,
       factor=config.step_decay_factor,
       every_steps=config.step_decay_every_steps or steps_per_epoch)
@@ -211,7 +208,7 @@ def create_optimizer(config: TrainConfig, total_steps: int, *,
     lr_multipliers: Per-variable learning-rate factors by variable name
       (layer-wise decay, see `models.backbone.layerwise_lr_multipliers`).
   """
-  optimizer = AdamW(
+  return AdamW(
       learning_rate=learning_rate or create_schedule(
           config, total_steps, steps_per_epoch=steps_per_epoch),
       weight_decay=config.weight_decay,
@@ -220,11 +217,10 @@ def create_optimizer(config: TrainConfig, total_steps: int, *,
       use_ema=config.ema_decay > 0,
       ema_momentum=config.ema_decay or 0.99,
       lr_multipliers=lr_multipliers,
+      no_weight_decay_names=NO_DECAY_NAME_PARTS,
       # XLA-compiling the update on CPU costs seconds of compilation and was
       # not measured faster there; --jit_compile compiles the whole step.
       jit_compile=False)
-  optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAME_PARTS))
-  return optimizer
 
 
 def current_learning_rate(optimizer) -> float:
