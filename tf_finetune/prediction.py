@@ -73,10 +73,12 @@ class Predictor:
     order = np.argsort([len(text) for text in texts], kind="stable")
     for start in range(0, len(texts), batch_size):
       rows = order[start:start + batch_size]
-      first, second = self.input_names
-      inputs = {first: tf.constant([texts[i] for i in rows])}
+      # serving_default's inputs: text [and text_pair], question and
+      # context, or a translator's one text.
+      inputs = {self.input_names[0]: tf.constant([texts[i] for i in rows])}
       if text_pairs is not None:
-        inputs[second] = tf.constant([text_pairs[i] for i in rows])
+        inputs[self.input_names[1]] = tf.constant([text_pairs[i]
+                                                   for i in rows])
       yield rows, {name: value.numpy()
                    for name, value in self._serve(**inputs).items()}
 
