@@ -1,4 +1,4 @@
-"""In-graph WordPiece tokenization that reproduces the model's own tokenizer.
+"""In-graph tokenization and packing that reproduce the model's own tokenizer.
 
 One `TextEncoder` serves both the training pipeline (inside `tf.data`) and the
 exported SavedModel (inside its serving signature), so the ids a model is
@@ -7,21 +7,19 @@ built from the Hugging Face tokenizer that ships with the checkpoint and is
 checked against it on sample texts: `check_matches_tokenizer` refuses a model
 whose tokenizer it does not reproduce exactly.
 
-It uses tensorflow-text's `FastBertTokenizer`, a fast in-graph WordPiece
-implementation (faster than keras-nlp's WordPieceTokenizer and the Rust fast
-tokenizer, with identical ids), and its ops are ones TF Serving links.
+Sub-word tokenizers live beside it (`wordpiece.WordPiece`); this module
+packs their ids into model inputs with the model's special tokens and
+truncation rule.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Optional, Sequence
 
 import tensorflow as tf
-import tensorflow_text as tf_text
 
-# Words longer than this become [UNK], as in BERT's WordPiece.
-MAX_CHARS_PER_WORD = 100
+from tf_finetune.text.wordpiece import (TokenizerNotSupportedError,
+                                        WordPiece, spec_from_hf_tokenizer)
 
 # Texts the export check always includes: accents, CJK, punctuation runs,
 # control characters, an empty string and a word too long to split.
@@ -36,10 +34,6 @@ TRICKY_TEXTS = (
     "e-mail: someone@example.com, cost $3.50 (50%)",
     "Wait for it… 9 ½ Weeks, İstanbul, Ångström, ﬁne",
 )
-
-
-class TokenizerNotSupportedError(ValueError):
-  pass
 
 
 class TextEncoder(tf.Module):
@@ -68,55 +62,24 @@ class TextEncoder(tf.Module):
     self.cls_id = index[cls_token]
     self.sep_id = index[sep_token]
     self.pad_id = index[pad_token]
-    # FastBertTokenizer's own lower_case_nfd_strip_accents normalizer also
-    # applies compatibility mappings ("…" -> "...", "½" -> "1⁄2") that BERT's
-    # tokenizer does not, so uncased normalization is done here, BERT's way:
-    # NFD, drop combining marks (accents), lowercase.
-    self._tokenizer = tf_text.FastBertTokenizer(
-        vocab=vocab, token_out_type=tf.int32, unknown_token=unk_token,
-        max_bytes_per_word=MAX_CHARS_PER_WORD)
+    self._tokenizer = WordPiece(vocab=vocab, lower_case=lower_case,
+                                unk_token=unk_token)
 
   @classmethod
   def from_hf_tokenizer(cls, tokenizer, max_seq_length: int) -> TextEncoder:
     """Builds the encoder from a `transformers` fast BERT-style tokenizer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-      raise TokenizerNotSupportedError(
-          f"{type(tokenizer).__name__} is not a fast tokenizer; in-graph "
-          "tokenization needs a tokenizer.json or vocab.txt.")
-    spec = json.loads(backend.to_str())
-    model = spec.get("model", {})
-    if model.get("type") != "WordPiece":
-      raise TokenizerNotSupportedError(
-          f"The model's tokenizer is {model.get('type')}-based; in-graph "
-          "tokenization supports WordPiece (BERT, DistilBERT, ELECTRA, MiniLM) "
-          "tokenizers.")
-    normalizer = spec.get("normalizer") or {}
-    lower_case = bool(normalizer.get("lowercase", False))
-    strip_accents = normalizer.get("strip_accents")
-    if strip_accents is not None and strip_accents != lower_case:
-      raise TokenizerNotSupportedError(
-          f"The tokenizer lowercases={lower_case} but strip_accents="
-          f"{strip_accents}; in-graph tokenization needs both equal.")
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    ids = [i for _, i in vocab]
-    if ids != list(range(len(ids))):
-      raise TokenizerNotSupportedError("The tokenizer's ids are not 0..N-1.")
+    spec = spec_from_hf_tokenizer(tokenizer)
     limit = getattr(tokenizer, "model_max_length", None) or max_seq_length
     if max_seq_length > limit:
       raise ValueError(f"--max_seq_length={max_seq_length} exceeds the "
                        f"model's maximum of {limit} tokens.")
-    return cls(vocab=[token for token, _ in vocab], lower_case=lower_case,
+    return cls(vocab=spec["vocab"], lower_case=spec["lower_case"],
                max_seq_length=max_seq_length,
                cls_token=tokenizer.cls_token, sep_token=tokenizer.sep_token,
                pad_token=tokenizer.pad_token, unk_token=tokenizer.unk_token)
 
   def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """int32 RaggedTensor [batch, (tokens)] of WordPiece ids, no specials."""
-    if self.lower_case:
-      texts = tf_text.normalize_utf8(texts, "NFD")
-      texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
-      texts = tf.strings.lower(texts, encoding="utf-8")
     return self._tokenizer.tokenize(texts)
 
   def pack(self, first: tf.RaggedTensor,
