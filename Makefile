@@ -25,6 +25,7 @@ demo: assets
 
 test: $(STAMP)
 	$(PY) -m ruff check tf_finetune tests scripts benchmarks
+	$(PY) -m pyink --check --diff tf_finetune tests scripts benchmarks
 	$(PY) -m pytest -q tests
 
 clean:

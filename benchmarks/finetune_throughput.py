@@ -112,8 +112,11 @@ if REPO_ROOT not in sys.path:
 PIPELINES = ("ours", "hf_tf", "torch")
 # Parameters that are looked up rather than multiplied: excluded from the
 # 6 x N FLOPs of a token.
-EMBEDDING_NAME_PARTS = ("word_embeddings", "position_embeddings",
-                        "token_type_embeddings")
+EMBEDDING_NAME_PARTS = (
+    "word_embeddings",
+    "position_embeddings",
+    "token_type_embeddings",
+)
 # TrainConfig settings, besides the flags, that every pipeline copies.
 COPIED_TRAIN_DEFAULTS = ("adam_epsilon", "clip_norm", "seed")
 PROGRESS_EVERY_STEPS = 25
@@ -156,11 +159,15 @@ class StepTimer:
     self.step_ends.append(time.perf_counter())
     steps = len(self.step_ends)
     if steps % PROGRESS_EVERY_STEPS == 0 or steps == self.max_steps:
-      recent = self.step_ends[-min(steps, PROGRESS_EVERY_STEPS):]
-      rate = ((recent[-1] - recent[0]) / (len(recent) - 1)
-              if len(recent) > 1 else float("nan"))
-      _log(f"[{self.name}] step {steps}/{self.max_steps}: "
-           f"{rate:.3f} s/step")
+      recent = self.step_ends[-min(steps, PROGRESS_EVERY_STEPS) :]
+      rate = (
+          (recent[-1] - recent[0]) / (len(recent) - 1)
+          if len(recent) > 1
+          else float("nan")
+      )
+      _log(
+          f"[{self.name}] step {steps}/{self.max_steps}: " f"{rate:.3f} s/step"
+      )
     return steps >= self.max_steps
 
 
@@ -171,11 +178,9 @@ class BatchLog:
     self.batches = []
     self.enabled = True
 
-  def record(self, examples: int, padded_length: int, real_tokens: int
-             ) -> None:
+  def record(self, examples: int, padded_length: int, real_tokens: int) -> None:
     if self.enabled:
-      self.batches.append((int(examples), int(padded_length),
-                           int(real_tokens)))
+      self.batches.append((int(examples), int(padded_length), int(real_tokens)))
 
 
 def tap_tf_dataset(dataset, batch_log: BatchLog):
@@ -193,8 +198,10 @@ def tap_tf_dataset(dataset, batch_log: BatchLog):
   def tap(features, labels):
     mask = features["attention_mask"]
     done = tf.py_function(
-        record, [tf.shape(mask), tf.reduce_sum(tf.cast(mask, tf.int64))],
-        Tout=tf.int64)
+        record,
+        [tf.shape(mask), tf.reduce_sum(tf.cast(mask, tf.int64))],
+        Tout=tf.int64,
+    )
     with tf.control_dependencies([done]):
       features = {name: tf.identity(value) for name, value in features.items()}
     return features, labels
@@ -218,14 +225,17 @@ def keras_timing_callback(timer: StepTimer):
   return _Timing()
 
 
-def step_statistics(timer: StepTimer, batch_log: BatchLog, skip_steps: int,
-                    start: float) -> dict:
+def step_statistics(
+    timer: StepTimer, batch_log: BatchLog, skip_steps: int, start: float
+) -> dict:
   """Throughput, padding and latency numbers from one training run."""
   ends = timer.step_ends
   steps = len(ends)
   if len(batch_log.batches) < steps:
-    raise RuntimeError(f"{steps} steps ran but only {len(batch_log.batches)} "
-                       "batches were recorded.")
+    raise RuntimeError(
+        f"{steps} steps ran but only {len(batch_log.batches)} "
+        "batches were recorded."
+    )
   batches = batch_log.batches[:steps]
   examples = sum(b[0] for b in batches)
   real = sum(b[2] for b in batches)
@@ -248,8 +258,9 @@ def step_statistics(timer: StepTimer, batch_log: BatchLog, skip_steps: int,
     boundaries = [timer.begin] + ends
     window = batches[skip_steps:]
     seconds = ends[-1] - boundaries[skip_steps]
-    durations = [boundaries[i + 1] - boundaries[i]
-                 for i in range(skip_steps, steps)]
+    durations = [
+        boundaries[i + 1] - boundaries[i] for i in range(skip_steps, steps)
+    ]
     w_examples = sum(b[0] for b in window)
     w_real = sum(b[2] for b in window)
     w_padded = sum(b[0] * b[1] for b in window)
@@ -274,13 +285,18 @@ def count_parameters(named_sizes) -> dict:
     total += size
     if any(part in name for part in EMBEDDING_NAME_PARTS):
       embedding += size
-  return {"total": total, "embedding": embedding,
-          "non_embedding": total - embedding}
+  return {
+      "total": total,
+      "embedding": embedding,
+      "non_embedding": total - embedding,
+  }
 
 
-def accuracy_and_macro_f1(label_ids, predictions, num_labels: int
-                          ) -> tuple[float, float]:
+def accuracy_and_macro_f1(
+    label_ids, predictions, num_labels: int
+) -> tuple[float, float]:
   import numpy as np
+
   label_ids, predictions = np.asarray(label_ids), np.asarray(predictions)
   f1s = []
   for label in range(num_labels):
@@ -299,14 +315,17 @@ def run_matmul(job: dict) -> dict:
   import tensorflow as tf
 
   size, repeats = job["args"]["matmul_size"], job["args"]["matmul_repeats"]
-  flops = 2.0 * size ** 3
+  flops = 2.0 * size**3
 
   @tf.function
   def product(a, b):
     return tf.matmul(a, b)
 
-  results = {"size": size, "repeats": repeats,
-             "tensorflow_version": tf.__version__}
+  results = {
+      "size": size,
+      "repeats": repeats,
+      "tensorflow_version": tf.__version__,
+  }
   for name, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
     # Function arguments, not captured constants, so nothing is folded.
     a = tf.cast(tf.random.stateless_normal([size, size], seed=[1, 2]), dtype)
@@ -318,10 +337,14 @@ def run_matmul(job: dict) -> dict:
       begin = time.perf_counter()
       product(a, b).numpy()
       rates.append(flops / (time.perf_counter() - begin))
-    results[name] = {"best_flops_per_second": max(rates),
-                     "median_flops_per_second": statistics.median(rates)}
-    _log(f"[matmul] {name}: best {max(rates) / 1e9:.1f} GFLOP/s, median "
-         f"{statistics.median(rates) / 1e9:.1f} GFLOP/s")
+    results[name] = {
+        "best_flops_per_second": max(rates),
+        "median_flops_per_second": statistics.median(rates),
+    }
+    _log(
+        f"[matmul] {name}: best {max(rates) / 1e9:.1f} GFLOP/s, median "
+        f"{statistics.median(rates) / 1e9:.1f} GFLOP/s"
+    )
   return results
 
 
@@ -335,86 +358,111 @@ def run_ours(job: dict) -> dict:
   import transformers
   from tf_finetune import optimization, training
   from tf_finetune.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
   start = time.perf_counter()
 
-  train_options = {} if args["precision"] is None else {
-      "precision": args["precision"]}
+  train_options = (
+      {} if args["precision"] is None else {"precision": args["precision"]}
+  )
   config = RunConfig(
       model_dir=job["scratch_dir"],
       data=DataConfig(
           train_file=os.path.join(args["data_dir"], "train.csv"),
           test_file=os.path.join(args["data_dir"], "test.csv"),
           max_seq_length=args["max_seq_length"],
-          batch_size=args["batch_size"]),
+          batch_size=args["batch_size"],
+      ),
       model=ModelConfig(model=args["model"]),
-      train=TrainConfig(epochs=plan["epochs_to_run"],
-                        learning_rate=args["learning_rate"],
-                        schedule="linear",
-                        warmup_ratio=args["warmup_ratio"],
-                        weight_decay=args["weight_decay"],
-                        seed=args["seed"], export=False,
-                        **train_options))
+      train=TrainConfig(
+          epochs=plan["epochs_to_run"],
+          learning_rate=args["learning_rate"],
+          schedule="linear",
+          warmup_ratio=args["warmup_ratio"],
+          weight_decay=args["weight_decay"],
+          seed=args["seed"],
+          export=False,
+          **train_options,
+      ),
+  )
   train_config = config.train
   tf_keras.utils.set_random_seed(train_config.seed)
 
   strategy = training.get_strategy(train_config.distribution)
   prepared = training.prepare(config)
   config = prepared.config
-  batches = training.plan_batches(config, len(prepared.encoded["train"]),
-                                  strategy)
+  batches = training.plan_batches(
+      config, len(prepared.encoded["train"]), strategy
+  )
   total_steps = plan["total_steps"]
   batches = dataclasses.replace(batches, total_steps=total_steps)
   warmup_steps = optimization.warmup_steps_for(train_config, total_steps)
-  if (batches.steps_per_epoch, warmup_steps) != (plan["steps_per_epoch"],
-                                                 plan["warmup_steps"]):
+  if (batches.steps_per_epoch, warmup_steps) != (
+      plan["steps_per_epoch"],
+      plan["warmup_steps"],
+  ):
     raise RuntimeError(
         f"The library plans {batches.steps_per_epoch} steps per epoch and "
         f"{warmup_steps} warmup steps; the benchmark planned "
-        f"{plan['steps_per_epoch']} and {plan['warmup_steps']}.")
+        f"{plan['steps_per_epoch']} and {plan['warmup_steps']}."
+    )
   batch_log = BatchLog()
   train_dataset = tap_tf_dataset(
-      training.training_dataset(config, prepared, batches), batch_log)
+      training.training_dataset(config, prepared, batches), batch_log
+  )
 
   timer = StepTimer("ours", total_steps)
   task = prepared.task
   with training.precision_policy(train_config.precision), strategy.scope():
     model = training.build_model(config, prepared, batches)
     task.save_run_files(config.model_dir, config, prepared, model)
-    model.fit(train_dataset, epochs=plan["epochs_to_run"],
-              callbacks=[keras_timing_callback(timer)], verbose=0)
+    model.fit(
+        train_dataset,
+        epochs=plan["epochs_to_run"],
+        callbacks=[keras_timing_callback(timer)],
+        verbose=0,
+    )
   rss_after_training = _peak_rss_mib()
 
   eval_begin = time.perf_counter()
   metrics = task.metrics(
-      prepared.examples["test"], prepared.encoded["test"],
-      task.predict(model, prepared.encoded["test"],
-                   batch_size=batches.eval_batch))
+      prepared.examples["test"],
+      prepared.encoded["test"],
+      task.predict(
+          model, prepared.encoded["test"], batch_size=batches.eval_batch
+      ),
+  )
   eval_seconds = time.perf_counter() - eval_begin
   resolve_precision = training.resolve_precision
   return {
       "status": "ok",
       "description": "tf_finetune: prepare + bucketed training_dataset + "
-                     "build_classifier + create_optimizer (AdamW), Keras fit",
+      "build_classifier + create_optimizer (AdamW), Keras fit",
       "precision": resolve_precision(train_config.precision),
       "precision_setting": train_config.precision,
-      "versions": {"tensorflow": tf.__version__,
-                   "transformers": transformers.__version__},
+      "versions": {
+          "tensorflow": tf.__version__,
+          "transformers": transformers.__version__,
+      },
       "import_seconds": start - import_begin,
       "train_examples": len(prepared.examples["train"]),
-      "optimizer": {"class": type(model.optimizer).__name__,
-                    "epsilon": train_config.adam_epsilon,
-                    "global_clipnorm": train_config.clip_norm,
-                    "warmup_steps": warmup_steps,
-                    "total_steps": total_steps},
+      "optimizer": {
+          "class": type(model.optimizer).__name__,
+          "epsilon": train_config.adam_epsilon,
+          "global_clipnorm": train_config.clip_norm,
+          "warmup_steps": warmup_steps,
+          "total_steps": total_steps,
+      },
       "parameters": count_parameters(
           (v.name, int(v.shape.num_elements()))
-          for v in model.trainable_variables),
-      "training": step_statistics(timer, batch_log, args["skip_steps"],
-                                  start),
-      "test": {"examples": metrics["num_examples"],
-               "accuracy": metrics["accuracy"],
-               "macro_f1": metrics["macro_f1"],
-               "eval_seconds": eval_seconds},
+          for v in model.trainable_variables
+      ),
+      "training": step_statistics(timer, batch_log, args["skip_steps"], start),
+      "test": {
+          "examples": metrics["num_examples"],
+          "accuracy": metrics["accuracy"],
+          "macro_f1": metrics["macro_f1"],
+          "eval_seconds": eval_seconds,
+      },
       "peak_rss_after_training_mib": rss_after_training,
       "peak_rss_mib": _peak_rss_mib(),
   }
@@ -423,11 +471,16 @@ def run_ours(job: dict) -> dict:
 def _load_hf_splits(args: dict, cache_dir: str):
   """Train and test splits as the `datasets` documentation reads a CSV."""
   import datasets
+
   datasets.disable_progress_bars()
   raw = datasets.load_dataset(
-      "csv", cache_dir=cache_dir,
-      data_files={split: os.path.join(args["data_dir"], f"{split}.csv")
-                  for split in ("train", "test")})
+      "csv",
+      cache_dir=cache_dir,
+      data_files={
+          split: os.path.join(args["data_dir"], f"{split}.csv")
+          for split in ("train", "test")
+      },
+  )
   # String labels to ids: ClassLabel sorts the names (fresh=0, rotten=1, as
   # tf_finetune's label vocabulary does).
   return raw.class_encode_column("label")
@@ -441,15 +494,20 @@ def _tokenized_hf_splits(args: dict, job: dict):
     (label names, tokenizer, DatasetDict of tokenized splits).
   """
   import transformers
+
   raw = _load_hf_splits(args, os.path.join(job["scratch_dir"], "datasets"))
   tokenizer = transformers.AutoTokenizer.from_pretrained(args["model"])
 
   def tokenize(batch):
-    return tokenizer(batch["text"], truncation=True,
-                     max_length=args["max_seq_length"])
+    return tokenizer(
+        batch["text"], truncation=True, max_length=args["max_seq_length"]
+    )
 
-  return (raw["train"].features["label"].names, tokenizer,
-          raw.map(tokenize, batched=True))
+  return (
+      raw["train"].features["label"].names,
+      tokenizer,
+      raw.map(tokenize, batched=True),
+  )
 
 
 def run_hf_tf(job: dict) -> dict:
@@ -461,63 +519,90 @@ def run_hf_tf(job: dict) -> dict:
   import tensorflow as tf
   import tf_keras
   import transformers
+
   transformers.logging.set_verbosity_error()
   start = time.perf_counter()
 
   tf_keras.utils.set_random_seed(args["seed"])
   label_names, tokenizer, tokenized = _tokenized_hf_splits(args, job)
   model = transformers.TFAutoModelForSequenceClassification.from_pretrained(
-      args["model"], num_labels=len(label_names))
+      args["model"], num_labels=len(label_names)
+  )
   batch_log = BatchLog()
-  train_dataset = tap_tf_dataset(model.prepare_tf_dataset(
-      tokenized["train"], shuffle=True, batch_size=args["batch_size"],
-      tokenizer=tokenizer, drop_remainder=False), batch_log)
+  train_dataset = tap_tf_dataset(
+      model.prepare_tf_dataset(
+          tokenized["train"],
+          shuffle=True,
+          batch_size=args["batch_size"],
+          tokenizer=tokenizer,
+          drop_remainder=False,
+      ),
+      batch_log,
+  )
   total_steps = plan["total_steps"]
   optimizer, _ = transformers.create_optimizer(
-      init_lr=args["learning_rate"], num_train_steps=total_steps,
+      init_lr=args["learning_rate"],
+      num_train_steps=total_steps,
       num_warmup_steps=plan["warmup_steps"],
       weight_decay_rate=args["weight_decay"],
       adam_epsilon=args["adam_epsilon"],
-      adam_global_clipnorm=args["clip_norm"] or None)
+      adam_global_clipnorm=args["clip_norm"] or None,
+  )
   model.compile(optimizer=optimizer)  # The model computes its own loss.
   timer = StepTimer("hf_tf", total_steps)
-  model.fit(train_dataset, epochs=plan["epochs_to_run"],
-            callbacks=[keras_timing_callback(timer)], verbose=0)
+  model.fit(
+      train_dataset,
+      epochs=plan["epochs_to_run"],
+      callbacks=[keras_timing_callback(timer)],
+      verbose=0,
+  )
   rss_after_training = _peak_rss_mib()
 
   eval_begin = time.perf_counter()
   test_dataset = model.prepare_tf_dataset(
-      tokenized["test"], shuffle=False, batch_size=args["batch_size"],
-      tokenizer=tokenizer)
+      tokenized["test"],
+      shuffle=False,
+      batch_size=args["batch_size"],
+      tokenizer=tokenizer,
+  )
   logits = model.predict(test_dataset, verbose=0).logits
   test_labels = tokenized["test"]["label"]
   accuracy, macro_f1 = accuracy_and_macro_f1(
-      test_labels, np.argmax(logits, axis=-1), len(label_names))
+      test_labels, np.argmax(logits, axis=-1), len(label_names)
+  )
   eval_seconds = time.perf_counter() - eval_begin
   return {
       "status": "ok",
       "description": "transformers TF recipe: datasets.map tokenization, "
-                     "prepare_tf_dataset (DataCollatorWithPadding), "
-                     "create_optimizer (AdamWeightDecay), internal loss, "
-                     "Keras fit",
+      "prepare_tf_dataset (DataCollatorWithPadding), "
+      "create_optimizer (AdamWeightDecay), internal loss, "
+      "Keras fit",
       "precision": "fp32",
-      "versions": {"tensorflow": tf.__version__,
-                   "transformers": transformers.__version__,
-                   "datasets": datasets.__version__},
+      "versions": {
+          "tensorflow": tf.__version__,
+          "transformers": transformers.__version__,
+          "datasets": datasets.__version__,
+      },
       "import_seconds": start - import_begin,
       "train_examples": len(tokenized["train"]),
-      "optimizer": {"class": type(optimizer).__name__,
-                    "epsilon": args["adam_epsilon"],
-                    "global_clipnorm": args["clip_norm"],
-                    "warmup_steps": plan["warmup_steps"],
-                    "total_steps": total_steps},
+      "optimizer": {
+          "class": type(optimizer).__name__,
+          "epsilon": args["adam_epsilon"],
+          "global_clipnorm": args["clip_norm"],
+          "warmup_steps": plan["warmup_steps"],
+          "total_steps": total_steps,
+      },
       "parameters": count_parameters(
           (v.name, int(v.shape.num_elements()))
-          for v in model.trainable_variables),
-      "training": step_statistics(timer, batch_log, args["skip_steps"],
-                                  start),
-      "test": {"examples": len(test_labels), "accuracy": accuracy,
-               "macro_f1": macro_f1, "eval_seconds": eval_seconds},
+          for v in model.trainable_variables
+      ),
+      "training": step_statistics(timer, batch_log, args["skip_steps"], start),
+      "test": {
+          "examples": len(test_labels),
+          "accuracy": accuracy,
+          "macro_f1": macro_f1,
+          "eval_seconds": eval_seconds,
+      },
       "peak_rss_after_training_mib": rss_after_training,
       "peak_rss_mib": _peak_rss_mib(),
   }
@@ -534,13 +619,15 @@ def run_torch(job: dict) -> dict:
   import datasets
   import numpy as np
   import transformers
+
   transformers.logging.set_verbosity_error()
   start = time.perf_counter()
 
   transformers.set_seed(args["seed"])
   label_names, tokenizer, tokenized = _tokenized_hf_splits(args, job)
   model = transformers.AutoModelForSequenceClassification.from_pretrained(
-      args["model"], num_labels=len(label_names))
+      args["model"], num_labels=len(label_names)
+  )
   batch_log = BatchLog()
   collator = transformers.DataCollatorWithPadding(tokenizer)
 
@@ -564,15 +651,29 @@ def run_torch(job: dict) -> dict:
       output_dir=os.path.join(job["scratch_dir"], "trainer"),
       per_device_train_batch_size=args["batch_size"],
       per_device_eval_batch_size=args["batch_size"],
-      learning_rate=args["learning_rate"], weight_decay=args["weight_decay"],
-      adam_epsilon=args["adam_epsilon"], max_grad_norm=args["clip_norm"],
-      lr_scheduler_type="linear", warmup_steps=plan["warmup_steps"],
-      max_steps=plan["total_steps"], seed=args["seed"], use_cpu=True,
-      dataloader_drop_last=False, save_strategy="no", eval_strategy="no",
-      logging_strategy="no", report_to="none", disable_tqdm=True)
+      learning_rate=args["learning_rate"],
+      weight_decay=args["weight_decay"],
+      adam_epsilon=args["adam_epsilon"],
+      max_grad_norm=args["clip_norm"],
+      lr_scheduler_type="linear",
+      warmup_steps=plan["warmup_steps"],
+      max_steps=plan["total_steps"],
+      seed=args["seed"],
+      use_cpu=True,
+      dataloader_drop_last=False,
+      save_strategy="no",
+      eval_strategy="no",
+      logging_strategy="no",
+      report_to="none",
+      disable_tqdm=True,
+  )
   trainer = transformers.Trainer(
-      model=model, args=training_args, train_dataset=tokenized["train"],
-      data_collator=recording_collator, callbacks=[_Timing()])
+      model=model,
+      args=training_args,
+      train_dataset=tokenized["train"],
+      data_collator=recording_collator,
+      callbacks=[_Timing()],
+  )
   trainer.train()
   rss_after_training = _peak_rss_mib()
   batch_log.enabled = False
@@ -581,38 +682,51 @@ def run_torch(job: dict) -> dict:
   logits = trainer.predict(tokenized["test"]).predictions
   test_labels = tokenized["test"]["label"]
   accuracy, macro_f1 = accuracy_and_macro_f1(
-      test_labels, np.argmax(logits, axis=-1), len(label_names))
+      test_labels, np.argmax(logits, axis=-1), len(label_names)
+  )
   eval_seconds = time.perf_counter() - eval_begin
   return {
       "status": "ok",
       "description": "transformers PyTorch Trainer with "
-                     "DataCollatorWithPadding, AdamW, linear schedule",
+      "DataCollatorWithPadding, AdamW, linear schedule",
       "precision": "fp32",
-      "versions": {"torch": torch.__version__,
-                   "transformers": transformers.__version__,
-                   "datasets": datasets.__version__},
+      "versions": {
+          "torch": torch.__version__,
+          "transformers": transformers.__version__,
+          "datasets": datasets.__version__,
+      },
       "import_seconds": start - import_begin,
       "train_examples": len(tokenized["train"]),
-      "optimizer": {"class": type(trainer.optimizer).__name__,
-                    "epsilon": args["adam_epsilon"],
-                    "global_clipnorm": args["clip_norm"],
-                    "warmup_steps": plan["warmup_steps"],
-                    "total_steps": plan["total_steps"]},
+      "optimizer": {
+          "class": type(trainer.optimizer).__name__,
+          "epsilon": args["adam_epsilon"],
+          "global_clipnorm": args["clip_norm"],
+          "warmup_steps": plan["warmup_steps"],
+          "total_steps": plan["total_steps"],
+      },
       "parameters": count_parameters(
-          (name, p.numel()) for name, p in model.named_parameters()
-          if p.requires_grad),
-      "training": step_statistics(timer, batch_log, args["skip_steps"],
-                                  start),
-      "test": {"examples": len(test_labels), "accuracy": accuracy,
-               "macro_f1": macro_f1, "eval_seconds": eval_seconds},
+          (name, p.numel())
+          for name, p in model.named_parameters()
+          if p.requires_grad
+      ),
+      "training": step_statistics(timer, batch_log, args["skip_steps"], start),
+      "test": {
+          "examples": len(test_labels),
+          "accuracy": accuracy,
+          "macro_f1": macro_f1,
+          "eval_seconds": eval_seconds,
+      },
       "peak_rss_after_training_mib": rss_after_training,
       "peak_rss_mib": _peak_rss_mib(),
   }
 
 
 WORKERS: dict[str, Callable[[dict], dict]] = {
-    "matmul": run_matmul, "ours": run_ours, "hf_tf": run_hf_tf,
-    "torch": run_torch}
+    "matmul": run_matmul,
+    "ours": run_ours,
+    "hf_tf": run_hf_tf,
+    "torch": run_torch,
+}
 
 
 def worker_main(name: str, job_path: str) -> int:
@@ -639,10 +753,16 @@ def plan_run(args: argparse.Namespace) -> dict:
   """Steps every pipeline runs: same count, same warmup."""
   # Only the CSV reader: the parent process never imports TensorFlow.
   from tf_finetune.data import readers
+
   train_file = os.path.join(args.data_dir, "train.csv")
-  examples = len(readers.read_file(train_file, text_column="text",
-                                   text_pair_column=None,
-                                   label_column="label"))
+  examples = len(
+      readers.read_file(
+          train_file,
+          text_column="text",
+          text_pair_column=None,
+          label_column="label",
+      )
+  )
   steps_per_epoch = math.ceil(examples / args.batch_size)
   total_steps = args.max_steps or args.epochs * steps_per_epoch
   return {
@@ -655,30 +775,49 @@ def plan_run(args: argparse.Namespace) -> dict:
   }
 
 
-def run_worker(name: str, args: argparse.Namespace, plan: dict,
-               scratch: str) -> dict:
+def run_worker(
+    name: str, args: argparse.Namespace, plan: dict, scratch: str
+) -> dict:
   """Runs worker `name` in a fresh Python process and returns its result."""
   directory = tempfile.mkdtemp(prefix=f"{name}_", dir=scratch)
-  job = {"args": vars(args), "plan": plan, "scratch_dir": directory,
-         "result_file": os.path.join(directory, "result.json")}
+  job = {
+      "args": vars(args),
+      "plan": plan,
+      "scratch_dir": directory,
+      "result_file": os.path.join(directory, "result.json"),
+  }
   job_path = os.path.join(directory, "job.json")
   with open(job_path, "w", encoding="utf-8") as f:
     json.dump(job, f)
-  env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-             TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+  env = dict(
+      os.environ,
+      HF_HUB_OFFLINE="1",
+      HF_DATASETS_OFFLINE="1",
+      TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
+  )
   _log(f"=== {name} ===")
   begin = time.perf_counter()
   process = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), f"--_worker={name}",
-       f"--_job={job_path}"], env=env, stdout=sys.stderr, check=False)
+      [
+          sys.executable,
+          os.path.abspath(__file__),
+          f"--_worker={name}",
+          f"--_job={job_path}",
+      ],
+      env=env,
+      stdout=sys.stderr,
+      check=False,
+  )
   wall = time.perf_counter() - begin
   if os.path.isfile(job["result_file"]):
     with open(job["result_file"], encoding="utf-8") as f:
       result = json.load(f)
   else:
-    result = {"status": "failed",
-              "reason": f"worker exited with status {process.returncode} "
-                        "without a result (killed?); see its stderr"}
+    result = {
+        "status": "failed",
+        "reason": f"worker exited with status {process.returncode} "
+        "without a result (killed?); see its stderr",
+    }
   result["process_wall_seconds"] = wall
   return result
 
@@ -686,9 +825,11 @@ def run_worker(name: str, args: argparse.Namespace, plan: dict,
 def _model_shape(model_dir: str) -> dict:
   with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
     config = json.load(f)
-  return {"layers": config["num_hidden_layers"],
-          "hidden_size": config["hidden_size"],
-          "model_type": config.get("model_type")}
+  return {
+      "layers": config["num_hidden_layers"],
+      "hidden_size": config["hidden_size"],
+      "model_type": config.get("model_type"),
+  }
 
 
 def add_flops(result: dict, shape: dict, matmul: dict) -> None:
@@ -696,12 +837,15 @@ def add_flops(result: dict, shape: dict, matmul: dict) -> None:
   steady = result.get("training", {}).get("steady")
   if result.get("status") != "ok" or not steady:
     return
-  per_token = (6 * result["parameters"]["non_embedding"] +
-               12 * shape["layers"] * shape["hidden_size"] *
-               steady["mean_padded_length"])
+  per_token = (
+      6 * result["parameters"]["non_embedding"]
+      + 12
+      * shape["layers"]
+      * shape["hidden_size"]
+      * steady["mean_padded_length"]
+  )
   achieved = per_token * steady["real_tokens_per_second"]
-  flops = {"per_real_token": per_token,
-           "achieved_flops_per_second": achieved}
+  flops = {"per_real_token": per_token, "achieved_flops_per_second": achieved}
   for precision in ("fp32", "bf16"):
     peak = (matmul.get(precision) or {}).get("best_flops_per_second")
     flops[f"mfu_{precision}"] = achieved / peak if peak else None
@@ -709,21 +853,29 @@ def add_flops(result: dict, shape: dict, matmul: dict) -> None:
   result["flops"] = flops
 
 
-def report_notes(args: argparse.Namespace, plan: dict, pipelines: dict
-                 ) -> list[str]:
+def report_notes(
+    args: argparse.Namespace, plan: dict, pipelines: dict
+) -> list[str]:
   """Caveats that apply to this particular run."""
   notes = []
-  precisions = {name: r.get("precision") for name, r in pipelines.items()
-                if r.get("status") == "ok"}
+  precisions = {
+      name: r.get("precision")
+      for name, r in pipelines.items()
+      if r.get("status") == "ok"
+  }
   if len(set(precisions.values())) > 1:
-    notes.append(f"Pipelines ran at different precisions ({precisions}); "
-                 "pass --precision=fp32 for a like-for-like comparison.")
+    notes.append(
+        f"Pipelines ran at different precisions ({precisions}); "
+        "pass --precision=fp32 for a like-for-like comparison."
+    )
   if plan["total_steps"] < plan["steps_per_epoch"]:
-    notes.append("Shorter than an epoch: each pipeline trained on a different "
-                 "sample of batches (ours' length-bucketed batches start an "
-                 "epoch shorter than average), so examples/s is not "
-                 "comparable; real tokens/s is the fairer number, full "
-                 "epochs the fair run.")
+    notes.append(
+        "Shorter than an epoch: each pipeline trained on a different "
+        "sample of batches (ours' length-bucketed batches start an "
+        "epoch shorter than average), so examples/s is not "
+        "comparable; real tokens/s is the fairer number, full "
+        "epochs the fair run."
+    )
   return notes
 
 
@@ -749,8 +901,9 @@ def machine_description() -> dict:
   }
 
 
-def _ratio(numerator: Optional[float], denominator: Optional[float]
-           ) -> Optional[float]:
+def _ratio(
+    numerator: Optional[float], denominator: Optional[float]
+) -> Optional[float]:
   if numerator is None or not denominator:
     return None
   return numerator / denominator
@@ -766,12 +919,16 @@ def ratios(pipelines: dict) -> dict:
   found = {}
   ours = pipelines.get("ours", {})
   for name, result in pipelines.items():
-    if name == "ours" or result.get("status") != "ok" or (
-        ours.get("status") != "ok"):
+    if (
+        name == "ours"
+        or result.get("status") != "ok"
+        or (ours.get("status") != "ok")
+    ):
       continue
     found[f"ours/{name}"] = {
         key: _ratio(_steady(ours, key), _steady(result, key))
-        for key in ("real_tokens_per_second", "examples_per_second")}
+        for key in ("real_tokens_per_second", "examples_per_second")
+    }
   return found
 
 
@@ -789,28 +946,48 @@ def print_table(report: dict) -> None:
       ("status", lambda r: r.get("status"), "s"),
       ("precision", lambda r: r.get("precision"), "s"),
       ("steps run", lambda r: r.get("training", {}).get("steps"), "d"),
-      ("steady examples/s",
-       lambda r: _steady(r, "examples_per_second"), ".1f"),
-      ("steady real tokens/s",
-       lambda r: _steady(r, "real_tokens_per_second"), ".0f"),
+      ("steady examples/s", lambda r: _steady(r, "examples_per_second"), ".1f"),
+      (
+          "steady real tokens/s",
+          lambda r: _steady(r, "real_tokens_per_second"),
+          ".0f",
+      ),
       ("median step s", lambda r: _steady(r, "median_step_seconds"), ".3f"),
-      ("padded/real tokens",
-       lambda r: r.get("training", {}).get("padded_per_real_token"), ".3f"),
-      ("time to first step s",
-       lambda r: r.get("training", {}).get("time_to_first_step_seconds"),
-       ".1f"),
+      (
+          "padded/real tokens",
+          lambda r: r.get("training", {}).get("padded_per_real_token"),
+          ".3f",
+      ),
+      (
+          "time to first step s",
+          lambda r: r.get("training", {}).get("time_to_first_step_seconds"),
+          ".1f",
+      ),
       ("imports s", lambda r: r.get("import_seconds"), ".1f"),
       ("peak RSS MiB", lambda r: r.get("peak_rss_mib"), ".0f"),
       ("test accuracy", lambda r: r.get("test", {}).get("accuracy"), ".4f"),
-      ("achieved GFLOP/s",
-       lambda r: (r.get("flops", {}).get("achieved_flops_per_second") or 0)
-       / 1e9 if r.get("flops") else None, ".1f"),
-      ("MFU vs fp32 matmul %",
-       lambda r: 100 * r["flops"]["mfu_fp32"]
-       if r.get("flops", {}).get("mfu_fp32") else None, ".1f"),
-      ("MFU vs bf16 matmul %",
-       lambda r: 100 * r["flops"]["mfu_bf16"]
-       if r.get("flops", {}).get("mfu_bf16") else None, ".1f"),
+      (
+          "achieved GFLOP/s",
+          lambda r: (r.get("flops", {}).get("achieved_flops_per_second") or 0)
+          / 1e9
+          if r.get("flops")
+          else None,
+          ".1f",
+      ),
+      (
+          "MFU vs fp32 matmul %",
+          lambda r: 100 * r["flops"]["mfu_fp32"]
+          if r.get("flops", {}).get("mfu_fp32")
+          else None,
+          ".1f",
+      ),
+      (
+          "MFU vs bf16 matmul %",
+          lambda r: 100 * r["flops"]["mfu_bf16"]
+          if r.get("flops", {}).get("mfu_bf16")
+          else None,
+          ".1f",
+      ),
   ]
   width = 22
   print(f"{'':<{width}}" + "".join(f"{name:>14}" for name in names))
@@ -828,15 +1005,19 @@ def print_table(report: dict) -> None:
   matmul = report["matmul"]
   for precision in ("fp32", "bf16"):
     rates = matmul.get(precision) or {}
-    print(f"matmul {matmul.get('size')}^2 {precision}: best "
-          f"{_format((rates.get('best_flops_per_second') or 0) / 1e9, '.1f')}"
-          f" GFLOP/s, median "
-          f"{_format((rates.get('median_flops_per_second') or 0) / 1e9, '.1f')}"
-          " GFLOP/s")
+    print(
+        f"matmul {matmul.get('size')}^2 {precision}: best "
+        f"{_format((rates.get('best_flops_per_second') or 0) / 1e9, '.1f')}"
+        f" GFLOP/s, median "
+        f"{_format((rates.get('median_flops_per_second') or 0) / 1e9, '.1f')}"
+        " GFLOP/s"
+    )
   for name, values in report["ratios"].items():
-    print(f"{name}: real tokens/s x"
-          f"{_format(values['real_tokens_per_second'], '.2f')}, examples/s x"
-          f"{_format(values['examples_per_second'], '.2f')}")
+    print(
+        f"{name}: real tokens/s x"
+        f"{_format(values['real_tokens_per_second'], '.2f')}, examples/s x"
+        f"{_format(values['examples_per_second'], '.2f')}"
+    )
   for note in report["notes"]:
     print(f"Note: {note}")
 
@@ -844,50 +1025,76 @@ def print_table(report: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
   # tf_finetune.config imports no TensorFlow.
   from tf_finetune import config as config_lib
+
   parser = argparse.ArgumentParser(
       description=__doc__.split("\n")[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("--model", default="assets/minilm",
-                      help="Hugging Face model directory (BERT-style).")
-  parser.add_argument("--data_dir", default="assets/rotten_tomatoes",
-                      help="Directory of train.csv and test.csv "
-                           "(columns text,label).")
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
+  parser.add_argument(
+      "--model",
+      default="assets/minilm",
+      help="Hugging Face model directory (BERT-style).",
+  )
+  parser.add_argument(
+      "--data_dir",
+      default="assets/rotten_tomatoes",
+      help="Directory of train.csv and test.csv " "(columns text,label).",
+  )
   parser.add_argument("--max_seq_length", type=int, default=128)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--learning_rate", type=float, default=5e-5)
   parser.add_argument("--weight_decay", type=float, default=0.01)
   parser.add_argument("--warmup_ratio", type=float, default=0.1)
   parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--max_steps", type=int, default=0,
-                      help="0: full epochs; N > 0: stop every pipeline after "
-                           "N optimizer steps (throughput check), then "
-                           "evaluate on the test set.")
-  parser.add_argument("--skip_steps", type=int, default=10,
-                      help="First steps left out of steady-state numbers.")
-  parser.add_argument("--pipelines", default="ours,hf_tf",
-                      help=f"Comma list of {', '.join(PIPELINES)}.")
-  parser.add_argument("--precision", choices=config_lib.PRECISIONS,
-                      default=None,
-                      help="Precision of `ours` (default: tf_finetune's "
-                           "TrainConfig default); the others run in fp32.")
+  parser.add_argument(
+      "--max_steps",
+      type=int,
+      default=0,
+      help="0: full epochs; N > 0: stop every pipeline after "
+      "N optimizer steps (throughput check), then "
+      "evaluate on the test set.",
+  )
+  parser.add_argument(
+      "--skip_steps",
+      type=int,
+      default=10,
+      help="First steps left out of steady-state numbers.",
+  )
+  parser.add_argument(
+      "--pipelines",
+      default="ours,hf_tf",
+      help=f"Comma list of {', '.join(PIPELINES)}.",
+  )
+  parser.add_argument(
+      "--precision",
+      choices=config_lib.PRECISIONS,
+      default=None,
+      help="Precision of `ours` (default: tf_finetune's "
+      "TrainConfig default); the others run in fp32.",
+  )
   parser.add_argument("--matmul_size", type=int, default=2048)
   parser.add_argument("--matmul_repeats", type=int, default=20)
-  parser.add_argument("--output", default=None,
-                      help="Also append the JSON line to this file.")
-  parser.add_argument("--_worker", choices=sorted(WORKERS),
-                      help=argparse.SUPPRESS)
+  parser.add_argument(
+      "--output", default=None, help="Also append the JSON line to this file."
+  )
+  parser.add_argument(
+      "--_worker", choices=sorted(WORKERS), help=argparse.SUPPRESS
+  )
   parser.add_argument("--_job", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args._worker:
     return args
   args.model = _resolve_path(args.model)
   args.data_dir = _resolve_path(args.data_dir)
-  args.pipelines = [name.strip() for name in args.pipelines.split(",")
-                    if name.strip()]
+  args.pipelines = [
+      name.strip() for name in args.pipelines.split(",") if name.strip()
+  ]
   unknown = sorted(set(args.pipelines) - set(PIPELINES))
   if unknown:
-    parser.error(f"--pipelines: unknown {', '.join(unknown)}; choose from "
-                 f"{', '.join(PIPELINES)}.")
+    parser.error(
+        f"--pipelines: unknown {', '.join(unknown)}; choose from "
+        f"{', '.join(PIPELINES)}."
+    )
   if args.max_steps < 0 or args.epochs < 1 or args.skip_steps < 0:
     parser.error("--max_steps and --skip_steps must be >= 0, --epochs >= 1.")
   return args
@@ -899,28 +1106,38 @@ def main(argv=None) -> int:
     return worker_main(args._worker, args._job)
 
   date = datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds")
+      timespec="seconds"
+  )
   machine = machine_description()
   plan = plan_run(args)
   if plan["total_steps"] <= args.skip_steps + 1:
-    raise SystemExit(f"{plan['total_steps']} steps leave no steady state "
-                     f"after --skip_steps={args.skip_steps}.")
+    raise SystemExit(
+        f"{plan['total_steps']} steps leave no steady state "
+        f"after --skip_steps={args.skip_steps}."
+    )
   _log(f"Plan: {plan}")
   # tf_finetune.config imports no TensorFlow.
   from tf_finetune.config import TrainConfig
+
   train_defaults = TrainConfig()
-  worker_args = argparse.Namespace(**{
-      key: value for key, value in vars(args).items()
-      if not key.startswith("_")}, **{
-          key: getattr(train_defaults, key) for key in COPIED_TRAIN_DEFAULTS})
+  worker_args = argparse.Namespace(
+      **{
+          key: value
+          for key, value in vars(args).items()
+          if not key.startswith("_")
+      },
+      **{key: getattr(train_defaults, key) for key in COPIED_TRAIN_DEFAULTS},
+  )
   with tempfile.TemporaryDirectory(prefix="finetune_throughput_") as scratch:
     matmul = run_worker("matmul", worker_args, plan, scratch)
     pipelines = {}
     for name in args.pipelines:
       if name == "torch" and importlib.util.find_spec("torch") is None:
-        pipelines[name] = {"status": "skipped",
-                           "reason": "torch is not importable (not "
-                                     "installed in this environment)"}
+        pipelines[name] = {
+            "status": "skipped",
+            "reason": "torch is not importable (not "
+            "installed in this environment)",
+        }
         continue
       pipelines[name] = run_worker(name, worker_args, plan, scratch)
   shape = _model_shape(args.model)
@@ -936,7 +1153,7 @@ def main(argv=None) -> int:
       "model": {"path": args.model, **shape},
       "hyperparameters": {
           "optimizer": "AdamW (decoupled weight decay, not on LayerNorm or "
-                       "biases)",
+          "biases)",
           "learning_rate": args.learning_rate,
           "weight_decay": args.weight_decay,
           "adam_epsilon": worker_args.adam_epsilon,
@@ -953,8 +1170,8 @@ def main(argv=None) -> int:
       "skip_steps": args.skip_steps,
       "matmul": matmul,
       "flops_formula": "real_tokens_per_second * (6 * non_embedding_params + "
-                       "12 * layers * hidden_size * mean_padded_length); MFU "
-                       "divides by the best measured matmul FLOP/s",
+      "12 * layers * hidden_size * mean_padded_length); MFU "
+      "divides by the best measured matmul FLOP/s",
       "pipelines": pipelines,
       "ratios": ratios(pipelines),
       "notes": report_notes(args, plan, pipelines),
@@ -965,8 +1182,11 @@ def main(argv=None) -> int:
   if args.output:
     with open(args.output, "a", encoding="utf-8") as f:
       f.write(line + "\n")
-  return 0 if all(r.get("status") in ("ok", "skipped")
-                  for r in pipelines.values()) else 1
+  return (
+      0
+      if all(r.get("status") in ("ok", "skipped") for r in pipelines.values())
+      else 1
+  )
 
 
 if __name__ == "__main__":

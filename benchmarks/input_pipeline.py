@@ -24,17 +24,23 @@ from tf_finetune.text.tokenization import TextEncoder
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="assets/minilm")
-  parser.add_argument("--train_file",
-                      default="assets/rotten_tomatoes/train.csv")
+  parser.add_argument(
+      "--train_file", default="assets/rotten_tomatoes/train.csv"
+  )
   parser.add_argument("--max_seq_length", type=int, default=128)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--epochs", type=int, default=3)
   args = parser.parse_args()
 
-  examples = readers.read_file(args.train_file, text_column="text",
-                               text_pair_column=None, label_column="label")
+  examples = readers.read_file(
+      args.train_file,
+      text_column="text",
+      text_pair_column=None,
+      label_column="label",
+  )
   encoder = TextEncoder.from_hf_tokenizer(
-      backbone.load_tokenizer(args.model), args.max_seq_length)
+      backbone.load_tokenizer(args.model), args.max_seq_length
+  )
   label_vocab = sorted(set(examples.labels))
   pipeline.encode_examples(examples, encoder, label_vocab)  # Warm-up.
   start = time.perf_counter()
@@ -42,8 +48,13 @@ def main() -> None:
   tokenize_seconds = time.perf_counter() - start
 
   dataset = pipeline.training_dataset(
-      encoded, batch_size=args.batch_size, bucketing=True, seed=0,
-      pad_id=encoder.pad_id, shuffle_buffer=len(encoded))
+      encoded,
+      batch_size=args.batch_size,
+      bucketing=True,
+      seed=0,
+      pad_id=encoder.pad_id,
+      shuffle_buffer=len(encoded),
+  )
   for _ in dataset.take(1):  # Graph construction and first fill.
     pass
   start = time.perf_counter()
@@ -58,12 +69,15 @@ def main() -> None:
       "examples": len(encoded),
       "tokenize_examples_per_second": round(len(encoded) / tokenize_seconds),
       "batched_examples_per_second": round(
-          args.epochs * len(encoded) / batch_seconds),
+          args.epochs * len(encoded) / batch_seconds
+      ),
       "batches_per_second": round(batches / batch_seconds, 1),
   }
-  print(f"tokenize: {report['tokenize_examples_per_second']:,} examples/s; "
-        f"shuffle + sort + pad: {report['batched_examples_per_second']:,} "
-        f"examples/s ({report['batches_per_second']} batches/s)")
+  print(
+      f"tokenize: {report['tokenize_examples_per_second']:,} examples/s; "
+      f"shuffle + sort + pad: {report['batched_examples_per_second']:,} "
+      f"examples/s ({report['batches_per_second']} batches/s)"
+  )
   print(json.dumps(report))
 
 

@@ -71,9 +71,14 @@ def read_snippets(assets: str) -> dict[str, list[str]]:
   return films
 
 
-def make_questions(films: dict[str, list[str]], count: int, *,
-                   unanswerable: float, rng: random.Random,
-                   prefix: str) -> list[dict]:
+def make_questions(
+    films: dict[str, list[str]],
+    count: int,
+    *,
+    unanswerable: float,
+    rng: random.Random,
+    prefix: str,
+) -> list[dict]:
   """SQuAD v2.0 paragraphs, one question each (see the module docstring)."""
   names = sorted(films)
   paragraphs = []
@@ -87,33 +92,39 @@ def make_questions(films: dict[str, list[str]], count: int, *,
         context += " "
       context += "Of "
       starts.append(len(context))
-      context += f"{name}, a critic wrote: \"{snippet}\""
+      context += f'{name}, a critic wrote: "{snippet}"'
     impossible = rng.random() < unanswerable
     if impossible:
-      candidates = [s for s in films[outside]
-                    if len(s.split()) >= QUOTED_WORDS]
+      candidates = [s for s in films[outside] if len(s.split()) >= QUOTED_WORDS]
     else:
       target = rng.randrange(SNIPPETS_PER_CONTEXT)
-      candidates = ([snippets[target]]
-                    if len(snippets[target].split()) >= QUOTED_WORDS else [])
+      candidates = (
+          [snippets[target]]
+          if len(snippets[target].split()) >= QUOTED_WORDS
+          else []
+      )
     if not candidates:
       continue
     words = rng.choice(candidates).split()
     at = rng.randrange(len(words) - QUOTED_WORDS + 1)
-    quote = " ".join(words[at:at + QUOTED_WORDS])
-    qa = {"id": f"{prefix}-{number}",
-          "question": f"Which film did a critic describe as \"{quote}\"?"}
+    quote = " ".join(words[at : at + QUOTED_WORDS])
+    qa = {
+        "id": f"{prefix}-{number}",
+        "question": f'Which film did a critic describe as "{quote}"?',
+    }
     if impossible:
       qa.update(answers=[], is_impossible=True)
     else:
-      qa["answers"] = [{"text": in_context[target],
-                        "answer_start": starts[target]}]
+      qa["answers"] = [
+          {"text": in_context[target], "answer_start": starts[target]}
+      ]
     paragraphs.append({"context": context, "qas": [qa]})
   return paragraphs
 
 
-def write_splits(assets: str, output: str, *, unanswerable: float,
-                 seed: int) -> dict[str, str]:
+def write_splits(
+    assets: str, output: str, *, unanswerable: float, seed: int
+) -> dict[str, str]:
   films = read_snippets(assets)
   names = sorted(films)
   rng = random.Random(seed)
@@ -124,27 +135,39 @@ def write_splits(assets: str, output: str, *, unanswerable: float,
     end = begin + round(share * len(names))
     split_films = {name: films[name] for name in names[begin:end]}
     begin = end
-    paragraphs = make_questions(split_films, count,
-                                unanswerable=unanswerable, rng=rng,
-                                prefix=split)
+    paragraphs = make_questions(
+        split_films, count, unanswerable=unanswerable, rng=rng, prefix=split
+    )
     paths[split] = os.path.join(output, f"{split}.json")
     with open(paths[split], "w", encoding="utf-8") as f:
-      json.dump({"version": "v2.0", "data": [
-          {"title": "rotten_tomatoes_films", "paragraphs": paragraphs}]}, f)
+      json.dump(
+          {
+              "version": "v2.0",
+              "data": [
+                  {"title": "rotten_tomatoes_films", "paragraphs": paragraphs}
+              ],
+          },
+          f,
+      )
   return paths
 
 
 def first_film_baseline(path: str) -> tuple[float, float]:
   """EM and F1 (percent) of answering with the first film named."""
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
+  sys.path.insert(
+      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
   from tf_finetune.tasks import question_answering as qa
+
   with open(path, encoding="utf-8") as f:
     paragraphs = json.load(f)["data"][0]["paragraphs"]
-  predictions = [p["context"][3:p["context"].index(", a critic wrote")]
-                 for p in paragraphs]
-  scores = qa.squad_scores(predictions,
-                           [p["qas"][0]["answers"] for p in paragraphs])
+  predictions = [
+      p["context"][3 : p["context"].index(", a critic wrote")]
+      for p in paragraphs
+  ]
+  scores = qa.squad_scores(
+      predictions, [p["qas"][0]["answers"] for p in paragraphs]
+  )
   return scores["exact_match"], scores["f1"]
 
 
@@ -152,49 +175,72 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--assets", default="assets")
   parser.add_argument("--output_dir", default="runs/bench_film_qa")
-  parser.add_argument("--unanswerable", type=float, default=0.2,
-                      help="Fraction of unanswerable questions.")
+  parser.add_argument(
+      "--unanswerable",
+      type=float,
+      default=0.2,
+      help="Fraction of unanswerable questions.",
+  )
   parser.add_argument("--seed", type=int, default=13)
-  parser.add_argument("--extra_flag", action="append", default=[],
-                      help="A train flag that overrides the recipe's, e.g. "
-                      "--extra_flag=--epochs=3; repeat for several.")
+  parser.add_argument(
+      "--extra_flag",
+      action="append",
+      default=[],
+      help="A train flag that overrides the recipe's, e.g. "
+      "--extra_flag=--epochs=3; repeat for several.",
+  )
   args = parser.parse_args()
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   data_dir = os.path.join(args.assets, "film_qa")
-  paths = write_splits(args.assets, data_dir, unanswerable=args.unanswerable,
-                       seed=args.seed)
+  paths = write_splits(
+      args.assets, data_dir, unanswerable=args.unanswerable, seed=args.seed
+  )
   model_dir = os.path.join(args.output_dir, "model")
-  command = [sys.executable, "-m", "tf_finetune.train",
-             f"--flagfile={os.path.join(root, 'flags', RECIPE)}",
-             f"--train_file={paths['train']}",
-             f"--validation_file={paths['validation']}",
-             f"--test_file={paths['test']}", f"--model_dir={model_dir}",
-             *args.extra_flag]
+  command = [
+      sys.executable,
+      "-m",
+      "tf_finetune.train",
+      f"--flagfile={os.path.join(root, 'flags', RECIPE)}",
+      f"--train_file={paths['train']}",
+      f"--validation_file={paths['validation']}",
+      f"--test_file={paths['test']}",
+      f"--model_dir={model_dir}",
+      *args.extra_flag,
+  ]
   start = time.time()
   subprocess.run(command, check=True)
   seconds = time.time() - start
-  with open(os.path.join(model_dir, "eval_results.json"),
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(model_dir, "eval_results.json"), encoding="utf-8"
+  ) as f:
     results = json.load(f)
   test, validation = results["test"], results["validation"]
   baseline_em, baseline_f1 = first_film_baseline(paths["test"])
-  report = {"command": " ".join(command[1:]), "seconds": round(seconds, 1),
-            "test": test, "validation": validation,
-            "first_film_baseline": {"exact_match": baseline_em,
-                                    "f1": baseline_f1}}
+  report = {
+      "command": " ".join(command[1:]),
+      "seconds": round(seconds, 1),
+      "test": test,
+      "validation": validation,
+      "first_film_baseline": {"exact_match": baseline_em, "f1": baseline_f1},
+  }
   os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, "results.json"), "w",
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8"
+  ) as f:
     json.dump(report, f, indent=2)
   print("| split | EM | F1 | HasAns EM / F1 | NoAns EM | questions |")
   print("|---|---|---|---|---|---|")
   for name, scores in (("test", test), ("validation", validation)):
-    print(f"| {name} | {scores['exact_match']:.2f} | {scores['f1']:.2f} | "
-          f"{scores.get('HasAns_exact_match', 0):.2f} / "
-          f"{scores.get('HasAns_f1', 0):.2f} | "
-          f"{scores.get('NoAns_exact_match', 0):.2f} | {scores['total']} |")
-  print(f"| test, first film named (baseline) | {baseline_em:.2f} | "
-        f"{baseline_f1:.2f} | | | |")
+    print(
+        f"| {name} | {scores['exact_match']:.2f} | {scores['f1']:.2f} | "
+        f"{scores.get('HasAns_exact_match', 0):.2f} / "
+        f"{scores.get('HasAns_f1', 0):.2f} | "
+        f"{scores.get('NoAns_exact_match', 0):.2f} | {scores['total']} |"
+    )
+  print(
+      f"| test, first film named (baseline) | {baseline_em:.2f} | "
+      f"{baseline_f1:.2f} | | | |"
+  )
   print(f"time: {seconds / 60:.1f} min")
 
 

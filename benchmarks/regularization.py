@@ -51,8 +51,9 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("assets", "assets", "Where `make assets` put the data.")
-flags.DEFINE_string("output_dir", "runs/bench_regularization",
-                    "Runs and results.")
+flags.DEFINE_string(
+    "output_dir", "runs/bench_regularization", "Runs and results."
+)
 flags.DEFINE_integer("train_examples", 500, "Training examples.")
 flags.DEFINE_integer("validation_examples", 500, "Validation examples.")
 flags.DEFINE_integer("epochs", 10, "Epoch budget of every run.")
@@ -60,15 +61,22 @@ flags.DEFINE_integer("seeds", 3, "Seeds per recipe.")
 flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of the recipes.")
 flags.DEFINE_bool("skip_lr_choice", False, "Skip lr_find and tune.")
 
-NO_REGULARIZATION = ["--weight_decay=0", "--dropout=0", "--hidden_dropout=0",
-                     "--attention_dropout=0"]
+NO_REGULARIZATION = [
+    "--weight_decay=0",
+    "--dropout=0",
+    "--hidden_dropout=0",
+    "--attention_dropout=0",
+]
 RECIPES = {
-    "none": NO_REGULARIZATION + ["--early_stopping_patience=0",
-                                 "--norestore_best_weights"],
+    "none": NO_REGULARIZATION
+    + ["--early_stopping_patience=0", "--norestore_best_weights"],
     "early_stop": NO_REGULARIZATION + ["--early_stopping_patience=2"],
-    "es_l2sp_lld": NO_REGULARIZATION + ["--early_stopping_patience=2",
-                                        "--l2_sp=0.01",
-                                        "--layerwise_lr_decay=0.9"],
+    "es_l2sp_lld": NO_REGULARIZATION
+    + [
+        "--early_stopping_patience=2",
+        "--l2_sp=0.01",
+        "--layerwise_lr_decay=0.9",
+    ],
 }
 
 
@@ -85,19 +93,29 @@ def _subset(source: str, target: str, count: int, seed: int) -> str:
 
 
 def _common_flags(data: dict[str, str]) -> list[str]:
-  return [f"--model={FLAGS.assets}/minilm",
-          f"--train_file={data['train']}",
-          f"--validation_file={data['validation']}",
-          f"--test_file={data['test']}",
-          "--max_seq_length=128", "--batch_size=32", "--warmup_ratio=0.1",
-          "--schedule=linear", "--log_every_steps=100", "--noexport"]
+  return [
+      f"--model={FLAGS.assets}/minilm",
+      f"--train_file={data['train']}",
+      f"--validation_file={data['validation']}",
+      f"--test_file={data['test']}",
+      "--max_seq_length=128",
+      "--batch_size=32",
+      "--warmup_ratio=0.1",
+      "--schedule=linear",
+      "--log_every_steps=100",
+      "--noexport",
+  ]
 
 
 def _run(module: str, args: list[str], log_path: str) -> str:
   start = time.time()
   with open(log_path, "w", encoding="utf-8") as log:
-    process = subprocess.run([sys.executable, "-m", module, *args],
-                             stdout=subprocess.PIPE, stderr=log, text=True)
+    process = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
   if process.returncode != 0:
     raise RuntimeError(f"{module} failed; see {log_path}")
   print(f"  {module} done in {time.time() - start:.0f} s", flush=True)
@@ -108,44 +126,69 @@ def _train(name: str, data, extra: list[str]) -> dict:
   model_dir = os.path.join(FLAGS.output_dir, name)
   summary_path = os.path.join(model_dir, "summary.json")
   if not os.path.isfile(summary_path):
-    _run("tf_finetune.train",
-         _common_flags(data) + [f"--model_dir={model_dir}",
-                                f"--epochs={FLAGS.epochs}"] + extra,
-         os.path.join(FLAGS.output_dir, f"{name}.log"))
+    _run(
+        "tf_finetune.train",
+        _common_flags(data)
+        + [f"--model_dir={model_dir}", f"--epochs={FLAGS.epochs}"]
+        + extra,
+        os.path.join(FLAGS.output_dir, f"{name}.log"),
+    )
   with open(summary_path, encoding="utf-8") as f:
     summary = json.load(f)
-  with open(os.path.join(model_dir, "eval_results.json"),
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(model_dir, "eval_results.json"), encoding="utf-8"
+  ) as f:
     results = json.load(f)
-  return {"test_accuracy": results["test"]["accuracy"],
-          "epochs_run": summary["epochs_run"],
-          "kept_epoch": summary["kept_epoch"],
-          "overfitting": summary["overfitting"]["overfitting"]}
+  return {
+      "test_accuracy": results["test"]["accuracy"],
+      "epochs_run": summary["epochs_run"],
+      "kept_epoch": summary["kept_epoch"],
+      "overfitting": summary["overfitting"]["overfitting"],
+  }
 
 
 def _choose_learning_rates(data) -> dict:
   chosen = {}
   lr_dir = os.path.join(FLAGS.output_dir, "lr_find")
   if not os.path.isfile(os.path.join(lr_dir, "lr_find.json")):
-    _run("tf_finetune.lr_find",
-         _common_flags(data) + [f"--model_dir={lr_dir}", "--lr_find_steps=100",
-                                *RECIPES["early_stop"]],
-         os.path.join(FLAGS.output_dir, "lr_find.log"))
+    _run(
+        "tf_finetune.lr_find",
+        _common_flags(data)
+        + [
+            f"--model_dir={lr_dir}",
+            "--lr_find_steps=100",
+            *RECIPES["early_stop"],
+        ],
+        os.path.join(FLAGS.output_dir, "lr_find.log"),
+    )
   with open(os.path.join(lr_dir, "lr_find.json"), encoding="utf-8") as f:
     chosen["lr_find"] = json.load(f)["suggested"]
   tune_dir = os.path.join(FLAGS.output_dir, "tune")
-  _run("tf_finetune.tune",
-       _common_flags(data) + [f"--model_dir={tune_dir}", "--cv_folds=3",
-                              "--grid=learning_rate=1e-5,3e-5,1e-4",
-                              f"--epochs={FLAGS.epochs}",
-                              *RECIPES["early_stop"]],
-       os.path.join(FLAGS.output_dir, "tune.log"))
+  _run(
+      "tf_finetune.tune",
+      _common_flags(data)
+      + [
+          f"--model_dir={tune_dir}",
+          "--cv_folds=3",
+          "--grid=learning_rate=1e-5,3e-5,1e-4",
+          f"--epochs={FLAGS.epochs}",
+          *RECIPES["early_stop"],
+      ],
+      os.path.join(FLAGS.output_dir, "tune.log"),
+  )
   with open(os.path.join(tune_dir, "best_params.json"), encoding="utf-8") as f:
     chosen["tune"] = json.load(f)["params"]["learning_rate"]
-  return {method: {"learning_rate": rate,
-                   **_train(f"{method}_lr", data, RECIPES["early_stop"] + [
-                       f"--learning_rate={rate}", "--seed=1"])}
-          for method, rate in chosen.items()}
+  return {
+      method: {
+          "learning_rate": rate,
+          **_train(
+              f"{method}_lr",
+              data,
+              RECIPES["early_stop"] + [f"--learning_rate={rate}", "--seed=1"],
+          ),
+      }
+      for method, rate in chosen.items()
+  }
 
 
 def main(argv):
@@ -154,44 +197,68 @@ def main(argv):
   source = os.path.join(FLAGS.assets, "rotten_tomatoes")
   data_dir = os.path.join(FLAGS.output_dir, "data")
   data = {
-      "train": _subset(f"{source}/train.csv", f"{data_dir}/train.csv",
-                       FLAGS.train_examples, 0),
-      "validation": _subset(f"{source}/validation.csv",
-                            f"{data_dir}/validation.csv",
-                            FLAGS.validation_examples, 0),
+      "train": _subset(
+          f"{source}/train.csv",
+          f"{data_dir}/train.csv",
+          FLAGS.train_examples,
+          0,
+      ),
+      "validation": _subset(
+          f"{source}/validation.csv",
+          f"{data_dir}/validation.csv",
+          FLAGS.validation_examples,
+          0,
+      ),
       "test": f"{source}/test.csv",
   }
-  results = {"recipes": {}, "settings": {
-      "train_examples": FLAGS.train_examples,
-      "validation_examples": FLAGS.validation_examples,
-      "epochs": FLAGS.epochs, "learning_rate": FLAGS.learning_rate}}
+  results = {
+      "recipes": {},
+      "settings": {
+          "train_examples": FLAGS.train_examples,
+          "validation_examples": FLAGS.validation_examples,
+          "epochs": FLAGS.epochs,
+          "learning_rate": FLAGS.learning_rate,
+      },
+  }
   for recipe, extra in RECIPES.items():
     runs = []
     for seed in range(1, FLAGS.seeds + 1):
       print(f"{recipe}, seed {seed}", flush=True)
-      runs.append(_train(f"{recipe}_seed{seed}", data, extra + [
-          f"--seed={seed}", f"--learning_rate={FLAGS.learning_rate}"]))
+      runs.append(
+          _train(
+              f"{recipe}_seed{seed}",
+              data,
+              extra
+              + [f"--seed={seed}", f"--learning_rate={FLAGS.learning_rate}"],
+          )
+      )
     accuracies = [run["test_accuracy"] for run in runs]
     results["recipes"][recipe] = {
         "mean": statistics.mean(accuracies),
         "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-        "runs": runs}
+        "runs": runs,
+    }
   if not FLAGS.skip_lr_choice:
     results["learning_rate_choice"] = _choose_learning_rates(data)
-  with open(os.path.join(FLAGS.output_dir, "results.json"), "w",
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(FLAGS.output_dir, "results.json"), "w", encoding="utf-8"
+  ) as f:
     json.dump(results, f, indent=2)
   print("| Recipe | Test accuracy (mean ± std) | Epochs run | Kept epoch |")
   print("|---|---|---|---|")
   for recipe, found in results["recipes"].items():
     epochs = ", ".join(str(run["epochs_run"]) for run in found["runs"])
     kept = ", ".join(str(run["kept_epoch"]) for run in found["runs"])
-    print(f"| {recipe} | {found['mean']:.4f} ± {found['std']:.4f} | "
-          f"{epochs} | {kept} |")
+    print(
+        f"| {recipe} | {found['mean']:.4f} ± {found['std']:.4f} | "
+        f"{epochs} | {kept} |"
+    )
   for method, found in results.get("learning_rate_choice", {}).items():
-    print(f"| {method} learning rate {found['learning_rate']:.2g} | "
-          f"{found['test_accuracy']:.4f} | {found['epochs_run']} | "
-          f"{found['kept_epoch']} |")
+    print(
+        f"| {method} learning rate {found['learning_rate']:.2g} | "
+        f"{found['test_accuracy']:.4f} | {found['epochs_run']} | "
+        f"{found['kept_epoch']} |"
+    )
 
 
 if __name__ == "__main__":

@@ -35,12 +35,15 @@ import tensorflow_text  # noqa: F401  Registers the tokenizer ops.
 
 def _percentiles(seconds):
   values = np.array(seconds) * 1000.0
-  return {"p50_ms": round(float(np.percentile(values, 50)), 2),
-          "p99_ms": round(float(np.percentile(values, 99)), 2)}
+  return {
+      "p50_ms": round(float(np.percentile(values, 50)), 2),
+      "p99_ms": round(float(np.percentile(values, 99)), 2),
+  }
 
 
-def _measure(classify, texts, *, requests: int, batches: int,
-             batch_size: int = 64) -> dict:
+def _measure(
+    classify, texts, *, requests: int, batches: int, batch_size: int = 64
+) -> dict:
   """Times `classify(list_of_texts)` at batch 1 and at `batch_size`."""
   start = time.perf_counter()
   classify(texts[:1])
@@ -54,11 +57,13 @@ def _measure(classify, texts, *, requests: int, batches: int,
   start = time.perf_counter()
   for i in range(batches):
     offset = (i * batch_size) % max(len(texts) - batch_size, 1)
-    classify(texts[offset:offset + batch_size])
+    classify(texts[offset : offset + batch_size])
   elapsed = time.perf_counter() - start
-  return {"first_call_ms": round(first_call * 1000.0, 1),
-          "batch1": _percentiles(single),
-          "batch64_texts_per_s": round(batches * batch_size / elapsed, 1)}
+  return {
+      "first_call_ms": round(first_call * 1000.0, 1),
+      "batch1": _percentiles(single),
+      "batch64_texts_per_s": round(batches * batch_size / elapsed, 1),
+  }
 
 
 def _hf_pipeline(model_dir: str):
@@ -68,8 +73,10 @@ def _hf_pipeline(model_dir: str):
 
   trained = artifacts.load_trained(model_dir)
   if trained.config.model.pooling != "pooler":
-    raise SystemExit("The HF classifier pools with the pooler; this run used "
-                     f"--pooling={trained.config.model.pooling}.")
+    raise SystemExit(
+        "The HF classifier pools with the pooler; this run used "
+        f"--pooling={trained.config.model.pooling}."
+    )
   config = trained.model.backbone.config
   config.num_labels = len(trained.label_vocab)
   config.id2label = dict(enumerate(trained.label_vocab))
@@ -81,9 +88,15 @@ def _hf_pipeline(model_dir: str):
   # What pipeline("text-classification") builds; constructed directly
   # because transformers 4.54's pipeline() factory touches torch even for
   # framework="tf" and torch is not installed here.
-  return transformers.TextClassificationPipeline(
-      model=hf_model, tokenizer=trained.tokenizer, framework="tf",
-      top_k=None), trained
+  return (
+      transformers.TextClassificationPipeline(
+          model=hf_model,
+          tokenizer=trained.tokenizer,
+          framework="tf",
+          top_k=None,
+      ),
+      trained,
+  )
 
 
 def main() -> None:
@@ -97,11 +110,13 @@ def main() -> None:
 
   with open(args.texts, encoding="utf-8", newline="") as f:
     texts = [row["text"] for row in csv.DictReader(f)]
-  export_dir = serving.latest_version_dir(os.path.join(args.model_dir,
-                                                       "export"))
+  export_dir = serving.latest_version_dir(
+      os.path.join(args.model_dir, "export")
+  )
   if export_dir is None:
-    raise SystemExit(f"No export under {args.model_dir}/export; run "
-                     "`make demo` first.")
+    raise SystemExit(
+        f"No export under {args.model_dir}/export; run " "`make demo` first."
+    )
 
   start = time.perf_counter()
   signature = tf.saved_model.load(export_dir).signatures["serving_default"]
@@ -110,16 +125,22 @@ def main() -> None:
   def ours(batch):
     return signature(text=tf.constant(batch))["probabilities"].numpy()
 
-  ours_result = dict(load_s=round(ours_load, 2), **_measure(
-      ours, texts, requests=args.requests, batches=args.batches))
+  ours_result = dict(
+      load_s=round(ours_load, 2),
+      **_measure(ours, texts, requests=args.requests, batches=args.batches),
+  )
 
   start = time.perf_counter()
   pipe, trained = _hf_pipeline(args.model_dir)
   theirs_load = time.perf_counter() - start
 
   def theirs(batch):
-    return pipe(batch, batch_size=len(batch), truncation=True,
-                max_length=trained.config.data.max_seq_length)
+    return pipe(
+        batch,
+        batch_size=len(batch),
+        truncation=True,
+        max_length=trained.config.data.max_seq_length,
+    )
 
   # Same model, same answers: compare probabilities on a few texts.
   sample = texts[:16]
@@ -130,34 +151,48 @@ def main() -> None:
       hf_probabilities[row, label_index[score["label"]]] = score["score"]
   max_difference = float(np.abs(hf_probabilities - ours(sample)).max())
 
-  theirs_result = dict(load_s=round(theirs_load, 2), **_measure(
-      theirs, texts, requests=args.requests, batches=args.batches))
+  theirs_result = dict(
+      load_s=round(theirs_load, 2),
+      **_measure(theirs, texts, requests=args.requests, batches=args.batches),
+  )
   report = {
       "benchmark": "serving_latency",
       "date": time.strftime("%Y-%m-%d"),
-      "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                  "tensorflow": tf.__version__},
+      "machine": {
+          "cpus": os.cpu_count(),
+          "platform": platform.platform(),
+          "tensorflow": tf.__version__,
+      },
       "saved_model": export_dir,
       "max_probability_difference": max_difference,
       "ours": ours_result,
       "hf_pipeline": theirs_result,
       "ratio_ours_over_hf": {
           "batch1_p50_speedup": round(
-              theirs_result["batch1"]["p50_ms"] /
-              ours_result["batch1"]["p50_ms"], 2),
+              theirs_result["batch1"]["p50_ms"]
+              / ours_result["batch1"]["p50_ms"],
+              2,
+          ),
           "batch64_throughput": round(
-              ours_result["batch64_texts_per_s"] /
-              theirs_result["batch64_texts_per_s"], 2)},
-      "peak_rss_mb": round(resource.getrusage(
-          resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              ours_result["batch64_texts_per_s"]
+              / theirs_result["batch64_texts_per_s"],
+              2,
+          ),
+      },
+      "peak_rss_mb": round(
+          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+      ),
   }
-  print(f"{'':12s}{'load s':>8s}{'first ms':>10s}{'b1 p50 ms':>11s}"
-        f"{'b1 p99 ms':>11s}{'b64 texts/s':>13s}")
-  for name, result in (("ours", ours_result), ("hf_pipeline",
-                                               theirs_result)):
-    print(f"{name:12s}{result['load_s']:8.2f}{result['first_call_ms']:10.1f}"
-          f"{result['batch1']['p50_ms']:11.2f}{result['batch1']['p99_ms']:11.2f}"
-          f"{result['batch64_texts_per_s']:13.1f}")
+  print(
+      f"{'':12s}{'load s':>8s}{'first ms':>10s}{'b1 p50 ms':>11s}"
+      f"{'b1 p99 ms':>11s}{'b64 texts/s':>13s}"
+  )
+  for name, result in (("ours", ours_result), ("hf_pipeline", theirs_result)):
+    print(
+        f"{name:12s}{result['load_s']:8.2f}{result['first_call_ms']:10.1f}"
+        f"{result['batch1']['p50_ms']:11.2f}{result['batch1']['p99_ms']:11.2f}"
+        f"{result['batch64_texts_per_s']:13.1f}"
+    )
   print(json.dumps(report))
 
 

@@ -28,8 +28,9 @@ def latest_version(path: str) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--saved_model", required=True)
-  parser.add_argument("--input_file", required=True,
-                      help="CSV with a 'text' column.")
+  parser.add_argument(
+      "--input_file", required=True, help="CSV with a 'text' column."
+  )
   args = parser.parse_args()
   path = latest_version(args.saved_model)
   with open(args.input_file, encoding="utf-8", newline="") as f:

@@ -59,8 +59,7 @@ import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from corpora import sword  # noqa: E402
 from tf_finetune import flag_definitions, io_utils  # noqa: E402
@@ -71,26 +70,58 @@ SPLITS = ("train", "validation", "test")
 
 def define_flags() -> None:
   define = flag_definitions.define_flag
-  define(flags.DEFINE_multi_string, "sword_dir", ["assets/sword"],
-         "SWORD library directories (holding mods.d/) or roots of extracted "
-         "sword-text Debian packages (holding usr/share/sword/mods.d/); "
-         "repeat the flag for several.")
-  define(flags.DEFINE_string, "source_module", "engWEB2015eb",
-         "Module of the source side (English).")
-  define(flags.DEFINE_string, "target_module", "spaRV1909eb",
-         "Module of the target side (Spanish).")
-  define(flags.DEFINE_string, "output_dir", "assets/bible/en-es",
-         "Where train.tsv, validation.tsv and test.tsv are written.")
-  define(flags.DEFINE_integer, "validation_verses", 1000,
-         "Whole chapters go to validation until it has at least this many "
-         "verses.")
-  define(flags.DEFINE_integer, "test_verses", 1000,
-         "Whole chapters go to test until it has at least this many verses.")
-  define(flags.DEFINE_integer, "seed", 1909,
-         "Seed of the shuffle of chapters that chooses the splits.")
-  define(flags.DEFINE_float, "max_length_ratio", 2.0,
-         "A pair whose length ratio is this many times above or below the "
-         "median ratio counts as misaligned.")
+  define(
+      flags.DEFINE_multi_string,
+      "sword_dir",
+      ["assets/sword"],
+      "SWORD library directories (holding mods.d/) or roots of extracted "
+      "sword-text Debian packages (holding usr/share/sword/mods.d/); "
+      "repeat the flag for several.",
+  )
+  define(
+      flags.DEFINE_string,
+      "source_module",
+      "engWEB2015eb",
+      "Module of the source side (English).",
+  )
+  define(
+      flags.DEFINE_string,
+      "target_module",
+      "spaRV1909eb",
+      "Module of the target side (Spanish).",
+  )
+  define(
+      flags.DEFINE_string,
+      "output_dir",
+      "assets/bible/en-es",
+      "Where train.tsv, validation.tsv and test.tsv are written.",
+  )
+  define(
+      flags.DEFINE_integer,
+      "validation_verses",
+      1000,
+      "Whole chapters go to validation until it has at least this many "
+      "verses.",
+  )
+  define(
+      flags.DEFINE_integer,
+      "test_verses",
+      1000,
+      "Whole chapters go to test until it has at least this many verses.",
+  )
+  define(
+      flags.DEFINE_integer,
+      "seed",
+      1909,
+      "Seed of the shuffle of chapters that chooses the splits.",
+  )
+  define(
+      flags.DEFINE_float,
+      "max_length_ratio",
+      2.0,
+      "A pair whose length ratio is this many times above or below the "
+      "median ratio counts as misaligned.",
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +157,9 @@ def align(source: list[sword.Verse], target: list[sword.Verse]) -> Alignment:
     elif other.last_verse != verse.last_verse:
       alignment.linked += 1
     elif verse.last_verse == verse.verse:
-      alignment.pairs.append(Pair(verse.book, verse.chapter, verse.verse,
-                                  verse.text, other.text))
+      alignment.pairs.append(
+          Pair(verse.book, verse.chapter, verse.verse, verse.text, other.text)
+      )
     else:
       alignment.linked += 1
   alignment.only_target = sum(key not in source_keys for key in target_by_key)
@@ -151,17 +183,23 @@ def last_verses(verses: list[sword.Verse]) -> dict[tuple[str, int], int]:
   return last
 
 
-def drop_misaligned(pairs: list[Pair], source: list[sword.Verse],
-                    target: list[sword.Verse], *,
-                    max_length_ratio: float) -> tuple[list[Pair], Dropped]:
+def drop_misaligned(
+    pairs: list[Pair],
+    source: list[sword.Verse],
+    target: list[sword.Verse],
+    *,
+    max_length_ratio: float,
+) -> tuple[list[Pair], Dropped]:
   """Drops chapters and verses where the two texts are divided differently.
 
   See the module docstring for the two checks.
   """
   if max_length_ratio <= 1:
-    raise ValueError(f"--max_length_ratio={max_length_ratio}; it must be "
-                     "above 1 (2 flags pairs at half or twice the usual "
-                     "ratio).")
+    raise ValueError(
+        f"--max_length_ratio={max_length_ratio}; it must be "
+        "above 1 (2 flags pairs at half or twice the usual "
+        "ratio)."
+    )
   dropped = Dropped()
   source_last, target_last = last_verses(source), last_verses(target)
   chapters = list(dict.fromkeys((pair.book, pair.chapter) for pair in pairs))
@@ -169,8 +207,9 @@ def drop_misaligned(pairs: list[Pair], source: list[sword.Verse],
   for book, chapter in chapters:
     if source_last[(book, chapter)] != target_last[(book, chapter)]:
       bad_chapters.update({(book, chapter), (book, chapter + 1)})
-  dropped.renumbered_chapters = sum(chapter in bad_chapters
-                                    for chapter in chapters)
+  dropped.renumbered_chapters = sum(
+      chapter in bad_chapters for chapter in chapters
+  )
   ratios = sorted(len(pair.target) / len(pair.source) for pair in pairs)
   median = ratios[len(ratios) // 2]
   suspects = {}
@@ -195,8 +234,9 @@ def drop_misaligned(pairs: list[Pair], source: list[sword.Verse],
   return kept, dropped
 
 
-def split_by_chapter(pairs: list[Pair], *, validation_verses: int,
-                     test_verses: int, seed: int) -> dict[str, list[Pair]]:
+def split_by_chapter(
+    pairs: list[Pair], *, validation_verses: int, test_verses: int, seed: int
+) -> dict[str, list[Pair]]:
   """Assigns whole chapters to test, then validation, the rest to train.
 
   Each split keeps the pairs in their original (Bible) order.
@@ -232,49 +272,76 @@ def write_tsv(path: str, pairs: list[Pair]) -> None:
   buffer = io.StringIO()
   writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
   writer.writerow(["source", "target"])
-  writer.writerows((one_line(pair.source), one_line(pair.target))
-                   for pair in pairs)
+  writer.writerows(
+      (one_line(pair.source), one_line(pair.target)) for pair in pairs
+  )
   io_utils.write_text_atomically(path, buffer.getvalue())
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(path, 0o666 & ~umask)  # Readable like any file, not 0600.
 
 
-def build(*, sword_dirs: list[str], source_module: str, target_module: str,
-          output_dir: str, validation_verses: int, test_verses: int,
-          seed: int, max_length_ratio: float) -> dict[str, list[Pair]]:
+def build(
+    *,
+    sword_dirs: list[str],
+    source_module: str,
+    target_module: str,
+    output_dir: str,
+    validation_verses: int,
+    test_verses: int,
+    seed: int,
+    max_length_ratio: float,
+) -> dict[str, list[Pair]]:
   """Reads both modules, aligns, splits and writes the three TSV files."""
   if validation_verses < 0 or test_verses < 0:
-    raise ValueError("--validation_verses and --test_verses must be >= 0, "
-                     f"got {validation_verses} and {test_verses}.")
+    raise ValueError(
+        "--validation_verses and --test_verses must be >= 0, "
+        f"got {validation_verses} and {test_verses}."
+    )
   library = sword.SwordLibrary(*sword_dirs)
   modules = [library.module(name) for name in (source_module, target_module)]
   source, target = (list(module.verses()) for module in modules)
   alignment = align(source, target)
-  pairs = [pair for pair in alignment.pairs
-           if one_line(pair.source) and one_line(pair.target)]
+  pairs = [
+      pair
+      for pair in alignment.pairs
+      if one_line(pair.source) and one_line(pair.target)
+  ]
   if not pairs:
-    raise ValueError(f"Modules {source_module} and {target_module} share no "
-                     "verse with text on both sides.")
+    raise ValueError(
+        f"Modules {source_module} and {target_module} share no "
+        "verse with text on both sides."
+    )
   for module, verses in zip(modules, (source, target)):
     config = module.config
     markers = module.check_chapter_markers()
-    print(f"{config.name} ({config.description}, version {config.version}, "
-          f"{config.versification} versification): {len(verses)} verses "
-          f"with text; {markers} chapter markers where the versification "
-          "puts them")
-  print(f"aligned {len(pairs)} verses; {alignment.only_source} only in "
-        f"{source_module}, {alignment.only_target} only in {target_module}, "
-        f"{alignment.linked} linked to neighbouring verses on one side")
-  pairs, dropped = drop_misaligned(pairs, source, target,
-                                   max_length_ratio=max_length_ratio)
-  print(f"dropped {dropped.verses} verses divided differently by the two "
-        f"translations: {dropped.renumbered_chapters} chapters at moved "
-        f"chapter boundaries, {dropped.misaligned_chapters} chapters and "
-        f"{dropped.misaligned_verses} single verses with length ratios off "
-        f"by more than {max_length_ratio}x; {len(pairs)} verses kept")
-  splits = split_by_chapter(pairs, validation_verses=validation_verses,
-                            test_verses=test_verses, seed=seed)
+    print(
+        f"{config.name} ({config.description}, version {config.version}, "
+        f"{config.versification} versification): {len(verses)} verses "
+        f"with text; {markers} chapter markers where the versification "
+        "puts them"
+    )
+  print(
+      f"aligned {len(pairs)} verses; {alignment.only_source} only in "
+      f"{source_module}, {alignment.only_target} only in {target_module}, "
+      f"{alignment.linked} linked to neighbouring verses on one side"
+  )
+  pairs, dropped = drop_misaligned(
+      pairs, source, target, max_length_ratio=max_length_ratio
+  )
+  print(
+      f"dropped {dropped.verses} verses divided differently by the two "
+      f"translations: {dropped.renumbered_chapters} chapters at moved "
+      f"chapter boundaries, {dropped.misaligned_chapters} chapters and "
+      f"{dropped.misaligned_verses} single verses with length ratios off "
+      f"by more than {max_length_ratio}x; {len(pairs)} verses kept"
+  )
+  splits = split_by_chapter(
+      pairs,
+      validation_verses=validation_verses,
+      test_verses=test_verses,
+      seed=seed,
+  )
   for split, rows in splits.items():
     path = os.path.join(output_dir, f"{split}.tsv")
     write_tsv(path, rows)
@@ -284,12 +351,20 @@ def build(*, sword_dirs: list[str], source_module: str, target_module: str,
 
 
 def main(argv) -> None:
-  flag_definitions.run_main("prepare_bible_parallel", argv, lambda: build(
-      sword_dirs=FLAGS.sword_dir, source_module=FLAGS.source_module,
-      target_module=FLAGS.target_module, output_dir=FLAGS.output_dir,
-      validation_verses=FLAGS.validation_verses,
-      test_verses=FLAGS.test_verses, seed=FLAGS.seed,
-      max_length_ratio=FLAGS.max_length_ratio))
+  flag_definitions.run_main(
+      "prepare_bible_parallel",
+      argv,
+      lambda: build(
+          sword_dirs=FLAGS.sword_dir,
+          source_module=FLAGS.source_module,
+          target_module=FLAGS.target_module,
+          output_dir=FLAGS.output_dir,
+          validation_verses=FLAGS.validation_verses,
+          test_verses=FLAGS.test_verses,
+          seed=FLAGS.seed,
+          max_length_ratio=FLAGS.max_length_ratio,
+      ),
+  )
 
 
 if __name__ == "__main__":

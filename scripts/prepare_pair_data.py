@@ -33,19 +33,27 @@ def build_pairs(rows: list[dict], seed: int) -> list[dict]:
   """Pairs off the snippets of one split; labels say if sentiments match."""
   rows = list(rows)
   random.Random(seed).shuffle(rows)
-  return [{"text_a": first["text"], "text_b": second["text"],
-           "label": "same" if first["label"] == second["label"] else
-           "different",
-           "fresh_count": (first["label"] == "fresh") +
-                          (second["label"] == "fresh")}
-          for first, second in zip(rows[0::2], rows[1::2])]
+  return [
+      {
+          "text_a": first["text"],
+          "text_b": second["text"],
+          "label": "same" if first["label"] == second["label"] else "different",
+          "fresh_count": (first["label"] == "fresh")
+          + (second["label"] == "fresh"),
+      }
+      for first, second in zip(rows[0::2], rows[1::2])
+  ]
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--output_dir", default="assets")
-  parser.add_argument("--train_pairings", type=int, default=1,
-                      help="Pairs each training snippet appears in.")
+  parser.add_argument(
+      "--train_pairings",
+      type=int,
+      default=1,
+      help="Pairs each training snippet appears in.",
+  )
   args = parser.parse_args()
   source = os.path.join(args.output_dir, "rotten_tomatoes")
   target = os.path.join(args.output_dir, "sentiment_pairs")
@@ -54,17 +62,23 @@ def main() -> None:
     with open(os.path.join(source, f"{split}.csv"), encoding="utf-8") as f:
       rows = list(csv.DictReader(f))
     pairings = args.train_pairings if split == "train" else 1
-    pairs = [pair for pairing in range(pairings)
-             for pair in build_pairs(rows, SEED + offset + 10 * pairing)]
+    pairs = [
+        pair
+        for pairing in range(pairings)
+        for pair in build_pairs(rows, SEED + offset + 10 * pairing)
+    ]
     path = os.path.join(target, f"{split}.csv")
     with open(path, "w", encoding="utf-8", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=["text_a", "text_b", "label",
-                                             "fresh_count"])
+      writer = csv.DictWriter(
+          f, fieldnames=["text_a", "text_b", "label", "fresh_count"]
+      )
       writer.writeheader()
       writer.writerows(pairs)
     same = sum(pair["label"] == "same" for pair in pairs)
-    print(f"{path}: {len(pairs)} pairs ({same} same, {len(pairs) - same} "
-          "different)")
+    print(
+        f"{path}: {len(pairs)} pairs ({same} same, {len(pairs) - same} "
+        "different)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,12 +22,27 @@ import tensorflow as tf  # noqa: E402
 # must happen before TensorFlow initializes its devices.
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    _cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
 
 POSITIVE_WORDS = ["good", "great", "wonderful", "fun", "moving", "superb"]
 NEGATIVE_WORDS = ["bad", "dull", "boring", "awful", "tedious", "weak"]
-NEUTRAL_WORDS = ["the", "movie", "film", "plot", "actor", "story", "was",
-                 "is", "a", "and", "this", "with", "very", "quite"]
+NEUTRAL_WORDS = [
+    "the",
+    "movie",
+    "film",
+    "plot",
+    "actor",
+    "story",
+    "was",
+    "is",
+    "a",
+    "and",
+    "this",
+    "with",
+    "very",
+    "quite",
+]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PIECES = ["##s", "##ly", "##ing", "##ed", "##er"]
 
@@ -36,28 +51,41 @@ def make_vocab() -> list[str]:
   letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
   punctuation = list(".,!?'-$%()")
   words = POSITIVE_WORDS + NEGATIVE_WORDS + NEUTRAL_WORDS
-  tokens = (SPECIAL_TOKENS + punctuation + letters +
-            ["##" + letter for letter in letters] + PIECES + sorted(words) +
-            [str(d) for d in range(10)])
+  tokens = (
+      SPECIAL_TOKENS
+      + punctuation
+      + letters
+      + ["##" + letter for letter in letters]
+      + PIECES
+      + sorted(words)
+      + [str(d) for d in range(10)]
+  )
   return list(dict.fromkeys(tokens))
 
 
 def make_tiny_bert(directory: str, *, seed: int = 0) -> str:
   """Saves a random 2-layer BERT and its tokenizer in HF layout."""
   import transformers
+
   os.makedirs(directory, exist_ok=True)
   vocab = make_vocab()
   vocab_file = os.path.join(directory, "vocab.txt")
   with open(vocab_file, "w", encoding="utf-8") as f:
     f.write("\n".join(vocab) + "\n")
-  tokenizer = transformers.BertTokenizerFast(vocab_file, do_lower_case=True,
-                                             model_max_length=64)
+  tokenizer = transformers.BertTokenizerFast(
+      vocab_file, do_lower_case=True, model_max_length=64
+  )
   tokenizer.save_pretrained(directory)
   config = transformers.BertConfig(
-      vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
-      num_attention_heads=2, intermediate_size=128,
-      max_position_embeddings=64, hidden_dropout_prob=0.0,
-      attention_probs_dropout_prob=0.0)
+      vocab_size=len(vocab),
+      hidden_size=64,
+      num_hidden_layers=2,
+      num_attention_heads=2,
+      intermediate_size=128,
+      max_position_embeddings=64,
+      hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0,
+  )
   tf.random.set_seed(seed)
   model = transformers.TFBertModel(config)
   model(model.dummy_inputs)
@@ -74,8 +102,12 @@ def make_sentiment_rows(count: int, *, seed: int) -> list[dict]:
     opinion = rng.choice(POSITIVE_WORDS if positive else NEGATIVE_WORDS)
     words = rng.sample(NEUTRAL_WORDS, rng.randint(1, 8))
     words.insert(rng.randint(0, len(words)), opinion)
-    rows.append({"text": " ".join(words),
-                 "label": "positive" if positive else "negative"})
+    rows.append(
+        {
+            "text": " ".join(words),
+            "label": "positive" if positive else "negative",
+        }
+    )
   return rows
 
 
@@ -101,18 +133,31 @@ def tiny_bert_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def sentiment_files(tmp_path_factory) -> dict[str, str]:
   directory = tmp_path_factory.mktemp("sentiment")
-  return {split: write_rows(str(directory / f"{split}.csv"),
-                            make_sentiment_rows(count, seed=seed))
-          for split, count, seed in (("train", 192, 1), ("validation", 64, 2),
-                                     ("test", 64, 3))}
+  return {
+      split: write_rows(
+          str(directory / f"{split}.csv"), make_sentiment_rows(count, seed=seed)
+      )
+      for split, count, seed in (
+          ("train", 192, 1),
+          ("validation", 64, 2),
+          ("test", 64, 3),
+      )
+  }
 
 
-def run_python(args: list[str], *, timeout: int = 300, env=None,
-               cwd=None) -> subprocess.CompletedProcess:
+def run_python(
+    args: list[str], *, timeout: int = 300, env=None, cwd=None
+) -> subprocess.CompletedProcess:
   """Runs `python args...` in a fresh process and returns the result."""
   full_env = dict(os.environ, **(env or {}))
-  return subprocess.run([sys.executable, *args], capture_output=True,
-                        text=True, timeout=timeout, env=full_env, cwd=cwd)
+  return subprocess.run(
+      [sys.executable, *args],
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      env=full_env,
+      cwd=cwd,
+  )
 
 
 def run_binary(module, args: list[str]) -> int:
@@ -122,9 +167,11 @@ def run_binary(module, args: list[str]) -> int:
   flags (and defaults) its own binary defines. Returns the exit code.
   """
   from absl import flags
+
   flag_values = flags.FLAGS
   ours = flag_values.flags_by_module_dict().get(
-      "tf_finetune.flag_definitions", [])
+      "tf_finetune.flag_definitions", []
+  )
   for flag in list(ours):
     if flag.name in flag_values:
       delattr(flag_values, flag.name)
@@ -141,30 +188,41 @@ def run_binary(module, args: list[str]) -> int:
   return 0
 
 
-TINY_TRAIN_FLAGS = ["--max_seq_length=32", "--batch_size=16", "--epochs=4",
-                    "--learning_rate=3e-3", "--warmup_ratio=0.1",
-                    "--pooling=mean", "--early_stopping_patience=0",
-                    "--log_every_steps=5"]
+TINY_TRAIN_FLAGS = [
+    "--max_seq_length=32",
+    "--batch_size=16",
+    "--epochs=4",
+    "--learning_rate=3e-3",
+    "--warmup_ratio=0.1",
+    "--pooling=mean",
+    "--early_stopping_patience=0",
+    "--log_every_steps=5",
+]
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_bert_dir, sentiment_files) -> str:
   """A model_dir trained (and exported) by the train binary."""
   from tf_finetune import train
+
   model_dir = str(tmp_path_factory.mktemp("run") / "model")
-  code = run_binary(train, [
-      f"--model={tiny_bert_dir}",
-      f"--train_file={sentiment_files['train']}",
-      f"--validation_file={sentiment_files['validation']}",
-      f"--test_file={sentiment_files['test']}",
-      f"--model_dir={model_dir}"] + TINY_TRAIN_FLAGS)
+  code = run_binary(
+      train,
+      [
+          f"--model={tiny_bert_dir}",
+          f"--train_file={sentiment_files['train']}",
+          f"--validation_file={sentiment_files['validation']}",
+          f"--test_file={sentiment_files['test']}",
+          f"--model_dir={model_dir}",
+      ]
+      + TINY_TRAIN_FLAGS,
+  )
   assert code == 0
   return model_dir
 
 
 def make_score_rows(count: int, *, seed: int) -> list[dict]:
-  """Learnable regression: the score is the number of positive words (0-3).
-  """
+  """Learnable regression: the score is the number of positive words (0-3)."""
   rng = random.Random(seed)
   rows = []
   for _ in range(count):
@@ -228,18 +286,24 @@ def write_conll(path: str, sentences: list[dict]) -> str:
   return path
 
 
-def train_task(module_dir, tiny_bert_dir, files: dict, task_flags: list,
-               *, epochs: int = 4) -> str:
+def train_task(
+    module_dir, tiny_bert_dir, files: dict, task_flags: list, *, epochs: int = 4
+) -> str:
   """Trains and exports a task with the train binary; returns model_dir."""
   from tf_finetune import train
+
   model_dir = str(module_dir / "model")
-  args = [f"--model={tiny_bert_dir}", f"--model_dir={model_dir}",
-          f"--train_file={files['train']}",
-          f"--validation_file={files['validation']}"]
+  args = [
+      f"--model={tiny_bert_dir}",
+      f"--model_dir={model_dir}",
+      f"--train_file={files['train']}",
+      f"--validation_file={files['validation']}",
+  ]
   if "test" in files:
     args.append(f"--test_file={files['test']}")
-  flags = [flag for flag in TINY_TRAIN_FLAGS if not flag.startswith(
-      "--epochs")] + [f"--epochs={epochs}"]
+  flags = [
+      flag for flag in TINY_TRAIN_FLAGS if not flag.startswith("--epochs")
+  ] + [f"--epochs={epochs}"]
   code = run_binary(train, args + flags + list(task_flags))
   assert code == 0
   return model_dir

@@ -15,44 +15,65 @@ from tf_finetune import evaluate, export, predict, train
 
 def test_training_writes_every_output(trained_run):
   files = set(os.listdir(trained_run))
-  assert {"config.json", "label_vocab.txt", "tokenizer", "backbone",
-          "checkpoints", "logs", "eval_results.json", "summary.json",
-          "export"} <= files
+  assert {
+      "config.json",
+      "label_vocab.txt",
+      "tokenizer",
+      "backbone",
+      "checkpoints",
+      "logs",
+      "eval_results.json",
+      "summary.json",
+      "export",
+  } <= files
   config = json.load(open(os.path.join(trained_run, "config.json")))
   assert config["train"]["learning_rate"] == 3e-3
   assert open(os.path.join(trained_run, "label_vocab.txt")).read() == (
-      "negative\npositive\n")
+      "negative\npositive\n"
+  )
   results = json.load(open(os.path.join(trained_run, "eval_results.json")))
   assert set(results) == {"validation", "test"}
   assert set(results["test"]["per_class"]) == {"negative", "positive"}
   assert {"precision", "recall", "f1", "support"} <= set(
-      results["test"]["per_class"]["positive"])
+      results["test"]["per_class"]["positive"]
+  )
   summary = json.load(open(os.path.join(trained_run, "summary.json")))
   assert summary["epochs_run"] == 4
   history = summary["history"]
   assert history["loss"][-1] < history["loss"][0]
-  assert os.path.isfile(os.path.join(trained_run, "export", "1",
-                                     "saved_model.pb"))
+  assert os.path.isfile(
+      os.path.join(trained_run, "export", "1", "saved_model.pb")
+  )
   # BackupAndRestore cleans up after a completed run.
-  assert not os.listdir(os.path.join(trained_run, "backup")) if os.path.isdir(
-      os.path.join(trained_run, "backup")) else True
+  assert (
+      not os.listdir(os.path.join(trained_run, "backup"))
+      if os.path.isdir(os.path.join(trained_run, "backup"))
+      else True
+  )
 
 
-def test_tensorboard_has_per_step_learning_rate_and_epoch_metrics(
-    trained_run):
+def test_tensorboard_has_per_step_learning_rate_and_epoch_metrics(trained_run):
   def tags(subdir):
     found = set()
     directory = os.path.join(trained_run, "logs", subdir)
     for name in os.listdir(directory):
       events = event_accumulator.EventAccumulator(
-          os.path.join(directory, name), size_guidance={"tensors": 0})
+          os.path.join(directory, name), size_guidance={"tensors": 0}
+      )
       events.Reload()
       found |= set(events.Tags()["tensors"])
     return found
 
   train_tags = tags("train")
-  assert {"learning_rate", "batch_loss", "epoch_loss", "epoch_accuracy",
-          "grad_norm", "weight_norm", "epoch_grad_norm"} <= train_tags
+  assert {
+      "learning_rate",
+      "batch_loss",
+      "epoch_loss",
+      "epoch_accuracy",
+      "grad_norm",
+      "weight_norm",
+      "epoch_grad_norm",
+  } <= train_tags
   # Same tags in train/ and validation/: one chart per metric, two curves.
   assert {"epoch_loss", "epoch_accuracy"} <= tags("validation")
 
@@ -68,36 +89,60 @@ def test_summary_reports_the_stop_and_the_curves(trained_run):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_binary_records_results(trained_run, sentiment_files,
-                                         capsys):
-  code = run_binary(evaluate, [f"--model_dir={trained_run}",
-                               f"--test_file={sentiment_files['validation']}",
-                               "--split_name=dev_again"])
+def test_evaluate_binary_records_results(trained_run, sentiment_files, capsys):
+  code = run_binary(
+      evaluate,
+      [
+          f"--model_dir={trained_run}",
+          f"--test_file={sentiment_files['validation']}",
+          "--split_name=dev_again",
+      ],
+  )
   assert code == 0
   assert "dev_again accuracy:" in capsys.readouterr().out
   results = json.load(open(os.path.join(trained_run, "eval_results.json")))
   assert results["dev_again"]["accuracy"] == pytest.approx(
-      results["validation"]["accuracy"])
+      results["validation"]["accuracy"]
+  )
   assert "test" in results  # Earlier results are kept.
 
 
 @pytest.mark.parametrize("source", ["model_dir", "saved_model"])
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_predict_binary_writes_labels_and_probabilities(
-    trained_run, tmp_path, source, suffix):
-  inputs = write_rows(str(tmp_path / f"in{suffix}"),
-                      [{"id": "a", "text": "good fun film"},
-                       {"id": "b", "text": "boring dull plot"}])
+    trained_run, tmp_path, source, suffix
+):
+  inputs = write_rows(
+      str(tmp_path / f"in{suffix}"),
+      [
+          {"id": "a", "text": "good fun film"},
+          {"id": "b", "text": "boring dull plot"},
+      ],
+  )
   output = str(tmp_path / f"out{suffix}")
-  where = (trained_run if source == "model_dir" else
-           os.path.join(trained_run, "export"))
-  code = run_binary(predict, [f"--{source}={where}", f"--input_file={inputs}",
-                              f"--output_file={output}"])
+  where = (
+      trained_run
+      if source == "model_dir"
+      else os.path.join(trained_run, "export")
+  )
+  code = run_binary(
+      predict,
+      [
+          f"--{source}={where}",
+          f"--input_file={inputs}",
+          f"--output_file={output}",
+      ],
+  )
   assert code == 0
   if suffix == ".csv":
     rows = list(csv.DictReader(open(output)))
-    assert list(rows[0]) == ["id", "text", "predicted_label",
-                             "probability_negative", "probability_positive"]
+    assert list(rows[0]) == [
+        "id",
+        "text",
+        "predicted_label",
+        "probability_negative",
+        "probability_positive",
+    ]
     probabilities = [float(r["probability_positive"]) for r in rows]
   else:
     rows = [json.loads(line) for line in open(output)]
@@ -108,32 +153,54 @@ def test_predict_binary_writes_labels_and_probabilities(
 
 
 def test_predict_from_model_dir_and_saved_model_agree(trained_run, tmp_path):
-  inputs = write_rows(str(tmp_path / "in.jsonl"),
-                      [{"text": "good fun film"}, {"text": "a dull story"}])
+  inputs = write_rows(
+      str(tmp_path / "in.jsonl"),
+      [{"text": "good fun film"}, {"text": "a dull story"}],
+  )
   outputs = []
-  for flag, where in (("model_dir", trained_run),
-                      ("saved_model", os.path.join(trained_run, "export"))):
+  for flag, where in (
+      ("model_dir", trained_run),
+      ("saved_model", os.path.join(trained_run, "export")),
+  ):
     output = str(tmp_path / f"{flag}.jsonl")
-    assert run_binary(predict, [f"--{flag}={where}", f"--input_file={inputs}",
-                                f"--output_file={output}"]) == 0
-    outputs.append([json.loads(line)["probabilities"]["positive"]
-                    for line in open(output)])
+    assert (
+        run_binary(
+            predict,
+            [
+                f"--{flag}={where}",
+                f"--input_file={inputs}",
+                f"--output_file={output}",
+            ],
+        )
+        == 0
+    )
+    outputs.append(
+        [json.loads(line)["probabilities"]["positive"] for line in open(output)]
+    )
   assert outputs[0] == pytest.approx(outputs[1], abs=1e-5)
 
 
 def test_export_binary_adds_a_new_version(trained_run, tmp_path):
-  code = run_binary(export, [f"--model_dir={trained_run}",
-                             f"--export_dir={tmp_path}"])
+  code = run_binary(
+      export, [f"--model_dir={trained_run}", f"--export_dir={tmp_path}"]
+  )
   assert code == 0
   assert os.listdir(tmp_path) == ["1"]
-  assert run_binary(export, [f"--model_dir={trained_run}",
-                             f"--export_dir={tmp_path}"]) == 0
+  assert (
+      run_binary(
+          export, [f"--model_dir={trained_run}", f"--export_dir={tmp_path}"]
+      )
+      == 0
+  )
   assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
 def _snapshot(directory):
-  return {os.path.join(root, name): os.path.getmtime(os.path.join(root, name))
-          for root, _, names in os.walk(directory) for name in names}
+  return {
+      os.path.join(root, name): os.path.getmtime(os.path.join(root, name))
+      for root, _, names in os.walk(directory)
+      for name in names
+  }
 
 
 @pytest.fixture
@@ -145,9 +212,12 @@ def finished_run(trained_run, tmp_path):
 
 
 def _bad_train(tiny_bert_dir, sentiment_files, model_dir, **overrides):
-  flags = {"model": tiny_bert_dir, "train_file": sentiment_files["train"],
-           "validation_file": sentiment_files["validation"],
-           "model_dir": model_dir}
+  flags = {
+      "model": tiny_bert_dir,
+      "train_file": sentiment_files["train"],
+      "validation_file": sentiment_files["validation"],
+      "model_dir": model_dir,
+  }
   flags.update(overrides)
   return [f"--{k}={v}" for k, v in flags.items()] + TINY_TRAIN_FLAGS
 
@@ -172,59 +242,123 @@ def _copy_model(tmp, *, drop=None, extra_tokens=0) -> str:
   return str(copy)
 
 
-@pytest.mark.parametrize("make_input, message", [
-    (lambda tmp, files: {"train_file": str(tmp / "missing.csv")},
-     r"--train_file='.*missing.csv' does not exist"),
-    (lambda tmp, files: {"label_column": "sentiment"},
-     r"--label_column='sentiment' is not a column of .*train.csv; columns "
-     r"are: text, label"),
-    (lambda tmp, files: {"validation_file": write_rows(
-        str(tmp / "val.csv"), [{"text": "meh", "label": "neutral"}])},
-     r"val.csv:2: label 'neutral' .* never seen in training"),
-    (lambda tmp, files: {"train_file": write_rows(
-        str(tmp / "one.csv"), [{"text": "good", "label": "positive"}] * 3)},
-     r"single class"),
-    (lambda tmp, files: {"model": str(tmp)},
-     r"--model='.*' is a directory without config.json"),
-    (lambda tmp, files: {"train_file": _write_bytes(
-        tmp / "latin1.csv", b"text,label\ngood,positive\ncaf\xe9,negative\n")},
-     r"latin1.csv:3: the file is not valid UTF-8 \(byte 0xe9\); save it as "
-     r"UTF-8"),
-    (lambda tmp, files: {"train_file": _write_bytes(
-        tmp / "ragged.csv",
-        b"text,label\ngood film,positive\ndull, slow film,negative\n")},
-     r"ragged.csv:3: expected 2 fields \(text, label\) but found 3"),
-    (lambda tmp, files: {"train_file": _write_bytes(
-        tmp / "broken.jsonl",
-        b'{"text": "good", "label": "positive"}\n{"text": "bad", label}\n')},
-     r"broken.jsonl:2: not valid JSON"),
-    # Labels only in the test split: the training file has none.
-    (lambda tmp, files: {"train_file": write_rows(
-        str(tmp / "unlabelled.csv"), [{"text": "good"}, {"text": "bad"}]),
-                         "test_file": files["test"]},
-     r"--label_column='label' is not a column of .*unlabelled.csv; columns "
-     r"are: text"),
-    (lambda tmp, files: {"tfds_name": "glue/sst2"},
-     r"--train_file and --tfds_name are both set"),
-    (lambda tmp, files: {"tpu": "local", "distribution": "mirrored"},
-     r"--tpu='local' conflicts with --distribution='mirrored'"),
-    (lambda tmp, files: {"model": _copy_model(tmp, drop="tf_model.h5")},
-     r"--model='.*' has config.json but no weights"),
-    (lambda tmp, files: {"model": _copy_model(tmp, extra_tokens=40)},
-     r"the tokenizer has \d+ tokens but the model's embedding table only "
-     r"\d+; they do not belong together"),
-    (lambda tmp, files: {"model_dir": "/sys/tf_finetune_run"},
-     r"--model_dir='/sys/tf_finetune_run' is not writable"),
-])
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (
+            lambda tmp, files: {"train_file": str(tmp / "missing.csv")},
+            r"--train_file='.*missing.csv' does not exist",
+        ),
+        (
+            lambda tmp, files: {"label_column": "sentiment"},
+            r"--label_column='sentiment' is not a column of .*train.csv; columns "
+            r"are: text, label",
+        ),
+        (
+            lambda tmp, files: {
+                "validation_file": write_rows(
+                    str(tmp / "val.csv"), [{"text": "meh", "label": "neutral"}]
+                )
+            },
+            r"val.csv:2: label 'neutral' .* never seen in training",
+        ),
+        (
+            lambda tmp, files: {
+                "train_file": write_rows(
+                    str(tmp / "one.csv"),
+                    [{"text": "good", "label": "positive"}] * 3,
+                )
+            },
+            r"single class",
+        ),
+        (
+            lambda tmp, files: {"model": str(tmp)},
+            r"--model='.*' is a directory without config.json",
+        ),
+        (
+            lambda tmp, files: {
+                "train_file": _write_bytes(
+                    tmp / "latin1.csv",
+                    b"text,label\ngood,positive\ncaf\xe9,negative\n",
+                )
+            },
+            r"latin1.csv:3: the file is not valid UTF-8 \(byte 0xe9\); save it as "
+            r"UTF-8",
+        ),
+        (
+            lambda tmp, files: {
+                "train_file": _write_bytes(
+                    tmp / "ragged.csv",
+                    b"text,label\ngood film,positive\ndull, slow film,negative\n",
+                )
+            },
+            r"ragged.csv:3: expected 2 fields \(text, label\) but found 3",
+        ),
+        (
+            lambda tmp, files: {
+                "train_file": _write_bytes(
+                    tmp / "broken.jsonl",
+                    b'{"text": "good", "label": "positive"}\n{"text": "bad", label}\n',
+                )
+            },
+            r"broken.jsonl:2: not valid JSON",
+        ),
+        # Labels only in the test split: the training file has none.
+        (
+            lambda tmp, files: {
+                "train_file": write_rows(
+                    str(tmp / "unlabelled.csv"),
+                    [{"text": "good"}, {"text": "bad"}],
+                ),
+                "test_file": files["test"],
+            },
+            r"--label_column='label' is not a column of .*unlabelled.csv; columns "
+            r"are: text",
+        ),
+        (
+            lambda tmp, files: {"tfds_name": "glue/sst2"},
+            r"--train_file and --tfds_name are both set",
+        ),
+        (
+            lambda tmp, files: {"tpu": "local", "distribution": "mirrored"},
+            r"--tpu='local' conflicts with --distribution='mirrored'",
+        ),
+        (
+            lambda tmp, files: {"model": _copy_model(tmp, drop="tf_model.h5")},
+            r"--model='.*' has config.json but no weights",
+        ),
+        (
+            lambda tmp, files: {"model": _copy_model(tmp, extra_tokens=40)},
+            r"the tokenizer has \d+ tokens but the model's embedding table only "
+            r"\d+; they do not belong together",
+        ),
+        (
+            lambda tmp, files: {"model_dir": "/sys/tf_finetune_run"},
+            r"--model_dir='/sys/tf_finetune_run' is not writable",
+        ),
+    ],
+)
 def test_bad_training_input_fails_in_one_line_and_keeps_earlier_outputs(
-    finished_run, tiny_bert_dir, sentiment_files, tmp_path, capsys,
-    monkeypatch, make_input, message):
+    finished_run,
+    tiny_bert_dir,
+    sentiment_files,
+    tmp_path,
+    capsys,
+    monkeypatch,
+    make_input,
+    message,
+):
   monkeypatch.setenv("TINY_BERT_DIR", tiny_bert_dir)
   before = _snapshot(finished_run)
   overrides = make_input(tmp_path, sentiment_files)
-  code = run_binary(train, _bad_train(
-      tiny_bert_dir, sentiment_files, **{"model_dir": finished_run,
-                                         **overrides}))
+  code = run_binary(
+      train,
+      _bad_train(
+          tiny_bert_dir,
+          sentiment_files,
+          **{"model_dir": finished_run, **overrides},
+      ),
+  )
   assert code == 2
   error = capsys.readouterr().err.strip().splitlines()[-1]
   assert error.startswith("train: error: ")
@@ -233,12 +367,20 @@ def test_bad_training_input_fails_in_one_line_and_keeps_earlier_outputs(
 
 
 def test_evaluate_with_an_unseen_label(finished_run, tmp_path, capsys):
-  bad = write_rows(str(tmp_path / "test.csv"),
-                   [{"text": "good", "label": "positive"},
-                    {"text": "meh", "label": "neutral"}])
+  bad = write_rows(
+      str(tmp_path / "test.csv"),
+      [
+          {"text": "good", "label": "positive"},
+          {"text": "meh", "label": "neutral"},
+      ],
+  )
   before = _snapshot(finished_run)
-  assert run_binary(evaluate, [f"--model_dir={finished_run}",
-                               f"--test_file={bad}"]) == 2
+  assert (
+      run_binary(
+          evaluate, [f"--model_dir={finished_run}", f"--test_file={bad}"]
+      )
+      == 2
+  )
   assert "test.csv:3: label 'neutral'" in capsys.readouterr().err
   assert _snapshot(finished_run) == before
 
@@ -246,9 +388,17 @@ def test_evaluate_with_an_unseen_label(finished_run, tmp_path, capsys):
 def test_model_dir_without_weights(finished_run, tmp_path, capsys):
   shutil.rmtree(os.path.join(finished_run, "checkpoints"))
   inputs = write_rows(str(tmp_path / "in.csv"), [{"text": "good"}])
-  assert run_binary(predict, [f"--model_dir={finished_run}",
-                              f"--input_file={inputs}",
-                              f"--output_file={tmp_path / 'out.csv'}"]) == 2
+  assert (
+      run_binary(
+          predict,
+          [
+              f"--model_dir={finished_run}",
+              f"--input_file={inputs}",
+              f"--output_file={tmp_path / 'out.csv'}",
+          ],
+      )
+      == 2
+  )
   assert "has no trained weights" in capsys.readouterr().err
   assert not os.path.exists(tmp_path / "out.csv")
 
@@ -256,41 +406,65 @@ def test_model_dir_without_weights(finished_run, tmp_path, capsys):
 def test_unknown_flag_in_a_flagfile_is_rejected(tmp_path):
   flagfile = tmp_path / "bad.flags"
   flagfile.write_text("--model=x\n--learning_rte=1e-5\n")
-  result = run_python(["-m", "tf_finetune.train", f"--flagfile={flagfile}"],
-                      timeout=120)
+  result = run_python(
+      ["-m", "tf_finetune.train", f"--flagfile={flagfile}"], timeout=120
+  )
   assert result.returncode != 0
   assert "learning_rte" in result.stderr
 
 
 def test_train_binary_in_a_fresh_process_reports_a_clear_error(tmp_path):
-  result = run_python(["-m", "tf_finetune.train", "--model=x",
-                       f"--train_file={tmp_path / 'nope.csv'}",
-                       f"--model_dir={tmp_path / 'run'}"], timeout=120)
+  result = run_python(
+      [
+          "-m",
+          "tf_finetune.train",
+          "--model=x",
+          f"--train_file={tmp_path / 'nope.csv'}",
+          f"--model_dir={tmp_path / 'run'}",
+      ],
+      timeout=120,
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      f"train: error: --train_file='{tmp_path / 'nope.csv'}' does not exist.")
+      f"train: error: --train_file='{tmp_path / 'nope.csv'}' does not exist."
+  )
 
 
 def test_empty_and_very_long_texts_are_reported_not_fatal(
-    finished_run, tmp_path, capsys, caplog):
+    finished_run, tmp_path, capsys, caplog
+):
   long_text = " ".join(["good"] * 25_000)[:100_000]
   assert len(long_text) == 100_000
-  rows = [{"text": "good fun film", "label": "positive"},
-          {"text": "", "label": "negative"},
-          {"text": long_text, "label": "positive"},
-          {"text": "a dull story", "label": "negative"}]
+  rows = [
+      {"text": "good fun film", "label": "positive"},
+      {"text": "", "label": "negative"},
+      {"text": long_text, "label": "positive"},
+      {"text": "a dull story", "label": "negative"},
+  ]
   test_file = write_rows(str(tmp_path / "odd.csv"), rows)
   caplog.set_level("INFO")
-  assert run_binary(evaluate, [f"--model_dir={finished_run}",
-                               f"--test_file={test_file}",
-                               "--split_name=odd"]) == 0
+  assert (
+      run_binary(
+          evaluate,
+          [
+              f"--model_dir={finished_run}",
+              f"--test_file={test_file}",
+              "--split_name=odd",
+          ],
+      )
+      == 0
+  )
   assert "odd accuracy:" in capsys.readouterr().out
-  assert re.search(r"odd.csv: 1 example\(s\) have an empty 'text' text "
-                   r"\(lines 3\)", caplog.text)
+  assert re.search(
+      r"odd.csv: 1 example\(s\) have an empty 'text' text " r"\(lines 3\)",
+      caplog.text,
+  )
   # 3 of 4 fit in --max_seq_length=32 tokens; the long one is cut.
-  assert re.search(r"odd.csv: 1 of 4 examples \(25.0%\) were longer than "
-                   r"--max_seq_length=32 tokens and were truncated",
-                   caplog.text)
+  assert re.search(
+      r"odd.csv: 1 of 4 examples \(25.0%\) were longer than "
+      r"--max_seq_length=32 tokens and were truncated",
+      caplog.text,
+  )
   results = json.load(open(os.path.join(finished_run, "eval_results.json")))
   assert results["odd"]["num_examples"] == 4
 
@@ -302,6 +476,7 @@ def test_read_only_model_dir_fails_before_training(tmp_path):
   process that gives up root (the check is plain Python, safe after fork).
   """
   from tf_finetune import io_utils
+
   model_dir = tmp_path / "read_only"
   model_dir.mkdir()
   (model_dir / "earlier.txt").write_text("kept")
@@ -328,6 +503,7 @@ def test_read_only_model_dir_fails_before_training(tmp_path):
     message = f.read()
   os.waitpid(pid, 0)
   os.chmod(model_dir, 0o755)
-  assert message == (f"--model_dir={str(model_dir)!r} is not writable: "
-                     "Permission denied.")
+  assert message == (
+      f"--model_dir={str(model_dir)!r} is not writable: " "Permission denied."
+  )
   assert os.listdir(model_dir) == ["earlier.txt"]

@@ -11,7 +11,8 @@ def _config(tmp_path, **train):
       model_dir=str(tmp_path),
       data=config_lib.DataConfig(train_file="train.csv"),
       model=config_lib.ModelConfig(model="bert-base-uncased"),
-      train=config_lib.TrainConfig(**train))
+      train=config_lib.TrainConfig(**train),
+  )
 
 
 def test_config_round_trips_through_model_dir(tmp_path):
@@ -21,13 +22,16 @@ def test_config_round_trips_through_model_dir(tmp_path):
   assert config_lib.read_config(str(tmp_path)) == config
 
 
-@pytest.mark.parametrize("field, value, flag", [
-    ("learning_rate", 0.0, "--learning_rate=0.0"),
-    ("schedule", "exponential", "--schedule='exponential'"),
-    ("epochs", 0, "--epochs=0"),
-    ("warmup_ratio", 1.5, "--warmup_ratio=1.5"),
-    ("distribution", "tpu_pod", "--distribution='tpu_pod'"),
-])
+@pytest.mark.parametrize(
+    "field, value, flag",
+    [
+        ("learning_rate", 0.0, "--learning_rate=0.0"),
+        ("schedule", "exponential", "--schedule='exponential'"),
+        ("epochs", 0, "--epochs=0"),
+        ("warmup_ratio", 1.5, "--warmup_ratio=1.5"),
+        ("distribution", "tpu_pod", "--distribution='tpu_pod'"),
+    ],
+)
 def test_invalid_training_values_name_their_flag(tmp_path, field, value, flag):
   with pytest.raises(ValueError, match=flag.replace("(", r"\(")):
     _config(tmp_path, **{field: value})
@@ -56,23 +60,40 @@ def test_unknown_fields_in_saved_config_are_reported(tmp_path):
     config_lib.RunConfig.from_dict(values)
 
 
-@pytest.mark.parametrize("config_cls, values, message", [
-    (config_lib.ModelConfig, {"model": "m", "pooling": "max"},
-     "--pooling='max' is not one of pooler, cls, mean."),
-    (config_lib.TaskConfig, {"regression_loss": "l1"},
-     "--regression_loss='l1' is not one of mse, huber."),
-    (config_lib.TaskConfig, {"task": "summarization"},
-     "--task='summarization' is not one of classification,"),
-])
-def test_values_outside_the_choices_name_their_flag(config_cls, values,
-                                                    message):
+@pytest.mark.parametrize(
+    "config_cls, values, message",
+    [
+        (
+            config_lib.ModelConfig,
+            {"model": "m", "pooling": "max"},
+            "--pooling='max' is not one of pooler, cls, mean.",
+        ),
+        (
+            config_lib.TaskConfig,
+            {"regression_loss": "l1"},
+            "--regression_loss='l1' is not one of mse, huber.",
+        ),
+        (
+            config_lib.TaskConfig,
+            {"task": "summarization"},
+            "--task='summarization' is not one of classification,",
+        ),
+    ],
+)
+def test_values_outside_the_choices_name_their_flag(
+    config_cls, values, message
+):
   with pytest.raises(ValueError, match=message.replace(".", r"\.")):
     config_cls(**values)
 
 
 def test_every_setting_has_help_text():
-  for config_cls in (config_lib.DataConfig, config_lib.ModelConfig,
-                     config_lib.TrainConfig, config_lib.TaskConfig):
+  for config_cls in (
+      config_lib.DataConfig,
+      config_lib.ModelConfig,
+      config_lib.TrainConfig,
+      config_lib.TaskConfig,
+  ):
     for field in dataclasses.fields(config_cls):
       assert field.metadata[config_lib.HELP].strip(), field.name
 

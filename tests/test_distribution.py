@@ -14,10 +14,18 @@ from conftest import make_sentiment_rows, write_rows
 from tf_finetune import config as config_lib, distribution, training
 
 # Each worker: 16 examples per step on its one CPU; together 32 per step.
-_WORKER_FLAGS = ["--max_seq_length=32", "--batch_size=16", "--epochs=1",
-                 "--learning_rate=3e-3", "--pooling=mean", "--dropout=0",
-                 "--early_stopping_patience=0", "--log_every_steps=1",
-                 "--precision=fp32", "--noexport"]
+_WORKER_FLAGS = [
+    "--max_seq_length=32",
+    "--batch_size=16",
+    "--epochs=1",
+    "--learning_rate=3e-3",
+    "--pooling=mean",
+    "--dropout=0",
+    "--early_stopping_patience=0",
+    "--log_every_steps=1",
+    "--precision=fp32",
+    "--noexport",
+]
 
 
 def _free_ports(count):
@@ -38,35 +46,51 @@ def _start_workers(args, count, tmp_path):
   addresses = [f"127.0.0.1:{port}" for port in _free_ports(count)]
   processes, logs = [], []
   for index in range(count):
-    tf_config = {"cluster": {"worker": addresses},
-                 "task": {"type": "worker", "index": index}}
+    tf_config = {
+        "cluster": {"worker": addresses},
+        "task": {"type": "worker", "index": index},
+    }
     log = open(tmp_path / f"worker{index}.log", "w+")
     logs.append(log)
-    processes.append(subprocess.Popen(
-        [sys.executable, "-m", "tf_finetune.train", *args],
-        stdout=log, stderr=subprocess.STDOUT,
-        # One CPU device per worker, no GPU.
-        env=dict(os.environ, TF_CONFIG=json.dumps(tf_config),
-                 CUDA_VISIBLE_DEVICES="")))
+    processes.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "tf_finetune.train", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # One CPU device per worker, no GPU.
+            env=dict(
+                os.environ,
+                TF_CONFIG=json.dumps(tf_config),
+                CUDA_VISIBLE_DEVICES="",
+            ),
+        )
+    )
   return processes, logs
 
 
 @pytest.fixture
 def small_files(tmp_path):
   # 100 examples at 32 per step: 3 full steps and one of 4 per epoch.
-  return {split: write_rows(str(tmp_path / f"{split}.csv"),
-                            make_sentiment_rows(count, seed=seed))
-          for split, count, seed in (("train", 100, 1),
-                                     ("validation", 40, 2))}
+  return {
+      split: write_rows(
+          str(tmp_path / f"{split}.csv"), make_sentiment_rows(count, seed=seed)
+      )
+      for split, count, seed in (("train", 100, 1), ("validation", 40, 2))
+  }
 
 
 def test_two_workers_train_like_one_process_with_the_same_global_batch(
-    tmp_path, tiny_bert_dir, small_files):
+    tmp_path, tiny_bert_dir, small_files
+):
   model_dir = tmp_path / "run"
-  args = [f"--model={tiny_bert_dir}", f"--train_file={small_files['train']}",
-          f"--validation_file={small_files['validation']}",
-          f"--model_dir={model_dir}", "--distribution=multi_worker",
-          *_WORKER_FLAGS]
+  args = [
+      f"--model={tiny_bert_dir}",
+      f"--train_file={small_files['train']}",
+      f"--validation_file={small_files['validation']}",
+      f"--model_dir={model_dir}",
+      "--distribution=multi_worker",
+      *_WORKER_FLAGS,
+  ]
   processes, logs = _start_workers(args, 2, tmp_path)
   deadline = time.time() + 240
   try:
@@ -88,11 +112,16 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
   # Only the chief (worker 0) wrote the run; worker 1's scratch is gone.
   assert os.path.isfile(model_dir / "checkpoints/final/weights.index")
   assert os.path.isfile(model_dir / "checkpoints/best/weights.index")
-  assert not [name for name in os.listdir(model_dir)
-              if name.startswith(".scratch")]
+  assert not [
+      name for name in os.listdir(model_dir) if name.startswith(".scratch")
+  ]
   # TensorBoard event files name the process that wrote them: the chief.
-  events = [name for _, _, names in os.walk(model_dir / "logs")
-            for name in names if name.startswith("events.out.tfevents")]
+  events = [
+      name
+      for _, _, names in os.walk(model_dir / "logs")
+      for name in names
+      if name.startswith("events.out.tfevents")
+  ]
   assert events
   assert all(f".{processes[0].pid}." in name for name in events), events
   summary = json.load(open(model_dir / "summary.json"))
@@ -101,59 +130,97 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
   assert summary["global_steps"] == 4  # 3 steps of 32 and one of 4.
 
   # The same weights on both workers.
-  fingerprints = [re.findall(r"Worker (\d): Trained weights after 4 steps: "
-                             r"SHA-256 ([0-9a-f]{64})", output)
-                  for output in outputs]
+  fingerprints = [
+      re.findall(
+          r"Worker (\d): Trained weights after 4 steps: "
+          r"SHA-256 ([0-9a-f]{64})",
+          output,
+      )
+      for output in outputs
+  ]
   assert [found[0][0] for found in fingerprints] == ["0", "1"], outputs
   assert fingerprints[0][0][1] == fingerprints[1][0][1]
   assert summary["weights_fingerprint"] == fingerprints[0][0][1]
 
   # One process, one device, 32 per step: the same losses.
-  flags = dict(arg[2:].split("=", 1) for arg in _WORKER_FLAGS
-               if "=" in arg)
-  single = training.train(config_lib.RunConfig(
-      model_dir=str(tmp_path / "single"),
-      data=config_lib.DataConfig(
-          train_file=small_files["train"],
-          validation_file=small_files["validation"], max_seq_length=32,
-          batch_size=32),
-      model=config_lib.ModelConfig(model=tiny_bert_dir, pooling="mean",
-                                   dropout=0.0),
-      train=config_lib.TrainConfig(
-          epochs=1, learning_rate=float(flags["learning_rate"]),
-          early_stopping_patience=0, precision="fp32", export=False,
-          distribution="one_device")))
+  flags = dict(arg[2:].split("=", 1) for arg in _WORKER_FLAGS if "=" in arg)
+  single = training.train(
+      config_lib.RunConfig(
+          model_dir=str(tmp_path / "single"),
+          data=config_lib.DataConfig(
+              train_file=small_files["train"],
+              validation_file=small_files["validation"],
+              max_seq_length=32,
+              batch_size=32,
+          ),
+          model=config_lib.ModelConfig(
+              model=tiny_bert_dir, pooling="mean", dropout=0.0
+          ),
+          train=config_lib.TrainConfig(
+              epochs=1,
+              learning_rate=float(flags["learning_rate"]),
+              early_stopping_patience=0,
+              precision="fp32",
+              export=False,
+              distribution="one_device",
+          ),
+      )
+  )
   assert single.global_batch_size == 32 and single.replicas == 1
   for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
     assert summary["history"][name] == pytest.approx(
-        single.history[name], rel=1e-3, abs=1e-4), name
+        single.history[name], rel=1e-3, abs=1e-4
+    ), name
 
 
 def test_multi_worker_without_tf_config_fails_in_one_line(tmp_path):
-  env = {key: value for key, value in os.environ.items()
-         if key != "TF_CONFIG"}
+  env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
   result = subprocess.run(
-      [sys.executable, "-m", "tf_finetune.train", "--model=x",
-       f"--train_file={tmp_path / 'train.csv'}",
-       f"--model_dir={tmp_path / 'run'}", "--distribution=multi_worker"],
-      capture_output=True, text=True, timeout=120, env=env)
+      [
+          sys.executable,
+          "-m",
+          "tf_finetune.train",
+          "--model=x",
+          f"--train_file={tmp_path / 'train.csv'}",
+          f"--model_dir={tmp_path / 'run'}",
+          "--distribution=multi_worker",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env=env,
+  )
   assert result.returncode == 2
   last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith("train: error: --distribution=multi_worker needs "
-                         "the TF_CONFIG environment variable")
+  assert last.startswith(
+      "train: error: --distribution=multi_worker needs "
+      "the TF_CONFIG environment variable"
+  )
 
 
-@pytest.mark.parametrize("raw, message", [
-    (None, r"needs the TF_CONFIG environment variable"),
-    ("{cluster: 1}", r"TF_CONFIG is not valid JSON \(Expecting property "
-     r"name enclosed in double quotes at column 2\)"),
-    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", '
-     '"index": 0}}', r"needs \"cluster\": a map from job name to a list of "
-     r"\"host:port\" addresses"),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}}', r"needs \"task\""),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", '
-     '"index": 2}}', r"task index 2 is not one of the 2 'worker' addresses"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (None, r"needs the TF_CONFIG environment variable"),
+        (
+            "{cluster: 1}",
+            r"TF_CONFIG is not valid JSON \(Expecting property "
+            r"name enclosed in double quotes at column 2\)",
+        ),
+        (
+            '{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", '
+            '"index": 0}}',
+            r"needs \"cluster\": a map from job name to a list of "
+            r"\"host:port\" addresses",
+        ),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}}', r"needs \"task\""),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", '
+            '"index": 2}}',
+            r"task index 2 is not one of the 2 'worker' addresses",
+        ),
+    ],
+)
 def test_malformed_tf_config_is_explained(raw, message):
   with pytest.raises(ValueError, match=message):
     distribution.read_tf_config(raw)
@@ -162,7 +229,9 @@ def test_malformed_tf_config_is_explained(raw, message):
 def test_tpu_flags_must_agree():
   with pytest.raises(ValueError, match=r"--distribution=tpu needs --tpu"):
     config_lib.TrainConfig(distribution="tpu")
-  with pytest.raises(ValueError, match=r"--tpu='local' conflicts with "
-                     r"--distribution='mirrored'"):
+  with pytest.raises(
+      ValueError,
+      match=r"--tpu='local' conflicts with " r"--distribution='mirrored'",
+  ):
     config_lib.TrainConfig(distribution="mirrored", tpu="local")
   config_lib.TrainConfig(distribution="tpu", tpu="local")

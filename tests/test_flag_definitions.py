@@ -8,8 +8,12 @@ from absl import flags
 from tf_finetune import config as config_lib
 from tf_finetune import flag_definitions
 
-GROUPS = (config_lib.DataConfig, config_lib.ModelConfig,
-          config_lib.TrainConfig, config_lib.TaskConfig)
+GROUPS = (
+    config_lib.DataConfig,
+    config_lib.ModelConfig,
+    config_lib.TrainConfig,
+    config_lib.TaskConfig,
+)
 
 
 def _train_flags() -> flags.FlagValues:
@@ -21,8 +25,11 @@ def _train_flags() -> flags.FlagValues:
 def _settings(config_cls) -> list[dataclasses.Field]:
   """The fields of `config_cls` that are no nested config."""
   types = typing.get_type_hints(config_cls)
-  return [field for field in dataclasses.fields(config_cls)
-          if not dataclasses.is_dataclass(types[field.name])]
+  return [
+      field
+      for field in dataclasses.fields(config_cls)
+      if not dataclasses.is_dataclass(types[field.name])
+  ]
 
 
 def test_every_setting_has_a_flag_with_its_default_and_help():
@@ -32,8 +39,7 @@ def test_every_setting_has_a_flag_with_its_default_and_help():
     for field in _settings(config_cls):
       flag = flag_values[field.name]
       defined.add(field.name)
-      default = (None if field.default is dataclasses.MISSING
-                 else field.default)
+      default = None if field.default is dataclasses.MISSING else field.default
       assert flag.default == default, field.name
       help_text = field.metadata[config_lib.HELP]
       assert help_text.strip(), field.name
@@ -46,8 +52,11 @@ def test_every_setting_has_a_flag_with_its_default_and_help():
 
 
 def test_setting_names_are_unique_across_groups():
-  names = [field.name for config_cls in GROUPS + (config_lib.RunConfig,)
-           for field in _settings(config_cls)]
+  names = [
+      field.name
+      for config_cls in GROUPS + (config_lib.RunConfig,)
+      for field in _settings(config_cls)
+  ]
   assert len(names) == len(set(names))
 
 
@@ -59,8 +68,7 @@ def _toy_config(size_help: str):
     rate: Optional[float] = config_lib.setting(None, "A rate.")
     name: str = config_lib.setting("a", "A name.")
     verbose: bool = config_lib.setting(False, "Talk more.")
-    mode: str = config_lib.setting("fast", "A mode.",
-                                   choices=("fast", "slow"))
+    mode: str = config_lib.setting("fast", "A mode.", choices=("fast", "slow"))
 
   return Toy
 
@@ -68,20 +76,26 @@ def _toy_config(size_help: str):
 @pytest.mark.parametrize("size_help", ["Items per box.", "Boxes per crate."])
 def test_flag_help_and_type_come_from_the_field(size_help):
   flag_values = flags.FlagValues()
-  flag_definitions.define_config_flags(_toy_config(size_help),
-                                       flag_values=flag_values)
+  flag_definitions.define_config_flags(
+      _toy_config(size_help), flag_values=flag_values
+  )
   assert flag_values["size"].help == size_help
   assert {name: flag_values[name].flag_type() for name in flag_values} == {
-      "size": "int", "rate": "float", "name": "string", "verbose": "bool",
-      "mode": "string enum"}
+      "size": "int",
+      "rate": "float",
+      "name": "string",
+      "verbose": "bool",
+      "mode": "string enum",
+  }
   assert flag_values["rate"].default is None
   assert flag_values["mode"].help == "<fast|slow>: A mode."
 
 
 def test_only_the_named_fields_get_flags():
   flag_values = flags.FlagValues()
-  flag_definitions.define_config_flags(_toy_config("Items."), ["size", "mode"],
-                                       flag_values=flag_values)
+  flag_definitions.define_config_flags(
+      _toy_config("Items."), ["size", "mode"], flag_values=flag_values
+  )
   assert sorted(flag_values) == ["mode", "size"]
 
 
@@ -98,8 +112,11 @@ def test_a_field_without_help_gets_no_flag():
 def test_flags_for_a_trained_run_default_to_its_values():
   flag_values = flags.FlagValues()
   flag_definitions.define_config_flags(
-      config_lib.TaskConfig, ["num_beams"], flag_values=flag_values,
-      for_trained_run=True)
+      config_lib.TaskConfig,
+      ["num_beams"],
+      flag_values=flag_values,
+      for_trained_run=True,
+  )
   flag = flag_values["num_beams"]
   assert flag.default is None
   assert flag.help.startswith("--task=translation: beam width")
@@ -116,23 +133,43 @@ def test_defining_again_keeps_the_flags():
 
 def test_parsed_flags_become_the_run_config(tmp_path):
   flag_values = _train_flags()
-  flag_values(["train", "--model=bert-base-uncased", "--train_file=train.csv",
-               f"--model_dir={tmp_path}", "--tfds_validation_split=",
-               "--nobucketing", "--max_seq_length=64", "--pooling=mean",
-               "--hidden_dropout=0.2", "--learning_rate=3e-5",
-               "--schedule=cosine", "--warmup_steps=10", "--task=regression",
-               "--regression_loss=huber", "--export_dir=/models/x"])
+  flag_values(
+      [
+          "train",
+          "--model=bert-base-uncased",
+          "--train_file=train.csv",
+          f"--model_dir={tmp_path}",
+          "--tfds_validation_split=",
+          "--nobucketing",
+          "--max_seq_length=64",
+          "--pooling=mean",
+          "--hidden_dropout=0.2",
+          "--learning_rate=3e-5",
+          "--schedule=cosine",
+          "--warmup_steps=10",
+          "--task=regression",
+          "--regression_loss=huber",
+          "--export_dir=/models/x",
+      ]
+  )
   config = flag_definitions.run_config_from_flags(flag_values)
   assert config == config_lib.RunConfig(
-      model_dir=str(tmp_path), export_dir="/models/x",
-      data=config_lib.DataConfig(train_file="train.csv",
-                                 tfds_validation_split=None, bucketing=False,
-                                 max_seq_length=64),
-      model=config_lib.ModelConfig(model="bert-base-uncased", pooling="mean",
-                                   hidden_dropout=0.2),
-      train=config_lib.TrainConfig(learning_rate=3e-5, schedule="cosine",
-                                   warmup_steps=10),
-      task=config_lib.TaskConfig(task="regression", regression_loss="huber"))
+      model_dir=str(tmp_path),
+      export_dir="/models/x",
+      data=config_lib.DataConfig(
+          train_file="train.csv",
+          tfds_validation_split=None,
+          bucketing=False,
+          max_seq_length=64,
+      ),
+      model=config_lib.ModelConfig(
+          model="bert-base-uncased", pooling="mean", hidden_dropout=0.2
+      ),
+      train=config_lib.TrainConfig(
+          learning_rate=3e-5, schedule="cosine", warmup_steps=10
+      ),
+      task=config_lib.TaskConfig(task="regression", regression_loss="huber"),
+  )
   assert config.train.early_stopping_metric == "val_pearson"
 
 
@@ -145,7 +182,14 @@ def test_run_config_needs_model_dir():
 
 def test_invalid_flag_value_names_the_flag(tmp_path):
   flag_values = _train_flags()
-  flag_values(["train", "--model=bert-base-uncased", "--train_file=a.csv",
-               f"--model_dir={tmp_path}", "--tagging_scheme=BIO"])
+  flag_values(
+      [
+          "train",
+          "--model=bert-base-uncased",
+          "--train_file=a.csv",
+          f"--model_dir={tmp_path}",
+          "--tagging_scheme=BIO",
+      ]
+  )
   with pytest.raises(ValueError, match="--tagging_scheme='BIO' is not"):
     flag_definitions.run_config_from_flags(flag_values)

@@ -9,8 +9,13 @@ import pytest
 from conftest import run_binary
 from tf_finetune import lr_find, lr_range_test, tune, tuning
 
-TINY = ["--max_seq_length=32", "--batch_size=16", "--pooling=mean",
-        "--precision=fp32", "--log_every_steps=5"]
+TINY = [
+    "--max_seq_length=32",
+    "--batch_size=16",
+    "--pooling=mean",
+    "--precision=fp32",
+    "--log_every_steps=5",
+]
 
 
 def test_suggestion_is_a_tenth_of_the_lowest_loss_rate():
@@ -22,13 +27,21 @@ def test_suggestion_is_a_tenth_of_the_lowest_loss_rate():
   assert picks["steepest"] in (1e-3, 1e-2)
 
 
-def test_lr_find_writes_plot_and_suggestion(tmp_path, tiny_bert_dir,
-                                            sentiment_files, capsys):
+def test_lr_find_writes_plot_and_suggestion(
+    tmp_path, tiny_bert_dir, sentiment_files, capsys
+):
   model_dir = tmp_path / "lr"
-  code = run_binary(lr_find, [
-      f"--model={tiny_bert_dir}", f"--train_file={sentiment_files['train']}",
-      f"--model_dir={model_dir}", "--lr_find_steps=40", "--lr_find_max=10",
-      *TINY])
+  code = run_binary(
+      lr_find,
+      [
+          f"--model={tiny_bert_dir}",
+          f"--train_file={sentiment_files['train']}",
+          f"--model_dir={model_dir}",
+          "--lr_find_steps=40",
+          "--lr_find_max=10",
+          *TINY,
+      ],
+  )
   assert code == 0
   results = json.load(open(model_dir / "lr_find.json"))
   rates = results["learning_rates"]
@@ -39,7 +52,8 @@ def test_lr_find_writes_plot_and_suggestion(tmp_path, tiny_bert_dir,
   assert 1e-7 < results["suggested"] < 1.0
   assert (model_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
   assert f"--learning_rate={results['suggested']:.2g}" in (
-      capsys.readouterr().out)
+      capsys.readouterr().out
+  )
 
 
 def test_stratified_folds_spread_every_label():
@@ -51,10 +65,14 @@ def test_stratified_folds_spread_every_label():
 
 
 def test_grid_values_are_typed_and_checked():
-  grid = tuning.parse_grid(["learning_rate=1e-5,3e-5", "epochs=2,3",
-                            "l2_sp=0,0.01"])
-  assert grid == {"learning_rate": [1e-5, 3e-5], "epochs": [2, 3],
-                  "l2_sp": [0.0, 0.01]}
+  grid = tuning.parse_grid(
+      ["learning_rate=1e-5,3e-5", "epochs=2,3", "l2_sp=0,0.01"]
+  )
+  assert grid == {
+      "learning_rate": [1e-5, 3e-5],
+      "epochs": [2, 3],
+      "l2_sp": [0.0, 0.01],
+  }
   with pytest.raises(ValueError, match="'learnin_rate' is not a training"):
     tuning.parse_grid(["learnin_rate=1e-5"])
   with pytest.raises(ValueError, match="'fast' for epochs is not a int"):
@@ -63,15 +81,21 @@ def test_grid_values_are_typed_and_checked():
     tuning.parse_grid(["learning_rate"])
 
 
-def test_tune_cross_validates_resumes_and_refits(tmp_path, tiny_bert_dir,
-                                                 sentiment_files, capsys):
+def test_tune_cross_validates_resumes_and_refits(
+    tmp_path, tiny_bert_dir, sentiment_files, capsys
+):
   model_dir = tmp_path / "tune"
-  args = [f"--model={tiny_bert_dir}",
-          f"--train_file={sentiment_files['train']}",
-          f"--validation_file={sentiment_files['validation']}",
-          f"--model_dir={model_dir}", "--cv_folds=2", "--epochs=2",
-          "--early_stopping_patience=0", "--grid=learning_rate=1e-4,3e-3",
-          *TINY]
+  args = [
+      f"--model={tiny_bert_dir}",
+      f"--train_file={sentiment_files['train']}",
+      f"--validation_file={sentiment_files['validation']}",
+      f"--model_dir={model_dir}",
+      "--cv_folds=2",
+      "--epochs=2",
+      "--early_stopping_patience=0",
+      "--grid=learning_rate=1e-4,3e-3",
+      *TINY,
+  ]
   assert run_binary(tune, args) == 0
   with open(model_dir / "cv_results.csv") as f:
     rows = list(csv.DictReader(f))
@@ -86,8 +110,10 @@ def test_tune_cross_validates_resumes_and_refits(tmp_path, tiny_bert_dir,
   assert "<- best" in out and "mean ± std over 2 folds" in out
   # Each fold trained on the other fold only, validated on its own.
   fold_0 = model_dir / "folds" / "fold_0"
-  assert (sum(1 for _ in open(fold_0 / "train.jsonl")) +
-          sum(1 for _ in open(fold_0 / "validation.jsonl"))) == 192
+  assert (
+      sum(1 for _ in open(fold_0 / "train.jsonl"))
+      + sum(1 for _ in open(fold_0 / "validation.jsonl"))
+  ) == 192
   assert os.listdir(model_dir / "logs")  # HParams dashboard.
 
   # A rerun (with --refit) redoes no fold: their summaries are untouched.

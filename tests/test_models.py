@@ -8,7 +8,8 @@ import tensorflow as tf
 import tf_keras
 import transformers
 from transformers.modeling_tf_pytorch_utils import (
-    convert_tf_weight_name_to_pt_weight_name)
+    convert_tf_weight_name_to_pt_weight_name,
+)
 
 from tf_finetune import optimization
 from tf_finetune.config import ModelConfig, TrainConfig
@@ -19,9 +20,11 @@ from tf_finetune.models.classifier import MacroF1
 
 def _batch(num_labels=2):
   ids = tf.constant([[2, 40, 41, 42, 3], [2, 43, 3, 0, 0]], tf.int32)
-  features = {"input_ids": ids,
-              "attention_mask": tf.cast(ids > 0, tf.int32),
-              "token_type_ids": tf.zeros_like(ids)}
+  features = {
+      "input_ids": ids,
+      "attention_mask": tf.cast(ids > 0, tf.int32),
+      "token_type_ids": tf.zeros_like(ids),
+  }
   return features, tf.constant([1, 0], tf.int32)
 
 
@@ -29,14 +32,16 @@ def _batch(num_labels=2):
 def test_head_regularizer_adds_to_the_loss(tiny_bert_dir, l1, l2):
   backbone = backbone_lib.load_backbone(tiny_bert_dir)
   model = encoder.build_classifier(
-      backbone, 2, ModelConfig(model=tiny_bert_dir, l1=l1, l2=l2), seed=0)
+      backbone, 2, ModelConfig(model=tiny_bert_dir, l1=l1, l2=l2), seed=0
+  )
   kernel = model.head.kernel.numpy()
   expected = l1 * np.abs(kernel).sum() + l2 * np.square(kernel).sum()
   assert len(model.losses) == 1
   assert float(model.losses[0]) == pytest.approx(expected, rel=1e-5)
   # The penalty is on the head's kernel only: not its bias, not the backbone.
   unregularized = encoder.build_classifier(
-      backbone, 2, ModelConfig(model=tiny_bert_dir), seed=0)
+      backbone, 2, ModelConfig(model=tiny_bert_dir), seed=0
+  )
   assert unregularized.losses == []
 
 
@@ -44,20 +49,28 @@ def test_head_regularizer_adds_to_the_loss(tiny_bert_dir, l1, l2):
 def test_one_step_changes_every_trainable_weight(tiny_bert_dir, pooling):
   backbone = backbone_lib.load_backbone(tiny_bert_dir)
   model = encoder.build_classifier(
-      backbone, 2, ModelConfig(model=tiny_bert_dir, pooling=pooling), seed=0)
-  model.compile(optimizer=optimization.create_optimizer(
-      TrainConfig(learning_rate=1e-2, warmup_ratio=0.0, schedule="constant"),
-      total_steps=1),
-      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      backbone, 2, ModelConfig(model=tiny_bert_dir, pooling=pooling), seed=0
+  )
+  model.compile(
+      optimizer=optimization.create_optimizer(
+          TrainConfig(
+              learning_rate=1e-2, warmup_ratio=0.0, schedule="constant"
+          ),
+          total_steps=1,
+      ),
+      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
   if pooling != "pooler":  # The pooler is unused and gets no gradient.
-    trainable = [v for v in model.trainable_variables if "pooler" not in
-                 v.name]
+    trainable = [v for v in model.trainable_variables if "pooler" not in v.name]
   else:
     trainable = model.trainable_variables
   before = [v.numpy().copy() for v in trainable]
   model.train_on_batch(*_batch())
-  unchanged = [v.name for v, old in zip(trainable, before)
-               if np.array_equal(v.numpy(), old)]
+  unchanged = [
+      v.name
+      for v, old in zip(trainable, before)
+      if np.array_equal(v.numpy(), old)
+  ]
   assert unchanged == []
 
 
@@ -77,15 +90,19 @@ def _write_pytorch_format_safetensors(tf_model, directory):
   state = {}
   for weight in tf_model.weights:
     name, transpose = convert_tf_weight_name_to_pt_weight_name(
-        weight.name, start_prefix_to_remove=tf_model.name + "/",
-        tf_weight_shape=weight.shape)
+        weight.name,
+        start_prefix_to_remove=tf_model.name + "/",
+        tf_weight_shape=weight.shape,
+    )
     value = weight.numpy()
     if transpose is not None and transpose.name != "NO":
       value = value.T
     state[name.removeprefix("bert.")] = np.ascontiguousarray(value)
-  safetensors.numpy.save_file(state, os.path.join(directory,
-                                                  "model.safetensors"),
-                              metadata={"format": "pt"})
+  safetensors.numpy.save_file(
+      state,
+      os.path.join(directory, "model.safetensors"),
+      metadata={"format": "pt"},
+  )
   return state
 
 
@@ -100,16 +117,19 @@ def test_loads_pytorch_format_safetensors(tiny_bert_dir, tmp_path):
 
   loaded = backbone_lib.load_backbone(str(target))
   features, _ = _batch()
-  np.testing.assert_allclose(original(**features).last_hidden_state.numpy(),
-                             loaded(**features).last_hidden_state.numpy(),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      original(**features).last_hidden_state.numpy(),
+      loaded(**features).last_hidden_state.numpy(),
+      atol=1e-5,
+  )
 
 
 def test_pickled_weights_are_refused_by_default(tiny_bert_dir, tmp_path):
   shutil.copy(os.path.join(tiny_bert_dir, "config.json"), tmp_path)
   (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
-  with pytest.raises(ValueError, match=r"pickled PyTorch weights .* "
-                     r"--allow_pickle_weights"):
+  with pytest.raises(
+      ValueError, match=r"pickled PyTorch weights .* " r"--allow_pickle_weights"
+  ):
     backbone_lib.load_backbone(str(tmp_path))
 
 
@@ -132,6 +152,9 @@ def test_missing_local_path_is_not_sent_to_the_hub(tmp_path):
 def test_tokenizer_larger_than_the_embedding_table(tiny_bert_dir):
   tokenizer = backbone_lib.load_tokenizer(tiny_bert_dir)
   config = transformers.BertConfig(vocab_size=len(tokenizer) - 10)
-  with pytest.raises(ValueError, match=r"the tokenizer has \d+ tokens but the "
-                     r"model's embedding table only \d+"):
+  with pytest.raises(
+      ValueError,
+      match=r"the tokenizer has \d+ tokens but the "
+      r"model's embedding table only \d+",
+  ):
     backbone_lib.check_tokenizer_fits(tokenizer, config, tiny_bert_dir)

@@ -44,8 +44,11 @@ def setup_cfg() -> configparser.ConfigParser:
 def declared_requirements() -> set[str]:
   """The normalized names in install_requires, without versions."""
   lines = setup_cfg()["options"]["install_requires"].splitlines()
-  return {normalize(re.match(r"[A-Za-z0-9._-]+", line.strip()).group())
-          for line in lines if line.strip()}
+  return {
+      normalize(re.match(r"[A-Za-z0-9._-]+", line.strip()).group())
+      for line in lines
+      if line.strip()
+  }
 
 
 def console_scripts() -> dict[str, str]:
@@ -75,10 +78,13 @@ def imported_modules() -> dict[str, list[str]]:
           modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
           modules = [node.module]
-        elif (isinstance(node, ast.Call) and
-              isinstance(node.func, ast.Attribute) and
-              node.func.attr == "import_module" and node.args and
-              isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
           modules = [node.args[0].value]
         else:
           continue
@@ -104,21 +110,30 @@ def test_install_requires_declares_every_imported_distribution():
   for module, files in sorted(imported_modules().items()):
     names = {normalize(name) for name in distributions.get(module, [])}
     if not names:
-      problems.append(f"{module} (imported by {files[0]}) belongs to no "
-                      "installed distribution")
+      problems.append(
+          f"{module} (imported by {files[0]}) belongs to no "
+          "installed distribution"
+      )
     elif not names & declared:
-      problems.append(f"{' or '.join(sorted(names))} (imported as {module} "
-                      f"by {files[0]}) is not in install_requires")
+      problems.append(
+          f"{' or '.join(sorted(names))} (imported as {module} "
+          f"by {files[0]}) is not in install_requires"
+      )
   assert not problems, "setup.cfg: " + "; ".join(problems)
 
 
 def test_install_requires_declares_nothing_the_package_does_not_import():
   distributions = importlib.metadata.packages_distributions()
-  imported = {normalize(name) for module in imported_modules()
-              for name in distributions.get(module, [])}
+  imported = {
+      normalize(name)
+      for module in imported_modules()
+      for name in distributions.get(module, [])
+  }
   unused = declared_requirements() - imported
-  assert not unused, (f"setup.cfg install_requires {sorted(unused)}: "
-                      f"{PACKAGE}/ does not import them")
+  assert not unused, (
+      f"setup.cfg install_requires {sorted(unused)}: "
+      f"{PACKAGE}/ does not import them"
+  )
 
 
 def test_console_scripts_point_to_functions():
@@ -129,15 +144,21 @@ def test_console_scripts_point_to_functions():
     module = importlib.import_module(module_name)
     assert callable(getattr(module, function, None)), (name, target)
   assert {target.split(":")[0] for target in scripts.values()} == set(
-      HELP_FLAGS)
+      HELP_FLAGS
+  )
 
 
 def test_each_binary_lists_its_flags_on_help():
   processes = {
       module: subprocess.Popen(
-          [sys.executable, "-m", module, "--help"], cwd=REPO,
-          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for module in HELP_FLAGS}
+          [sys.executable, "-m", module, "--help"],
+          cwd=REPO,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for module in HELP_FLAGS
+  }
   for module, process in processes.items():
     stdout, stderr = process.communicate(timeout=120)
     assert "Traceback" not in stderr, (module, stderr)
@@ -146,4 +167,7 @@ def test_each_binary_lists_its_flags_on_help():
     assert "Try --helpfull" in stdout, module
     for flag in HELP_FLAGS[module]:
       assert re.search(rf"^  --(\[no\])?{flag}:", stdout, re.M), (
-          module, flag, stdout)
+          module,
+          flag,
+          stdout,
+      )

@@ -14,11 +14,19 @@ def encoded(tiny_bert_dir):
   encoder = TextEncoder.from_hf_tokenizer(tokenizer, 64)
   rows = make_sentiment_rows(2000, seed=5)
   # Lengths from 2 to about 60 tokens, like real reviews, not all alike.
-  rows += [{"text": " ".join(["the movie"] * n), "label": "negative"}
-           for n in range(1, 30) for _ in range(10)]
+  rows += [
+      {"text": " ".join(["the movie"] * n), "label": "negative"}
+      for n in range(1, 30)
+      for _ in range(10)
+  ]
   examples = readers.Examples(
-      "memory", [r["text"] for r in rows], None, [r["label"] for r in rows],
-      list(range(len(rows))), rows)
+      "memory",
+      [r["text"] for r in rows],
+      None,
+      [r["label"] for r in rows],
+      list(range(len(rows))),
+      rows,
+  )
   return pipeline.encode_examples(examples, encoder, ["negative", "positive"])
 
 
@@ -31,34 +39,48 @@ def _padding_ratio(dataset):
 
 
 def _orders(dataset):
-  return [tuple(int(x) for x in tf.reduce_sum(f["input_ids"], axis=1))
-          for f, _ in dataset]
+  return [
+      tuple(int(x) for x in tf.reduce_sum(f["input_ids"], axis=1))
+      for f, _ in dataset
+  ]
 
 
 def test_bucketing_pads_less_than_per_batch_padding(encoded):
   options = dict(batch_size=16, seed=1, pad_id=0, shuffle_buffer=10_000)
-  bucketed = _padding_ratio(pipeline.training_dataset(
-      encoded, bucketing=True, **options))
-  padded = _padding_ratio(pipeline.training_dataset(
-      encoded, bucketing=False, **options))
+  bucketed = _padding_ratio(
+      pipeline.training_dataset(encoded, bucketing=True, **options)
+  )
+  padded = _padding_ratio(
+      pipeline.training_dataset(encoded, bucketing=False, **options)
+  )
   assert bucketed < 1.15
   assert bucketed < padded
 
 
 @pytest.mark.parametrize("bucketing", [True, False])
 def test_num_batches_is_exact(encoded, bucketing):
-  dataset = pipeline.training_dataset(encoded, batch_size=16,
-                                      bucketing=bucketing, seed=3, pad_id=0,
-                                      shuffle_buffer=10_000)
+  dataset = pipeline.training_dataset(
+      encoded,
+      batch_size=16,
+      bucketing=bucketing,
+      seed=3,
+      pad_id=0,
+      shuffle_buffer=10_000,
+  )
   counted = sum(1 for _ in dataset)
   assert counted == pipeline.num_batches(len(encoded), 16)
 
 
 def test_seeded_shuffle_is_reproducible_and_fresh_each_epoch(encoded):
   def epochs(seed):
-    dataset = pipeline.training_dataset(encoded, batch_size=16,
-                                        bucketing=True, seed=seed, pad_id=0,
-                                        shuffle_buffer=10_000)
+    dataset = pipeline.training_dataset(
+        encoded,
+        batch_size=16,
+        bucketing=True,
+        seed=seed,
+        pad_id=0,
+        shuffle_buffer=10_000,
+    )
     return [_orders(dataset) for _ in range(2)]
 
   first_run, second_run = epochs(7), epochs(7)
@@ -68,18 +90,26 @@ def test_seeded_shuffle_is_reproducible_and_fresh_each_epoch(encoded):
 
 
 def test_every_example_is_seen_once_per_epoch(encoded):
-  dataset = pipeline.training_dataset(encoded, batch_size=16, bucketing=True,
-                                      seed=0, pad_id=0, shuffle_buffer=10_000)
+  dataset = pipeline.training_dataset(
+      encoded,
+      batch_size=16,
+      bucketing=True,
+      seed=0,
+      pad_id=0,
+      shuffle_buffer=10_000,
+  )
   labels = np.concatenate([y.numpy() for _, y in dataset])
   assert len(labels) == len(encoded)
   assert labels.sum() == encoded.label_ids.sum()
 
 
 def test_inference_order_is_restored(encoded):
-  dataset, order = pipeline.inference_dataset(encoded, batch_size=32, pad_id=0,
-                                              with_labels=False)
-  lengths = np.concatenate([f["attention_mask"].numpy().sum(axis=1)
-                            for f in dataset])
+  dataset, order = pipeline.inference_dataset(
+      encoded, batch_size=32, pad_id=0, with_labels=False
+  )
+  lengths = np.concatenate(
+      [f["attention_mask"].numpy().sum(axis=1) for f in dataset]
+  )
   restored = np.empty_like(lengths)
   restored[order] = lengths
   np.testing.assert_array_equal(restored, encoded.lengths)

@@ -5,13 +5,16 @@ import pytest
 from conftest import write_rows
 from tf_finetune.data import labels, readers
 
-ROWS = [{"text": "good film", "label": "positive"},
-        {"text": "bad film", "label": "negative"}]
+ROWS = [
+    {"text": "good film", "label": "positive"},
+    {"text": "bad film", "label": "negative"},
+]
 
 
 def _read(path, **kwargs):
-  options = dict(text_column="text", text_pair_column=None,
-                 label_column="label")
+  options = dict(
+      text_column="text", text_pair_column=None, label_column="label"
+  )
   options.update(kwargs)
   return readers.read_file(str(path), **options)
 
@@ -26,9 +29,10 @@ def test_reads_each_format(tmp_path, suffix):
 
 
 def test_reads_sentence_pairs(tmp_path):
-  path = write_rows(str(tmp_path / "pairs.csv"),
-                    [{"a": "x y", "b": "z", "label": 1},
-                     {"a": "q", "b": "r s", "label": 0}])
+  path = write_rows(
+      str(tmp_path / "pairs.csv"),
+      [{"a": "x y", "b": "z", "label": 1}, {"a": "q", "b": "r s", "label": 0}],
+  )
   examples = _read(path, text_column="a", text_pair_column="b")
   assert examples.text_pairs == ["z", "r s"]
   assert examples.labels == ["1", "0"]
@@ -36,14 +40,17 @@ def test_reads_sentence_pairs(tmp_path):
 
 def test_integer_and_float_labels_are_the_same_label(tmp_path):
   path = tmp_path / "data.jsonl"
-  path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n'
-                  '{"text": "c", "label": "1"}\n{"text": "d", "label": 0}\n')
+  path.write_text(
+      '{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n'
+      '{"text": "c", "label": "1"}\n{"text": "d", "label": 0}\n'
+  )
   assert _read(path).labels == ["1", "1", "1", "0"]
 
 
 def test_missing_file(tmp_path):
-  with pytest.raises(ValueError, match=r"--train_file='.*nope.csv' does not "
-                     "exist"):
+  with pytest.raises(
+      ValueError, match=r"--train_file='.*nope.csv' does not " "exist"
+  ):
     _read(tmp_path / "nope.csv")
 
 
@@ -56,8 +63,11 @@ def test_unknown_extension(tmp_path):
 
 def test_missing_column_lists_the_columns(tmp_path):
   path = write_rows(str(tmp_path / "data.csv"), ROWS)
-  with pytest.raises(ValueError, match=r"--label_column='sentiment' is not a "
-                     r"column of .*data.csv; columns are: text, label"):
+  with pytest.raises(
+      ValueError,
+      match=r"--label_column='sentiment' is not a "
+      r"column of .*data.csv; columns are: text, label",
+  ):
     _read(path, label_column="sentiment")
 
 
@@ -91,24 +101,31 @@ def test_invalid_json_names_the_line(tmp_path):
 
 def test_non_utf8_file_names_the_line(tmp_path):
   path = tmp_path / "latin1.csv"
-  path.write_bytes("text,label\nok,positive\ncaf\u00e9,negative\n"
-                   .encode("latin-1"))
-  with pytest.raises(ValueError, match=r"latin1.csv:3: the file is not valid "
-                     "UTF-8"):
+  path.write_bytes(
+      "text,label\nok,positive\ncaf\u00e9,negative\n".encode("latin-1")
+  )
+  with pytest.raises(
+      ValueError, match=r"latin1.csv:3: the file is not valid " "UTF-8"
+  ):
     _read(path)
 
 
 def test_missing_value_in_jsonl_names_the_line(tmp_path):
   path = tmp_path / "data.jsonl"
   path.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
-  with pytest.raises(ValueError, match=r"data.jsonl:2: the "
-                     r"--label_column='label' value is missing"):
+  with pytest.raises(
+      ValueError,
+      match=r"data.jsonl:2: the " r"--label_column='label' value is missing",
+  ):
     _read(path)
 
 
 def test_label_vocab_sorts_integers_numerically():
-  assert labels.infer_label_vocab(["10", "2", "1", "2"], "x") == ["1", "2",
-                                                                  "10"]
+  assert labels.infer_label_vocab(["10", "2", "1", "2"], "x") == [
+      "1",
+      "2",
+      "10",
+  ]
   assert labels.infer_label_vocab(["pos", "neg"], "x") == ["neg", "pos"]
 
 
@@ -123,9 +140,14 @@ def test_label_vocab_round_trip(tmp_path):
 
 
 def test_unseen_label_names_file_and_line(tmp_path):
-  path = write_rows(str(tmp_path / "test.csv"),
-                    ROWS + [{"text": "meh", "label": "neutral"}])
-  with pytest.raises(ValueError, match=r"test.csv:4: label 'neutral' .* never "
-                     r"seen in training; the model knows: negative, positive"):
-    readers.check_labels_known(_read(path), ["negative", "positive"],
-                               "--test_file")
+  path = write_rows(
+      str(tmp_path / "test.csv"), ROWS + [{"text": "meh", "label": "neutral"}]
+  )
+  with pytest.raises(
+      ValueError,
+      match=r"test.csv:4: label 'neutral' .* never "
+      r"seen in training; the model knows: negative, positive",
+  ):
+    readers.check_labels_known(
+        _read(path), ["negative", "positive"], "--test_file"
+    )

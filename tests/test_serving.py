@@ -12,8 +12,12 @@ import transformers
 from conftest import run_python
 from tf_finetune import artifacts, prediction, serving
 
-TEXTS = ["the movie was good and fun", "a dull and boring plot", "",
-         "Superb! The ACTOR was wonderful."]
+TEXTS = [
+    "the movie was good and fun",
+    "a dull and boring plot",
+    "",
+    "Superb! The ACTOR was wonderful.",
+]
 
 
 def _export_dir(model_dir):
@@ -21,7 +25,8 @@ def _export_dir(model_dir):
 
 
 def test_fresh_process_without_transformers_gives_the_same_probabilities(
-    trained_run):
+    trained_run,
+):
   script = f"""
 import json, sys
 import tensorflow as tf
@@ -43,19 +48,25 @@ print(json.dumps({{"probabilities": outputs["probabilities"].numpy().tolist(),
 
 def test_saved_model_cli_lists_both_signatures(trained_run):
   cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  result = subprocess.run([cli, "show", "--dir", _export_dir(trained_run),
-                           "--all"], capture_output=True, text=True,
-                          timeout=120)
+  result = subprocess.run(
+      [cli, "show", "--dir", _export_dir(trained_run), "--all"],
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "signature_def['serving_default']" in result.stdout
   assert "signature_def['serve_token_ids']" in result.stdout
-  for name in ("inputs['text']", "inputs['input_ids']",
-               "outputs['probabilities']", "outputs['label']"):
+  for name in (
+      "inputs['text']",
+      "inputs['input_ids']",
+      "outputs['probabilities']",
+      "outputs['label']",
+  ):
     assert name in result.stdout
 
 
-def test_every_op_is_registered_by_tensorflow_and_tensorflow_text(
-    trained_run):
+def test_every_op_is_registered_by_tensorflow_and_tensorflow_text(trained_run):
   script = f"""
 import json, os
 import tensorflow as tf
@@ -82,9 +93,11 @@ print(json.dumps({{"unregistered": sorted(ops - core - text_ops),
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["unregistered"] == []
   # Exactly the tensorflow-text ops the README tells TF Serving users about.
-  assert report["text_ops"] == ["FastBertNormalize",
-                                "FastWordpieceTokenizeWithOffsets",
-                                "NormalizeUTF8"]
+  assert report["text_ops"] == [
+      "FastBertNormalize",
+      "FastWordpieceTokenizeWithOffsets",
+      "NormalizeUTF8",
+  ]
   assert report["count"] > 20
 
 
@@ -103,8 +116,11 @@ def test_token_id_signature_agrees_with_the_text_signature(trained, tmp_path):
   by_text = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
   features = trained.encoder.encode(tf.constant(TEXTS))
   by_ids = loaded.signatures["serve_token_ids"](**features)
-  np.testing.assert_allclose(by_text["probabilities"].numpy(),
-                             by_ids["probabilities"].numpy(), atol=1e-6)
+  np.testing.assert_allclose(
+      by_text["probabilities"].numpy(),
+      by_ids["probabilities"].numpy(),
+      atol=1e-6,
+  )
   assert os.path.basename(path) == "1"
 
 
@@ -116,8 +132,9 @@ def test_answers_empty_many_and_very_long_texts(trained):
   long_text = "the movie was good " * 25_000  # 100,000 characters.
   outputs = serve(text=tf.constant(["", long_text]))
   assert outputs["probabilities"].shape == (2, 2)
-  np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5
+  )
 
 
 def test_versions_increment_and_are_never_overwritten(trained, tmp_path):
@@ -128,8 +145,7 @@ def test_versions_increment_and_are_never_overwritten(trained, tmp_path):
   assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == mtime
 
 
-def test_failed_export_leaves_no_version_behind(trained, tmp_path,
-                                                monkeypatch):
+def test_failed_export_leaves_no_version_behind(trained, tmp_path, monkeypatch):
   def broken_save(*args, **kwargs):
     raise OSError("No space left on device")
 
@@ -142,7 +158,8 @@ def test_failed_export_leaves_no_version_behind(trained, tmp_path,
 def test_export_refuses_a_tokenizer_it_cannot_reproduce(trained, tmp_path):
   cased = transformers.BertTokenizerFast(
       os.path.join(trained.tokenizer.name_or_path, "vocab.txt"),
-      do_lower_case=False)
+      do_lower_case=False,
+  )
   with pytest.raises(ValueError, match="differs from the model's tokenizer"):
     _export(dataclasses.replace(trained, tokenizer=cased), tmp_path)
   assert not os.path.exists(tmp_path / "1")
@@ -150,16 +167,20 @@ def test_export_refuses_a_tokenizer_it_cannot_reproduce(trained, tmp_path):
 
 def test_warmup_requests_replay_against_the_saved_model(trained_run):
   from tensorflow_serving.apis import prediction_log_pb2
+
   export_dir = _export_dir(trained_run)
   loaded = tf.saved_model.load(export_dir)
   batch_sizes = []
   for record in tf.data.TFRecordDataset(
-      os.path.join(export_dir, serving.WARMUP_PATH)):
+      os.path.join(export_dir, serving.WARMUP_PATH)
+  ):
     log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
     request = log.predict_log.request
     signature = loaded.signatures[request.model_spec.signature_name]
-    inputs = {name: tf.constant(tf.make_ndarray(proto))
-              for name, proto in request.inputs.items()}
+    inputs = {
+        name: tf.constant(tf.make_ndarray(proto))
+        for name, proto in request.inputs.items()
+    }
     outputs = signature(**inputs)
     batch_sizes.append(int(inputs["text"].shape[0]))
     assert outputs["probabilities"].shape == (batch_sizes[-1], 2)

@@ -8,28 +8,45 @@ import random
 import numpy as np
 import pytest
 
-from conftest import NEGATIVE_WORDS, NEUTRAL_WORDS, POSITIVE_WORDS, \
-    run_binary, run_python, train_task, write_rows
-from tf_finetune import config as config_lib, predict, prediction, serving, \
-    tasks
+from conftest import (
+    NEGATIVE_WORDS,
+    NEUTRAL_WORDS,
+    POSITIVE_WORDS,
+    run_binary,
+    run_python,
+    train_task,
+    write_rows,
+)
+from tf_finetune import (
+    config as config_lib,
+    predict,
+    prediction,
+    serving,
+    tasks,
+)
 
 
 def _mock_tfds(name, split, task="classification", **data):
   """Resolves the columns and reads `split` of a mocked TFDS data set."""
   import tensorflow_datasets as tfds
+
   task = tasks.get_task(config_lib.TaskConfig(task=task))
-  config = task.resolve_data(config_lib.DataConfig(
-      tfds_name=name, tfds_validation_split=split, **data))
+  config = task.resolve_data(
+      config_lib.DataConfig(tfds_name=name, tfds_validation_split=split, **data)
+  )
   with tfds.testing.mock_data(num_examples=5):
     return config, task.read(config, "validation")
 
 
-@pytest.mark.parametrize("name, text, pair", [
-    ("glue/mrpc", "sentence1", "sentence2"),
-    ("glue/rte", "sentence1", "sentence2"),
-    ("glue/mnli", "premise", "hypothesis"),
-    ("glue/qnli", "question", "sentence"),
-])
+@pytest.mark.parametrize(
+    "name, text, pair",
+    [
+        ("glue/mrpc", "sentence1", "sentence2"),
+        ("glue/rte", "sentence1", "sentence2"),
+        ("glue/mnli", "premise", "hypothesis"),
+        ("glue/qnli", "question", "sentence"),
+    ],
+)
 def test_tfds_glue_pair_tasks_map_their_features(name, text, pair):
   config, examples = _mock_tfds(name, "train")
   assert (config.text_column, config.text_pair_column) == (text, pair)
@@ -53,14 +70,18 @@ def test_tfds_stsb_scores_stay_numbers():
   assert scores.dtype == np.float32 and len(scores) == 5
   # Not rounded to integers on the way.
   assert [float(label) for label in examples.labels] == pytest.approx(
-      scores.tolist())
+      scores.tolist()
+  )
 
 
 def test_a_pair_task_given_one_text_column_is_refused():
-  with pytest.raises(ValueError, match=r"--tfds_name=glue/mrpc is a "
-                     r"sentence-pair task \(sentence1, sentence2\) but only "
-                     r"--text_column='sentence1' was given; set "
-                     "--text_pair_column=sentence2"):
+  with pytest.raises(
+      ValueError,
+      match=r"--tfds_name=glue/mrpc is a "
+      r"sentence-pair task \(sentence1, sentence2\) but only "
+      r"--text_column='sentence1' was given; set "
+      "--text_pair_column=sentence2",
+  ):
     _mock_tfds("glue/mrpc", "train", text_column="sentence1")
 
 
@@ -74,8 +95,11 @@ def test_every_task_name_has_a_module_and_default_metric():
 
 def test_every_recipe_builds_a_valid_run_config():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  recipes = sorted(name for name in os.listdir(os.path.join(root, "flags"))
-                   if name.endswith(".flags"))
+  recipes = sorted(
+      name
+      for name in os.listdir(os.path.join(root, "flags"))
+      if name.endswith(".flags")
+  )
   script = f"""
 import json, os
 from absl import flags
@@ -99,18 +123,28 @@ print(json.dumps(found))
   assert found["conll2003.flags"] == ["token_classification", "val_loss"]
   assert found["conll_files.flags"] == ["token_classification", "val_loss"]
   assert found["multi_label.flags"] == ["multi_label", "val_micro_f1"]
-  assert found["sentiment_pairs_demo.flags"] == ["classification",
-                                                 "val_accuracy"]
-  assert found["sentiment_pairs_regression_demo.flags"] == ["regression",
-                                                            "val_pearson"]
+  assert found["sentiment_pairs_demo.flags"] == [
+      "classification",
+      "val_accuracy",
+  ]
+  assert found["sentiment_pairs_regression_demo.flags"] == [
+      "regression",
+      "val_pearson",
+  ]
   for name in ("squad_v1.flags", "squad_v2.flags", "film_qa_demo.flags"):
     assert found[name] == ["question_answering", "val_loss"]
   assert found["bible_en_es_from_scratch.flags"] == [
-      "translation", "val_loss", ""]
+      "translation",
+      "val_loss",
+      "",
+  ]
   assert found["opus_mt_en_es.flags"] == ["translation", "val_loss", ""]
   # Flag files strip the prefix's trailing space; the task puts it back.
   assert found["wmt14_en_de_t5.flags"] == [
-      "translation", "val_loss", "translate English to German:"]
+      "translation",
+      "val_loss",
+      "translate English to German:",
+  ]
   assert len(found) == len(recipes) >= 12
 
 
@@ -122,28 +156,44 @@ def _pair_rows(count, seed):
   rows = []
   for _ in range(count):
     first = rng.sample(NEUTRAL_WORDS, 2) + [
-        rng.choice(POSITIVE_WORDS + NEGATIVE_WORDS)]
+        rng.choice(POSITIVE_WORDS + NEGATIVE_WORDS)
+    ]
     positive = rng.random() < 0.5
     second = rng.sample(NEUTRAL_WORDS, 2) + [
-        rng.choice(POSITIVE_WORDS if positive else NEGATIVE_WORDS)]
+        rng.choice(POSITIVE_WORDS if positive else NEGATIVE_WORDS)
+    ]
     rng.shuffle(first)
     rng.shuffle(second)
-    rows.append({"idx": len(rows), "premise": " ".join(first),
-                 "hypothesis": " ".join(second),
-                 "label": "equivalent" if positive else "not_equivalent"})
+    rows.append(
+        {
+            "idx": len(rows),
+            "premise": " ".join(first),
+            "hypothesis": " ".join(second),
+            "label": "equivalent" if positive else "not_equivalent",
+        }
+    )
   return rows
 
 
 @pytest.fixture(scope="module")
 def pair_run(tmp_path_factory, tiny_bert_dir):
   directory = tmp_path_factory.mktemp("pairs")
-  files = {split: write_rows(str(directory / f"{split}.tsv"),
-                             _pair_rows(count, seed))
-           for split, count, seed in (("train", 192, 41),
-                                      ("validation", 48, 42),
-                                      ("test", 48, 43))}
-  return train_task(directory, tiny_bert_dir, files,
-                    ["--text_column=premise", "--text_pair_column=hypothesis"])
+  files = {
+      split: write_rows(
+          str(directory / f"{split}.tsv"), _pair_rows(count, seed)
+      )
+      for split, count, seed in (
+          ("train", 192, 41),
+          ("validation", 48, 42),
+          ("test", 48, 43),
+      )
+  }
+  return train_task(
+      directory,
+      tiny_bert_dir,
+      files,
+      ["--text_column=premise", "--text_pair_column=hypothesis"],
+  )
 
 
 def test_sentence_pairs_train_export_and_serve_both_texts(pair_run):
@@ -164,26 +214,41 @@ print(json.dumps([l.decode() for l in out["label"].numpy()]))
   result = run_python(["-c", script])
   assert result.returncode == 0, result.stderr[-2000:]
   assert json.loads(result.stdout.strip().splitlines()[-1]) == [
-      "not_equivalent", "equivalent"]
+      "not_equivalent",
+      "equivalent",
+  ]
 
 
-def test_pair_model_given_one_text_column_names_the_fix(pair_run, tmp_path,
-                                                        capsys):
+def test_pair_model_given_one_text_column_names_the_fix(
+    pair_run, tmp_path, capsys
+):
   inputs = write_rows(str(tmp_path / "single.csv"), [{"text": "good"}])
-  code = run_binary(predict, [f"--saved_model={pair_run}/export",
-                              f"--input_file={inputs}",
-                              f"--output_file={tmp_path / 'out.csv'}"])
+  code = run_binary(
+      predict,
+      [
+          f"--saved_model={pair_run}/export",
+          f"--input_file={inputs}",
+          f"--output_file={tmp_path / 'out.csv'}",
+      ],
+  )
   assert code == 2
-  assert "reads sentence pairs; set --text_pair_column" in \
-      capsys.readouterr().err
-  premises = write_rows(str(tmp_path / "premises.csv"),
-                        [{"premise": "good"}])
-  code = run_binary(predict, [f"--model_dir={pair_run}",
-                              f"--input_file={premises}",
-                              f"--output_file={tmp_path / 'out.csv'}"])
+  assert (
+      "reads sentence pairs; set --text_pair_column" in capsys.readouterr().err
+  )
+  premises = write_rows(str(tmp_path / "premises.csv"), [{"premise": "good"}])
+  code = run_binary(
+      predict,
+      [
+          f"--model_dir={pair_run}",
+          f"--input_file={premises}",
+          f"--output_file={tmp_path / 'out.csv'}",
+      ],
+  )
   assert code == 2
-  assert ("--text_pair_column='hypothesis' is not a column of "
-          f"{premises}; columns are: premise") in capsys.readouterr().err
+  assert (
+      "--text_pair_column='hypothesis' is not a column of "
+      f"{premises}; columns are: premise"
+  ) in capsys.readouterr().err
 
 
 def test_predict_writes_a_glue_submission_file(pair_run, tmp_path):
@@ -193,30 +258,51 @@ def test_predict_writes_a_glue_submission_file(pair_run, tmp_path):
     del row["label"]
   inputs = write_rows(str(tmp_path / "test.tsv"), rows)
   output = str(tmp_path / "MRPC.tsv")
-  assert run_binary(predict, [f"--model_dir={pair_run}",
-                              f"--input_file={inputs}",
-                              f"--output_file={output}", "--glue_tsv"]) == 0
+  assert (
+      run_binary(
+          predict,
+          [
+              f"--model_dir={pair_run}",
+              f"--input_file={inputs}",
+              f"--output_file={output}",
+              "--glue_tsv",
+          ],
+      )
+      == 0
+  )
   lines = open(output).read().splitlines()
   assert lines[0] == "index\tprediction"
   assert [line.split("\t")[0] for line in lines[1:]] == [
-      str(100 + i) for i in range(6)]
+      str(100 + i) for i in range(6)
+  ]
   # MRPC's leaderboard wants 1 for equivalent, 0 for not.
   predicted = prediction.Predictor.from_model_dir(pair_run).predict_rows(
-      [r["premise"] for r in rows], [r["hypothesis"] for r in rows])
+      [r["premise"] for r in rows], [r["hypothesis"] for r in rows]
+  )
   assert [line.split("\t")[1] for line in lines[1:]] == [
-      "1" if p["predicted_label"] == "equivalent" else "0"
-      for p in predicted]
+      "1" if p["predicted_label"] == "equivalent" else "0" for p in predicted
+  ]
 
 
 def test_glue_predictions_for_names_and_scores():
-  assert prediction.glue_prediction(
-      {"predicted_label": "neutral"},
-      ["contradiction", "entailment", "neutral"]) == "neutral"
-  assert prediction.glue_prediction({"predicted_score": 3.14159},
-                                    ["score"]) == "3.142"
-  assert prediction.glue_prediction(
-      {"predicted_label": "acceptable"},
-      ["acceptable", "unacceptable"]) == "1"
-  with pytest.raises(ValueError, match="--glue_tsv is for classification "
-                     "and regression"):
+  assert (
+      prediction.glue_prediction(
+          {"predicted_label": "neutral"},
+          ["contradiction", "entailment", "neutral"],
+      )
+      == "neutral"
+  )
+  assert (
+      prediction.glue_prediction({"predicted_score": 3.14159}, ["score"])
+      == "3.142"
+  )
+  assert (
+      prediction.glue_prediction(
+          {"predicted_label": "acceptable"}, ["acceptable", "unacceptable"]
+      )
+      == "1"
+  )
+  with pytest.raises(
+      ValueError, match="--glue_tsv is for classification " "and regression"
+  ):
     prediction.glue_prediction({"predicted_tags": ["O"]}, ["O", "B-X"])

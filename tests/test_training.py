@@ -17,25 +17,42 @@ from tf_finetune.data import readers
 
 
 def _config(model_dir, tiny_bert_dir, files, **train):
-  options = dict(epochs=3, learning_rate=3e-3, warmup_ratio=0.1,
-                 early_stopping_patience=0, log_every_steps=5, export=False,
-                 precision="fp32")
+  options = dict(
+      epochs=3,
+      learning_rate=3e-3,
+      warmup_ratio=0.1,
+      early_stopping_patience=0,
+      log_every_steps=5,
+      export=False,
+      precision="fp32",
+  )
   options.update(train)
   return config_lib.RunConfig(
       model_dir=str(model_dir),
-      data=config_lib.DataConfig(train_file=files["train"],
-                                 validation_file=files.get("validation"),
-                                 max_seq_length=32, batch_size=16),
+      data=config_lib.DataConfig(
+          train_file=files["train"],
+          validation_file=files.get("validation"),
+          max_seq_length=32,
+          batch_size=16,
+      ),
       model=config_lib.ModelConfig(model=tiny_bert_dir, pooling="mean"),
-      train=config_lib.TrainConfig(**options))
+      train=config_lib.TrainConfig(**options),
+  )
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_bert_dir,
-                                               sentiment_files):
+def test_mirrored_strategy_on_two_logical_cpus(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
   assert len(tf.config.list_logical_devices("CPU")) == 2
-  summary = training.train(_config(tmp_path / "run", tiny_bert_dir,
-                                   sentiment_files, distribution="mirrored",
-                                   epochs=2))
+  summary = training.train(
+      _config(
+          tmp_path / "run",
+          tiny_bert_dir,
+          sentiment_files,
+          distribution="mirrored",
+          epochs=2,
+      )
+  )
   assert summary.replicas == 2
   assert summary.global_batch_size == 32  # 16 per replica x 2 replicas.
   # 192 examples at 32 per step: at least 6 steps (more with bucketing).
@@ -48,19 +65,30 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_bert_dir,
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(
-    tmp_path, tiny_bert_dir, sentiment_files):
+    tmp_path, tiny_bert_dir, sentiment_files
+):
   # Validation labels are the opposite of the training labels: the better
   # the model learns, the worse validation gets, so training must stop and
   # go back to an early epoch.
-  flipped = [dict(row, label="negative" if row["label"] == "positive" else
-                  "positive")
-             for row in make_sentiment_rows(64, seed=2)]
-  files = dict(sentiment_files, validation=write_rows(
-      str(tmp_path / "flipped.csv"), flipped))
+  flipped = [
+      dict(row, label="negative" if row["label"] == "positive" else "positive")
+      for row in make_sentiment_rows(64, seed=2)
+  ]
+  files = dict(
+      sentiment_files,
+      validation=write_rows(str(tmp_path / "flipped.csv"), flipped),
+  )
   model_dir = tmp_path / "run"
-  summary = training.train(_config(
-      model_dir, tiny_bert_dir, files, epochs=10, early_stopping_patience=2,
-      early_stopping_metric="val_loss"))
+  summary = training.train(
+      _config(
+          model_dir,
+          tiny_bert_dir,
+          files,
+          epochs=10,
+          early_stopping_patience=2,
+          early_stopping_metric="val_loss",
+      )
+  )
   val_loss = summary.history["val_loss"]
   assert summary.stop_reason == "early_stopping"
   assert summary.epochs_run < 10
@@ -72,28 +100,38 @@ def test_early_stopping_stops_and_restores_the_best_weights(
   assert summary.early_stopping_fired is True
   # The weights kept are the best epoch's: evaluating them reproduces it.
   results = json.load(open(model_dir / "eval_results.json"))
-  assert results["validation"]["loss"] == pytest.approx(min(val_loss),
-                                                        rel=1e-3)
+  assert results["validation"]["loss"] == pytest.approx(min(val_loss), rel=1e-3)
   best = tf.train.load_checkpoint(str(model_dir / "checkpoints/best/weights"))
-  final = tf.train.load_checkpoint(str(model_dir /
-                                       "checkpoints/final/weights"))
-  kernels = [k for k in best.get_variable_to_shape_map()
-             if "head" in k and "kernel" in k and "OPTIMIZER" not in k]
+  final = tf.train.load_checkpoint(str(model_dir / "checkpoints/final/weights"))
+  kernels = [
+      k
+      for k in best.get_variable_to_shape_map()
+      if "head" in k and "kernel" in k and "OPTIMIZER" not in k
+  ]
   assert kernels
   for key in kernels:
     np.testing.assert_array_equal(best.get_tensor(key), final.get_tensor(key))
 
 
 def test_last_epoch_is_kept_without_restore_best_weights(
-    tmp_path, tiny_bert_dir, sentiment_files):
+    tmp_path, tiny_bert_dir, sentiment_files
+):
   model_dir = tmp_path / "run"
-  summary = training.train(_config(
-      model_dir, tiny_bert_dir, sentiment_files, epochs=2,
-      restore_best_weights=False, early_stopping_metric="val_loss"))
+  summary = training.train(
+      _config(
+          model_dir,
+          tiny_bert_dir,
+          sentiment_files,
+          epochs=2,
+          restore_best_weights=False,
+          early_stopping_metric="val_loss",
+      )
+  )
   assert summary.kept_epoch == 2
   results = json.load(open(model_dir / "eval_results.json"))
   assert results["validation"]["loss"] == pytest.approx(
-      summary.history["val_loss"][-1], rel=1e-3)
+      summary.history["val_loss"][-1], rel=1e-3
+  )
 
 
 def test_non_finite_loss_stops_with_step_and_learning_rate():
@@ -103,8 +141,9 @@ def test_non_finite_loss_stops_with_step_and_learning_rate():
   x = np.ones((8, 2), np.float32)
   y = np.ones((8, 1), np.float32)
   y[4:] = np.nan  # The second batch of 4 has a NaN target.
-  history = model.fit(x, y, batch_size=4, epochs=3, callbacks=[guard],
-                      shuffle=False, verbose=0)
+  history = model.fit(
+      x, y, batch_size=4, epochs=3, callbacks=[guard], shuffle=False, verbose=0
+  )
   assert len(history.history["loss"]) == 1  # Stopped in the first epoch.
   assert "at step 2 (learning rate 0.01)" in guard.message
   assert "--learning_rate" in guard.message
@@ -112,10 +151,16 @@ def test_non_finite_loss_stops_with_step_and_learning_rate():
 
 def test_tfds_source_maps_class_labels_to_names():
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=12):
-    examples = readers.read_tfds("glue/sst2", "train", data_dir=None,
-                                 text_column="sentence",
-                                 text_pair_column=None, label_column="label")
+    examples = readers.read_tfds(
+        "glue/sst2",
+        "train",
+        data_dir=None,
+        text_column="sentence",
+        text_pair_column=None,
+        label_column="label",
+    )
   assert len(examples) == 12
   assert all(isinstance(text, str) for text in examples.texts)
   assert set(examples.labels) <= {"negative", "positive"}
@@ -123,47 +168,78 @@ def test_tfds_source_maps_class_labels_to_names():
 
 def test_tfds_feature_names_are_checked():
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=4):
-    with pytest.raises(ValueError, match=r"--text_column='text' is not a "
-                       r"feature of glue/sst2; features are: .*sentence"):
-      readers.read_tfds("glue/sst2", "train", data_dir=None,
-                        text_column="text", text_pair_column=None,
-                        label_column="label")
+    with pytest.raises(
+        ValueError,
+        match=r"--text_column='text' is not a "
+        r"feature of glue/sst2; features are: .*sentence",
+    ):
+      readers.read_tfds(
+          "glue/sst2",
+          "train",
+          data_dir=None,
+          text_column="text",
+          text_pair_column=None,
+          label_column="label",
+      )
 
 
 def test_tfds_training_run(tmp_path, tiny_bert_dir):
   import tensorflow_datasets as tfds
+
   config = config_lib.RunConfig(
       model_dir=str(tmp_path / "run"),
-      data=config_lib.DataConfig(tfds_name="glue/sst2",
-                                 text_column="sentence", max_seq_length=32,
-                                 batch_size=8),
+      data=config_lib.DataConfig(
+          tfds_name="glue/sst2",
+          text_column="sentence",
+          max_seq_length=32,
+          batch_size=8,
+      ),
       model=config_lib.ModelConfig(model=tiny_bert_dir),
-      train=config_lib.TrainConfig(epochs=1, export=False))
+      train=config_lib.TrainConfig(epochs=1, export=False),
+  )
   with tfds.testing.mock_data(num_examples=24):
     summary = training.train(config)
   assert summary.epochs_run == 1
   assert "validation" in summary.eval_results
 
 
-def test_precision_policy_is_restored_after_a_run(tmp_path, tiny_bert_dir,
-                                                  sentiment_files):
-  summary = training.train(_config(tmp_path / "run", tiny_bert_dir,
-                                   sentiment_files, epochs=1,
-                                   precision="bf16"))
+def test_precision_policy_is_restored_after_a_run(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
+  summary = training.train(
+      _config(
+          tmp_path / "run",
+          tiny_bert_dir,
+          sentiment_files,
+          epochs=1,
+          precision="bf16",
+      )
+  )
   assert summary.precision == "bf16"
   assert tf_keras.mixed_precision.global_policy().name == "float32"
 
 
 def _train_command(tiny_bert_dir, sentiment_files, model_dir, *extra):
-  return [sys.executable, "-m", "tf_finetune.train",
-          f"--model={tiny_bert_dir}",
-          f"--train_file={sentiment_files['train']}",
-          f"--validation_file={sentiment_files['validation']}",
-          f"--model_dir={model_dir}", "--max_seq_length=32",
-          "--batch_size=16", "--epochs=3", "--learning_rate=3e-3",
-          "--pooling=mean", "--early_stopping_patience=0",
-          "--log_every_steps=1", "--precision=fp32", *extra]
+  return [
+      sys.executable,
+      "-m",
+      "tf_finetune.train",
+      f"--model={tiny_bert_dir}",
+      f"--train_file={sentiment_files['train']}",
+      f"--validation_file={sentiment_files['validation']}",
+      f"--model_dir={model_dir}",
+      "--max_seq_length=32",
+      "--batch_size=16",
+      "--epochs=3",
+      "--learning_rate=3e-3",
+      "--pooling=mean",
+      "--early_stopping_patience=0",
+      "--log_every_steps=1",
+      "--precision=fp32",
+      *extra,
+  ]
 
 
 def _kill_when_logged(args, marker, *, timeout=240):
@@ -182,8 +258,9 @@ def _kill_when_logged(args, marker, *, timeout=240):
         break
       assert time.time() < deadline, f"{marker!r} was not logged in time"
     else:
-      pytest.fail(f"the run ended before logging {marker!r}:\n" +
-                  "".join(seen[-30:]))
+      pytest.fail(
+          f"the run ended before logging {marker!r}:\n" + "".join(seen[-30:])
+      )
   finally:
     process.kill()
     process.wait(timeout=60)
@@ -191,13 +268,19 @@ def _kill_when_logged(args, marker, *, timeout=240):
   return "".join(seen)
 
 
-def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
-                                            sentiment_files, caplog):
+def test_killed_run_resumes_from_its_backup(
+    tmp_path, tiny_bert_dir, sentiment_files, caplog
+):
   """SIGKILL mid-epoch, rerun the same command: it finishes the same steps
   and ends about where an uninterrupted run ends."""
   model_dir = tmp_path / "run"
-  args = _train_command(tiny_bert_dir, sentiment_files, model_dir,
-                        "--save_every_steps=2", "--noexport")
+  args = _train_command(
+      tiny_bert_dir,
+      sentiment_files,
+      model_dir,
+      "--save_every_steps=2",
+      "--noexport",
+  )
   # Second epoch: 192 examples / 16 = 12 steps per epoch.
   _kill_when_logged(args, "Step 17/36")
   assert os.listdir(model_dir / "backup")  # The backup survived.
@@ -214,12 +297,12 @@ def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
   # epoch is the best of all three.
   history = summary["history"]
   assert summary["epochs_run"] == 3 and len(history["val_accuracy"]) == 3
-  assert summary["best_metric"]["val_accuracy"] == max(
-      history["val_accuracy"])
+  assert summary["best_metric"]["val_accuracy"] == max(history["val_accuracy"])
   assert summary["best_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
 
-  uninterrupted = training.train(_config(
-      tmp_path / "uninterrupted", tiny_bert_dir, sentiment_files))
+  uninterrupted = training.train(
+      _config(tmp_path / "uninterrupted", tiny_bert_dir, sentiment_files)
+  )
   assert uninterrupted.global_steps == 36
   expected = uninterrupted.eval_results["validation"]
   got = json.load(open(model_dir / "eval_results.json"))["validation"]
@@ -229,12 +312,12 @@ def test_killed_run_resumes_from_its_backup(tmp_path, tiny_bert_dir,
 
 
 def test_run_killed_after_training_resumes_at_evaluation(
-    tmp_path, tiny_bert_dir, sentiment_files, caplog):
+    tmp_path, tiny_bert_dir, sentiment_files, caplog
+):
   """Killed while evaluating or exporting (the backup already deleted): the
   same command evaluates and exports the trained weights, no retraining."""
   model_dir = tmp_path / "run"
-  args = _train_command(tiny_bert_dir, sentiment_files, model_dir,
-                        "--epochs=1")
+  args = _train_command(tiny_bert_dir, sentiment_files, model_dir, "--epochs=1")
   # The validation results are logged after evaluation, before the export.
   _kill_when_logged(args, "validation: accuracy")
   finished = json.load(open(model_dir / "training_finished.json"))
@@ -248,8 +331,9 @@ def test_run_killed_after_training_resumes_at_evaluation(
   summary = json.load(open(model_dir / "summary.json"))
   assert summary["global_steps"] == 12
   assert summary["weights_fingerprint"] == finished["weights_fingerprint"]
-  versions = [name for name in os.listdir(model_dir / "export")
-              if name.isdigit()]
+  versions = [
+      name for name in os.listdir(model_dir / "export") if name.isdigit()
+  ]
   assert versions == ["1"]
 
   # Run again: still nothing retrained, and the export is not repeated.
@@ -257,17 +341,20 @@ def test_run_killed_after_training_resumes_at_evaluation(
   assert run_binary(train_binary, args[3:]) == 0
   assert "Epoch 1:" not in caplog.text
   assert "already exported" in caplog.text
-  assert [name for name in os.listdir(model_dir / "export")
-          if name.isdigit()] == ["1"]
+  assert [
+      name for name in os.listdir(model_dir / "export") if name.isdigit()
+  ] == ["1"]
 
 
-def test_a_changed_config_trains_again(tmp_path, tiny_bert_dir,
-                                       sentiment_files):
+def test_a_changed_config_trains_again(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
   model_dir = tmp_path / "run"
   files = {"train": sentiment_files["train"]}  # No evaluation: quicker.
   first = training.train(_config(model_dir, tiny_bert_dir, files, epochs=1))
-  second = training.train(_config(model_dir, tiny_bert_dir, files, epochs=1,
-                                  learning_rate=1e-3))
+  second = training.train(
+      _config(model_dir, tiny_bert_dir, files, epochs=1, learning_rate=1e-3)
+  )
   assert first.weights_fingerprint != second.weights_fingerprint
   assert second.history["loss"] and second.global_steps == 12
 
@@ -320,8 +407,15 @@ def test_non_finite_loss_keeps_the_last_good_backup(tmp_path):
   model = _tiny_model()
   backup = callbacks.BackupAndRestore(backup_dir, save_freq=1)
   guard = callbacks.StopOnNonFiniteLoss()
-  model.fit(x, y, batch_size=4, epochs=2, callbacks=[guard, backup],
-            shuffle=False, verbose=0)
+  model.fit(
+      x,
+      y,
+      batch_size=4,
+      epochs=2,
+      callbacks=[guard, backup],
+      shuffle=False,
+      verbose=0,
+  )
   assert "at step 4" in guard.message
   assert backup.kept_after_non_finite_loss
   assert not np.isfinite(model.get_weights()[0]).all()
@@ -329,12 +423,15 @@ def test_non_finite_loss_keeps_the_last_good_backup(tmp_path):
   # The backup holds the state after the last good step: three steps,
   # finite weights.
   checkpoint = tf.train.load_checkpoint(
-      tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")))
+      tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+  )
   names = checkpoint.get_variable_to_shape_map()
   steps = [name for name in names if "optimizer/_iterations" in name]
-  kernels = [name for name in names
-             if name.endswith("kernel/.ATTRIBUTES/VARIABLE_VALUE")]
+  kernels = [
+      name
+      for name in names
+      if name.endswith("kernel/.ATTRIBUTES/VARIABLE_VALUE")
+  ]
   assert steps and kernels, sorted(names)
   assert checkpoint.get_tensor(steps[0]) == 3
-  assert all(np.isfinite(checkpoint.get_tensor(name)).all()
-             for name in kernels)
+  assert all(np.isfinite(checkpoint.get_tensor(name)).all() for name in kernels)

@@ -16,19 +16,33 @@ from tf_finetune.tasks.base import PreparedData, TaskState
 BATCH, LENGTH = 8, 12
 
 
-def _run_config(tiny_bert_dir, model_dir="unused", *, model=None, data=None,
-                **train):
-  options = dict(learning_rate=1e-3, warmup_ratio=0.0, schedule="constant",
-                 early_stopping_patience=0, precision="fp32", export=False)
+def _run_config(
+    tiny_bert_dir, model_dir="unused", *, model=None, data=None, **train
+):
+  options = dict(
+      learning_rate=1e-3,
+      warmup_ratio=0.0,
+      schedule="constant",
+      early_stopping_patience=0,
+      precision="fp32",
+      export=False,
+  )
   options.update(train)
   return config_lib.RunConfig(
       model_dir=str(model_dir),
-      data=config_lib.DataConfig(**{"train_file": "unused.csv",
-                                    "max_seq_length": 32, "batch_size": BATCH,
-                                    **(data or {})}),
-      model=config_lib.ModelConfig(model=tiny_bert_dir, pooling="mean",
-                                   dropout=0.0, **(model or {})),
-      train=config_lib.TrainConfig(**options))
+      data=config_lib.DataConfig(
+          **{
+              "train_file": "unused.csv",
+              "max_seq_length": 32,
+              "batch_size": BATCH,
+              **(data or {}),
+          }
+      ),
+      model=config_lib.ModelConfig(
+          model=tiny_bert_dir, pooling="mean", dropout=0.0, **(model or {})
+      ),
+      train=config_lib.TrainConfig(**options),
+  )
 
 
 def _compiled(tiny_bert_dir, strategy=None, precision="fp32", **options):
@@ -39,26 +53,32 @@ def _compiled(tiny_bert_dir, strategy=None, precision="fp32", **options):
   task.bind(TaskState(label_vocab=("0", "1")))
   prepared = PreparedData(config, {}, {}, tokenizer, None, task)
   with training.precision_policy(precision), strategy.scope():
-    return task.build_model(config, prepared, total_steps=100,
-                            steps_per_epoch=1)
+    return task.build_model(
+        config, prepared, total_steps=100, steps_per_epoch=1
+    )
 
 
 def _batch(seed=0, size=BATCH):
   rng = np.random.default_rng(seed)
   ids = rng.integers(5, 60, size=(size, LENGTH)).astype(np.int32)
   mask = np.ones_like(ids)
-  mask[: size // 2, LENGTH - 3:] = 0  # Some padding.
-  inputs = {"input_ids": tf.constant(ids * mask),
-            "attention_mask": tf.constant(mask),
-            "token_type_ids": tf.zeros_like(tf.constant(ids))}
+  mask[: size // 2, LENGTH - 3 :] = 0  # Some padding.
+  inputs = {
+      "input_ids": tf.constant(ids * mask),
+      "attention_mask": tf.constant(mask),
+      "token_type_ids": tf.zeros_like(tf.constant(ids)),
+  }
   labels = tf.constant(rng.integers(0, 2, size=size).astype(np.int32))
   return inputs, labels
 
 
 def _weights(model):
   """Trainable weights by name, without the model's instance number."""
-  return {re.sub(r"^(\w+?)(_\d+)?/", r"\1/", v.name): v.numpy().copy()
-          for v in model.weights if v.trainable}
+  return {
+      re.sub(r"^(\w+?)(_\d+)?/", r"\1/", v.name): v.numpy().copy()
+      for v in model.weights
+      if v.trainable
+  }
 
 
 def _train_step(model, inputs, labels, precision="fp32"):
@@ -69,24 +89,34 @@ def _train_step(model, inputs, labels, precision="fp32"):
 # Per-variable tolerance: the largest difference over the largest move. In
 # bf16 a few small bias updates differ by several percent (summation order
 # under bfloat16 rounding) while the update as a whole agrees to about 0.1%.
-@pytest.mark.parametrize("mirrored, precision, tolerance", [
-    (False, "fp32", 1e-4), (True, "fp32", 1e-4), (False, "bf16", 0.25)])
+@pytest.mark.parametrize(
+    "mirrored, precision, tolerance",
+    [(False, "fp32", 1e-4), (True, "fp32", 1e-4), (False, "bf16", 0.25)],
+)
 def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
-    tiny_bert_dir, mirrored, precision, tolerance):
+    tiny_bert_dir, mirrored, precision, tolerance
+):
   """4 micro-batches of 2 == 1 batch of 8 (and 2 replicas x 2 x 2)."""
   # A large Adam epsilon makes the first update proportional to the
   # gradient (lr * g / (|g| + 1)) instead of its sign, so the comparison
   # measures the gradients rather than rounding noise on tiny ones.
   inputs, labels = _batch()
-  whole = _compiled(tiny_bert_dir, precision=precision, adam_epsilon=1.0,
-                    learning_rate=0.5)
+  whole = _compiled(
+      tiny_bert_dir, precision=precision, adam_epsilon=1.0, learning_rate=0.5
+  )
   before = _weights(whole)
   _train_step(whole, inputs, labels, precision)
-  strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-              if mirrored else None)
-  accumulated = _compiled(tiny_bert_dir, strategy, precision=precision,
-                          adam_epsilon=1.0, learning_rate=0.5,
-                          grad_accum_steps=2 if mirrored else 4)
+  strategy = (
+      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else None
+  )
+  accumulated = _compiled(
+      tiny_bert_dir,
+      strategy,
+      precision=precision,
+      adam_epsilon=1.0,
+      learning_rate=0.5,
+      grad_accum_steps=2 if mirrored else 4,
+  )
   _train_step(accumulated, inputs, labels, precision)
   expected, actual = _weights(whole), _weights(accumulated)
   assert expected.keys() == actual.keys()
@@ -100,36 +130,50 @@ def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
     assert difference <= tolerance * max(step, 1e-6) + rounding, name
     moved += step > 0
   assert moved > len(expected) // 2  # The step did change the weights.
-  update = np.sqrt(sum(np.sum((value - before[name]) ** 2)
-                       for name, value in expected.items()))
-  difference = np.sqrt(sum(np.sum((actual[name] - value) ** 2)
-                           for name, value in expected.items()))
+  update = np.sqrt(
+      sum(
+          np.sum((value - before[name]) ** 2)
+          for name, value in expected.items()
+      )
+  )
+  difference = np.sqrt(
+      sum(
+          np.sum((actual[name] - value) ** 2)
+          for name, value in expected.items()
+      )
+  )
   assert difference <= min(tolerance, 0.01) * update
 
 
 def test_accumulation_handles_a_last_batch_that_does_not_split_evenly(
-    tiny_bert_dir):
+    tiny_bert_dir,
+):
   inputs, labels = _batch(size=5)  # 3 micro-batches of 2, 2 and 1.
   whole = _compiled(tiny_bert_dir, adam_epsilon=1.0, learning_rate=0.5)
   _train_step(whole, inputs, labels)
-  accumulated = _compiled(tiny_bert_dir, grad_accum_steps=3,
-                          adam_epsilon=1.0, learning_rate=0.5)
+  accumulated = _compiled(
+      tiny_bert_dir, grad_accum_steps=3, adam_epsilon=1.0, learning_rate=0.5
+  )
   _train_step(accumulated, inputs, labels)
   for name, value in _weights(whole).items():
-    np.testing.assert_allclose(_weights(accumulated)[name], value, atol=1e-6,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        _weights(accumulated)[name], value, atol=1e-6, err_msg=name
+    )
 
 
 def test_frozen_layers_and_embeddings_stay_bit_identical(tiny_bert_dir):
-  model = _compiled(tiny_bert_dir, freeze_layers=1, freeze_embeddings=True,
-                    weight_decay=0.1)
+  model = _compiled(
+      tiny_bert_dir, freeze_layers=1, freeze_embeddings=True, weight_decay=0.1
+  )
   before = _weights(model)
   _train_step(model, *_batch())
   after = _weights(model)
-  frozen = [name for name in before
-            if "layer_._0/" in name or "embeddings" in name]
-  trained = [name for name in before if "layer_._1/" in name or
-             "classifier" in name]
+  frozen = [
+      name for name in before if "layer_._0/" in name or "embeddings" in name
+  ]
+  trained = [
+      name for name in before if "layer_._1/" in name or "classifier" in name
+  ]
   assert frozen and trained
   for name in frozen:
     np.testing.assert_array_equal(after[name], before[name], err_msg=name)
@@ -138,43 +182,69 @@ def test_frozen_layers_and_embeddings_stay_bit_identical(tiny_bert_dir):
 
 
 def test_freezing_more_layers_than_the_encoder_has_is_an_error(tiny_bert_dir):
-  with pytest.raises(ValueError, match=r"--freeze_layers=3 is more than the "
-                     r"encoder's 2 layers"):
+  with pytest.raises(
+      ValueError,
+      match=r"--freeze_layers=3 is more than the " r"encoder's 2 layers",
+  ):
     _compiled(tiny_bert_dir, freeze_layers=3)
 
 
 def test_gradual_unfreezing_opens_one_layer_per_epoch_from_the_top(
-    tiny_bert_dir):
+    tiny_bert_dir,
+):
   model = _compiled(tiny_bert_dir, unfreeze_schedule="gradual")
   unfreezing = tasks.get_task(config_lib.TaskConfig()).training_callbacks(
-      model, _run_config(tiny_bert_dir, unfreeze_schedule="gradual"))[0]
+      model, _run_config(tiny_bert_dir, unfreeze_schedule="gradual")
+  )[0]
   # 2 layers: epoch 1 none, epoch 2 the top one, epoch 3 both, then the
   # embeddings too.
   assert [unfreezing.frozen_for_epoch(e) for e in range(4)] == [
-      (2, True), (1, True), (0, True), (0, False)]
+      (2, True),
+      (1, True),
+      (0, True),
+      (0, False),
+  ]
   changed_per_epoch = []
 
   class Changed(tf_keras.callbacks.Callback):
+
     def on_epoch_begin(self, epoch, logs=None):
       self.before = _weights(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
       after = _weights(self.model)
-      changed_per_epoch.append({
-          part for part in ("layer_._0/", "layer_._1/", "embeddings",
-                            "classifier")
-          if any(part in name and not np.array_equal(after[name],
-                                                     self.before[name])
-                 for name in after)})
+      changed_per_epoch.append(
+          {
+              part
+              for part in (
+                  "layer_._0/",
+                  "layer_._1/",
+                  "embeddings",
+                  "classifier",
+              )
+              if any(
+                  part in name
+                  and not np.array_equal(after[name], self.before[name])
+                  for name in after
+              )
+          }
+      )
 
   inputs, labels = _batch()
-  model.fit(inputs, labels, batch_size=BATCH, epochs=4, verbose=0,
-            callbacks=[unfreezing, Changed()])
+  model.fit(
+      inputs,
+      labels,
+      batch_size=BATCH,
+      epochs=4,
+      verbose=0,
+      callbacks=[unfreezing, Changed()],
+  )
   assert changed_per_epoch == [
       {"classifier"},
       {"classifier", "layer_._1/"},
       {"classifier", "layer_._1/", "layer_._0/"},
-      {"classifier", "layer_._1/", "layer_._0/", "embeddings"}]
+      {"classifier", "layer_._1/", "layer_._0/", "embeddings"},
+  ]
 
 
 def test_layerwise_multipliers_per_variable(tiny_bert_dir):
@@ -182,32 +252,44 @@ def test_layerwise_multipliers_per_variable(tiny_bert_dir):
   multipliers = backbone_lib.layerwise_lr_multipliers(backbone, 0.5)
   by_part = {}
   for name, value in multipliers.items():
-    part = next(p for p in ("layer_._0/", "layer_._1/", "embeddings")
-                if p in name)
+    part = next(
+        p for p in ("layer_._0/", "layer_._1/", "embeddings") if p in name
+    )
     by_part.setdefault(part, set()).add(value)
   # Top layer at the base rate, each one below halved, embeddings last.
-  assert by_part == {"layer_._1/": {1.0}, "layer_._0/": {0.5},
-                     "embeddings": {0.25}}
+  assert by_part == {
+      "layer_._1/": {1.0},
+      "layer_._0/": {0.5},
+      "embeddings": {0.25},
+  }
   assert not any("pooler" in name for name in multipliers)
   assert backbone_lib.layerwise_lr_multipliers(backbone, 1.0) == {}
 
 
 @pytest.mark.parametrize("mirrored", [False, True])
-def test_layerwise_decay_scales_each_variables_update(tiny_bert_dir,
-                                                      mirrored):
+def test_layerwise_decay_scales_each_variables_update(tiny_bert_dir, mirrored):
   # Adam's first step moves every weight with a non-zero gradient by
   # exactly its learning rate (m / sqrt(v) = sign(g)), so the largest move
   # of each variable is its rate: 1e-3 x multiplier.
-  strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-              if mirrored else None)
-  model = _compiled(tiny_bert_dir, strategy, layerwise_lr_decay=0.5,
-                    weight_decay=0.0, clip_norm=0.0, adam_epsilon=1e-12)
+  strategy = (
+      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else None
+  )
+  model = _compiled(
+      tiny_bert_dir,
+      strategy,
+      layerwise_lr_decay=0.5,
+      weight_decay=0.0,
+      clip_norm=0.0,
+      adam_epsilon=1e-12,
+  )
   before = _weights(model)
   _train_step(model, *_batch())
-  expected = {"layer_._1/attention/self/query/kernel": 1e-3,
-              "layer_._0/attention/self/query/kernel": 5e-4,
-              "embeddings/word_embeddings": 2.5e-4,
-              "classifier/kernel": 1e-3}
+  expected = {
+      "layer_._1/attention/self/query/kernel": 1e-3,
+      "layer_._0/attention/self/query/kernel": 5e-4,
+      "embeddings/word_embeddings": 2.5e-4,
+      "classifier/kernel": 1e-3,
+  }
   for name, value in _weights(model).items():
     for part, rate in expected.items():
       if part in name:
@@ -226,16 +308,22 @@ def test_label_smoothing_golden_value():
 
 
 def test_backbone_penalties_skip_layer_norm_biases_and_embeddings(
-    tiny_bert_dir):
+    tiny_bert_dir,
+):
   backbone = backbone_lib.load_backbone(tiny_bert_dir)
-  names = [v.name for v in backbone_lib.penalized_variables(
-      backbone, include_embeddings=False)]
+  names = [
+      v.name
+      for v in backbone_lib.penalized_variables(
+          backbone, include_embeddings=False
+      )
+  ]
   # 6 kernels per layer (query, key, value, attention output, intermediate,
   # output) x 2 layers + the pooler's.
   assert len(names) == 13
   assert all("kernel" in name for name in names)
   with_embeddings = backbone_lib.penalized_variables(
-      backbone, include_embeddings=True)
+      backbone, include_embeddings=True
+  )
   assert len(with_embeddings) == 16  # + word, position, token type tables.
 
 
@@ -244,20 +332,22 @@ def test_l2_sp_is_the_distance_from_the_pretrained_weights(tiny_bert_dir):
   assert float(tf.add_n(model.losses)) == 0.0  # At the pretrained weights.
   _train_step(model, *_batch())
   pretrained = backbone_lib.load_backbone(tiny_bert_dir)
-  start = backbone_lib.penalized_variables(pretrained,
-                                           include_embeddings=False)
-  now = backbone_lib.penalized_variables(model.backbone,
-                                         include_embeddings=False)
-  expected = 0.5 * sum(np.sum((a.numpy() - b.numpy()) ** 2)
-                       for a, b in zip(now, start))
+  start = backbone_lib.penalized_variables(pretrained, include_embeddings=False)
+  now = backbone_lib.penalized_variables(
+      model.backbone, include_embeddings=False
+  )
+  expected = 0.5 * sum(
+      np.sum((a.numpy() - b.numpy()) ** 2) for a, b in zip(now, start)
+  )
   assert expected > 0
   assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
 
 
 def test_backbone_l2_penalty_value(tiny_bert_dir):
   model = _compiled(tiny_bert_dir, model={"backbone_l2": 0.01})
-  kernels = backbone_lib.penalized_variables(model.backbone,
-                                             include_embeddings=False)
+  kernels = backbone_lib.penalized_variables(
+      model.backbone, include_embeddings=False
+  )
   expected = 0.01 * sum(float(tf.reduce_sum(tf.square(v))) for v in kernels)
   assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
 
@@ -268,23 +358,26 @@ def test_l2_sp_and_backbone_l2_together_is_an_error():
 
 
 def test_dropout_overrides_reach_the_pretrained_config(tiny_bert_dir):
-  model = _compiled(tiny_bert_dir, model={"hidden_dropout": 0.3,
-                                          "attention_dropout": 0.2})
+  model = _compiled(
+      tiny_bert_dir, model={"hidden_dropout": 0.3, "attention_dropout": 0.2}
+  )
   assert model.backbone.config.hidden_dropout_prob == 0.3
   assert model.backbone.config.attention_probs_dropout_prob == 0.2
 
 
 def test_fp16_scales_the_loss_and_trains(tiny_bert_dir):
   model = _compiled(tiny_bert_dir, precision="fp16")
-  assert isinstance(model.optimizer,
-                    tf_keras.mixed_precision.LossScaleOptimizer)
+  assert isinstance(
+      model.optimizer, tf_keras.mixed_precision.LossScaleOptimizer
+  )
   before = _weights(model)
   _train_step(model, *_batch(), precision="fp16")
   after = _weights(model)
   assert all(np.isfinite(value).all() for value in after.values())
-  assert not np.array_equal(after[next(n for n in after if "classifier" in n)],
-                            before[next(n for n in before
-                                        if "classifier" in n)])
+  assert not np.array_equal(
+      after[next(n for n in after if "classifier" in n)],
+      before[next(n for n in before if "classifier" in n)],
+  )
   assert tf_keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -295,19 +388,31 @@ def test_xla_step_matches_the_plain_step(tiny_bert_dir):
   compiled = _compiled(tiny_bert_dir, jit_compile=True)
   _train_step(compiled, inputs, labels)
   for name, value in _weights(plain).items():
-    np.testing.assert_allclose(_weights(compiled)[name], value, atol=1e-5,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        _weights(compiled)[name], value, atol=1e-5, err_msg=name
+    )
 
 
-def test_ema_weights_are_validated_kept_and_exported(tmp_path, tiny_bert_dir,
-                                                     sentiment_files):
+def test_ema_weights_are_validated_kept_and_exported(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
   def run(name, **train):
-    return training.train(_run_config(
-        tiny_bert_dir, tmp_path / name, epochs=2, learning_rate=3e-3,
-        log_every_steps=5, early_stopping_metric="val_loss",
-        data={"train_file": sentiment_files["train"],
-              "validation_file": sentiment_files["validation"],
-              "batch_size": 16}, **train))
+    return training.train(
+        _run_config(
+            tiny_bert_dir,
+            tmp_path / name,
+            epochs=2,
+            learning_rate=3e-3,
+            log_every_steps=5,
+            early_stopping_metric="val_loss",
+            data={
+                "train_file": sentiment_files["train"],
+                "validation_file": sentiment_files["validation"],
+                "batch_size": 16,
+            },
+            **train
+        )
+    )
 
   summary = run("ema", ema_decay=0.9)
   # What validation measured is what was kept: re-evaluating the final
@@ -318,17 +423,20 @@ def test_ema_weights_are_validated_kept_and_exported(tmp_path, tiny_bert_dir,
   # And it is not what the raw weights give (same run without EMA).
   raw = run("raw")
   assert summary.history["val_loss"] != pytest.approx(
-      raw.history["val_loss"], rel=1e-3)
-  assert summary.history["loss"] == pytest.approx(raw.history["loss"],
-                                                     rel=1e-4)
+      raw.history["val_loss"], rel=1e-3
+  )
+  assert summary.history["loss"] == pytest.approx(raw.history["loss"], rel=1e-4)
 
 
 def test_moving_averages_swap_in_and_back(tiny_bert_dir):
   model = _compiled(tiny_bert_dir, ema_decay=0.5)
   _train_step(model, *_batch())
   raw = _weights(model)
-  averages = [model.optimizer.moving_average_of(variable).numpy()
-              for variable in model.weights if variable.trainable]
+  averages = [
+      model.optimizer.moving_average_of(variable).numpy()
+      for variable in model.weights
+      if variable.trainable
+  ]
   with callbacks.moving_averages_swapped_in(model):
     inside = _weights(model)
   for value, average in zip(inside.values(), averages):
@@ -344,11 +452,18 @@ def test_steps_per_execution_runs_several_steps_per_call(tiny_bert_dir):
   calls = []
 
   class CountCalls(tf_keras.callbacks.Callback):
+
     def on_train_batch_end(self, batch, logs=None):
       calls.append(batch)
 
   inputs, labels = _batch(size=24)
-  model.fit(inputs, labels, batch_size=4, epochs=1, verbose=0,
-            callbacks=[CountCalls()])
+  model.fit(
+      inputs,
+      labels,
+      batch_size=4,
+      epochs=1,
+      verbose=0,
+      callbacks=[CountCalls()],
+  )
   assert int(model.optimizer.iterations.numpy()) == 6  # 24 / 4 steps...
   assert len(calls) == 2  # ...in two calls of three.

@@ -18,15 +18,35 @@ from conftest import run_binary, run_python, write_rows
 from tf_finetune import artifacts, config as config_lib, serving
 from tf_finetune.tasks import translation
 
-WORDS = {"cat": "gato", "dog": "perro", "house": "casa", "book": "libro",
-         "tree": "árbol", "car": "coche", "bird": "pájaro", "man": "hombre"}
-ADJECTIVES = {"big": "grande", "small": "pequeño", "red": "rojo",
-              "old": "viejo"}
+WORDS = {
+    "cat": "gato",
+    "dog": "perro",
+    "house": "casa",
+    "book": "libro",
+    "tree": "árbol",
+    "car": "coche",
+    "bird": "pájaro",
+    "man": "hombre",
+}
+ADJECTIVES = {
+    "big": "grande",
+    "small": "pequeño",
+    "red": "rojo",
+    "old": "viejo",
+}
 VERBS = {"sees": "ve", "has": "tiene", "wants": "quiere"}
-TINY_T5 = {"model_type": "t5", "d_model": 32, "d_kv": 16, "d_ff": 64,
-           "num_layers": 2, "num_decoder_layers": 2, "num_heads": 2,
-           "relative_attention_num_buckets": 8, "dropout_rate": 0.0,
-           "feed_forward_proj": "relu"}
+TINY_T5 = {
+    "model_type": "t5",
+    "d_model": 32,
+    "d_kv": 16,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_decoder_layers": 2,
+    "num_heads": 2,
+    "relative_attention_num_buckets": 8,
+    "dropout_rate": 0.0,
+    "feed_forward_proj": "relu",
+}
 
 
 def make_parallel_rows(count: int, *, seed: int) -> list[dict]:
@@ -37,10 +57,13 @@ def make_parallel_rows(count: int, *, seed: int) -> list[dict]:
     first, second = rng.sample(sorted(WORDS), 2)
     adjective = rng.choice(sorted(ADJECTIVES))
     verb = rng.choice(sorted(VERBS))
-    rows.append({
-        "source": f"the {adjective} {first} {verb} the {second}",
-        "target": f"el {WORDS[first]} {ADJECTIVES[adjective]} {VERBS[verb]} "
-                  f"el {WORDS[second]}"})
+    rows.append(
+        {
+            "source": f"the {adjective} {first} {verb} the {second}",
+            "target": f"el {WORDS[first]} {ADJECTIVES[adjective]} {VERBS[verb]} "
+            f"el {WORDS[second]}",
+        }
+    )
   return rows
 
 
@@ -55,11 +78,16 @@ def data_config(**overrides) -> config_lib.DataConfig:
 @pytest.fixture(scope="module")
 def parallel_files(tmp_path_factory) -> dict:
   directory = tmp_path_factory.mktemp("parallel")
-  files = {split: write_rows(str(directory / f"{split}.tsv"),
-                             make_parallel_rows(count, seed=seed))
-           for split, count, seed in (("train", 160, 1),
-                                      ("validation", 16, 2),
-                                      ("test", 16, 3))}
+  files = {
+      split: write_rows(
+          str(directory / f"{split}.tsv"), make_parallel_rows(count, seed=seed)
+      )
+      for split, count, seed in (
+          ("train", 160, 1),
+          ("validation", 16, 2),
+          ("test", 16, 3),
+      )
+  }
   config_path = directory / "tiny_t5.json"
   config_path.write_text(json.dumps(TINY_T5), encoding="utf-8")
   files["model_config"] = str(config_path)
@@ -70,16 +98,30 @@ def parallel_files(tmp_path_factory) -> dict:
 def translation_run(tmp_path_factory, parallel_files) -> str:
   """A from-scratch run trained and exported by the train binary."""
   from tf_finetune import train
+
   model_dir = str(tmp_path_factory.mktemp("translation") / "model")
-  code = run_binary(train, [
-      "--task=translation", f"--model_config={parallel_files['model_config']}",
-      "--vocab_size=120", f"--train_file={parallel_files['train']}",
-      f"--validation_file={parallel_files['validation']}",
-      f"--test_file={parallel_files['test']}", f"--model_dir={model_dir}",
-      "--max_source_length=16", "--max_target_length=16",
-      "--batch_size=16", "--epochs=3", "--learning_rate=1e-2",
-      "--warmup_ratio=0.1", "--early_stopping_patience=0",
-      "--label_smoothing=0.1", "--precision=fp32", "--log_every_steps=5"])
+  code = run_binary(
+      train,
+      [
+          "--task=translation",
+          f"--model_config={parallel_files['model_config']}",
+          "--vocab_size=120",
+          f"--train_file={parallel_files['train']}",
+          f"--validation_file={parallel_files['validation']}",
+          f"--test_file={parallel_files['test']}",
+          f"--model_dir={model_dir}",
+          "--max_source_length=16",
+          "--max_target_length=16",
+          "--batch_size=16",
+          "--epochs=3",
+          "--learning_rate=1e-2",
+          "--warmup_ratio=0.1",
+          "--early_stopping_patience=0",
+          "--label_smoothing=0.1",
+          "--precision=fp32",
+          "--log_every_steps=5",
+      ],
+  )
   assert code == 0
   return model_dir
 
@@ -94,101 +136,152 @@ def test_reads_tsv_csv_jsonl_and_line_aligned_files(tmp_path):
     assert examples.texts == [row["source"] for row in rows]
     assert examples.labels == [row["target"] for row in rows]
   (tmp_path / "train.en").write_text(
-      "".join(row["source"] + "\n" for row in rows), encoding="utf-8")
+      "".join(row["source"] + "\n" for row in rows), encoding="utf-8"
+  )
   # Windows line ends and no final newline are fine.
   (tmp_path / "train.es").write_text(
-      "\r\n".join(row["target"] for row in rows), encoding="utf-8")
-  examples = task.read(data_config(train_file=str(tmp_path / "train.en"),
-                                   train_target_file=str(
-                                       tmp_path / "train.es")), "train")
+      "\r\n".join(row["target"] for row in rows), encoding="utf-8"
+  )
+  examples = task.read(
+      data_config(
+          train_file=str(tmp_path / "train.en"),
+          train_target_file=str(tmp_path / "train.es"),
+      ),
+      "train",
+  )
   assert examples.texts == [row["source"] for row in rows]
   assert examples.labels == [row["target"] for row in rows]
   assert examples.line_numbers == [1, 2, 3, 4, 5]
   # Columns by name.
   renamed = [{"en": row["source"], "es": row["target"]} for row in rows]
   path = write_rows(str(tmp_path / "renamed.jsonl"), renamed)
-  examples = translation.Translation(task_config(
-      source_column="en", target_column="es")).read(
-          data_config(train_file=path), "train")
+  examples = translation.Translation(
+      task_config(source_column="en", target_column="es")
+  ).read(data_config(train_file=path), "train")
   assert examples.labels == [row["target"] for row in rows]
 
 
-@pytest.mark.parametrize("files, message", [
-    ({"train.en": "one\ntwo\nthree\n", "train.es": "uno\ndos\n"},
-     "has 3 lines but --train_target_file="),
-    ({"train.en": "one\n\nthree\n", "train.es": "uno\ndos\ntres\n"},
-     "train.en:2: empty line; --train_file needs one sentence"),
-    ({"train.en": "one\ntwo\n", "train.es": "uno\n  \n"},
-     "train.es:2: empty line; --train_target_file"),
-    ({"train.en": "one\ntwo\n", "train.es": b"uno\nd\xf3s\n"},
-     "train.es:2: the file is not valid UTF-8 (byte 0xf3)"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {"train.en": "one\ntwo\nthree\n", "train.es": "uno\ndos\n"},
+            "has 3 lines but --train_target_file=",
+        ),
+        (
+            {"train.en": "one\n\nthree\n", "train.es": "uno\ndos\ntres\n"},
+            "train.en:2: empty line; --train_file needs one sentence",
+        ),
+        (
+            {"train.en": "one\ntwo\n", "train.es": "uno\n  \n"},
+            "train.es:2: empty line; --train_target_file",
+        ),
+        (
+            {"train.en": "one\ntwo\n", "train.es": b"uno\nd\xf3s\n"},
+            "train.es:2: the file is not valid UTF-8 (byte 0xf3)",
+        ),
+    ],
+)
 def test_line_aligned_errors_name_file_and_line(tmp_path, files, message):
   for name, content in files.items():
     data = content if isinstance(content, bytes) else content.encode()
     (tmp_path / name).write_bytes(data)
   task = translation.Translation(task_config())
-  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(
-      ")", r"\)")):
-    task.read(data_config(train_file=str(tmp_path / "train.en"),
-                          train_target_file=str(tmp_path / "train.es")),
-              "train")
+  with pytest.raises(
+      ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+  ):
+    task.read(
+        data_config(
+            train_file=str(tmp_path / "train.en"),
+            train_target_file=str(tmp_path / "train.es"),
+        ),
+        "train",
+    )
 
 
 def test_column_errors(tmp_path):
   task = translation.Translation(task_config())
-  path = write_rows(str(tmp_path / "bad.tsv"),
-                    [{"source": "a cat", "target": "un gato"},
-                     {"source": "a dog", "target": " "}])
-  with pytest.raises(ValueError, match=r"bad.tsv:3: the "
-                     r"--target_column='target' value is empty"):
+  path = write_rows(
+      str(tmp_path / "bad.tsv"),
+      [
+          {"source": "a cat", "target": "un gato"},
+          {"source": "a dog", "target": " "},
+      ],
+  )
+  with pytest.raises(
+      ValueError,
+      match=r"bad.tsv:3: the " r"--target_column='target' value is empty",
+  ):
     task.read(data_config(train_file=path), "train")
   path = write_rows(str(tmp_path / "cols.tsv"), [{"en": "a", "es": "b"}])
-  with pytest.raises(ValueError, match=r"--source_column='source' is not a "
-                     r"column of .*cols.tsv; columns are: en, es"):
+  with pytest.raises(
+      ValueError,
+      match=r"--source_column='source' is not a "
+      r"column of .*cols.tsv; columns are: en, es",
+  ):
     task.read(data_config(train_file=path), "train")
   (tmp_path / "train.en").write_text("a\n", encoding="utf-8")
-  with pytest.raises(ValueError, match="is a plain text file; give its "
-                     "line-aligned translations with --train_target_file"):
+  with pytest.raises(
+      ValueError,
+      match="is a plain text file; give its "
+      "line-aligned translations with --train_target_file",
+  ):
     task.read(data_config(train_file=str(tmp_path / "train.en")), "train")
 
 
 def test_config_refuses_what_translation_cannot_use():
-  with pytest.raises(ValueError, match="needs --source_language and "
-                     "--target_language"):
+  with pytest.raises(
+      ValueError, match="needs --source_language and " "--target_language"
+  ):
     config_lib.RunConfig(
-        model_dir="m", data=data_config(tfds_name="wmt14_translate/de-en"),
-        model=config_lib.ModelConfig(model="t5-small"), task=task_config())
-  with pytest.raises(ValueError, match="--grad_accum_steps=2 is not "
-                     "supported with --task=translation"):
+        model_dir="m",
+        data=data_config(tfds_name="wmt14_translate/de-en"),
+        model=config_lib.ModelConfig(model="t5-small"),
+        task=task_config(),
+    )
+  with pytest.raises(
+      ValueError,
+      match="--grad_accum_steps=2 is not " "supported with --task=translation",
+  ):
     config_lib.RunConfig(
-        model_dir="m", data=data_config(train_file="t.tsv"),
-        model=config_lib.ModelConfig(model="t5-small"), task=task_config(),
-        train=config_lib.TrainConfig(grad_accum_steps=2))
+        model_dir="m",
+        data=data_config(train_file="t.tsv"),
+        model=config_lib.ModelConfig(model="t5-small"),
+        task=task_config(),
+        train=config_lib.TrainConfig(grad_accum_steps=2),
+    )
   with pytest.raises(ValueError, match="needs --task=translation"):
     config_lib.RunConfig(
-        model_dir="m", data=data_config(train_file="t.tsv"),
-        model=config_lib.ModelConfig(model_config="default"))
+        model_dir="m",
+        data=data_config(train_file="t.tsv"),
+        model=config_lib.ModelConfig(model_config="default"),
+    )
   with pytest.raises(ValueError, match="--test_target_file needs --test_file"):
     data_config(test_target_file="test.es")
 
 
 def test_tfds_translation_feature_is_read_by_language():
   import tensorflow_datasets as tfds
-  task = translation.Translation(task_config(source_language="en",
-                                             target_language="de"))
-  data = data_config(tfds_name="wmt14_translate/de-en",
-                     tfds_validation_split="validation")
+
+  task = translation.Translation(
+      task_config(source_language="en", target_language="de")
+  )
+  data = data_config(
+      tfds_name="wmt14_translate/de-en", tfds_validation_split="validation"
+  )
   with tfds.testing.mock_data(num_examples=3):
     examples = task.read(data, "validation")
     # The mock fills each language with its own random text.
     loaded = tfds.load("wmt14_translate/de-en", split="validation")
     records = list(tfds.as_numpy(loaded))
-    with pytest.raises(ValueError, match="--source_language='fr' is not a "
-                       "language of wmt14_translate/de-en; it has: de, en"):
-      translation.Translation(task_config(
-          source_language="fr", target_language="de")).read(data,
-                                                            "validation")
+    with pytest.raises(
+        ValueError,
+        match="--source_language='fr' is not a "
+        "language of wmt14_translate/de-en; it has: de, en",
+    ):
+      translation.Translation(
+          task_config(source_language="fr", target_language="de")
+      ).read(data, "validation")
   assert examples.texts == [r["en"].decode() for r in records]
   assert examples.labels == [r["de"].decode() for r in records]
   assert examples.source == "wmt14_translate/de-en[validation]"
@@ -207,23 +300,27 @@ def test_shifted_targets_and_masked_loss_golden():
   logits = tf.zeros([2, 4, 4])
   small = tf.constant([[1, 2, -1, -1], [3, -1, -1, -1]])
   losses, mask = translation.masked_token_losses(small, logits)
-  np.testing.assert_allclose(losses, np.log(4.0) * np.array(
-      [[1, 1, 0, 0], [1, 0, 0, 0]]), rtol=1e-6)
+  np.testing.assert_allclose(
+      losses, np.log(4.0) * np.array([[1, 1, 0, 0], [1, 0, 0, 0]]), rtol=1e-6
+  )
   np.testing.assert_array_equal(mask, [[1, 1, 0, 0], [1, 0, 0, 0]])
   # Smoothing: (1 - e) * -log p(y) + e * mean(-log p) by hand.
   logits = tf.constant([[[2.0, 0.0, 0.0]]])
   log_p = np.log(np.exp([2.0, 0.0, 0.0]) / np.exp([2.0, 0.0, 0.0]).sum())
-  losses, _ = translation.masked_token_losses(tf.constant([[1]]), logits,
-                                              label_smoothing=0.3)
-  np.testing.assert_allclose(losses[0, 0], 0.7 * -log_p[1] +
-                             0.3 * -log_p.mean(), rtol=1e-6)
+  losses, _ = translation.masked_token_losses(
+      tf.constant([[1]]), logits, label_smoothing=0.3
+  )
+  np.testing.assert_allclose(
+      losses[0, 0], 0.7 * -log_p[1] + 0.3 * -log_p.mean(), rtol=1e-6
+  )
 
 
 @pytest.fixture(scope="module")
 def tiny_seq2seq(parallel_files):
   """A random tiny T5 with a 30-token vocabulary (pad 0, end 1)."""
   model_config = translation.model_config_from(
-      parallel_files["model_config"], 30, pad_id=0, eos_id=1)
+      parallel_files["model_config"], 30, pad_id=0, eos_id=1
+  )
   tf.random.set_seed(0)
   return translation.build_seq2seq(model_config)
 
@@ -231,11 +328,12 @@ def tiny_seq2seq(parallel_files):
 def test_model_loss_ignores_padding_length(tiny_seq2seq):
   """The same targets padded to different lengths give the same loss."""
   model = translation.Seq2SeqModel(tiny_seq2seq)
-  inputs = {"input_ids": tf.constant([[5, 6, 1]]),
-            "attention_mask": tf.constant([[1, 1, 1]])}
+  inputs = {
+      "input_ids": tf.constant([[5, 6, 1]]),
+      "attention_mask": tf.constant([[1, 1, 1]]),
+  }
   short = model._loss(inputs, tf.constant([[7, 8, 1]]), training=False)
-  padded = model._loss(inputs, tf.constant([[7, 8, 1, -1, -1]]),
-                       training=False)
+  padded = model._loss(inputs, tf.constant([[7, 8, 1, -1, -1]]), training=False)
   np.testing.assert_allclose(short, padded, rtol=1e-5)
 
 
@@ -243,7 +341,8 @@ def test_model_loss_ignores_padding_length(tiny_seq2seq):
 def test_sentencepiece_round_trip_and_generated_ids_stripping():
   rows = make_parallel_rows(40, seed=5)
   vocab = translation.SentencePieceVocab.train(
-      [r["source"] for r in rows] + [r["target"] for r in rows], 100)
+      [r["source"] for r in rows] + [r["target"] for r in rows], 100
+  )
   assert (vocab.pad_id, vocab.eos_id) == (0, 1)
   assert vocab.size <= 100
   ids = vocab.encode(["el gato grande", "the cat"], 4)
@@ -254,7 +353,9 @@ def test_sentencepiece_round_trip_and_generated_ids_stripping():
   # Everything after the first end-of-sequence is dropped; an immediate
   # end gives an empty translation.
   assert translation.strip_generated([[5, 6, 1, 7, 0], [1, 5, 0]], 1, 0) == [
-      [5, 6], []]
+      [5, 6],
+      [],
+  ]
   assert vocab.decode([[]]) == [""]
 
 
@@ -263,51 +364,71 @@ def test_generation_shapes_greedy_and_beam(tiny_seq2seq):
   sources = [[5, 6, 7, 1], [8, 1], [9, 10, 11, 12, 13, 1]]
   for beams in (1, 3):
     generated = translation.generate_ids(
-        seq2seq, sources, batch_size=2, num_beams=beams, max_new_tokens=4,
-        pad_id=0)
+        seq2seq,
+        sources,
+        batch_size=2,
+        num_beams=beams,
+        max_new_tokens=4,
+        pad_id=0,
+    )
     assert len(generated) == 3
     for row in generated:
       assert 1 <= len(row) <= 4
       assert row.dtype.kind == "i" and row.max() < 30
   # No token twice with no_repeat_ngram_size=1 (a random model repeats).
-  for row in translation.generate_ids(seq2seq, sources, batch_size=3,
-                                      num_beams=1, max_new_tokens=8,
-                                      pad_id=0, no_repeat_ngram_size=1):
+  for row in translation.generate_ids(
+      seq2seq,
+      sources,
+      batch_size=3,
+      num_beams=1,
+      max_new_tokens=8,
+      pad_id=0,
+      no_repeat_ngram_size=1,
+  ):
     kept = translation.strip_generated([row], 1, 0)[0]
     assert len(kept) == len(set(kept))
   # Input order is kept though batches are sorted by length: each source
   # alone gives the same output as in the batch.
-  alone = [translation.generate_ids(seq2seq, [s], batch_size=1, num_beams=1,
-                                    max_new_tokens=4, pad_id=0)[0]
-           for s in sources]
-  together = translation.generate_ids(seq2seq, sources, batch_size=3,
-                                      num_beams=1, max_new_tokens=4,
-                                      pad_id=0)
+  alone = [
+      translation.generate_ids(
+          seq2seq, [s], batch_size=1, num_beams=1, max_new_tokens=4, pad_id=0
+      )[0]
+      for s in sources
+  ]
+  together = translation.generate_ids(
+      seq2seq, sources, batch_size=3, num_beams=1, max_new_tokens=4, pad_id=0
+  )
   for a, b in zip(alone, together):
-    np.testing.assert_array_equal(translation.strip_generated([a], 1, 0),
-                                  translation.strip_generated([b], 1, 0))
+    np.testing.assert_array_equal(
+        translation.strip_generated([a], 1, 0),
+        translation.strip_generated([b], 1, 0),
+    )
 
 
 def test_bleu_and_chrf_on_known_examples():
-  perfect = translation.translation_metrics(["el gato ve el perro"],
-                                            ["el gato ve el perro"])
+  perfect = translation.translation_metrics(
+      ["el gato ve el perro"], ["el gato ve el perro"]
+  )
   assert perfect["bleu"] == pytest.approx(100.0)
   assert perfect["chrf"] == pytest.approx(100.0)
-  empty = translation.translation_metrics(["", "el perro"],
-                                          ["el gato", "el perro"])
+  empty = translation.translation_metrics(
+      ["", "el perro"], ["el gato", "el perro"]
+  )
   assert empty["empty_translations"] == 1
   assert empty["num_examples"] == 2
   # Hand count: hypothesis "el perro ve" against "el gato ve el perro":
   # unigram precision 3/3, bigram 1/2 ("el perro"); a 3-word hypothesis
   # has no 4-gram at all, so BLEU is 0 whatever the smoothing.
-  partial = translation.translation_metrics(["el perro ve"],
-                                            ["el gato ve el perro"])
+  partial = translation.translation_metrics(
+      ["el perro ve"], ["el gato ve el perro"]
+  )
   assert partial["bleu_precisions"][:2] == pytest.approx([100.0, 50.0])
   assert partial["bleu"] == 0.0
   assert 0.0 < partial["chrf"] < 100.0
   # The brevity penalty: 3 words against 5, exp(1 - 5/3).
-  assert partial["brevity_penalty"] == pytest.approx(np.exp(1 - 5 / 3),
-                                                     abs=1e-4)
+  assert partial["brevity_penalty"] == pytest.approx(
+      np.exp(1 - 5 / 3), abs=1e-4
+  )
 
 
 # Training, binaries, export.
@@ -323,41 +444,75 @@ def test_training_lowers_loss_and_evaluates(translation_run):
   assert results["test"]["num_examples"] == 16
   assert 0.0 <= results["test"]["bleu"] <= 100.0
   assert results["test"]["chrf"] > 0.0
-  assert os.path.isfile(os.path.join(translation_run, "tokenizer",
-                                     "spiece.model"))
+  assert os.path.isfile(
+      os.path.join(translation_run, "tokenizer", "spiece.model")
+  )
   with open(os.path.join(translation_run, "summary.json")) as f:
     summary = json.load(f)
   assert summary["epochs_run"] == 3
 
 
-def test_evaluate_and_predict_binaries(translation_run, parallel_files,
-                                       tmp_path):
+def test_evaluate_and_predict_binaries(
+    translation_run, parallel_files, tmp_path
+):
   from tf_finetune import evaluate, predict
+
   rows = make_parallel_rows(6, seed=9)
   (tmp_path / "in.en").write_text(
-      "".join(r["source"] + "\n" for r in rows), encoding="utf-8")
+      "".join(r["source"] + "\n" for r in rows), encoding="utf-8"
+  )
   (tmp_path / "in.es").write_text(
-      "".join(r["target"] + "\n" for r in rows), encoding="utf-8")
-  assert run_binary(evaluate, [
-      f"--model_dir={translation_run}", f"--test_file={tmp_path / 'in.en'}",
-      f"--test_target_file={tmp_path / 'in.es'}", "--split_name=plain"]) == 0
+      "".join(r["target"] + "\n" for r in rows), encoding="utf-8"
+  )
+  assert (
+      run_binary(
+          evaluate,
+          [
+              f"--model_dir={translation_run}",
+              f"--test_file={tmp_path / 'in.en'}",
+              f"--test_target_file={tmp_path / 'in.es'}",
+              "--split_name=plain",
+          ],
+      )
+      == 0
+  )
   with open(os.path.join(translation_run, "eval_results.json")) as f:
     assert json.load(f)["plain"]["num_examples"] == 6
-  assert run_binary(predict, [
-      f"--model_dir={translation_run}", f"--input_file={tmp_path / 'in.en'}",
-      f"--output_file={tmp_path / 'out.es'}"]) == 0
+  assert (
+      run_binary(
+          predict,
+          [
+              f"--model_dir={translation_run}",
+              f"--input_file={tmp_path / 'in.en'}",
+              f"--output_file={tmp_path / 'out.es'}",
+          ],
+      )
+      == 0
+  )
   lines = (tmp_path / "out.es").read_text(encoding="utf-8").split("\n")
   assert len(lines) == 7 and lines[-1] == ""
-  assert run_binary(predict, [
-      f"--model_dir={translation_run}",
-      f"--input_file={parallel_files['test']}",
-      f"--output_file={tmp_path / 'out.jsonl'}"]) == 0
-  records = [json.loads(line) for line in
-             (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+  assert (
+      run_binary(
+          predict,
+          [
+              f"--model_dir={translation_run}",
+              f"--input_file={parallel_files['test']}",
+              f"--output_file={tmp_path / 'out.jsonl'}",
+          ],
+      )
+      == 0
+  )
+  records = [
+      json.loads(line)
+      for line in (tmp_path / "out.jsonl")
+      .read_text(encoding="utf-8")
+      .splitlines()
+  ]
   assert len(records) == 16
   assert set(records[0]) == {"source", "target", "translation"}
   assert records[0]["translation"] == lines[0] or isinstance(
-      records[0]["translation"], str)
+      records[0]["translation"], str
+  )
 
 
 _RELOAD = """
@@ -373,39 +528,46 @@ print(json.dumps([t.decode("utf-8") for t in out["translation"].numpy()]))
 
 def test_export_translates_raw_strings_in_a_fresh_process(translation_run):
   export_dir = serving.latest_version_dir(
-      os.path.join(translation_run, "export"))
+      os.path.join(translation_run, "export")
+  )
   assert export_dir is not None
   texts = ["the big cat sees the dog", "the old man has the book", ""]
   result = run_python(["-c", _RELOAD, export_dir, json.dumps(texts)])
   assert result.returncode == 0, result.stderr[-2000:]
   served = json.loads(result.stdout.strip().splitlines()[-1])
   trained = artifacts.load_trained(translation_run)
-  expected = translation.PythonTranslator(trained.model,
-                                          trained.config.task).translate(
-                                              texts)
+  expected = translation.PythonTranslator(
+      trained.model, trained.config.task
+  ).translate(texts)
   assert served == expected
   assert all(isinstance(text, str) for text in served)
 
 
-def test_pretrained_vocabularies_export_only_with_sentencepiece(tmp_path,
-                                                                tiny_bert_dir):
+def test_pretrained_vocabularies_export_only_with_sentencepiece(
+    tmp_path, tiny_bert_dir
+):
   """Export tokenizes in the graph with SentencePiece only, and only when it
   gives the model's own tokenizer's ids; other vocabularies are refused
   with the reason."""
   import transformers
+
   rows = make_parallel_rows(40, seed=6)
   own = translation.SentencePieceVocab.train(
-      [r["source"] for r in rows] + [r["target"] for r in rows], 100)
+      [r["source"] for r in rows] + [r["target"] for r in rows], 100
+  )
   own.save(str(tmp_path))
   t5_tokenizer = transformers.T5TokenizerFast(
-      vocab_file=str(tmp_path / translation.SPIECE_FILENAME), extra_ids=0)
+      vocab_file=str(tmp_path / translation.SPIECE_FILENAME), extra_ids=0
+  )
   t5_tokenizer.save_pretrained(str(tmp_path / "t5"))
   vocab = translation.load_vocab(str(tmp_path / "t5"))
   assert isinstance(vocab, translation.HuggingFaceVocab)
-  run = config_lib.RunConfig(model_dir="m",
-                             data=data_config(train_file="t.tsv"),
-                             model=config_lib.ModelConfig(model="my-t5"),
-                             task=task_config())
+  run = config_lib.RunConfig(
+      model_dir="m",
+      data=data_config(train_file="t.tsv"),
+      model=config_lib.ModelConfig(model="my-t5"),
+      task=task_config(),
+  )
   # The run's own SentencePiece model tokenizes the same in the graph.
   texts = ["the big cat sees the dog", "el gato grande", "Hello, world!"]
   in_graph = own.graph_tokenizer().tokenize(tf.constant(texts))
@@ -414,12 +576,18 @@ def test_pretrained_vocabularies_export_only_with_sentencepiece(tmp_path,
   # differently from SentencePiece itself ("the" at the start, unknown
   # capitals): the export must refuse rather than serve other ids.
   assert vocab.encode(["the dog"], 64) != own.encode(["the dog"], 64)
-  with pytest.raises(ValueError, match="tokenizes differently from its "
-                     "tokenizer; refusing to export"):
+  with pytest.raises(
+      ValueError,
+      match="tokenizes differently from its " "tokenizer; refusing to export",
+  ):
     translation.graph_vocab_of(vocab, run)
   bert = translation.HuggingFaceVocab(
-      transformers.AutoTokenizer.from_pretrained(tiny_bert_dir))
-  with pytest.raises(ValueError, match=r"Export of --model='my-t5' "
-                     r"\(BertTokenizerFast\) is not supported: the "
-                     "SavedModel tokenizes raw strings in the graph"):
+      transformers.AutoTokenizer.from_pretrained(tiny_bert_dir)
+  )
+  with pytest.raises(
+      ValueError,
+      match=r"Export of --model='my-t5' "
+      r"\(BertTokenizerFast\) is not supported: the "
+      "SavedModel tokenizes raw strings in the graph",
+  ):
     translation.graph_vocab_of(bert, run)

@@ -1,25 +1,25 @@
 """The files a training run leaves in `model_dir`, and helpers to write them.
 
-  config.json          resolved run configuration
-  label_vocab.txt      one label per line, in id order
-  task_state.json      what the task chose on validation data (a
-                       multi-label threshold); {} for most tasks
-  tokenizer/           the model's own tokenizer (Hugging Face format)
-  backbone/config.json the encoder architecture (translation: the
-                       encoder-decoder's; tokenizer/ then holds its
-                       tokenizer or the run's spiece.model)
-  checkpoints/best/    weights of the best validation epoch
-  checkpoints/final/   the weights training ended with (best, if validated)
-  logs/                TensorBoard event files
-  backup/              state to resume a killed run (removed when done)
-  history.json         per-epoch metrics, kept across resumptions
-  training_finished.json  the config and results of a finished fit, so a
-                       run killed while evaluating or exporting resumes there
-  eval_results.json    validation and test metrics
-  summary.json         epochs run, best epoch, why training stopped, the
-                       overfitting diagnosis, speed
-  curves.png           training and validation loss and metric per epoch
-  export/<version>/    SavedModels for TF Serving
+config.json          resolved run configuration
+label_vocab.txt      one label per line, in id order
+task_state.json      what the task chose on validation data (a
+                     multi-label threshold); {} for most tasks
+tokenizer/           the model's own tokenizer (Hugging Face format)
+backbone/config.json the encoder architecture (translation: the
+                     encoder-decoder's; tokenizer/ then holds its
+                     tokenizer or the run's spiece.model)
+checkpoints/best/    weights of the best validation epoch
+checkpoints/final/   the weights training ended with (best, if validated)
+logs/                TensorBoard event files
+backup/              state to resume a killed run (removed when done)
+history.json         per-epoch metrics, kept across resumptions
+training_finished.json  the config and results of a finished fit, so a
+                     run killed while evaluating or exporting resumes there
+eval_results.json    validation and test metrics
+summary.json         epochs run, best epoch, why training stopped, the
+                     overfitting diagnosis, speed
+curves.png           training and validation loss and metric per epoch
+export/<version>/    SavedModels for TF Serving
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ FIT_RECORD_FILENAME = "training_finished.json"
 TASK_STATE_FILENAME = "task_state.json"
 
 
-def save_directories(model_dir: str, savers: dict[str, Callable[[str], object]]
-                     ) -> None:
+def save_directories(
+    model_dir: str, savers: dict[str, Callable[[str], object]]
+) -> None:
   """Writes each `model_dir/<name>` with `save(directory)`, atomically."""
   for name, save in savers.items():
-    with io_utils.staged_directory(os.path.join(model_dir, name),
-                                   replace=True) as staging:
+    with io_utils.staged_directory(
+        os.path.join(model_dir, name), replace=True
+    ) as staging:
       save(staging)
 
 
@@ -65,8 +67,10 @@ def final_weights_dir(model_dir: str) -> str:
   weights_dir = os.path.join(model_dir, FINAL_WEIGHTS_DIR)
   io_utils.recover_staged_directory(weights_dir)
   if not os.path.isfile(callbacks.weights_path(weights_dir) + ".index"):
-    raise ValueError(f"--model_dir={model_dir!r} has no trained weights in "
-                     f"{FINAL_WEIGHTS_DIR}; did training finish?")
+    raise ValueError(
+        f"--model_dir={model_dir!r} has no trained weights in "
+        f"{FINAL_WEIGHTS_DIR}; did training finish?"
+    )
   return weights_dir
 
 
@@ -106,8 +110,9 @@ def restore_weights(model: tf_keras.Model, weights_dir: str) -> None:
   status.assert_existing_objects_matched().expect_partial()
 
 
-def load_trained(model_dir: str,
-                 task_config: Optional[config_lib.TaskConfig] = None):
+def load_trained(
+    model_dir: str, task_config: Optional[config_lib.TaskConfig] = None
+):
   """Loads a finished run from `model_dir` (no download), its task bound.
 
   Args:

@@ -37,8 +37,13 @@ class StepLogger(tf_keras.callbacks.Callback):
   points, and a long epoch needs progress lines in the log.
   """
 
-  def __init__(self, log_dir: str, every_steps: int, total_steps: int,
-               global_batch_size: int):
+  def __init__(
+      self,
+      log_dir: str,
+      every_steps: int,
+      total_steps: int,
+      global_batch_size: int,
+  ):
     super().__init__()
     self._log_dir = log_dir
     self._every_steps = every_steps
@@ -49,7 +54,8 @@ class StepLogger(tf_keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self._writer = tf.summary.create_file_writer(
-        os.path.join(self._log_dir, "train"))
+        os.path.join(self._log_dir, "train")
+    )
     self._last = (time.time(), int(self.model.optimizer.iterations.numpy()))
 
   def on_train_batch_end(self, batch, logs=None):
@@ -61,20 +67,30 @@ class StepLogger(tf_keras.callbacks.Callback):
     loss = logs.get("loss")
     with self._writer.as_default(step=step):
       tf.summary.scalar("learning_rate", rate)
-      tf.summary.scalar("weight_norm", float(tf.linalg.global_norm(
-          self.model.trainable_weights)))
+      tf.summary.scalar(
+          "weight_norm",
+          float(tf.linalg.global_norm(self.model.trainable_weights)),
+      )
       if loss is not None:
         tf.summary.scalar("batch_loss", loss)
       if logs.get("grad_norm") is not None:
         tf.summary.scalar("grad_norm", logs["grad_norm"])
     now = time.time()
     last_time, last_step = self._last
-    speed = (step - last_step) * self._global_batch_size / max(
-        now - last_time, 1e-9)
+    speed = (
+        (step - last_step)
+        * self._global_batch_size
+        / max(now - last_time, 1e-9)
+    )
     self._last = (now, step)
-    logging.info("Step %d/%d: loss %.4f, learning rate %.3g, %.1f examples/s",
-                 step, self._total_steps, float(loss or float("nan")), rate,
-                 speed)
+    logging.info(
+        "Step %d/%d: loss %.4f, learning rate %.3g, %.1f examples/s",
+        step,
+        self._total_steps,
+        float(loss or float("nan")),
+        rate,
+        speed,
+    )
 
   def on_train_end(self, logs=None):
     if self._writer is not None:
@@ -106,7 +122,8 @@ class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
     self.message = (
         f"The training loss became {float(loss)} at step {step} (learning "
         f"rate {rate:.3g}); training stopped. Lower --learning_rate, keep "
-        "--clip_norm on, or check the data; the last good checkpoint is kept.")
+        "--clip_norm on, or check the data; the last good checkpoint is kept."
+    )
     logging.error(self.message)
     self.model.stop_training = True
 
@@ -151,8 +168,11 @@ def _moving_average_pairs(model: tf_keras.Model):
   if not getattr(optimizer, "use_ema", False):
     return []
   # Every variable the optimizer was built for, frozen layers included.
-  return [(variable, optimizer.moving_average_of(variable))
-          for variable in model.weights if variable.trainable]
+  return [
+      (variable, optimizer.moving_average_of(variable))
+      for variable in model.weights
+      if variable.trainable
+  ]
 
 
 @contextlib.contextmanager
@@ -200,8 +220,14 @@ class GradualUnfreezing(tf_keras.callbacks.Callback):
   whole run (--freeze_layers, --freeze_embeddings) stay frozen.
   """
 
-  def __init__(self, backbone, *, num_layers: int, freeze_layers: int,
-               freeze_embeddings: bool):
+  def __init__(
+      self,
+      backbone,
+      *,
+      num_layers: int,
+      freeze_layers: int,
+      freeze_embeddings: bool,
+  ):
     super().__init__()
     self._backbone = backbone
     self._num_layers = num_layers
@@ -217,17 +243,23 @@ class GradualUnfreezing(tf_keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     from tf_finetune.models import backbone as backbone_lib
+
     state = self.frozen_for_epoch(epoch)
     if state == self._state:
       return
     self._state = state
-    backbone_lib.set_trainable_layers(self._backbone, frozen_layers=state[0],
-                                      freeze_embeddings=state[1])
+    backbone_lib.set_trainable_layers(
+        self._backbone, frozen_layers=state[0], freeze_embeddings=state[1]
+    )
     # The train function captured the old list of trainable variables.
     self.model.train_function = self.model.make_train_function(force=True)
-    logging.info("Epoch %d: training the top %d of %d encoder layers%s.",
-                 epoch + 1, self._num_layers - state[0], self._num_layers,
-                 "" if state[1] else " and the embeddings")
+    logging.info(
+        "Epoch %d: training the top %d of %d encoder layers%s.",
+        epoch + 1,
+        self._num_layers - state[0],
+        self._num_layers,
+        "" if state[1] else " and the embeddings",
+    )
 
 
 class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
@@ -247,8 +279,9 @@ class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
     super().__init__()
     self._directory = directory
     self.monitor = monitor
-    self._better = (lambda a, b: a < b) if mode == "min" else (
-        lambda a, b: a > b)
+    self._better = (
+        (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+    )
     self.best: Optional[float] = None
     self.best_epoch: Optional[int] = None
     self._first_epoch = True
@@ -259,13 +292,21 @@ class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
     self._first_epoch = False
     # A resumed run starts at the epoch it was killed in (0-based `epoch`
     # = epochs completed); records of later epochs belong to another run.
-    record = read_json_record(os.path.join(self._directory,
-                                           self.RECORD_FILENAME))
-    if (record and record.get("monitor") == self.monitor and
-        1 <= record.get("epoch", 0) <= epoch):
+    record = read_json_record(
+        os.path.join(self._directory, self.RECORD_FILENAME)
+    )
+    if (
+        record
+        and record.get("monitor") == self.monitor
+        and 1 <= record.get("epoch", 0) <= epoch
+    ):
       self.best, self.best_epoch = float(record["best"]), record["epoch"]
-      logging.info("Resumed: epoch %d had the best %s so far, %.4f.",
-                   self.best_epoch, self.monitor, self.best)
+      logging.info(
+          "Resumed: epoch %d had the best %s so far, %.4f.",
+          self.best_epoch,
+          self.monitor,
+          self.best,
+      )
 
   def on_epoch_end(self, epoch, logs=None):
     logs = logs or {}
@@ -281,10 +322,22 @@ class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
           self.model.save_weights(os.path.join(staging, WEIGHTS_PREFIX))
         io_utils.write_text_atomically(
             os.path.join(staging, self.RECORD_FILENAME),
-            json.dumps({"monitor": self.monitor, "best": self.best,
-                        "epoch": self.best_epoch}) + "\n")
-      logging.info("Epoch %d: %s=%.4f is the best so far; weights saved to %s.",
-                   epoch + 1, self.monitor, value, self._directory)
+            json.dumps(
+                {
+                    "monitor": self.monitor,
+                    "best": self.best,
+                    "epoch": self.best_epoch,
+                }
+            )
+            + "\n",
+        )
+      logging.info(
+          "Epoch %d: %s=%.4f is the best so far; weights saved to %s.",
+          epoch + 1,
+          self.monitor,
+          value,
+          self._directory,
+      )
 
 
 def read_json_record(path: str) -> Optional[dict]:
@@ -320,18 +373,23 @@ class PersistentHistory(tf_keras.callbacks.Callback):
       return
     self._first_epoch = False
     record = (read_json_record(self._path) or {}) if epoch else {}
-    self.history = {name: [float(v) for v in values[:epoch]]
-                    for name, values in record.items()
-                    if isinstance(values, list) and len(values) >= epoch}
+    self.history = {
+        name: [float(v) for v in values[:epoch]]
+        for name, values in record.items()
+        if isinstance(values, list) and len(values) >= epoch
+    }
     if self.history:
-      logging.info("Resumed at epoch %d; the history of the %d epoch(s) "
-                   "before it is kept.", epoch + 1, epoch)
+      logging.info(
+          "Resumed at epoch %d; the history of the %d epoch(s) "
+          "before it is kept.",
+          epoch + 1,
+          epoch,
+      )
 
   def on_epoch_end(self, epoch, logs=None):
     for name, value in (logs or {}).items():
       self.history.setdefault(name, []).append(float(value))
-    io_utils.write_text_atomically(self._path,
-                                   json.dumps(self.history) + "\n")
+    io_utils.write_text_atomically(self._path, json.dumps(self.history) + "\n")
 
 
 class EpochSummary(tf_keras.callbacks.Callback):
@@ -339,8 +397,11 @@ class EpochSummary(tf_keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     logs = logs or {}
-    parts = [f"{name}={value:.4f}" for name, value in sorted(logs.items())
-             if "pad_fraction" not in name]
+    parts = [
+        f"{name}={value:.4f}"
+        for name, value in sorted(logs.items())
+        if "pad_fraction" not in name
+    ]
     padding = logs.get("pad_fraction")
     if padding is not None:
       parts.append(f"padding={100 * padding:.1f}% of training tokens")

@@ -23,8 +23,10 @@ from typing import Any, Optional
 
 import tensorflow as tf
 
-TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                     '"task": {"type": "worker", "index": 0}}')
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}'
+)
 
 
 def read_tf_config(raw: Optional[str]) -> dict[str, Any]:
@@ -42,37 +44,53 @@ def read_tf_config(raw: Optional[str]) -> dict[str, Any]:
   """
   fix = f"set it on every worker, e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}'"
   if not raw or not raw.strip():
-    raise ValueError("--distribution=multi_worker needs the TF_CONFIG "
-                     "environment variable (the cluster's addresses and this "
-                     f"worker's place in it); {fix}.")
+    raise ValueError(
+        "--distribution=multi_worker needs the TF_CONFIG "
+        "environment variable (the cluster's addresses and this "
+        f"worker's place in it); {fix}."
+    )
   try:
     parsed = json.loads(raw)
   except json.JSONDecodeError as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON ({e.msg} at column "
-                     f"{e.colno}): {raw!r}; {fix}.") from e
+    raise ValueError(
+        f"TF_CONFIG is not valid JSON ({e.msg} at column "
+        f"{e.colno}): {raw!r}; {fix}."
+    ) from e
   cluster = parsed.get("cluster") if isinstance(parsed, dict) else None
   task = parsed.get("task") if isinstance(parsed, dict) else None
-  if not isinstance(cluster, dict) or not cluster or not all(
-      isinstance(addresses, list) and addresses and
-      all(isinstance(a, str) and ":" in a for a in addresses)
-      for addresses in cluster.values()):
-    raise ValueError(f"TF_CONFIG={raw!r} needs \"cluster\": a map from job "
-                     "name to a list of \"host:port\" addresses; "
-                     f"{fix}.")
+  if (
+      not isinstance(cluster, dict)
+      or not cluster
+      or not all(
+          isinstance(addresses, list)
+          and addresses
+          and all(isinstance(a, str) and ":" in a for a in addresses)
+          for addresses in cluster.values()
+      )
+  ):
+    raise ValueError(
+        f'TF_CONFIG={raw!r} needs "cluster": a map from job '
+        'name to a list of "host:port" addresses; '
+        f"{fix}."
+    )
   if not isinstance(task, dict) or task.get("type") not in cluster:
-    raise ValueError(f"TF_CONFIG={raw!r} needs \"task\": {{\"type\": one of "
-                     f"{', '.join(sorted(cluster))}, \"index\": ...}}; {fix}.")
+    raise ValueError(
+        f'TF_CONFIG={raw!r} needs "task": {{"type": one of '
+        f"{', '.join(sorted(cluster))}, \"index\": ...}}; {fix}."
+    )
   index = task.get("index")
-  if not isinstance(index, int) or not 0 <= index < len(
-      cluster[task["type"]]):
-    raise ValueError(f"TF_CONFIG={raw!r}: task index {index!r} is not one of "
-                     f"the {len(cluster[task['type']])} {task['type']!r} "
-                     "addresses (counted from 0).")
+  if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+    raise ValueError(
+        f"TF_CONFIG={raw!r}: task index {index!r} is not one of "
+        f"the {len(cluster[task['type']])} {task['type']!r} "
+        "addresses (counted from 0)."
+    )
   return parsed
 
 
-def get_strategy(distribution: str,
-                 tpu: Optional[str] = None) -> tf.distribute.Strategy:
+def get_strategy(
+    distribution: str, tpu: Optional[str] = None
+) -> tf.distribute.Strategy:
   """The tf.distribute strategy for `--distribution`.
 
   auto: MirroredStrategy over all GPUs when there are several, else one
@@ -128,8 +146,9 @@ def output_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
   """
   if is_chief(strategy):
     return model_dir
-  return os.path.join(model_dir,
-                      ".scratch-" + worker_name(strategy).replace(" ", "-"))
+  return os.path.join(
+      model_dir, ".scratch-" + worker_name(strategy).replace(" ", "-")
+  )
 
 
 def remove_scratch(model_dir: str, strategy: tf.distribute.Strategy) -> None:

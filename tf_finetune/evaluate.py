@@ -18,19 +18,35 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   d = flag_definitions.define_flag
-  d(flags.DEFINE_string, "model_dir", None,
-    "Directory of a finished training run.")
-  d(flags.DEFINE_string, "test_file", None,
-    "Labelled examples (default: the run's test file).")
-  d(flags.DEFINE_string, "split_name", "test",
-    "Name of these results in eval_results.json.")
-  flag_definitions.define_config_flags(config_lib.DataConfig,
-                                       ["test_target_file"])
-  flag_definitions.define_config_flags(config_lib.DataConfig, ["batch_size"],
-                                       for_trained_run=True)
+  d(
+      flags.DEFINE_string,
+      "model_dir",
+      None,
+      "Directory of a finished training run.",
+  )
+  d(
+      flags.DEFINE_string,
+      "test_file",
+      None,
+      "Labelled examples (default: the run's test file).",
+  )
+  d(
+      flags.DEFINE_string,
+      "split_name",
+      "test",
+      "Name of these results in eval_results.json.",
+  )
   flag_definitions.define_config_flags(
-      config_lib.TaskConfig, ["num_beams", "no_repeat_ngram_size"],
-      for_trained_run=True)
+      config_lib.DataConfig, ["test_target_file"]
+  )
+  flag_definitions.define_config_flags(
+      config_lib.DataConfig, ["batch_size"], for_trained_run=True
+  )
+  flag_definitions.define_config_flags(
+      config_lib.TaskConfig,
+      ["num_beams", "no_repeat_ngram_size"],
+      for_trained_run=True,
+  )
 
 
 def main(argv) -> None:
@@ -40,12 +56,17 @@ def main(argv) -> None:
     if not FLAGS.model_dir:
       raise ValueError("--model_dir is required.")
     metrics = evaluation.evaluate_model_dir(
-        FLAGS.model_dir, eval_file=FLAGS.test_file,
-        split_name=FLAGS.split_name, batch_size=FLAGS.batch_size,
+        FLAGS.model_dir,
+        eval_file=FLAGS.test_file,
+        split_name=FLAGS.split_name,
+        batch_size=FLAGS.batch_size,
         eval_target_file=FLAGS.test_target_file,
-        task_overrides={name: FLAGS[name].value
-                        for name in ("num_beams", "no_repeat_ngram_size")
-                        if FLAGS[name].value is not None})
+        task_overrides={
+            name: FLAGS[name].value
+            for name in ("num_beams", "no_repeat_ngram_size")
+            if FLAGS[name].value is not None
+        },
+    )
     print(f"{FLAGS.split_name} {metrics['description']}")
 
   flag_definitions.run_main("evaluate", argv, body)

@@ -11,11 +11,15 @@ from tf_finetune import artifacts
 from tf_finetune import config as config_lib
 
 
-def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
-                       split_name: str = "test",
-                       batch_size: Optional[int] = None,
-                       eval_target_file: Optional[str] = None,
-                       task_overrides: Optional[dict] = None) -> dict:
+def evaluate_model_dir(
+    model_dir: str,
+    *,
+    eval_file: Optional[str] = None,
+    split_name: str = "test",
+    batch_size: Optional[int] = None,
+    eval_target_file: Optional[str] = None,
+    task_overrides: Optional[dict] = None,
+) -> dict:
   """Evaluates a finished run on a labelled file; updates eval_results.json.
 
   Args:
@@ -40,21 +44,27 @@ def evaluate_model_dir(model_dir: str, *, eval_file: Optional[str] = None,
   data = trained.config.data
   if eval_target_file:
     if not eval_file:
-      raise ValueError("--test_target_file needs --test_file: the source "
-                       "lines it translates.")
-    data = dataclasses.replace(data, test_file=eval_file,
-                               test_target_file=eval_target_file)
+      raise ValueError(
+          "--test_target_file needs --test_file: the source "
+          "lines it translates."
+      )
+    data = dataclasses.replace(
+        data, test_file=eval_file, test_target_file=eval_target_file
+    )
     eval_file = None
   examples = task.read(data, "test", path=eval_file)
   if examples is None:
-    raise ValueError(f"Nothing to evaluate: pass --test_file (the run in "
-                     f"{model_dir} had none).")
+    raise ValueError(
+        f"Nothing to evaluate: pass --test_file (the run in "
+        f"{model_dir} had none)."
+    )
   if examples.labels is None:
     raise ValueError(f"{examples.source} has no labels to evaluate against.")
   task.check_labels(examples, "--test_file")
   encoded = task.encode(examples, trained.encoder)
-  outputs = task.predict(trained.model, encoded,
-                         batch_size=batch_size or data.batch_size)
+  outputs = task.predict(
+      trained.model, encoded, batch_size=batch_size or data.batch_size
+  )
   metrics = task.metrics(examples, encoded, outputs)
   path = os.path.join(model_dir, artifacts.EVAL_RESULTS_FILENAME)
   results = {}

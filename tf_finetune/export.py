@@ -16,11 +16,19 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   d = flag_definitions.define_flag
-  d(flags.DEFINE_string, "model_dir", None,
-    "Directory of a finished training run.")
-  d(flags.DEFINE_string, "export_dir", None,
-    "Base directory of the versions (default: the run's --export_dir, else "
-    "<model_dir>/export).")
+  d(
+      flags.DEFINE_string,
+      "model_dir",
+      None,
+      "Directory of a finished training run.",
+  )
+  d(
+      flags.DEFINE_string,
+      "export_dir",
+      None,
+      "Base directory of the versions (default: the run's --export_dir, else "
+      "<model_dir>/export).",
+  )
 
 
 def main(argv) -> None:
@@ -32,7 +40,8 @@ def main(argv) -> None:
     trained = artifacts.load_trained(FLAGS.model_dir)
     path = trained.task.export(
         trained,
-        export_base=FLAGS.export_dir or trained.config.resolved_export_dir)
+        export_base=FLAGS.export_dir or trained.config.resolved_export_dir,
+    )
     print(f"SavedModel: {path}")
 
   flag_definitions.run_main("export", argv, body)

@@ -22,13 +22,23 @@ from tf_finetune import config as config_lib
 
 FLAGS = flags.FLAGS
 
-_DEFINERS = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
-             float: flags.DEFINE_float, bool: flags.DEFINE_bool}
+_DEFINERS = {
+    str: flags.DEFINE_string,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    bool: flags.DEFINE_bool,
+}
 
 
-def define_flag(kind: Callable, name: str, default: Any, help_text: str, *,
-                flag_values: Optional[flags.FlagValues] = None,
-                **kwargs) -> None:
+def define_flag(
+    kind: Callable,
+    name: str,
+    default: Any,
+    help_text: str,
+    *,
+    flag_values: Optional[flags.FlagValues] = None,
+    **kwargs,
+) -> None:
   """Defines a flag unless it exists (binaries' main() may run repeatedly).
 
   Args:
@@ -41,8 +51,13 @@ def define_flag(kind: Callable, name: str, default: Any, help_text: str, *,
   """
   flag_values = FLAGS if flag_values is None else flag_values
   if name not in flag_values:
-    kind(name=name, default=default, help=help_text, flag_values=flag_values,
-         **kwargs)
+    kind(
+        name=name,
+        default=default,
+        help=help_text,
+        flag_values=flag_values,
+        **kwargs,
+    )
 
 
 def _flag_types(config_cls: type) -> dict[str, tuple[type, bool]]:
@@ -50,19 +65,23 @@ def _flag_types(config_cls: type) -> dict[str, tuple[type, bool]]:
   types_by_name = {}
   for name, annotation in typing.get_type_hints(config_cls).items():
     args = typing.get_args(annotation)
-    optional = (typing.get_origin(annotation) in (typing.Union,
-                                                  types.UnionType) and
-                type(None) in args)
+    optional = (
+        typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        and type(None) in args
+    )
     if optional:
-      annotation, = (arg for arg in args if arg is not type(None))
+      (annotation,) = (arg for arg in args if arg is not type(None))
     types_by_name[name] = annotation, optional
   return types_by_name
 
 
-def define_config_flags(config_cls: type,
-                        names: Optional[Iterable[str]] = None, *,
-                        flag_values: Optional[flags.FlagValues] = None,
-                        for_trained_run: bool = False) -> None:
+def define_config_flags(
+    config_cls: type,
+    names: Optional[Iterable[str]] = None,
+    *,
+    flag_values: Optional[flags.FlagValues] = None,
+    for_trained_run: bool = False,
+) -> None:
   """Defines one flag per setting of a config dataclass.
 
   A field whose type is itself a config dataclass (RunConfig.data) has no
@@ -85,13 +104,16 @@ def define_config_flags(config_cls: type,
     field = fields[name]
     field_type, _ = flag_types[name]
     if dataclasses.is_dataclass(field_type):
-      define_config_flags(field_type, flag_values=flag_values,
-                          for_trained_run=for_trained_run)
+      define_config_flags(
+          field_type, flag_values=flag_values, for_trained_run=for_trained_run
+      )
       continue
     help_text = field.metadata.get(config_lib.HELP)
     if not help_text:
-      raise TypeError(f"{config_cls.__name__}.{name} has no help text; make "
-                      "it with config.setting.")
+      raise TypeError(
+          f"{config_cls.__name__}.{name} has no help text; make "
+          "it with config.setting."
+      )
     default = field.default
     if default is dataclasses.MISSING or for_trained_run:
       default = None
@@ -99,14 +121,27 @@ def define_config_flags(config_cls: type,
       help_text += " Unset: the value the run was trained with."
     choices = config_lib.choices_of(field)
     if choices is not None:
-      define_flag(flags.DEFINE_enum, name, default, help_text,
-                  enum_values=list(choices), flag_values=flag_values)
+      define_flag(
+          flags.DEFINE_enum,
+          name,
+          default,
+          help_text,
+          enum_values=list(choices),
+          flag_values=flag_values,
+      )
     elif field_type in _DEFINERS:
-      define_flag(_DEFINERS[field_type], name, default, help_text,
-                  flag_values=flag_values)
+      define_flag(
+          _DEFINERS[field_type],
+          name,
+          default,
+          help_text,
+          flag_values=flag_values,
+      )
     else:
-      raise TypeError(f"{config_cls.__name__}.{name}: no flag type for "
-                      f"{field_type!r}; use str, int, float or bool.")
+      raise TypeError(
+          f"{config_cls.__name__}.{name}: no flag type for "
+          f"{field_type!r}; use str, int, float or bool."
+      )
 
 
 def define_train_flags(flag_values: Optional[flags.FlagValues] = None) -> None:
@@ -114,8 +149,9 @@ def define_train_flags(flag_values: Optional[flags.FlagValues] = None) -> None:
   define_config_flags(config_lib.RunConfig, flag_values=flag_values)
 
 
-def config_from_flags(config_cls: type,
-                      flag_values: Optional[flags.FlagValues] = None) -> Any:
+def config_from_flags(
+    config_cls: type, flag_values: Optional[flags.FlagValues] = None
+) -> Any:
   """Builds `config_cls` (and the configs nested in it) from parsed flags.
 
   An empty value of an optional string setting whose default is not None
@@ -137,20 +173,26 @@ def config_from_flags(config_cls: type,
       values[field.name] = config_from_flags(field_type, flag_values)
       continue
     value = flag_values[field.name].value
-    if (value == "" and optional and
-        field.default not in (None, dataclasses.MISSING)):
+    if (
+        value == ""
+        and optional
+        and field.default not in (None, dataclasses.MISSING)
+    ):
       value = None
     values[field.name] = value
   return config_cls(**values)
 
 
 def run_config_from_flags(
-    flag_values: Optional[flags.FlagValues] = None) -> config_lib.RunConfig:
+    flag_values: Optional[flags.FlagValues] = None,
+) -> config_lib.RunConfig:
   """Builds the validated run config from parsed flags (FLAGS when None)."""
   flag_values = FLAGS if flag_values is None else flag_values
   if not flag_values.model_dir:
-    raise ValueError("--model_dir is required: the directory the run writes "
-                     "its checkpoints, logs and exports to.")
+    raise ValueError(
+        "--model_dir is required: the directory the run writes "
+        "its checkpoints, logs and exports to."
+    )
   return config_from_flags(config_lib.RunConfig, flag_values)
 
 

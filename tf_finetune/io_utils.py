@@ -13,8 +13,9 @@ def write_text_atomically(path: str, text: str) -> None:
   """Writes `text` to `path` via a temporary file and a rename."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=directory,
-                                  prefix=f".{os.path.basename(path)}.")
+  fd, tmp_path = tempfile.mkstemp(
+      dir=directory, prefix=f".{os.path.basename(path)}."
+  )
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text)
@@ -40,10 +41,12 @@ def staged_directory(final_path: str, *, replace: bool) -> Iterator[str]:
   parent = os.path.dirname(os.path.abspath(final_path))
   os.makedirs(parent, exist_ok=True)
   if not replace and os.path.exists(final_path):
-    raise FileExistsError(f"{final_path} already exists; refusing to "
-                          "overwrite it.")
-  staging = tempfile.mkdtemp(dir=parent,
-                             prefix=f".{os.path.basename(final_path)}.tmp-")
+    raise FileExistsError(
+        f"{final_path} already exists; refusing to " "overwrite it."
+    )
+  staging = tempfile.mkdtemp(
+      dir=parent, prefix=f".{os.path.basename(final_path)}.tmp-"
+  )
   try:
     yield staging
   except BaseException:
@@ -73,11 +76,13 @@ def check_writable(directory: str, flag: str) -> None:
   """Fails early, naming `flag`, if `directory` cannot be written."""
   try:
     os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory,
-                                     prefix=".write-check-") as probe:
+    with tempfile.NamedTemporaryFile(
+        dir=directory, prefix=".write-check-"
+    ) as probe:
       probe.write(b"\0" * _WRITE_CHECK_BYTES)
       probe.flush()
       os.fsync(probe.fileno())
   except OSError as e:
-    raise ValueError(f"{flag}={directory!r} is not writable: "
-                     f"{e.strerror or e}.") from e
+    raise ValueError(
+        f"{flag}={directory!r} is not writable: " f"{e.strerror or e}."
+    ) from e

@@ -23,11 +23,15 @@ def main(argv) -> None:
   def body():
     config = flag_definitions.run_config_from_flags()
     results = lr_range_test.find_learning_rate(
-        config, num_steps=FLAGS.lr_find_steps,
+        config,
+        num_steps=FLAGS.lr_find_steps,
         min_learning_rate=FLAGS.lr_find_min,
-        max_learning_rate=FLAGS.lr_find_max)
-    print(f"Loss lowest at learning rate {results['lowest_loss']:.3g}; "
-          f"steepest descent at {results['steepest']:.3g}.")
+        max_learning_rate=FLAGS.lr_find_max,
+    )
+    print(
+        f"Loss lowest at learning rate {results['lowest_loss']:.3g}; "
+        f"steepest descent at {results['steepest']:.3g}."
+    )
     print(f"Suggested --learning_rate={results['suggested']:.2g}")
     print(f"Plot: {results['plot']}")
 
@@ -36,12 +40,18 @@ def main(argv) -> None:
 
 def run() -> None:
   flag_definitions.define_train_flags()
-  flag_definitions.define_flag(flags.DEFINE_integer, "lr_find_steps", 200,
-                               "Steps of the range test.")
-  flag_definitions.define_flag(flags.DEFINE_float, "lr_find_min", 1e-7,
-                               "Learning rate of the first step.")
-  flag_definitions.define_flag(flags.DEFINE_float, "lr_find_max", 1.0,
-                               "Learning rate of the last step.")
+  flag_definitions.define_flag(
+      flags.DEFINE_integer, "lr_find_steps", 200, "Steps of the range test."
+  )
+  flag_definitions.define_flag(
+      flags.DEFINE_float,
+      "lr_find_min",
+      1e-7,
+      "Learning rate of the first step.",
+  )
+  flag_definitions.define_flag(
+      flags.DEFINE_float, "lr_find_max", 1.0, "Learning rate of the last step."
+  )
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
   app.run(main)
 

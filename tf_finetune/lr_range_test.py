@@ -64,19 +64,30 @@ def suggest_learning_rate(rates: list[float], smoothed: list[float]) -> dict:
     fell fastest against log(rate), before the lowest point.
   """
   if len(smoothed) < 3:
-    raise ValueError("The range test ran fewer than 3 steps; raise "
-                     "--lr_find_steps or --lr_find_max.")
+    raise ValueError(
+        "The range test ran fewer than 3 steps; raise "
+        "--lr_find_steps or --lr_find_max."
+    )
   lowest = int(np.argmin(smoothed))
-  slopes = np.gradient(np.asarray(smoothed[:lowest + 1] or smoothed[:1]),
-                       np.log(np.asarray(rates[:lowest + 1] or rates[:1])))
+  slopes = np.gradient(
+      np.asarray(smoothed[: lowest + 1] or smoothed[:1]),
+      np.log(np.asarray(rates[: lowest + 1] or rates[:1])),
+  )
   steepest = int(np.argmin(slopes)) if lowest >= 2 else 0
-  return {"suggested": rates[lowest] / 10.0, "lowest_loss": rates[lowest],
-          "steepest": rates[steepest]}
+  return {
+      "suggested": rates[lowest] / 10.0,
+      "lowest_loss": rates[lowest],
+      "steepest": rates[steepest],
+  }
 
 
-def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
-                       min_learning_rate: float = 1e-7,
-                       max_learning_rate: float = 1.0) -> dict:
+def find_learning_rate(
+    config: RunConfig,
+    *,
+    num_steps: int = 200,
+    min_learning_rate: float = 1e-7,
+    max_learning_rate: float = 1.0,
+) -> dict:
   """Runs the range test and writes its plot and numbers to model_dir.
 
   Returns:
@@ -84,8 +95,10 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
     paths of the files.
   """
   if not 0 < min_learning_rate < max_learning_rate:
-    raise ValueError(f"--lr_find_min={min_learning_rate} must be positive "
-                     f"and below --lr_find_max={max_learning_rate}.")
+    raise ValueError(
+        f"--lr_find_min={min_learning_rate} must be positive "
+        f"and below --lr_find_max={max_learning_rate}."
+    )
   if num_steps < 3:
     raise ValueError(f"--lr_find_steps={num_steps} must be at least 3.")
   io_utils.check_writable(config.model_dir, "--model_dir")
@@ -95,18 +108,28 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
   strategy = training.get_strategy(config.train.distribution)
   plan = dataclasses.replace(
       training.plan_batches(config, len(prepared.encoded["train"]), strategy),
-      steps_per_epoch=1, total_steps=num_steps)
+      steps_per_epoch=1,
+      total_steps=num_steps,
+  )
   dataset = training.training_dataset(config, prepared, plan).repeat()
   schedule = optimization.ExponentialRangeSchedule(
-      min_learning_rate, max_learning_rate, num_steps)
+      min_learning_rate, max_learning_rate, num_steps
+  )
   recorder = _LossRecorder(schedule)
   with training.precision_policy(config.train.precision), strategy.scope():
-    model = training.build_model(config, prepared, plan,
-                                 learning_rate=schedule)
-    model.fit(dataset, epochs=num_steps, steps_per_epoch=1,
-              callbacks=[recorder], verbose=0)
-  finite = [(rate, loss) for rate, loss in zip(recorder.rates, recorder.losses)
-            if math.isfinite(loss)]
+    model = training.build_model(config, prepared, plan, learning_rate=schedule)
+    model.fit(
+        dataset,
+        epochs=num_steps,
+        steps_per_epoch=1,
+        callbacks=[recorder],
+        verbose=0,
+    )
+  finite = [
+      (rate, loss)
+      for rate, loss in zip(recorder.rates, recorder.losses)
+      if math.isfinite(loss)
+  ]
   rates = [rate for rate, _ in finite]
   picks = suggest_learning_rate(rates, recorder.smoothed)
   results = {
@@ -117,14 +140,21 @@ def find_learning_rate(config: RunConfig, *, num_steps: int = 200,
       "losses": [loss for _, loss in finite],
       "smoothed_losses": recorder.smoothed,
       "plot": reporting.plot_learning_rate_range(
-          rates, recorder.smoothed,
+          rates,
+          recorder.smoothed,
           os.path.join(config.model_dir, PLOT_FILENAME),
-          suggestion=picks["suggested"]),
+          suggestion=picks["suggested"],
+      ),
   }
   io_utils.write_text_atomically(
       os.path.join(config.model_dir, RESULTS_FILENAME),
-      json.dumps(results, indent=2) + "\n")
-  logging.info("Range test: %d steps, loss lowest at learning rate %.3g, "
-               "steepest descent at %.3g.", results["steps_run"],
-               picks["lowest_loss"], picks["steepest"])
+      json.dumps(results, indent=2) + "\n",
+  )
+  logging.info(
+      "Range test: %d steps, loss lowest at learning rate %.3g, "
+      "steepest descent at %.3g.",
+      results["steps_run"],
+      picks["lowest_loss"],
+      picks["steepest"],
+  )
   return results

@@ -21,7 +21,8 @@ DECAYS = schedules.DECAYS
 
 @tf_keras.utils.register_keras_serializable(package="tf_finetune")
 class ExponentialRangeSchedule(
-    tf_keras.optimizers.schedules.LearningRateSchedule):
+    tf_keras.optimizers.schedules.LearningRateSchedule
+):
   """From `start` to `end` geometrically over `num_steps` (range test)."""
 
   def __init__(self, start: float, end: float, num_steps: int):
@@ -34,8 +35,7 @@ class ExponentialRangeSchedule(
     return self.start * tf.pow(self.end / self.start, fraction)
 
   def get_config(self):
-    return {"start": self.start, "end": self.end,
-            "num_steps": self.num_steps}
+    return {"start": self.start, "end": self.end, "num_steps": self.num_steps}
 
 
 class KerasState(NamedTuple):
@@ -74,8 +74,13 @@ class AdamW(tf_keras.optimizers.AdamW):
   that needs of Keras' private state is read in `_keras_state` alone.
   """
 
-  def __init__(self, *args, lr_multipliers: dict[str, float] | None = None,
-               no_weight_decay_names: Sequence[str] = (), **kwargs):
+  def __init__(
+      self,
+      *args,
+      lr_multipliers: dict[str, float] | None = None,
+      no_weight_decay_names: Sequence[str] = (),
+      **kwargs,
+  ):
     super().__init__(*args, **kwargs)
     self.lr_multipliers = dict(lr_multipliers or {})
     self.no_weight_decay_names = list(no_weight_decay_names)
@@ -108,11 +113,16 @@ class AdamW(tf_keras.optimizers.AdamW):
     key = self._var_key(variable)
     index = self._index_dict[key]
     return KerasState(
-        key=key, momentum=self._momentums[index],
+        key=key,
+        momentum=self._momentums[index],
         velocity=self._velocities[index],
-        average=(self._model_variables_moving_average[index]
-                 if self.use_ema else None),
-        decays=self._use_weight_decay(variable))
+        average=(
+            self._model_variables_moving_average[index]
+            if self.use_ema
+            else None
+        ),
+        decays=self._use_weight_decay(variable),
+    )
 
   def _apply_weight_decay(self, variables):
     """Empty: Keras would decay every variable at the base rate here.
@@ -125,7 +135,8 @@ class AdamW(tf_keras.optimizers.AdamW):
 
   def _rate(self, key, dtype) -> tf.Tensor:
     return tf.cast(self.learning_rate, dtype) * self._multiplier_by_key.get(
-        key, 1.0)
+        key, 1.0
+    )
 
   def learning_rate_for(self, variable) -> tf.Tensor:
     """The current learning rate of `variable` (a float Tensor)."""
@@ -136,22 +147,28 @@ class AdamW(tf_keras.optimizers.AdamW):
     state = self._keras_state(variable)
     rate = self._rate(state.key, variable.dtype)
     if self.weight_decay and state.decays:
-      variable.assign_sub(variable * tf.cast(self.weight_decay,
-                                             variable.dtype) * rate)
+      variable.assign_sub(
+          variable * tf.cast(self.weight_decay, variable.dtype) * rate
+      )
     step = tf.cast(self.iterations + 1, variable.dtype)
     beta_1 = tf.cast(self.beta_1, variable.dtype)
     beta_2 = tf.cast(self.beta_2, variable.dtype)
     # alpha = rate * sqrt(1 - beta_2^step) / (1 - beta_1^step).
-    alpha = rate * tf.sqrt(1 - tf.pow(beta_2, step)) / (
-        1 - tf.pow(beta_1, step))
+    alpha = (
+        rate * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+    )
     m, v = state.momentum, state.velocity
     if isinstance(gradient, tf.IndexedSlices):
       m.assign_add(-m * (1 - beta_1))
-      m.scatter_add(tf.IndexedSlices(gradient.values * (1 - beta_1),
-                                     gradient.indices))
+      m.scatter_add(
+          tf.IndexedSlices(gradient.values * (1 - beta_1), gradient.indices)
+      )
       v.assign_add(-v * (1 - beta_2))
-      v.scatter_add(tf.IndexedSlices(tf.square(gradient.values) * (1 - beta_2),
-                                     gradient.indices))
+      v.scatter_add(
+          tf.IndexedSlices(
+              tf.square(gradient.values) * (1 - beta_2), gradient.indices
+          )
+      )
     else:
       m.assign_add((gradient - m) * (1 - beta_1))
       v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
@@ -161,13 +178,17 @@ class AdamW(tf_keras.optimizers.AdamW):
     """The EMA variable of `variable` (requires `use_ema=True`)."""
     average = self._keras_state(variable).average
     if average is None:
-      raise ValueError("The optimizer keeps no moving averages "
-                       "(use_ema=False).")
+      raise ValueError(
+          "The optimizer keeps no moving averages " "(use_ema=False)."
+      )
     return average
 
   def get_config(self):
-    return {**super().get_config(), "lr_multipliers": self.lr_multipliers,
-            "no_weight_decay_names": self.no_weight_decay_names}
+    return {
+        **super().get_config(),
+        "lr_multipliers": self.lr_multipliers,
+        "no_weight_decay_names": self.no_weight_decay_names,
+    }
 
 
 def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
@@ -176,8 +197,9 @@ def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
   return int(round(config.warmup_ratio * total_steps))
 
 
-def create_schedule(config: TrainConfig, total_steps: int, *,
-                    steps_per_epoch: int = 1) -> schedules.WarmUp:
+def create_schedule(
+    config: TrainConfig, total_steps: int, *, steps_per_epoch: int = 1
+) -> schedules.WarmUp:
   """The config's warmup and decay (see schedules.warmup_decay).
 
   Args:
@@ -186,18 +208,26 @@ def create_schedule(config: TrainConfig, total_steps: int, *,
     steps_per_epoch: Updates per epoch (the step schedule's default interval).
   """
   return schedules.warmup_decay(
-      config.schedule, config.learning_rate, total_steps,
-      warmup_steps_for(config, total_steps), power=config.polynomial_power,
-      min_lr_ratio=config.min_lr_ratio, cycles=config.restart_cycles,
+      config.schedule,
+      config.learning_rate,
+      total_steps,
+      warmup_steps_for(config, total_steps),
+      power=config.polynomial_power,
+      min_lr_ratio=config.min_lr_ratio,
+      cycles=config.restart_cycles,
       factor=config.step_decay_factor,
-      every_steps=config.step_decay_every_steps or steps_per_epoch)
+      every_steps=config.step_decay_every_steps or steps_per_epoch,
+  )
 
 
-def create_optimizer(config: TrainConfig, total_steps: int, *,
-                     steps_per_epoch: int = 1,
-                     learning_rate=None,
-                     lr_multipliers: dict[str, float] | None = None
-                     ) -> tf_keras.optimizers.Optimizer:
+def create_optimizer(
+    config: TrainConfig,
+    total_steps: int,
+    *,
+    steps_per_epoch: int = 1,
+    learning_rate=None,
+    lr_multipliers: dict[str, float] | None = None,
+) -> tf_keras.optimizers.Optimizer:
   """AdamW with decoupled weight decay that skips LayerNorm and biases.
 
   Args:
@@ -209,8 +239,8 @@ def create_optimizer(config: TrainConfig, total_steps: int, *,
       (layer-wise decay, see `models.backbone.layerwise_lr_multipliers`).
   """
   return AdamW(
-      learning_rate=learning_rate or create_schedule(
-          config, total_steps, steps_per_epoch=steps_per_epoch),
+      learning_rate=learning_rate
+      or create_schedule(config, total_steps, steps_per_epoch=steps_per_epoch),
       weight_decay=config.weight_decay,
       epsilon=config.adam_epsilon,
       global_clipnorm=config.clip_norm or None,
@@ -220,7 +250,8 @@ def create_optimizer(config: TrainConfig, total_steps: int, *,
       no_weight_decay_names=NO_DECAY_NAME_PARTS,
       # XLA-compiling the update on CPU costs seconds of compilation and was
       # not measured faster there; --jit_compile compiles the whole step.
-      jit_compile=False)
+      jit_compile=False,
+  )
 
 
 def current_learning_rate(optimizer) -> float:

@@ -35,25 +35,53 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   d = flag_definitions.define_flag
-  d(flags.DEFINE_string, "model_dir", None,
-    "Directory of a finished training run.")
-  d(flags.DEFINE_string, "saved_model", None,
-    "An exported SavedModel version directory, or an export directory (the "
-    "latest version is used). Alternative to --model_dir.")
-  d(flags.DEFINE_string, "input_file", None, "Texts to classify: .csv, .tsv "
-    "or .jsonl.")
-  d(flags.DEFINE_string, "output_file", None,
-    "Where predictions go: .csv, .tsv or .jsonl.")
-  d(flags.DEFINE_string, "text_column", None,
-    "Column holding the text (default: the run's, else 'text'; translation: "
-    "the run's --source_column, else 'source').")
-  d(flags.DEFINE_string, "text_pair_column", None,
-    "Column holding the second text for sentence-pair models.")
+  d(
+      flags.DEFINE_string,
+      "model_dir",
+      None,
+      "Directory of a finished training run.",
+  )
+  d(
+      flags.DEFINE_string,
+      "saved_model",
+      None,
+      "An exported SavedModel version directory, or an export directory (the "
+      "latest version is used). Alternative to --model_dir.",
+  )
+  d(
+      flags.DEFINE_string,
+      "input_file",
+      None,
+      "Texts to classify: .csv, .tsv " "or .jsonl.",
+  )
+  d(
+      flags.DEFINE_string,
+      "output_file",
+      None,
+      "Where predictions go: .csv, .tsv or .jsonl.",
+  )
+  d(
+      flags.DEFINE_string,
+      "text_column",
+      None,
+      "Column holding the text (default: the run's, else 'text'; translation: "
+      "the run's --source_column, else 'source').",
+  )
+  d(
+      flags.DEFINE_string,
+      "text_pair_column",
+      None,
+      "Column holding the second text for sentence-pair models.",
+  )
   d(flags.DEFINE_integer, "batch_size", 64, "Texts per batch.")
-  d(flags.DEFINE_bool, "glue_tsv", False,
-    "Write the GLUE leaderboard's format (index<TAB>prediction; 0/1 for "
-    "CoLA, SST-2, MRPC, QQP, label names for MNLI, QNLI, RTE, scores for "
-    "STS-B) instead of the input rows with predictions.")
+  d(
+      flags.DEFINE_bool,
+      "glue_tsv",
+      False,
+      "Write the GLUE leaderboard's format (index<TAB>prediction; 0/1 for "
+      "CoLA, SST-2, MRPC, QQP, label names for MNLI, QNLI, RTE, scores for "
+      "STS-B) instead of the input rows with predictions.",
+  )
 
 
 def main(argv) -> None:
@@ -67,25 +95,29 @@ def main(argv) -> None:
         raise ValueError(f"--{name} is required.")
     text_column, pair_column = FLAGS.text_column, FLAGS.text_pair_column
     from tf_finetune import config as config_lib
+
     if FLAGS.model_dir:
       run_config = config_lib.read_config(FLAGS.model_dir)
       text_column = text_column or (
           run_config.task.source_column
           if run_config.task.task == "translation"
-          else run_config.data.text_column)
+          else run_config.data.text_column
+      )
       pair_column = pair_column or run_config.data.text_pair_column
       predictor = prediction.Predictor.from_model_dir(FLAGS.model_dir)
     else:
       predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
     task = predictor.task
     examples = task.read_prediction_input(
-        FLAGS.input_file, text_column=text_column,
-        text_pair_column=pair_column)
-    rows = predictor.predict_rows(examples.texts, examples.text_pairs,
-                                  batch_size=FLAGS.batch_size)
+        FLAGS.input_file, text_column=text_column, text_pair_column=pair_column
+    )
+    rows = predictor.predict_rows(
+        examples.texts, examples.text_pairs, batch_size=FLAGS.batch_size
+    )
     if FLAGS.glue_tsv:
-      prediction.write_glue_tsv(FLAGS.output_file, examples, rows,
-                                predictor.label_vocab)
+      prediction.write_glue_tsv(
+          FLAGS.output_file, examples, rows, predictor.label_vocab
+      )
     else:
       task.write_prediction_file(FLAGS.output_file, examples, rows)
     print(f"Wrote {len(examples)} predictions to {FLAGS.output_file}")

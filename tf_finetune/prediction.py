@@ -46,57 +46,80 @@ class Predictor:
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
       latest = serving.latest_version_dir(path)
       if latest is None:
-        raise ValueError(f"--saved_model={path!r} is neither a SavedModel nor "
-                         "an export directory with numbered versions.")
+        raise ValueError(
+            f"--saved_model={path!r} is neither a SavedModel nor "
+            "an export directory with numbered versions."
+        )
       path = latest
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures[serving.DEFAULT_SIGNATURE]
-    label_vocab = [label.decode("utf-8")
-                   for label in loaded.get_label_vocab().numpy()]
-    task_name = (loaded.get_task().numpy().decode("utf-8")
-                 if hasattr(loaded, "get_task") else "classification")
+    label_vocab = [
+        label.decode("utf-8") for label in loaded.get_label_vocab().numpy()
+    ]
+    task_name = (
+        loaded.get_task().numpy().decode("utf-8")
+        if hasattr(loaded, "get_task")
+        else "classification"
+    )
     task = tasks.get_task(config_lib.TaskConfig(task=task_name))
-    task.bind(TaskState(
-        label_vocab=tuple(label_vocab),
-        text_pair=len(signature.structured_input_signature[1]) == 2))
+    task.bind(
+        TaskState(
+            label_vocab=tuple(label_vocab),
+            text_pair=len(signature.structured_input_signature[1]) == 2,
+        )
+    )
     return cls(signature, task, path)
 
   def _batches(self, texts, text_pairs, batch_size):
     """Yields (rows, numpy outputs) for batches of similar length."""
     if self.text_pair and text_pairs is None:
-      raise ValueError(f"The model at {self.source} reads sentence pairs; "
-                       "set --text_pair_column to the second text's column.")
+      raise ValueError(
+          f"The model at {self.source} reads sentence pairs; "
+          "set --text_pair_column to the second text's column."
+      )
     if not self.text_pair and text_pairs is not None:
-      raise ValueError(f"The model at {self.source} reads single texts; "
-                       "drop --text_pair_column.")
+      raise ValueError(
+          f"The model at {self.source} reads single texts; "
+          "drop --text_pair_column."
+      )
     # Similar lengths per batch: less padding, same results.
     order = np.argsort([len(text) for text in texts], kind="stable")
     for start in range(0, len(texts), batch_size):
-      rows = order[start:start + batch_size]
+      rows = order[start : start + batch_size]
       # serving_default's inputs: text [and text_pair], question and
       # context, or a translator's one text.
       inputs = {self.input_names[0]: tf.constant([texts[i] for i in rows])}
       if text_pairs is not None:
-        inputs[self.input_names[1]] = tf.constant([text_pairs[i]
-                                                   for i in rows])
-      yield rows, {name: value.numpy()
-                   for name, value in self._serve(**inputs).items()}
+        inputs[self.input_names[1]] = tf.constant([text_pairs[i] for i in rows])
+      yield rows, {
+          name: value.numpy() for name, value in self._serve(**inputs).items()
+      }
 
-  def predict(self, texts: Sequence[str],
-              text_pairs: Optional[Sequence[str]] = None, *,
-              batch_size: int = 64) -> np.ndarray:
+  def predict(
+      self,
+      texts: Sequence[str],
+      text_pairs: Optional[Sequence[str]] = None,
+      *,
+      batch_size: int = 64,
+  ) -> np.ndarray:
     """Classification: float32 [len(texts), num_labels] probabilities."""
     if self.task_name != "classification":
-      raise ValueError(f"The model at {self.source} is a {self.task_name} "
-                       "model; use predict_rows.")
+      raise ValueError(
+          f"The model at {self.source} is a {self.task_name} "
+          "model; use predict_rows."
+      )
     probabilities = np.zeros((len(texts), len(self.label_vocab)), np.float32)
     for rows, outputs in self._batches(texts, text_pairs, batch_size):
       probabilities[rows] = outputs["probabilities"]
     return probabilities
 
-  def predict_rows(self, texts: Sequence[str],
-                   text_pairs: Optional[Sequence[str]] = None, *,
-                   batch_size: int = 64) -> list[dict]:
+  def predict_rows(
+      self,
+      texts: Sequence[str],
+      text_pairs: Optional[Sequence[str]] = None,
+      *,
+      batch_size: int = 64,
+  ) -> list[dict]:
     """The task's prediction columns for each text, in input order."""
     found: list[dict] = [{} for _ in texts]
     for rows, outputs in self._batches(texts, text_pairs, batch_size):
@@ -107,9 +130,12 @@ class Predictor:
 
 # TFDS label names of the GLUE tasks whose submissions hold 0/1 (CoLA, SST-2,
 # MRPC, QQP); MNLI, QNLI, RTE and AX submissions hold the label names.
-GLUE_BINARY_LABELS = (("unacceptable", "acceptable"), ("negative", "positive"),
-                      ("not_equivalent", "equivalent"),
-                      ("not_duplicate", "duplicate"))
+GLUE_BINARY_LABELS = (
+    ("unacceptable", "acceptable"),
+    ("negative", "positive"),
+    ("not_equivalent", "equivalent"),
+    ("not_duplicate", "duplicate"),
+)
 
 
 def glue_prediction(prediction: dict, label_vocab: Sequence[str]) -> str:
@@ -117,8 +143,10 @@ def glue_prediction(prediction: dict, label_vocab: Sequence[str]) -> str:
   if "predicted_score" in prediction:
     return f"{prediction['predicted_score']:.3f}"
   if "predicted_label" not in prediction:
-    raise ValueError("--glue_tsv is for classification and regression "
-                     "models (GLUE has no multi-label or tagging task).")
+    raise ValueError(
+        "--glue_tsv is for classification and regression "
+        "models (GLUE has no multi-label or tagging task)."
+    )
   label = prediction["predicted_label"]
   for names in GLUE_BINARY_LABELS:
     if set(label_vocab) == set(names):
@@ -126,9 +154,12 @@ def glue_prediction(prediction: dict, label_vocab: Sequence[str]) -> str:
   return label
 
 
-def write_glue_tsv(path: str, examples: readers.Examples,
-                   predictions: Sequence[dict],
-                   label_vocab: Sequence[str]) -> None:
+def write_glue_tsv(
+    path: str,
+    examples: readers.Examples,
+    predictions: Sequence[dict],
+    label_vocab: Sequence[str],
+) -> None:
   """Writes the GLUE submission format: a header `index<TAB>prediction`,
   then one line per example.
 
@@ -136,11 +167,12 @@ def write_glue_tsv(path: str, examples: readers.Examples,
   column when the input has one, else its position.
   """
   if not path.endswith(".tsv"):
-    raise ValueError(f"--output_file={path!r}: --glue_tsv writes a .tsv file "
-                     "(e.g. MRPC.tsv, STS-B.tsv).")
+    raise ValueError(
+        f"--output_file={path!r}: --glue_tsv writes a .tsv file "
+        "(e.g. MRPC.tsv, STS-B.tsv)."
+    )
   lines = ["index\tprediction"]
-  for position, (row, prediction) in enumerate(zip(examples.rows,
-                                                   predictions)):
+  for position, (row, prediction) in enumerate(zip(examples.rows, predictions)):
     index = row.get("idx", row.get("index", position))
     lines.append(f"{index}\t{glue_prediction(prediction, label_vocab)}")
   io_utils.write_text_atomically(path, "\n".join(lines) + "\n")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-
 # Validation loss this much above its minimum (relative) counts as rising.
 _RISE_TOLERANCE = 0.02
 
 
-def diagnose_overfitting(history: dict[str, list[float]], *,
-                         monitor: str,
-                         best_epoch: Optional[int]) -> dict:
+def diagnose_overfitting(
+    history: dict[str, list[float]], *, monitor: str, best_epoch: Optional[int]
+) -> dict:
   """Compares training and validation curves epoch by epoch.
 
   Args:
@@ -29,9 +28,11 @@ def diagnose_overfitting(history: dict[str, list[float]], *,
   train_loss = history.get("loss", [])
   val_loss = history.get("val_loss", [])
   if not val_loss:
-    return {"overfitting": None,
-            "message": "No validation data: overfitting cannot be judged; "
-                       "pass --validation_file."}
+    return {
+        "overfitting": None,
+        "message": "No validation data: overfitting cannot be judged; "
+        "pass --validation_file.",
+    }
   kept = (best_epoch or len(val_loss)) - 1
   lowest = min(range(len(val_loss)), key=val_loss.__getitem__)
   result = {
@@ -41,9 +42,12 @@ def diagnose_overfitting(history: dict[str, list[float]], *,
   }
   if "accuracy" in history and "val_accuracy" in history:
     result["accuracy_gap"] = round(
-        history["accuracy"][kept] - history["val_accuracy"][kept], 4)
-  rising = (val_loss[-1] > val_loss[lowest] * (1 + _RISE_TOLERANCE) and
-            lowest < len(val_loss) - 1)
+        history["accuracy"][kept] - history["val_accuracy"][kept], 4
+    )
+  rising = (
+      val_loss[-1] > val_loss[lowest] * (1 + _RISE_TOLERANCE)
+      and lowest < len(val_loss) - 1
+  )
   falling = train_loss[-1] < train_loss[lowest]
   result["overfitting"] = bool(rising and falling)
   if result["overfitting"]:
@@ -53,22 +57,29 @@ def diagnose_overfitting(history: dict[str, list[float]], *,
         f"{len(val_loss)} while training loss fell from "
         f"{train_loss[lowest]:.4f} to {train_loss[-1]:.4f}; the weights of "
         f"epoch {kept + 1} (best {monitor}) are kept. More regularization "
-        "(--l2_sp, --dropout, --label_smoothing) or fewer epochs would help.")
+        "(--l2_sp, --dropout, --label_smoothing) or fewer epochs would help."
+    )
   else:
     result["message"] = (
         f"No sign of overfitting: validation loss {val_loss[-1]:.4f} at the "
         f"last epoch against its lowest {val_loss[lowest]:.4f} (epoch "
-        f"{lowest + 1})")
+        f"{lowest + 1})"
+    )
     if "accuracy_gap" in result:
       result["message"] += (
           f"; training minus validation accuracy at epoch {kept + 1}: "
-          f"{result['accuracy_gap']:+.4f}")
+          f"{result['accuracy_gap']:+.4f}"
+      )
     result["message"] += "."
   return result
 
 
-def plot_curves(history: dict[str, list[float]], path: str, *,
-                best_epoch: Optional[int] = None) -> Optional[str]:
+def plot_curves(
+    history: dict[str, list[float]],
+    path: str,
+    *,
+    best_epoch: Optional[int] = None,
+) -> Optional[str]:
   """Writes a PNG of training and validation curves; returns its path.
 
   One panel per metric that has both a training and a validation curve
@@ -76,35 +87,52 @@ def plot_curves(history: dict[str, list[float]], path: str, *,
   and answer-position accuracy),
   epochs on the x axis, the kept epoch marked.
   """
-  names = [name for name in ("loss", "accuracy", "macro_f1", "pearson",
-                             "micro_f1", "token_accuracy",
-                             "position_accuracy")
-           if name in history and f"val_{name}" in history]
+  names = [
+      name
+      for name in (
+          "loss",
+          "accuracy",
+          "macro_f1",
+          "pearson",
+          "micro_f1",
+          "token_accuracy",
+          "position_accuracy",
+      )
+      if name in history and f"val_{name}" in history
+  ]
   if not names:
     names = [name for name in ("loss",) if name in history]
   if not names:
     return None
   plt = _pyplot()
-  figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5),
-                              squeeze=False)
+  figure, axes = plt.subplots(
+      1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False
+  )
   for axis, name in zip(axes[0], names):
     epochs = range(1, len(history[name]) + 1)
     axis.plot(epochs, history[name], marker="o", label="training")
     if f"val_{name}" in history:
-      axis.plot(epochs, history[f"val_{name}"], marker="o",
-                label="validation")
+      axis.plot(epochs, history[f"val_{name}"], marker="o", label="validation")
     if best_epoch:
-      axis.axvline(best_epoch, color="gray", linestyle="--",
-                   label=f"kept (epoch {best_epoch})")
+      axis.axvline(
+          best_epoch,
+          color="gray",
+          linestyle="--",
+          label=f"kept (epoch {best_epoch})",
+      )
     axis.set_xlabel("epoch")
     axis.set_title(name)
     axis.legend()
   return _save_figure(figure, path)
 
 
-def plot_learning_rate_range(learning_rates: list[float],
-                             losses: list[float], path: str, *,
-                             suggestion: Optional[float]) -> str:
+def plot_learning_rate_range(
+    learning_rates: list[float],
+    losses: list[float],
+    path: str,
+    *,
+    suggestion: Optional[float],
+) -> str:
   """Writes the range test's loss-against-learning-rate PNG (log x axis)."""
   plt = _pyplot()
   figure, axis = plt.subplots(figsize=(6, 4))
@@ -113,16 +141,22 @@ def plot_learning_rate_range(learning_rates: list[float],
   axis.set_xlabel("learning rate")
   axis.set_ylabel("training loss (smoothed)")
   if suggestion:
-    axis.axvline(suggestion, color="red", linestyle="--",
-                 label=f"suggested {suggestion:.2g}")
+    axis.axvline(
+        suggestion,
+        color="red",
+        linestyle="--",
+        label=f"suggested {suggestion:.2g}",
+    )
     axis.legend()
   return _save_figure(figure, path)
 
 
 def _pyplot():
   import matplotlib  # Local: only runs that plot pay for the import.
+
   matplotlib.use("Agg")
   from matplotlib import pyplot
+
   return pyplot
 
 
@@ -130,8 +164,10 @@ def _save_figure(figure, path: str) -> str:
   """Saves `figure` as PNG via a temporary file and a rename."""
   figure.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  staging = os.path.join(os.path.dirname(os.path.abspath(path)),
-                         f".{os.path.basename(path)}.tmp.png")
+  staging = os.path.join(
+      os.path.dirname(os.path.abspath(path)),
+      f".{os.path.basename(path)}.tmp.png",
+  )
   figure.savefig(staging, dpi=80)
   _pyplot().close(figure)
   os.replace(staging, path)

@@ -41,9 +41,14 @@ class WarmUp(LearningRateSchedule):
       on (the decay ends there); else the decay goes on.
   """
 
-  def __init__(self, decay: LearningRateSchedule, peak_learning_rate: float,
-               warmup_steps: int = 0, min_learning_rate: float = 0.0,
-               decay_steps: int | None = None):
+  def __init__(
+      self,
+      decay: LearningRateSchedule,
+      peak_learning_rate: float,
+      warmup_steps: int = 0,
+      min_learning_rate: float = 0.0,
+      decay_steps: int | None = None,
+  ):
     super().__init__()
     self.decay = decay
     self.peak_learning_rate = float(peak_learning_rate)
@@ -55,22 +60,26 @@ class WarmUp(LearningRateSchedule):
     step = tf.cast(step, tf.float32)
     warmup = float(self.warmup_steps)
     decay_step = tf.maximum(step - warmup, 0.0)
-    rate = tf.maximum(tf.cast(self.decay(decay_step), tf.float32),
-                      self.min_learning_rate)
+    rate = tf.maximum(
+        tf.cast(self.decay(decay_step), tf.float32), self.min_learning_rate
+    )
     if self.decay_steps is not None:
-      rate = tf.where(decay_step >= self.decay_steps, self.min_learning_rate,
-                      rate)
+      rate = tf.where(
+          decay_step >= self.decay_steps, self.min_learning_rate, rate
+      )
     if self.warmup_steps <= 0:
       return rate
     peak = tf.constant(self.peak_learning_rate, tf.float32)
     return tf.where(step < warmup, peak * step / warmup, rate)
 
   def get_config(self):
-    return {"decay": _keras_decays.serialize(self.decay),
-            "peak_learning_rate": self.peak_learning_rate,
-            "warmup_steps": self.warmup_steps,
-            "min_learning_rate": self.min_learning_rate,
-            "decay_steps": self.decay_steps}
+    return {
+        "decay": _keras_decays.serialize(self.decay),
+        "peak_learning_rate": self.peak_learning_rate,
+        "warmup_steps": self.warmup_steps,
+        "min_learning_rate": self.min_learning_rate,
+        "decay_steps": self.decay_steps,
+    }
 
   @classmethod
   def from_config(cls, config):
@@ -101,11 +110,14 @@ class InverseSqrtDecay(LearningRateSchedule):
     global_step = tf.cast(step, tf.float32) + float(self.warmup_steps)
     scale = float(max(self.warmup_steps, 1))
     return self.initial_learning_rate * tf.sqrt(
-        scale / tf.maximum(global_step, scale))
+        scale / tf.maximum(global_step, scale)
+    )
 
   def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "warmup_steps": self.warmup_steps}
+    return {
+        "initial_learning_rate": self.initial_learning_rate,
+        "warmup_steps": self.warmup_steps,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,19 +152,22 @@ class DecaySpec:
 def _linear(spec: DecaySpec) -> LearningRateSchedule:
   # f + (peak - f) * (1 - min(t, d) / d).
   return _keras_decays.PolynomialDecay(
-      spec.peak, spec.steps, spec.min_lr_ratio * spec.peak, power=1.0)
+      spec.peak, spec.steps, spec.min_lr_ratio * spec.peak, power=1.0
+  )
 
 
 def _cosine(spec: DecaySpec) -> LearningRateSchedule:
   # peak * ((1 - ratio) * 0.5 * (1 + cos(pi * min(t, d) / d)) + ratio).
-  return _keras_decays.CosineDecay(spec.peak, spec.steps,
-                                   alpha=spec.min_lr_ratio)
+  return _keras_decays.CosineDecay(
+      spec.peak, spec.steps, alpha=spec.min_lr_ratio
+  )
 
 
 def _polynomial(spec: DecaySpec) -> LearningRateSchedule:
   # f + (peak - f) * (1 - min(t, d) / d) ** power.
   return _keras_decays.PolynomialDecay(
-      spec.peak, spec.steps, spec.min_lr_ratio * spec.peak, power=spec.power)
+      spec.peak, spec.steps, spec.min_lr_ratio * spec.peak, power=spec.power
+  )
 
 
 def _constant(spec: DecaySpec) -> LearningRateSchedule:
@@ -170,14 +185,19 @@ def _cosine_restarts(spec: DecaySpec) -> LearningRateSchedule:
   # `cycles` cosines from peak to f of d / cycles steps each. Keras restarts
   # forever; WarmUp's decay_steps keeps the floor after the last cycle.
   return _keras_decays.CosineDecayRestarts(
-      spec.peak, spec.steps / spec.cycles, t_mul=1.0, m_mul=1.0,
-      alpha=spec.min_lr_ratio)
+      spec.peak,
+      spec.steps / spec.cycles,
+      t_mul=1.0,
+      m_mul=1.0,
+      alpha=spec.min_lr_ratio,
+  )
 
 
 def _step(spec: DecaySpec) -> LearningRateSchedule:
   # peak * factor ** floor(t / every_steps), never below f (WarmUp).
   return _keras_decays.ExponentialDecay(
-      spec.peak, spec.every_steps, spec.factor, staircase=True)
+      spec.peak, spec.every_steps, spec.factor, staircase=True
+  )
 
 
 DECAY_FACTORIES: dict[str, Callable[[DecaySpec], LearningRateSchedule]] = {
@@ -197,10 +217,18 @@ DECAYS = tuple(DECAY_FACTORIES)
 _ENDING_DECAYS = ("linear", "cosine", "polynomial", "cosine_restarts")
 
 
-def warmup_decay(decay: str, peak_learning_rate: float, total_steps: int,
-                 warmup_steps: int = 0, *, power: float = 2.0,
-                 min_lr_ratio: float = 0.0, cycles: int = 1,
-                 factor: float = 0.5, every_steps: int = 1) -> WarmUp:
+def warmup_decay(
+    decay: str,
+    peak_learning_rate: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    *,
+    power: float = 2.0,
+    min_lr_ratio: float = 0.0,
+    cycles: int = 1,
+    factor: float = 0.5,
+    every_steps: int = 1,
+) -> WarmUp:
   """Linear warmup to `peak_learning_rate`, then the decay named `decay`.
 
   The decay runs over d = max(total_steps - warmup_steps, 1) steps, never
@@ -221,15 +249,23 @@ def warmup_decay(decay: str, peak_learning_rate: float, total_steps: int,
     ValueError: For an unknown decay name.
   """
   if decay not in DECAY_FACTORIES:
-    raise ValueError(f"Unknown decay {decay!r}; expected one of "
-                     f"{', '.join(DECAYS)}.")
+    raise ValueError(
+        f"Unknown decay {decay!r}; expected one of " f"{', '.join(DECAYS)}."
+    )
   spec = DecaySpec(
       peak=float(peak_learning_rate),
       steps=max(int(total_steps) - int(warmup_steps), 1),
-      warmup_steps=int(warmup_steps), min_lr_ratio=float(min_lr_ratio),
-      power=float(power), cycles=int(cycles), factor=float(factor),
-      every_steps=max(int(every_steps), 1))
+      warmup_steps=int(warmup_steps),
+      min_lr_ratio=float(min_lr_ratio),
+      power=float(power),
+      cycles=int(cycles),
+      factor=float(factor),
+      every_steps=max(int(every_steps), 1),
+  )
   return WarmUp(
-      DECAY_FACTORIES[decay](spec), spec.peak, spec.warmup_steps,
+      DECAY_FACTORIES[decay](spec),
+      spec.peak,
+      spec.warmup_steps,
       min_learning_rate=spec.min_lr_ratio * spec.peak,
-      decay_steps=spec.steps if decay in _ENDING_DECAYS else None)
+      decay_steps=spec.steps if decay in _ENDING_DECAYS else None,
+  )

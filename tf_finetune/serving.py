@@ -55,15 +55,22 @@ class Server(tf.Module, metaclass=abc.ABCMeta):
   `predict`: `get_label_vocab()` and `get_task()`.
   """
 
-  def __init__(self, *, task_name: str, label_vocab: Sequence[str] = (),
-               input_names: Sequence[str] = ("text",)):
+  def __init__(
+      self,
+      *,
+      task_name: str,
+      label_vocab: Sequence[str] = (),
+      input_names: Sequence[str] = ("text",),
+  ):
     super().__init__(name=f"{task_name}_server")
     self.input_names = tuple(input_names)
-    self.label_vocab = tf.constant(list(label_vocab), tf.string, shape=[
-        len(label_vocab)])
+    self.label_vocab = tf.constant(
+        list(label_vocab), tf.string, shape=[len(label_vocab)]
+    )
     task = tf.constant(task_name)
-    self.get_label_vocab = tf.function(lambda: self.label_vocab,
-                                       input_signature=[])
+    self.get_label_vocab = tf.function(
+        lambda: self.label_vocab, input_signature=[]
+    )
     self.get_task = tf.function(lambda: task, input_signature=[])
 
   @abc.abstractmethod
@@ -72,14 +79,18 @@ class Server(tf.Module, metaclass=abc.ABCMeta):
 
   def signatures(self) -> dict:
     """serving_default on raw text, named by `input_names`."""
-    specs = [tf.TensorSpec([None], tf.string, name=name)
-             for name in self.input_names]
+    specs = [
+        tf.TensorSpec([None], tf.string, name=name) for name in self.input_names
+    ]
     if len(specs) == 1:
-      serve_text = tf.function(lambda text: self.serve(text),
-                               input_signature=specs)
+      serve_text = tf.function(
+          lambda text: self.serve(text), input_signature=specs
+      )
     else:
-      serve_text = tf.function(lambda text, text_pair: self.serve(
-          text, text_pair), input_signature=specs)
+      serve_text = tf.function(
+          lambda text, text_pair: self.serve(text, text_pair),
+          input_signature=specs,
+      )
     return {DEFAULT_SIGNATURE: serve_text.get_concrete_function()}
 
 
@@ -91,41 +102,60 @@ class EncoderServer(Server):
   packs the text (and pair) in the graph and answers as `serve_ids`.
   """
 
-  def __init__(self, model, encoder: TextEncoder, *, task_name: str,
-               label_vocab: Sequence[str] = (),
-               input_names: Sequence[str] = ("text",)):
-    super().__init__(task_name=task_name, label_vocab=label_vocab,
-                     input_names=input_names)
+  def __init__(
+      self,
+      model,
+      encoder: TextEncoder,
+      *,
+      task_name: str,
+      label_vocab: Sequence[str] = (),
+      input_names: Sequence[str] = ("text",),
+  ):
+    super().__init__(
+        task_name=task_name, label_vocab=label_vocab, input_names=input_names
+    )
     self.model = model
     self.encoder = encoder
 
   def logits(self, input_ids, attention_mask, token_type_ids) -> tf.Tensor:
     """The head's float32 outputs for packed inputs."""
-    logits = self.model({"input_ids": input_ids,
-                         "attention_mask": attention_mask,
-                         "token_type_ids": token_type_ids}, training=False)
+    logits = self.model(
+        {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        },
+        training=False,
+    )
     return tf.cast(logits, tf.float32)
 
   @abc.abstractmethod
-  def serve_ids(self, input_ids, attention_mask,
-                token_type_ids) -> dict[str, tf.Tensor]:
+  def serve_ids(
+      self, input_ids, attention_mask, token_type_ids
+  ) -> dict[str, tf.Tensor]:
     """Outputs for packed token ids."""
 
   def serve(self, text, text_pair=None):
     return self.serve_ids(**self.encoder.encode(text, text_pair))
 
   def signatures(self) -> dict:
-    ids = [tf.TensorSpec([None, None], tf.int32, name=name)
-           for name in INPUT_NAMES]
+    ids = [
+        tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES
+    ]
     serve_ids = tf.function(self.serve_ids, input_signature=ids)
-    return dict(super().signatures(),
-                **{TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()})
+    return dict(
+        super().signatures(),
+        **{TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()},
+    )
 
 
-def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
-                          text_pairs: Optional[Sequence[str]] = None, *,
-                          input_names: Sequence[str] = ("text", "text_pair")
-                          ) -> str:
+def write_warmup_requests(
+    saved_model_dir: str,
+    texts: Sequence[str],
+    text_pairs: Optional[Sequence[str]] = None,
+    *,
+    input_names: Sequence[str] = ("text", "text_pair"),
+) -> str:
   """Writes TF Serving warmup records for `serving_default`; returns the path.
 
   Args:
@@ -144,13 +174,20 @@ def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
         rows = [picks[i % len(picks)] for i in range(batch_size)]
         request = predict_pb2.PredictRequest()
         request.model_spec.signature_name = DEFAULT_SIGNATURE
-        request.inputs[input_names[0]].CopyFrom(tf.make_tensor_proto(
-            [texts[i].encode("utf-8") for i in rows], dtype=tf.string))
+        request.inputs[input_names[0]].CopyFrom(
+            tf.make_tensor_proto(
+                [texts[i].encode("utf-8") for i in rows], dtype=tf.string
+            )
+        )
         if text_pairs is not None:
-          request.inputs[input_names[1]].CopyFrom(tf.make_tensor_proto(
-              [text_pairs[i].encode("utf-8") for i in rows], dtype=tf.string))
+          request.inputs[input_names[1]].CopyFrom(
+              tf.make_tensor_proto(
+                  [text_pairs[i].encode("utf-8") for i in rows], dtype=tf.string
+              )
+          )
         log = prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request))
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
         writer.write(log.SerializeToString())
   return path
 
@@ -158,22 +195,33 @@ def write_warmup_requests(saved_model_dir: str, texts: Sequence[str],
 def next_version(export_base: str) -> int:
   if not os.path.isdir(export_base):
     return 1
-  versions = [int(name) for name in os.listdir(export_base)
-              if _VERSION_PATTERN.match(name)]
+  versions = [
+      int(name)
+      for name in os.listdir(export_base)
+      if _VERSION_PATTERN.match(name)
+  ]
   return max(versions, default=0) + 1
 
 
 def latest_version_dir(export_base: str) -> Optional[str]:
   if not os.path.isdir(export_base):
     return None
-  versions = [int(name) for name in os.listdir(export_base)
-              if _VERSION_PATTERN.match(name)]
+  versions = [
+      int(name)
+      for name in os.listdir(export_base)
+      if _VERSION_PATTERN.match(name)
+  ]
   return os.path.join(export_base, str(max(versions))) if versions else None
 
 
-def export_server(server: Server, *, export_base: str,
-                  sample_inputs: dict[str, Sequence[str]],
-                  checked_output: str, exact: bool = False) -> str:
+def export_server(
+    server: Server,
+    *,
+    export_base: str,
+    sample_inputs: dict[str, Sequence[str]],
+    checked_output: str,
+    exact: bool = False,
+) -> str:
   """Exports a task's server as a SavedModel version; returns its directory.
 
   The SavedModel is written to a hidden sibling, reloaded, and its
@@ -193,22 +241,30 @@ def export_server(server: Server, *, export_base: str,
     RuntimeError: when the reloaded SavedModel answers differently.
   """
   names = list(server.input_names)
-  inputs = {name: tf.constant(list(sample_inputs[name])[:16])
-            for name in names}
+  inputs = {name: tf.constant(list(sample_inputs[name])[:16]) for name in names}
   expected = server.serve(*inputs.values())[checked_output].numpy()
   version_dir = os.path.join(export_base, str(next_version(export_base)))
   with io_utils.staged_directory(version_dir, replace=False) as staging:
     tf.saved_model.save(server, staging, signatures=server.signatures())
-    write_warmup_requests(staging, *[sample_inputs[name] for name in names],
-                          input_names=names)
+    write_warmup_requests(
+        staging, *[sample_inputs[name] for name in names], input_names=names
+    )
     reloaded = tf.saved_model.load(staging)
     got = reloaded.signatures[DEFAULT_SIGNATURE](**inputs)[checked_output]
-    same = (np.array_equal(got.numpy(), expected) if exact else
-            np.allclose(got.numpy(), expected, atol=1e-5))
+    same = (
+        np.array_equal(got.numpy(), expected)
+        if exact
+        else np.allclose(got.numpy(), expected, atol=1e-5)
+    )
     if not same:
-      raise RuntimeError(f"The reloaded SavedModel's {checked_output} differ "
-                         "from the trained model's; the export was "
-                         "discarded.")
-  logging.info("Exported SavedModel version %s to %s.",
-               os.path.basename(version_dir), version_dir)
+      raise RuntimeError(
+          f"The reloaded SavedModel's {checked_output} differ "
+          "from the trained model's; the export was "
+          "discarded."
+      )
+  logging.info(
+      "Exported SavedModel version %s to %s.",
+      os.path.basename(version_dir),
+      version_dir,
+  )
   return version_dir

@@ -26,12 +26,15 @@ def main(argv) -> None:
   def body():
     config = flag_definitions.run_config_from_flags()
     grid = tuning.parse_grid(FLAGS.grid or [])
-    results = tuning.cross_validate(config, grid, num_folds=FLAGS.cv_folds,
-                                    refit=FLAGS.refit)
+    results = tuning.cross_validate(
+        config, grid, num_folds=FLAGS.cv_folds, refit=FLAGS.refit
+    )
     print(tuning.format_table(results))
     best = tuning.point_name(results["best"]["params"])
-    print(f"Best: {best} ({results['metric']} "
-          f"{results['best']['mean']:.4f} ± {results['best']['std']:.4f})")
+    print(
+        f"Best: {best} ({results['metric']} "
+        f"{results['best']['mean']:.4f} ± {results['best']['std']:.4f})"
+    )
     if "refit_dir" in results:
       print(f"Refit on all training data: {results['refit_dir']}")
 
@@ -40,14 +43,22 @@ def main(argv) -> None:
 
 def run() -> None:
   flag_definitions.define_train_flags()
-  flag_definitions.define_flag(flags.DEFINE_integer, "cv_folds", 5,
-                               "Folds of the cross-validation.")
   flag_definitions.define_flag(
-      flags.DEFINE_multi_string, "grid", None,
+      flags.DEFINE_integer, "cv_folds", 5, "Folds of the cross-validation."
+  )
+  flag_definitions.define_flag(
+      flags.DEFINE_multi_string,
+      "grid",
+      None,
       "A flag and its values, e.g. --grid=learning_rate=1e-5,3e-5; repeat "
-      "for more flags (all combinations are tried).")
-  flag_definitions.define_flag(flags.DEFINE_bool, "refit", False,
-                               "Retrain the best point on all training data.")
+      "for more flags (all combinations are tried).",
+  )
+  flag_definitions.define_flag(
+      flags.DEFINE_bool,
+      "refit",
+      False,
+      "Retrain the best point on all training data.",
+  )
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
   app.run(main)
 

@@ -36,8 +36,11 @@ from tf_finetune.config import RunConfig
 
 CV_RESULTS_FILENAME = "cv_results.csv"
 BEST_PARAMS_FILENAME = "best_params.json"
-_SECTIONS = (("data", config_lib.DataConfig), ("model", config_lib.ModelConfig),
-             ("train", config_lib.TrainConfig))
+_SECTIONS = (
+    ("data", config_lib.DataConfig),
+    ("model", config_lib.ModelConfig),
+    ("train", config_lib.TrainConfig),
+)
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
@@ -51,17 +54,21 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
     name, separator, values = spec.partition("=")
     name = name.strip()
     if not separator or not values.strip():
-      raise ValueError(f"--grid={spec!r} must look like "
-                       "learning_rate=1e-5,3e-5,5e-5.")
+      raise ValueError(
+          f"--grid={spec!r} must look like " "learning_rate=1e-5,3e-5,5e-5."
+      )
     section = _section_of(name, spec)
     if name in grid:
       raise ValueError(f"--grid names {name!r} twice.")
     field = next(f for f in dataclasses.fields(section) if f.name == name)
-    grid[name] = [_convert(value.strip(), field.default, name)
-                  for value in values.split(",")]
+    grid[name] = [
+        _convert(value.strip(), field.default, name)
+        for value in values.split(",")
+    ]
   if not grid:
-    raise ValueError("--grid is required, e.g. "
-                     "--grid=learning_rate=1e-5,3e-5,5e-5.")
+    raise ValueError(
+        "--grid is required, e.g. " "--grid=learning_rate=1e-5,3e-5,5e-5."
+    )
   return grid
 
 
@@ -81,14 +88,17 @@ def _convert(value: str, default, name: str):
       return value.lower() in ("true", "1")
     return kind(float(value)) if kind is int else kind(value)
   except ValueError:
-    raise ValueError(f"--grid value {value!r} for {name} is not a "
-                     f"{kind.__name__}.") from None
+    raise ValueError(
+        f"--grid value {value!r} for {name} is not a " f"{kind.__name__}."
+    ) from None
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
   names = list(grid)
-  return [dict(zip(names, values))
-          for values in itertools.product(*(grid[name] for name in names))]
+  return [
+      dict(zip(names, values))
+      for values in itertools.product(*(grid[name] for name in names))
+  ]
 
 
 def point_name(point: dict[str, Any]) -> str:
@@ -104,12 +114,12 @@ def with_params(config: RunConfig, point: dict[str, Any], **data) -> RunConfig:
     if section_name == "data":
       updates.update(data)
     sections[section_name] = dataclasses.replace(
-        getattr(config, section_name), **updates)
+        getattr(config, section_name), **updates
+    )
   return dataclasses.replace(config, **sections)
 
 
-def stratified_folds(labels: list[str], num_folds: int,
-                     seed: int) -> list[int]:
+def stratified_folds(labels: list[str], num_folds: int, seed: int) -> list[int]:
   """A fold index per example, each label spread evenly over the folds."""
   if num_folds < 2:
     raise ValueError(f"--cv_folds={num_folds} must be at least 2.")
@@ -127,9 +137,12 @@ def stratified_folds(labels: list[str], num_folds: int,
     offset += len(indices)
   smallest = min(len(indices) for indices in by_label.values())
   if smallest < num_folds:
-    logging.warning("The rarest label has %d examples, fewer than "
-                    "--cv_folds=%d: some folds validate without it.",
-                    smallest, num_folds)
+    logging.warning(
+        "The rarest label has %d examples, fewer than "
+        "--cv_folds=%d: some folds validate without it.",
+        smallest,
+        num_folds,
+    )
   return fold_of
 
 
@@ -143,9 +156,11 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
   """Splits the training data into stratified folds written as JSONL."""
   if config.task.task not in ("classification", "regression"):
-    raise ValueError(f"tune splits text-level data into folds; "
-                     f"--task={config.task.task} is not supported yet (use "
-                     "--task=classification or regression).")
+    raise ValueError(
+        f"tune splits text-level data into folds; "
+        f"--task={config.task.task} is not supported yet (use "
+        "--task=classification or regression)."
+    )
   examples = tasks.get_task(config.task).read(config.data, "train")
   if examples.labels is None:
     raise ValueError(f"{examples.source} has no labels.")
@@ -159,41 +174,63 @@ def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
   folds = []
   for fold in range(num_folds):
     directory = os.path.join(config.model_dir, "folds", f"fold_{fold}")
-    paths = {"train": os.path.join(directory, "train.jsonl"),
-             "validation": os.path.join(directory, "validation.jsonl")}
-    _write_jsonl(paths["train"], [row for row, f in zip(rows, fold_of)
-                                  if f != fold])
-    _write_jsonl(paths["validation"], [row for row, f in zip(rows, fold_of)
-                                       if f == fold])
+    paths = {
+        "train": os.path.join(directory, "train.jsonl"),
+        "validation": os.path.join(directory, "validation.jsonl"),
+    }
+    _write_jsonl(
+        paths["train"], [row for row, f in zip(rows, fold_of) if f != fold]
+    )
+    _write_jsonl(
+        paths["validation"], [row for row, f in zip(rows, fold_of) if f == fold]
+    )
     folds.append(paths)
   return folds
 
 
-def fold_config(config: RunConfig, point: dict[str, Any], fold: int,
-                paths: dict[str, str]) -> RunConfig:
+def fold_config(
+    config: RunConfig, point: dict[str, Any], fold: int, paths: dict[str, str]
+) -> RunConfig:
   trial = with_params(
-      config, point, train_file=paths["train"],
-      validation_file=paths["validation"], test_file=None, tfds_name=None,
-      text_column="text", label_column="label",
-      text_pair_column=("text_pair" if config.data.text_pair_column else None))
+      config,
+      point,
+      train_file=paths["train"],
+      validation_file=paths["validation"],
+      test_file=None,
+      tfds_name=None,
+      text_column="text",
+      label_column="label",
+      text_pair_column=("text_pair" if config.data.text_pair_column else None),
+  )
   return dataclasses.replace(
-      trial, model_dir=os.path.join(config.model_dir, "trials",
-                                    point_name(point), f"fold_{fold}"),
-      export_dir=None, train=dataclasses.replace(trial.train, export=False))
+      trial,
+      model_dir=os.path.join(
+          config.model_dir, "trials", point_name(point), f"fold_{fold}"
+      ),
+      export_dir=None,
+      train=dataclasses.replace(trial.train, export=False),
+  )
 
 
-def run_in_subprocess(config: RunConfig, *, timeout: Optional[int] = None
-                      ) -> dict:
+def run_in_subprocess(
+    config: RunConfig, *, timeout: Optional[int] = None
+) -> dict:
   """Runs `train(config)` in a fresh Python process; returns its summary."""
   io_utils.check_writable(config.model_dir, "--model_dir")
   path = os.path.join(config.model_dir, "trial_config.json")
   io_utils.write_text_atomically(path, config.to_json() + "\n")
-  process = subprocess.run([sys.executable, "-m", "tf_finetune.tuning", path],
-                           capture_output=True, text=True, timeout=timeout)
+  process = subprocess.run(
+      [sys.executable, "-m", "tf_finetune.tuning", path],
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   if process.returncode != 0:
     last = (process.stderr.strip().splitlines() or ["(no output)"])[-1]
-    raise RuntimeError(f"The run in {config.model_dir} failed (exit "
-                       f"{process.returncode}): {last}")
+    raise RuntimeError(
+        f"The run in {config.model_dir} failed (exit "
+        f"{process.returncode}): {last}"
+    )
   return _read_summary(config.model_dir)
 
 
@@ -205,8 +242,13 @@ def _read_summary(model_dir: str) -> Optional[dict]:
     return json.load(f)
 
 
-def cross_validate(config: RunConfig, grid: dict[str, list[Any]], *,
-                   num_folds: int, refit: bool = False) -> dict:
+def cross_validate(
+    config: RunConfig,
+    grid: dict[str, list[Any]],
+    *,
+    num_folds: int,
+    refit: bool = False,
+) -> dict:
   """Runs the sweep (resuming finished folds) and writes its results.
 
   Returns:
@@ -225,27 +267,51 @@ def cross_validate(config: RunConfig, grid: dict[str, list[Any]], *,
       trial = fold_config(config, point, fold, paths)
       summary = _read_summary(trial.model_dir)
       if summary is None:
-        logging.info("Point %d/%d (%s), fold %d/%d: training.", number,
-                     len(points), point_name(point), fold + 1, num_folds)
+        logging.info(
+            "Point %d/%d (%s), fold %d/%d: training.",
+            number,
+            len(points),
+            point_name(point),
+            fold + 1,
+            num_folds,
+        )
         summary = run_in_subprocess(trial)
       else:
-        logging.info("Point %d/%d (%s), fold %d/%d: already done.", number,
-                     len(points), point_name(point), fold + 1, num_folds)
+        logging.info(
+            "Point %d/%d (%s), fold %d/%d: already done.",
+            number,
+            len(points),
+            point_name(point),
+            fold + 1,
+            num_folds,
+        )
       values.append(float(summary["best_metric"][metric]))
-    rows.append({"params": point, "mean": float(np.mean(values)),
-                 "std": float(np.std(values, ddof=1)), "folds": values})
+    rows.append(
+        {
+            "params": point,
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)),
+            "folds": values,
+        }
+    )
   best = (max if higher_is_better else min)(rows, key=lambda row: row["mean"])
-  results = {"metric": metric, "num_folds": num_folds, "points": rows,
-             "best": best}
+  results = {
+      "metric": metric,
+      "num_folds": num_folds,
+      "points": rows,
+      "best": best,
+  }
   _write_results(config.model_dir, grid, results)
   if refit:
     refit_config = dataclasses.replace(
         with_params(config, best["params"]),
         model_dir=os.path.join(config.model_dir, "refit"),
-        export_dir=config.export_dir)
+        export_dir=config.export_dir,
+    )
     if _read_summary(refit_config.model_dir) is None:
-      logging.info("Refitting %s on all training data.",
-                   point_name(best["params"]))
+      logging.info(
+          "Refitting %s on all training data.", point_name(best["params"])
+      )
       run_in_subprocess(refit_config)
     results["refit_dir"] = refit_config.model_dir
   return results
@@ -254,39 +320,59 @@ def cross_validate(config: RunConfig, grid: dict[str, list[Any]], *,
 def format_table(results: dict) -> str:
   """The sweep as an aligned text table, best point marked."""
   names = list(results["points"][0]["params"])
-  header = names + [f"{results['metric']} (mean ± std over "
-                    f"{results['num_folds']} folds)"]
+  header = names + [
+      f"{results['metric']} (mean ± std over " f"{results['num_folds']} folds)"
+  ]
   lines = [header]
   for row in results["points"]:
-    mark = "  <- best" if row is results["best"] or (
-        row["params"] == results["best"]["params"]) else ""
-    lines.append([str(row["params"][name]) for name in names] +
-                 [f"{row['mean']:.4f} ± {row['std']:.4f}{mark}"])
+    mark = (
+        "  <- best"
+        if row is results["best"]
+        or (row["params"] == results["best"]["params"])
+        else ""
+    )
+    lines.append(
+        [str(row["params"][name]) for name in names]
+        + [f"{row['mean']:.4f} ± {row['std']:.4f}{mark}"]
+    )
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-  return "\n".join("  ".join(cell.ljust(width)
-                             for cell, width in zip(line, widths)).rstrip()
-                   for line in lines)
+  return "\n".join(
+      "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+      for line in lines
+  )
 
 
 def _write_results(model_dir: str, grid, results: dict) -> None:
   names = list(grid)
   text = io.StringIO()
   writer = csv.writer(text)
-  writer.writerow(names + ["metric", "mean", "std"] +
-                  [f"fold_{i}" for i in range(results["num_folds"])])
+  writer.writerow(
+      names
+      + ["metric", "mean", "std"]
+      + [f"fold_{i}" for i in range(results["num_folds"])]
+  )
   for row in results["points"]:
-    writer.writerow([row["params"][name] for name in names] +
-                    [results["metric"], f"{row['mean']:.6f}",
-                     f"{row['std']:.6f}"] +
-                    [f"{value:.6f}" for value in row["folds"]])
-  io_utils.write_text_atomically(os.path.join(model_dir, CV_RESULTS_FILENAME),
-                                 text.getvalue())
+    writer.writerow(
+        [row["params"][name] for name in names]
+        + [results["metric"], f"{row['mean']:.6f}", f"{row['std']:.6f}"]
+        + [f"{value:.6f}" for value in row["folds"]]
+    )
+  io_utils.write_text_atomically(
+      os.path.join(model_dir, CV_RESULTS_FILENAME), text.getvalue()
+  )
   io_utils.write_text_atomically(
       os.path.join(model_dir, BEST_PARAMS_FILENAME),
-      json.dumps({"params": results["best"]["params"],
-                  "metric": results["metric"],
-                  "mean": results["best"]["mean"],
-                  "std": results["best"]["std"]}, indent=2) + "\n")
+      json.dumps(
+          {
+              "params": results["best"]["params"],
+              "metric": results["metric"],
+              "mean": results["best"]["mean"],
+              "std": results["best"]["std"],
+          },
+          indent=2,
+      )
+      + "\n",
+  )
   _write_hparams(os.path.join(model_dir, "logs"), grid, results)
 
 
@@ -294,16 +380,22 @@ def _write_hparams(log_dir: str, grid, results: dict) -> None:
   """TensorBoard HParams dashboard: one session per grid point."""
   import tensorflow as tf
   from tensorboard.plugins.hparams import api as hp
+
   metric = f"cv_mean_{results['metric']}"
   with tf.summary.create_file_writer(log_dir).as_default():
     hp.hparams_config(
-        hparams=[hp.HParam(name, hp.Discrete(values))
-                 for name, values in grid.items()],
-        metrics=[hp.Metric(metric, display_name=f"{results['metric']} "
-                           "(CV mean)")])
+        hparams=[
+            hp.HParam(name, hp.Discrete(values))
+            for name, values in grid.items()
+        ],
+        metrics=[
+            hp.Metric(metric, display_name=f"{results['metric']} " "(CV mean)")
+        ],
+    )
   for row in results["points"]:
     with tf.summary.create_file_writer(
-        os.path.join(log_dir, point_name(row["params"]))).as_default():
+        os.path.join(log_dir, point_name(row["params"]))
+    ).as_default():
       hp.hparams(row["params"], trial_id=point_name(row["params"]))
       tf.summary.scalar(metric, row["mean"], step=1)
 
@@ -311,6 +403,7 @@ def _write_hparams(log_dir: str, grid, results: dict) -> None:
 def _train_from_json(path: str) -> None:
   """The per-fold process: trains the run config stored at `path`."""
   from tf_finetune import training
+
   logging.set_verbosity(logging.INFO)
   with open(path, encoding="utf-8") as f:
     config = RunConfig.from_dict(json.load(f))

@@ -57,6 +57,7 @@ _DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
 @dataclasses.dataclass(frozen=True)
 class ModuleConfig:
   """What a module's `mods.d/*.conf` says about reading it."""
+
   name: str
   conf_path: str
   data_path: str
@@ -105,12 +106,15 @@ def read_module_config(conf_path: str) -> ModuleConfig:
       if not (stripped.startswith("[") and stripped.endswith("]")):
         raise ValueError(
             f"{conf_path}:{line_number}: expected the module name in "
-            f"brackets ([ModuleName]) before any setting, got {stripped!r}.")
+            f"brackets ([ModuleName]) before any setting, got {stripped!r}."
+        )
       name = stripped[1:-1].strip()
       continue
     if "=" not in stripped:
-      raise ValueError(f"{conf_path}:{line_number}: expected Key=Value, got "
-                       f"{stripped!r}.")
+      raise ValueError(
+          f"{conf_path}:{line_number}: expected Key=Value, got "
+          f"{stripped!r}."
+      )
     key, value = (part.strip() for part in stripped.split("=", 1))
     if key in values:
       continue
@@ -118,22 +122,29 @@ def read_module_config(conf_path: str) -> ModuleConfig:
     if value.endswith("\\"):
       pending_key = key
   if name is None:
-    raise ValueError(f"{conf_path}: no [ModuleName] line; not a SWORD module "
-                     "conf.")
+    raise ValueError(
+        f"{conf_path}: no [ModuleName] line; not a SWORD module " "conf."
+    )
   if "DataPath" not in values:
-    raise ValueError(f"{conf_path}: no DataPath= setting; cannot locate the "
-                     f"files of module {name}.")
+    raise ValueError(
+        f"{conf_path}: no DataPath= setting; cannot locate the "
+        f"files of module {name}."
+    )
   return ModuleConfig(
-      name=name, conf_path=conf_path, data_path=values["DataPath"],
+      name=name,
+      conf_path=conf_path,
+      data_path=values["DataPath"],
       driver=values.get("ModDrv", ""),
       source_type=values.get("SourceType", "Plain"),
       encoding=values.get("Encoding", "Latin-1"),
       compress_type=values.get("CompressType", "LZSS"),
       block_type=values.get("BlockType", "CHAPTER"),
       versification=values.get("Versification", "KJV"),
-      language=values.get("Lang", ""), version=values.get("Version", ""),
+      language=values.get("Lang", ""),
+      version=values.get("Version", ""),
       description=values.get("Description", ""),
-      distribution_license=values.get("DistributionLicense", ""))
+      distribution_license=values.get("DistributionLicense", ""),
+  )
 
 
 def find_library(directory: str) -> str:
@@ -143,12 +154,16 @@ def find_library(directory: str) -> str:
   `usr/share/sword/mods.d/` (what `dpkg-deb -x` of a Debian sword-text
   package leaves).
   """
-  for candidate in (directory, os.path.join(directory, "usr", "share",
-                                            "sword")):
+  for candidate in (
+      directory,
+      os.path.join(directory, "usr", "share", "sword"),
+  ):
     if os.path.isdir(os.path.join(candidate, "mods.d")):
       return candidate
-  raise ValueError(f"{directory} is not a SWORD library: it has neither "
-                   "mods.d/ nor usr/share/sword/mods.d/.")
+  raise ValueError(
+      f"{directory} is not a SWORD library: it has neither "
+      "mods.d/ nor usr/share/sword/mods.d/."
+  )
 
 
 class SwordLibrary:
@@ -167,8 +182,9 @@ class SwordLibrary:
   def module(self, name: str) -> ZTextModule:
     if name not in self.configs:
       known = ", ".join(sorted(self.configs)) or "none"
-      raise ValueError(f"No SWORD module named {name!r}; modules found: "
-                       f"{known}.")
+      raise ValueError(
+          f"No SWORD module named {name!r}; modules found: " f"{known}."
+      )
     library, config = self.configs[name]
     return ZTextModule(config, library)
 
@@ -180,6 +196,7 @@ class Verse:
   `last_verse` is `verse` unless the module links this text to the
   following verses too (then it covers `verse` to `last_verse`).
   """
+
   book: str
   chapter: int
   verse: int
@@ -192,8 +209,11 @@ class Verse:
 
   @property
   def reference(self) -> str:
-    span = (f"{self.verse}" if self.last_verse == self.verse else
-            f"{self.verse}-{self.last_verse}")
+    span = (
+        f"{self.verse}"
+        if self.last_verse == self.verse
+        else f"{self.verse}-{self.last_verse}"
+    )
     return f"{self.book} {self.chapter}:{span}"
 
 
@@ -204,37 +224,48 @@ class ZTextModule:
     if config.driver.lower() != "ztext":
       raise ValueError(
           f"{config.conf_path}: ModDrv={config.driver or '(missing)'}; only "
-          "zText modules can be read.")
+          "zText modules can be read."
+      )
     if config.compress_type.upper() not in _DECOMPRESSORS:
       raise ValueError(
           f"{config.conf_path}: CompressType={config.compress_type} is not "
-          f"supported; supported: {', '.join(_DECOMPRESSORS)}.")
+          f"supported; supported: {', '.join(_DECOMPRESSORS)}."
+      )
     if config.encoding.upper() not in ("UTF-8", "UTF8", "LATIN-1", "LATIN1"):
-      raise ValueError(f"{config.conf_path}: Encoding={config.encoding}; "
-                       "expected UTF-8 or Latin-1.")
+      raise ValueError(
+          f"{config.conf_path}: Encoding={config.encoding}; "
+          "expected UTF-8 or Latin-1."
+      )
     self.config = config
     self.versification = versification_lib.get_versification(
-        config.versification)
+        config.versification
+    )
     self.markup = _markup_stripper(config)
     self.directory = os.path.normpath(os.path.join(library, config.data_path))
     if not os.path.isdir(self.directory):
-      raise ValueError(f"{config.conf_path}: DataPath={config.data_path} "
-                       f"does not exist ({self.directory}).")
+      raise ValueError(
+          f"{config.conf_path}: DataPath={config.data_path} "
+          f"does not exist ({self.directory})."
+      )
     decompress = _DECOMPRESSORS[config.compress_type.upper()]
-    self._testaments = {testament: _TestamentFiles(self.directory, testament,
-                                                   decompress)
-                        for testament in TESTAMENTS
-                        if _TestamentFiles.exists(self.directory, testament)}
+    self._testaments = {
+        testament: _TestamentFiles(self.directory, testament, decompress)
+        for testament in TESTAMENTS
+        if _TestamentFiles.exists(self.directory, testament)
+    }
     if not self._testaments:
-      raise ValueError(f"{self.directory}: no ot.bzs/ot.bzv/ot.bzz or "
-                       "nt.bzs/nt.bzv/nt.bzz files.")
+      raise ValueError(
+          f"{self.directory}: no ot.bzs/ot.bzv/ot.bzz or "
+          "nt.bzs/nt.bzv/nt.bzz files."
+      )
 
   @property
   def name(self) -> str:
     return self.config.name
 
-  def raw_entries(self, testament: str) -> Iterator[
-      tuple[versification_lib.IndexPosition, bytes, bool]]:
+  def raw_entries(
+      self, testament: str
+  ) -> Iterator[tuple[versification_lib.IndexPosition, bytes, bool]]:
     """(position, text bytes, linked to previous entry) of every entry."""
     files = self._testaments.get(testament)
     if files is None:
@@ -246,11 +277,12 @@ class ZTextModule:
           f"{files.bzv}: {len(entries)} entries, but the "
           f"{self.versification.name} versification (Versification= in "
           f"{self.config.conf_path}) has {len(layout)} positions in this "
-          "testament; the index is truncated or the versification is wrong.")
+          "testament; the index is truncated or the versification is wrong."
+      )
     previous = None
     for number, (position, entry) in enumerate(zip(layout, entries)):
       block, offset, size = entry
-      linked = (size > 0 and entry == previous and position.verse > 1)
+      linked = size > 0 and entry == previous and position.verse > 1
       previous = entry
       if size == 0:
         yield position, b"", False
@@ -275,9 +307,13 @@ class ZTextModule:
           yield pending
         pending = None
         if raw:
-          pending = Verse(position.book, position.chapter, position.verse,
-                          self.markup(self._decode(raw, position, testament)),
-                          position.verse)
+          pending = Verse(
+              position.book,
+              position.chapter,
+              position.verse,
+              self.markup(self._decode(raw, position, testament)),
+              position.verse,
+          )
     if pending is not None and pending.text:
       yield pending
 
@@ -309,13 +345,15 @@ class ZTextModule:
               f"{position.book} {position.chapter} holds the marker of "
               f"{markers[-1].decode(errors='replace')}; the module does not "
               f"follow the {self.versification.name} versification "
-              f"(Versification= in {self.config.conf_path}).")
+              f"(Versification= in {self.config.conf_path})."
+          )
         checked += 1
     return checked
 
   def _decode(self, raw: bytes, position, testament: str) -> str:
-    encoding = ("utf-8" if self.config.encoding.upper().startswith("UTF")
-                else "latin-1")
+    encoding = (
+        "utf-8" if self.config.encoding.upper().startswith("UTF") else "latin-1"
+    )
     try:
       return raw.decode(encoding)
     except UnicodeDecodeError as e:
@@ -323,24 +361,32 @@ class ZTextModule:
           f"{self._testaments[testament].bzz}: {position.book} "
           f"{position.chapter}:{position.verse} is not valid "
           f"{self.config.encoding} "
-          f"(Encoding= in {self.config.conf_path}): {e}.") from None
+          f"(Encoding= in {self.config.conf_path}): {e}."
+      ) from None
 
 
 class _TestamentFiles:
   """The three files of one testament, read and checked on first use."""
 
-  def __init__(self, directory: str, testament: str,
-               decompress: Callable[[bytes], bytes]):
+  def __init__(
+      self, directory: str, testament: str, decompress: Callable[[bytes], bytes]
+  ):
     self.bzs, self.bzv, self.bzz = (
         os.path.join(directory, f"{testament}.{extension}")
-        for extension in ("bzs", "bzv", "bzz"))
+        for extension in ("bzs", "bzv", "bzz")
+    )
     self.testament = testament
-    missing = [path for path in (self.bzs, self.bzv, self.bzz)
-               if not os.path.isfile(path)]
+    missing = [
+        path
+        for path in (self.bzs, self.bzv, self.bzz)
+        if not os.path.isfile(path)
+    ]
     if missing:
-      raise ValueError(f"{missing[0]} is missing; a zText testament needs "
-                       f"{testament}.bzs, {testament}.bzv and "
-                       f"{testament}.bzz.")
+      raise ValueError(
+          f"{missing[0]} is missing; a zText testament needs "
+          f"{testament}.bzs, {testament}.bzv and "
+          f"{testament}.bzz."
+      )
     self._blocks = None
     self._compressed = None
     self._cache: dict[int, bytes] = {}
@@ -348,17 +394,19 @@ class _TestamentFiles:
 
   @staticmethod
   def exists(directory: str, testament: str) -> bool:
-    return any(os.path.exists(os.path.join(directory, f"{testament}.{ext}"))
-               for ext in ("bzs", "bzv", "bzz"))
+    return any(
+        os.path.exists(os.path.join(directory, f"{testament}.{ext}"))
+        for ext in ("bzs", "bzv", "bzz")
+    )
 
   def verse_index(self) -> list[tuple[int, int, int]]:
-    return _read_records(self.bzv, _VERSE_ENTRY,
-                         "block number, offset, size")
+    return _read_records(self.bzv, _VERSE_ENTRY, "block number, offset, size")
 
   def block_index(self) -> list[tuple[int, int, int]]:
     if self._blocks is None:
-      self._blocks = _read_records(self.bzs, _BLOCK_ENTRY,
-                                   "offset, size, uncompressed size")
+      self._blocks = _read_records(
+          self.bzs, _BLOCK_ENTRY, "offset, size, uncompressed size"
+      )
       with open(self.bzz, "rb") as f:
         self._compressed = f.read()
       for number, (offset, size, _) in enumerate(self._blocks):
@@ -367,63 +415,79 @@ class _TestamentFiles:
               f"{self.bzs}: block {number} spans bytes {offset} to "
               f"{offset + size} but {os.path.basename(self.bzz)} has "
               f"{len(self._compressed)}; the files are truncated or "
-              "corrupt.")
+              "corrupt."
+          )
     return self._blocks
 
   def block(self, number: int) -> bytes:
     if number not in self._cache:
       offset, size, expected = self.block_index()[number]
       try:
-        data = self.decompress(self._compressed[offset:offset + size])
+        data = self.decompress(self._compressed[offset : offset + size])
       except (zlib.error, OSError, lzma.LZMAError, ValueError) as e:
-        raise ValueError(f"{self.bzz}: block {number} (bytes {offset} to "
-                         f"{offset + size}) does not decompress: "
-                         f"{e}.") from None
+        raise ValueError(
+            f"{self.bzz}: block {number} (bytes {offset} to "
+            f"{offset + size}) does not decompress: "
+            f"{e}."
+        ) from None
       if len(data) != expected:
         raise ValueError(
             f"{self.bzz}: block {number} decompresses to {len(data)} bytes, "
             f"but {os.path.basename(self.bzs)} says {expected}; the files "
-            "are corrupt.")
+            "are corrupt."
+        )
       self._cache = {number: data}  # Entries come in block order.
       return data
     return self._cache[number]
 
-  def text(self, number: int, position, block: int, offset: int,
-           size: int) -> bytes:
-    where = (f"entry {number} ({position.book} {position.chapter}:"
-             f"{position.verse})" if position.book else f"entry {number}")
+  def text(
+      self, number: int, position, block: int, offset: int, size: int
+  ) -> bytes:
+    where = (
+        f"entry {number} ({position.book} {position.chapter}:"
+        f"{position.verse})"
+        if position.book
+        else f"entry {number}"
+    )
     blocks = self.block_index()
     if block >= len(blocks):
       raise ValueError(
           f"{self.bzv}: {where} points to block {block}, but "
           f"{os.path.basename(self.bzs)} has {len(blocks)} blocks; the index "
-          "is corrupt.")
+          "is corrupt."
+      )
     data = self.block(block)
     if offset + size > len(data):
       raise ValueError(
           f"{self.bzv}: {where} spans bytes {offset} to {offset + size} of "
-          f"block {block}, which has {len(data)}; the index is corrupt.")
-    return data[offset:offset + size]
+          f"block {block}, which has {len(data)}; the index is corrupt."
+      )
+    return data[offset : offset + size]
 
 
-def _read_records(path: str, record: struct.Struct,
-                  fields: str) -> list[tuple[int, ...]]:
+def _read_records(
+    path: str, record: struct.Struct, fields: str
+) -> list[tuple[int, ...]]:
   with open(path, "rb") as f:
     data = f.read()
   if len(data) % record.size:
     raise ValueError(
         f"{path}: {len(data)} bytes is not a whole number of "
         f"{record.size}-byte entries ({fields}); the file is truncated or "
-        "corrupt.")
-  return [record.unpack_from(data, start)
-          for start in range(0, len(data), record.size)]
+        "corrupt."
+    )
+  return [
+      record.unpack_from(data, start)
+      for start in range(0, len(data), record.size)
+  ]
 
 
 # Markup. Each stripper turns one entry's markup into plain text: notes,
 # headings and non-Scripture material go, the words stay.
 
-_TAG = re.compile(r"<(/?)([A-Za-z][\w:.-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)"
-                  r"(/?)>")
+_TAG = re.compile(
+    r"<(/?)([A-Za-z][\w:.-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)" r"(/?)>"
+)
 _ATTRIBUTE = re.compile(r"([\w:.-]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 # A removed note between two letters ("God<note>..</note>created") stood
 # where a space belongs; elsewhere ("God<note>..</note>, who") it did not.
@@ -435,38 +499,83 @@ _BREAK = "\x01"
 # unless canonical="true" (psalm superscriptions are Scripture).
 _OSIS_DROPPED = {"note", "speaker", "rdg", "catchWord", "figure"}
 # Divisions (as containers or sID/eID milestones) that hold no verse text.
-_OSIS_DROPPED_DIVS = {"front", "introduction", "glossary", "back", "preface",
-                      "colophon", "coverPage", "titlePage", "appendix",
-                      "index", "bibliography", "acknowledgement",
-                      "publicationData", "imprimatur", "map", "outline",
-                      "summary", "dedication"}
-_OSIS_BREAKS = {"l", "lb", "lg", "p", "div", "chapter", "verse", "item",
-                "list", "title", "milestone", "br"}
-_THML_DROPPED = {"note", "scripRef", "h1", "h2", "h3", "h4", "h5", "h6",
-                 "head", "added"}
-_THML_DROPPED_DIVS = {"sechead", "title", "heading", "preface",
-                      "introduction"}
+_OSIS_DROPPED_DIVS = {
+    "front",
+    "introduction",
+    "glossary",
+    "back",
+    "preface",
+    "colophon",
+    "coverPage",
+    "titlePage",
+    "appendix",
+    "index",
+    "bibliography",
+    "acknowledgement",
+    "publicationData",
+    "imprimatur",
+    "map",
+    "outline",
+    "summary",
+    "dedication",
+}
+_OSIS_BREAKS = {
+    "l",
+    "lb",
+    "lg",
+    "p",
+    "div",
+    "chapter",
+    "verse",
+    "item",
+    "list",
+    "title",
+    "milestone",
+    "br",
+}
+_THML_DROPPED = {
+    "note",
+    "scripRef",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "head",
+    "added",
+}
+_THML_DROPPED_DIVS = {"sechead", "title", "heading", "preface", "introduction"}
 _THML_BREAKS = {"br", "p", "div", "pb", "l", "lg", "li", "ul", "ol"}
 
 
 def _attributes(text: str) -> dict[str, str]:
-  return {m.group(1): m.group(2) if m.group(2) is not None else m.group(3)
-          for m in _ATTRIBUTE.finditer(text)}
+  return {
+      m.group(1): m.group(2) if m.group(2) is not None else m.group(3)
+      for m in _ATTRIBUTE.finditer(text)
+  }
 
 
 def _finish(text: str) -> str:
   """Decodes entities and normalizes whitespace."""
   # Neither a removed note nor a break stands before punctuation.
-  text = re.sub(rf"\s*[{_GAP}{_BREAK}][\s{_GAP}{_BREAK}]*(?=[,.;:!?])", "",
-                text)
+  text = re.sub(
+      rf"\s*[{_GAP}{_BREAK}][\s{_GAP}{_BREAK}]*(?=[,.;:!?])", "", text
+  )
   text = re.sub(rf"(?<=\w){_GAP}+(?=\w)", " ", text).replace(_GAP, "")
   text = text.replace(_BREAK, " ")
   return " ".join(html.unescape(text).split())
 
 
-def _strip_xml(markup: str, *, dropped: set[str], dropped_divs: set[str],
-               breaks: set[str], keeps: Callable[[str, dict], bool],
-               div_kind: str) -> str:
+def _strip_xml(
+    markup: str,
+    *,
+    dropped: set[str],
+    dropped_divs: set[str],
+    breaks: set[str],
+    keeps: Callable[[str, dict], bool],
+    div_kind: str,
+) -> str:
   """Plain text of OSIS or ThML markup.
 
   Args:
@@ -486,7 +595,7 @@ def _strip_xml(markup: str, *, dropped: set[str], dropped_divs: set[str],
   position = 0
   for match in _TAG.finditer(markup):
     if not dropping and not dropped_milestones:
-      out.append(markup[position:match.start()])
+      out.append(markup[position : match.start()])
     position = match.end()
     closing, name, attribute_text, self_closing = match.groups()
     attributes = _attributes(attribute_text)
@@ -509,9 +618,11 @@ def _strip_xml(markup: str, *, dropped: set[str], dropped_divs: set[str],
       elif name == "div" and attributes.get("eID") in dropped_milestones:
         dropped_milestones.discard(attributes["eID"])
       continue
-    drops = ((name in dropped or name == "title" or
-              (name == "div" and kind in dropped_divs))
-             and not keeps(name, attributes))
+    drops = (
+        name in dropped
+        or name == "title"
+        or (name == "div" and kind in dropped_divs)
+    ) and not keeps(name, attributes)
     open_tags.append((name, drops))
     dropping += drops
   if not dropping and not dropped_milestones:
@@ -522,24 +633,34 @@ def _strip_xml(markup: str, *, dropped: set[str], dropped_divs: set[str],
 def strip_osis(markup: str) -> str:
   """Plain text of OSIS markup: words kept; notes, headings, intros gone."""
   return _strip_xml(
-      markup, dropped=_OSIS_DROPPED, dropped_divs=_OSIS_DROPPED_DIVS,
-      breaks=_OSIS_BREAKS, div_kind="type",
-      keeps=lambda name, attributes: (name == "title" and
-                                      attributes.get("canonical") == "true"))
+      markup,
+      dropped=_OSIS_DROPPED,
+      dropped_divs=_OSIS_DROPPED_DIVS,
+      breaks=_OSIS_BREAKS,
+      div_kind="type",
+      keeps=lambda name, attributes: (
+          name == "title" and attributes.get("canonical") == "true"
+      ),
+  )
 
 
 def strip_thml(markup: str) -> str:
   """Plain text of ThML markup: notes, references and headings removed."""
   return _strip_xml(
-      markup, dropped=_THML_DROPPED, dropped_divs=_THML_DROPPED_DIVS,
-      breaks=_THML_BREAKS, div_kind="class",
-      keeps=lambda name, attributes: False)
+      markup,
+      dropped=_THML_DROPPED,
+      dropped_divs=_THML_DROPPED_DIVS,
+      breaks=_THML_BREAKS,
+      div_kind="class",
+      keeps=lambda name, attributes: False,
+  )
 
 
 # GBF codes are <XY...> with upper-case letters; a pair opens with upper-case
 # and closes with the second letter lower-case (<RF>note<Rf>).
 _GBF_DROPPED = re.compile(
-    r"<RF>.*?<Rf>|<TS>.*?<Ts>|<TT>.*?<Tt>|<RX[^>]*>.*?<Rx>", re.DOTALL)
+    r"<RF>.*?<Rf>|<TS>.*?<Ts>|<TT>.*?<Tt>|<RX[^>]*>.*?<Rx>", re.DOTALL
+)
 _GBF_BREAK = re.compile(r"<C[MLG]>|<CP[^>]*>")
 _GBF_TAG = re.compile(r"<[A-Z][A-Za-z][^>]*>")
 
@@ -555,8 +676,12 @@ def strip_plain(markup: str) -> str:
   return " ".join(markup.split())
 
 
-_STRIPPERS = {"OSIS": strip_osis, "THML": strip_thml, "GBF": strip_gbf,
-              "PLAIN": strip_plain}
+_STRIPPERS = {
+    "OSIS": strip_osis,
+    "THML": strip_thml,
+    "GBF": strip_gbf,
+    "PLAIN": strip_plain,
+}
 
 
 def _markup_stripper(config: ModuleConfig) -> Callable[[str], str]:
@@ -565,4 +690,5 @@ def _markup_stripper(config: ModuleConfig) -> Callable[[str], str]:
   except KeyError:
     raise ValueError(
         f"{config.conf_path}: SourceType={config.source_type} is not "
-        "supported; supported: OSIS, ThML, GBF, Plain.") from None
+        "supported; supported: OSIS, ThML, GBF, Plain."
+    ) from None

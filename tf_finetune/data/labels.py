@@ -20,7 +20,8 @@ def infer_label_vocab(labels: Sequence[str], source: str) -> list[str]:
     raise ValueError(
         f"{source}: the label column holds a single class "
         f"({', '.join(sorted(distinct)) or 'none'}); classification needs at "
-        "least two.")
+        "least two."
+    )
   if all(_is_int(label) for label in distinct):
     return sorted(distinct, key=int)
   return sorted(distinct)
@@ -40,21 +41,29 @@ def write_label_vocab(label_vocab: Sequence[str], directory: str) -> str:
       raise ValueError(f"Label {label!r} contains a line break.")
   path = os.path.join(directory, LABEL_VOCAB_FILENAME)
   io_utils.write_text_atomically(
-      path, "".join(f"{label}\n" for label in label_vocab))
+      path, "".join(f"{label}\n" for label in label_vocab)
+  )
   return path
 
 
 def read_label_vocab(directory: str) -> list[str]:
   path = os.path.join(directory, LABEL_VOCAB_FILENAME)
   if not os.path.isfile(path):
-    raise ValueError(f"{directory} has no {LABEL_VOCAB_FILENAME}; is it the "
-                     "--model_dir of a finished training run?")
+    raise ValueError(
+        f"{directory} has no {LABEL_VOCAB_FILENAME}; is it the "
+        "--model_dir of a finished training run?"
+    )
   with open(path, encoding="utf-8") as f:
     return [line.rstrip("\n") for line in f]
 
 
-def check_label_lists(examples: Examples, label_vocab: Sequence[str],
-                      flag: str, *, noun: str = "label") -> None:
+def check_label_lists(
+    examples: Examples,
+    label_vocab: Sequence[str],
+    flag: str,
+    *,
+    noun: str = "label",
+) -> None:
   """Refuses an example whose list of labels (or tags) has an unknown one.
 
   Raises:
@@ -67,4 +76,5 @@ def check_label_lists(examples: Examples, label_vocab: Sequence[str],
       raise ValueError(
           f"{examples.source}:{line}: {noun} {unknown[0]!r} (from {flag}) "
           f"was never seen in training; the model knows: "
-          f"{', '.join(label_vocab)}.")
+          f"{', '.join(label_vocab)}."
+      )

@@ -62,9 +62,11 @@ class EncodedExamples:
     return len(self.lengths)
 
 
-def encode_examples(examples: Examples, encoder: TextEncoder,
-                    label_vocab: Optional[Sequence[str]] = None
-                    ) -> EncodedExamples:
+def encode_examples(
+    examples: Examples,
+    encoder: TextEncoder,
+    label_vocab: Optional[Sequence[str]] = None,
+) -> EncodedExamples:
   """Tokenizes and packs every example; maps labels to ids."""
   id_chunks, type_chunks, truncated = [], [], 0
   for start in range(0, len(examples), _ENCODE_CHUNK):
@@ -75,26 +77,38 @@ def encode_examples(examples: Examples, encoder: TextEncoder,
     if examples.text_pairs is not None:
       second = encoder.tokenize(tf.constant(examples.text_pairs[start:stop]))
       full_length += second.row_lengths() + 1
-    truncated += int(tf.reduce_sum(
-        tf.cast(full_length > encoder.max_seq_length, tf.int32)))
+    truncated += int(
+        tf.reduce_sum(tf.cast(full_length > encoder.max_seq_length, tf.int32))
+    )
     input_ids, type_ids = encoder.pack(first, second)
     id_chunks.append(input_ids)
     type_chunks.append(type_ids)
   input_ids = tf.concat(id_chunks, axis=0)
   type_ids = tf.concat(type_chunks, axis=0)
   if truncated:
-    logging.info("%s: %d of %d examples (%.1f%%) were longer than "
-                 "--max_seq_length=%d tokens and were truncated.",
-                 examples.source, truncated, len(examples),
-                 100.0 * truncated / len(examples), encoder.max_seq_length)
+    logging.info(
+        "%s: %d of %d examples (%.1f%%) were longer than "
+        "--max_seq_length=%d tokens and were truncated.",
+        examples.source,
+        truncated,
+        len(examples),
+        100.0 * truncated / len(examples),
+        encoder.max_seq_length,
+    )
   label_ids = None
   if label_vocab is not None and examples.labels is not None:
     index = {label: i for i, label in enumerate(label_vocab)}
-    label_ids = np.array([index[label] for label in examples.labels],
-                         dtype=np.int32)
-  return EncodedExamples(input_ids, type_ids,
-                         input_ids.row_lengths().numpy(), label_ids, truncated,
-                         pad_id=encoder.pad_id)
+    label_ids = np.array(
+        [index[label] for label in examples.labels], dtype=np.int32
+    )
+  return EncodedExamples(
+      input_ids,
+      type_ids,
+      input_ids.row_lengths().numpy(),
+      label_ids,
+      truncated,
+      pad_id=encoder.pad_id,
+  )
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:
@@ -106,8 +120,9 @@ def _to_model_inputs(input_ids, type_ids, length, *labels):
   """Adds the attention mask to a padded batch."""
   features = {
       "input_ids": input_ids,
-      "attention_mask": tf.sequence_mask(length, tf.shape(input_ids)[1],
-                                         dtype=tf.int32),
+      "attention_mask": tf.sequence_mask(
+          length, tf.shape(input_ids)[1], dtype=tf.int32
+      ),
       "token_type_ids": type_ids,
   }
   return (features, labels[0]) if labels else features
@@ -130,16 +145,19 @@ def _components(encoded: EncodedExamples, order=None):
 
 def _label_padding(encoded: EncodedExamples) -> tf.Tensor:
   """The padding of per-token targets, in the targets' dtype."""
-  dtype = (encoded.label_ids.dtype if isinstance(encoded.label_ids,
-                                                  tf.RaggedTensor)
-           else tf.as_dtype(np.asarray(encoded.label_ids).dtype))
+  dtype = (
+      encoded.label_ids.dtype
+      if isinstance(encoded.label_ids, tf.RaggedTensor)
+      else tf.as_dtype(np.asarray(encoded.label_ids).dtype)
+  )
   return tf.constant(encoded.label_padding, dtype)
 
 
 def _dataset_of(components) -> tf.data.Dataset:
   """One element per example; ragged rows become dense 1-D tensors."""
   return tf.data.Dataset.from_tensor_slices(components).map(
-      lambda *example: example)
+      lambda *example: example
+  )
 
 
 def _shard_by_example(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -153,20 +171,31 @@ def _shard_by_example(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
-      tf.data.experimental.AutoShardPolicy.DATA)
+      tf.data.experimental.AutoShardPolicy.DATA
+  )
   return dataset.with_options(options)
 
 
 def _sort_window(input_ids, type_ids, lengths, labels):
   """Sorts one window of examples by length (stable: ties keep the shuffle)."""
   order = tf.argsort(lengths, stable=True)
-  return (tf.gather(input_ids, order), tf.gather(type_ids, order),
-          tf.gather(lengths, order), tf.gather(labels, order))
+  return (
+      tf.gather(input_ids, order),
+      tf.gather(type_ids, order),
+      tf.gather(lengths, order),
+      tf.gather(labels, order),
+  )
 
 
-def training_dataset(encoded: EncodedExamples, *, batch_size: int,
-                     bucketing: bool, seed: int, pad_id: int,
-                     shuffle_buffer: int) -> tf.data.Dataset:
+def training_dataset(
+    encoded: EncodedExamples,
+    *,
+    batch_size: int,
+    bucketing: bool,
+    seed: int,
+    pad_id: int,
+    shuffle_buffer: int,
+) -> tf.data.Dataset:
   """Shuffled (fresh order every epoch, reproducible per seed) batches.
 
   With bucketing, each epoch is shuffled, cut into windows of
@@ -190,30 +219,44 @@ def training_dataset(encoded: EncodedExamples, *, batch_size: int,
   if encoded.label_ids is None:
     raise ValueError("Training examples need labels.")
   dataset = _dataset_of(_components(encoded))
-  dataset = dataset.shuffle(min(len(encoded), shuffle_buffer), seed=seed,
-                            reshuffle_each_iteration=True)
+  dataset = dataset.shuffle(
+      min(len(encoded), shuffle_buffer),
+      seed=seed,
+      reshuffle_each_iteration=True,
+  )
   if bucketing:
     dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
     dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
   dataset = dataset.padded_batch(
-      batch_size, padding_values=(pad_id, 0, 0, _label_padding(encoded)))
+      batch_size, padding_values=(pad_id, 0, 0, _label_padding(encoded))
+  )
   if bucketing:
     # Without this, each window's batches would come shortest to longest.
-    dataset = dataset.shuffle(WINDOW_BATCHES, seed=seed + 1,
-                              reshuffle_each_iteration=True)
+    dataset = dataset.shuffle(
+        WINDOW_BATCHES, seed=seed + 1, reshuffle_each_iteration=True
+    )
   # Windowing hides the batch count from tf.data; state it, so Keras knows
   # the epoch length (progress, BackupAndRestore mid-epoch) and recreates the
   # iterator, with a fresh shuffle, every epoch.
-  dataset = dataset.apply(tf.data.experimental.assert_cardinality(
-      num_batches(len(encoded), batch_size)))
-  return _shard_by_example(dataset.map(
-      _to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-          tf.data.AUTOTUNE))
+  dataset = dataset.apply(
+      tf.data.experimental.assert_cardinality(
+          num_batches(len(encoded), batch_size)
+      )
+  )
+  return _shard_by_example(
+      dataset.map(
+          _to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE
+      ).prefetch(tf.data.AUTOTUNE)
+  )
 
 
-def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
-                      with_labels: bool, pad_id: Optional[int] = None
-                      ) -> tuple[tf.data.Dataset, np.ndarray]:
+def inference_dataset(
+    encoded: EncodedExamples,
+    *,
+    batch_size: int,
+    with_labels: bool,
+    pad_id: Optional[int] = None,
+) -> tuple[tf.data.Dataset, np.ndarray]:
   """Batches sorted by length, with the order to undo the sort.
 
   `pad_id` pads the input ids (default: the encoder's, `encoded.pad_id`).
@@ -231,7 +274,13 @@ def inference_dataset(encoded: EncodedExamples, *, batch_size: int,
   if pad_id is None:
     pad_id = encoded.pad_id
   dataset = _dataset_of(components).padded_batch(
-      batch_size, padding_values=(pad_id, 0, 0) + (
-          (_label_padding(encoded),) if with_labels else ()))
-  return _shard_by_example(dataset.map(_to_model_inputs).prefetch(
-      tf.data.AUTOTUNE)), order
+      batch_size,
+      padding_values=(pad_id, 0, 0)
+      + ((_label_padding(encoded),) if with_labels else ()),
+  )
+  return (
+      _shard_by_example(
+          dataset.map(_to_model_inputs).prefetch(tf.data.AUTOTUNE)
+      ),
+      order,
+  )

@@ -24,8 +24,9 @@ def _flat_columns(prediction: dict) -> dict:
     if isinstance(value, dict):
       prefix = _CSV_PREFIXES.get(name, f"{name}_")
       for key, item in value.items():
-        flat[f"{prefix}{key}"] = (f"{item:.6f}" if isinstance(item, float)
-                                  else item)
+        flat[f"{prefix}{key}"] = (
+            f"{item:.6f}" if isinstance(item, float) else item
+        )
     elif isinstance(value, (list, tuple)):
       flat[name] = json.dumps(value, ensure_ascii=False)
     else:
@@ -33,8 +34,9 @@ def _flat_columns(prediction: dict) -> dict:
   return flat
 
 
-def write_prediction_rows(path: str, examples: readers.Examples,
-                          predictions: Sequence[dict]) -> None:
+def write_prediction_rows(
+    path: str, examples: readers.Examples, predictions: Sequence[dict]
+) -> None:
   """Writes each input row followed by its prediction's columns.
 
   JSONL records get the prediction's fields as they are (objects, lists);
@@ -45,15 +47,16 @@ def write_prediction_rows(path: str, examples: readers.Examples,
   out = io.StringIO()
   if fmt == "jsonl":
     for row, prediction in zip(examples.rows, predictions):
-      out.write(json.dumps(dict(row, **prediction), ensure_ascii=False) +
-                "\n")
+      out.write(json.dumps(dict(row, **prediction), ensure_ascii=False) + "\n")
   else:
     flat = [_flat_columns(prediction) for prediction in predictions]
     input_columns = list(examples.rows[0])
-    columns = input_columns + [name for name in flat[0]
-                               if name not in input_columns]
-    writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",",
-                        lineterminator="\n")
+    columns = input_columns + [
+        name for name in flat[0] if name not in input_columns
+    ]
+    writer = csv.writer(
+        out, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n"
+    )
     writer.writerow(columns)
     for row, prediction in zip(examples.rows, flat):
       values = dict(row, **prediction)

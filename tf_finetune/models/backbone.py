@@ -13,8 +13,12 @@ from typing import Optional
 import transformers
 from absl import logging
 
-SAFE_WEIGHT_FILES = ("model.safetensors", "tf_model.h5",
-                     "model.safetensors.index.json", "tf_model.h5.index.json")
+SAFE_WEIGHT_FILES = (
+    "model.safetensors",
+    "tf_model.h5",
+    "model.safetensors.index.json",
+    "tf_model.h5.index.json",
+)
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -27,15 +31,19 @@ def check_model_source(model: str, allow_pickle_weights: bool) -> bool:
   if os.path.isdir(model):
     return _check_local_model(model, allow_pickle_weights)
   if model.startswith((".", "/", "~")) or model.count("/") > 1:
-    raise ValueError(f"--model={model!r} does not exist; expected a local "
-                     "model directory or a hub name like 'bert-base-uncased'.")
+    raise ValueError(
+        f"--model={model!r} does not exist; expected a local "
+        "model directory or a hub name like 'bert-base-uncased'."
+    )
   return allow_pickle_weights
 
 
 def _check_local_model(path: str, allow_pickle_weights: bool) -> bool:
   if not os.path.isfile(os.path.join(path, "config.json")):
-    raise ValueError(f"--model={path!r} is a directory without config.json; "
-                     "expected a Hugging Face model directory.")
+    raise ValueError(
+        f"--model={path!r} is a directory without config.json; "
+        "expected a Hugging Face model directory."
+    )
   files = set(os.listdir(path))
   if files & set(SAFE_WEIGHT_FILES):
     return False
@@ -45,14 +53,21 @@ def _check_local_model(path: str, allow_pickle_weights: bool) -> bool:
           f"--model={path!r} only has pickled PyTorch weights "
           "(pytorch_model.bin), which can run arbitrary code when loaded; "
           "convert them to model.safetensors or pass --allow_pickle_weights "
-          "if you trust the file.")
+          "if you trust the file."
+      )
     return True
-  raise ValueError(f"--model={path!r} has config.json but no weights; "
-                   f"expected one of: {', '.join(SAFE_WEIGHT_FILES)}.")
+  raise ValueError(
+      f"--model={path!r} has config.json but no weights; "
+      f"expected one of: {', '.join(SAFE_WEIGHT_FILES)}."
+  )
 
 
-def load_backbone(model: str, *, allow_pickle_weights: bool = False,
-                  config_overrides: Optional[dict] = None):
+def load_backbone(
+    model: str,
+    *,
+    allow_pickle_weights: bool = False,
+    config_overrides: Optional[dict] = None,
+):
   """Loads a pretrained TF encoder (e.g. `TFBertModel`).
 
   Args:
@@ -65,30 +80,38 @@ def load_backbone(model: str, *, allow_pickle_weights: bool = False,
   """
   from_pt = check_model_source(model, allow_pickle_weights)
   config = transformers.AutoConfig.from_pretrained(
-      model, trust_remote_code=False, **(config_overrides or {}))
+      model, trust_remote_code=False, **(config_overrides or {})
+  )
   # Silence the "some weights were not used" report about the pretraining
   # heads: it is expected when loading an encoder for fine-tuning.
   verbosity = transformers.logging.get_verbosity()
   transformers.logging.set_verbosity_error()
   try:
     backbone = transformers.TFAutoModel.from_pretrained(
-        model, config=config, from_pt=from_pt, trust_remote_code=False)
+        model, config=config, from_pt=from_pt, trust_remote_code=False
+    )
   except OSError as e:
-    raise ValueError(f"--model={model!r} could not be loaded: "
-                     f"{str(e).splitlines()[0]}") from e
+    raise ValueError(
+        f"--model={model!r} could not be loaded: " f"{str(e).splitlines()[0]}"
+    ) from e
   finally:
     transformers.logging.set_verbosity(verbosity)
-  logging.info("Loaded %s (%s, %d layers, hidden size %d) from %s.",
-               type(backbone).__name__, config.model_type,
-               getattr(config, "num_hidden_layers", -1),
-               getattr(config, "hidden_size", -1), model)
+  logging.info(
+      "Loaded %s (%s, %d layers, hidden size %d) from %s.",
+      type(backbone).__name__,
+      config.model_type,
+      getattr(config, "num_hidden_layers", -1),
+      getattr(config, "hidden_size", -1),
+      model,
+  )
   return backbone
 
 
 def backbone_from_config(config_dir: str):
   """An encoder with the architecture saved in `config_dir`, random weights."""
-  config = transformers.AutoConfig.from_pretrained(config_dir,
-                                                   trust_remote_code=False)
+  config = transformers.AutoConfig.from_pretrained(
+      config_dir, trust_remote_code=False
+  )
   return transformers.TFAutoModel.from_config(config)
 
 
@@ -96,10 +119,13 @@ def load_tokenizer(model: str):
   """The model's fast tokenizer, checked against the model's vocabulary."""
   try:
     tokenizer = transformers.AutoTokenizer.from_pretrained(
-        model, use_fast=True, trust_remote_code=False)
+        model, use_fast=True, trust_remote_code=False
+    )
   except (OSError, ValueError) as e:
-    raise ValueError(f"--model={model!r} has no usable tokenizer: "
-                     f"{str(e).splitlines()[0]}") from e
+    raise ValueError(
+        f"--model={model!r} has no usable tokenizer: "
+        f"{str(e).splitlines()[0]}"
+    ) from e
   return tokenizer
 
 
@@ -110,7 +136,8 @@ def check_tokenizer_fits(tokenizer, backbone_config, model: str) -> None:
     raise ValueError(
         f"--model={model!r}: the tokenizer has {len(tokenizer)} tokens but the "
         f"model's embedding table only {vocab_size}; they do not belong "
-        "together.")
+        "together."
+    )
 
 
 # Where BERT-family encoders in `transformers` keep their layer stack: the
@@ -141,7 +168,8 @@ def encoder_layers(backbone) -> list:
       f"{type(backbone).__name__} does not keep one layer per depth "
       "(encoder.layer or transformer.layer); layer-wise learning rates and "
       "layer freezing need a BERT-family encoder such as BERT, RoBERTa, "
-      "ELECTRA or DistilBERT.")
+      "ELECTRA or DistilBERT."
+  )
 
 
 def embedding_layer(backbone):
@@ -172,8 +200,9 @@ def layerwise_lr_multipliers(backbone, decay: float) -> dict[str, float]:
   return multipliers
 
 
-def set_trainable_layers(backbone, *, frozen_layers: int,
-                         freeze_embeddings: bool) -> None:
+def set_trainable_layers(
+    backbone, *, frozen_layers: int, freeze_embeddings: bool
+) -> None:
   """Freezes the embeddings and the bottom `frozen_layers` encoder layers.
 
   Everything else in the encoder is made trainable. Changing this between
@@ -181,8 +210,10 @@ def set_trainable_layers(backbone, *, frozen_layers: int,
   """
   layers = encoder_layers(backbone)
   if frozen_layers > len(layers):
-    raise ValueError(f"--freeze_layers={frozen_layers} is more than the "
-                     f"encoder's {len(layers)} layers.")
+    raise ValueError(
+        f"--freeze_layers={frozen_layers} is more than the "
+        f"encoder's {len(layers)} layers."
+    )
   for depth, layer in enumerate(layers):
     layer.trainable = depth >= frozen_layers
   embedding_layer(backbone).trainable = not freeze_embeddings
@@ -194,8 +225,12 @@ def penalized_variables(backbone, *, include_embeddings: bool) -> list:
   Matrices only: LayerNorm scales and offsets and biases are vectors and are
   left alone, as are the embedding tables unless `include_embeddings`.
   """
-  embedding_names = {variable.name
-                     for variable in embedding_layer(backbone).weights}
-  return [variable for variable in backbone.trainable_weights
-          if len(variable.shape) >= 2 and
-          (include_embeddings or variable.name not in embedding_names)]
+  embedding_names = {
+      variable.name for variable in embedding_layer(backbone).weights
+  }
+  return [
+      variable
+      for variable in backbone.trainable_weights
+      if len(variable.shape) >= 2
+      and (include_embeddings or variable.name not in embedding_names)
+  ]

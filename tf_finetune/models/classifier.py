@@ -19,8 +19,7 @@ class PaddingFraction(tf_keras.metrics.Metric):
   def __init__(self, name="pad_fraction", **kwargs):
     super().__init__(name=name, dtype="float32", **kwargs)
     self.real = self.add_weight("real", initializer="zeros", dtype=tf.float32)
-    self.total = self.add_weight("total", initializer="zeros",
-                                 dtype=tf.float32)
+    self.total = self.add_weight("total", initializer="zeros", dtype=tf.float32)
 
   def update_state(self, attention_mask, sample_weight=None):
     mask = tf.cast(attention_mask, tf.float32)
@@ -37,15 +36,21 @@ class MacroF1(tf_keras.metrics.Metric):
   def __init__(self, num_labels: int, name="macro_f1", **kwargs):
     super().__init__(name=name, dtype="float32", **kwargs)
     self.num_labels = num_labels
-    self.confusion = self.add_weight("confusion", shape=(num_labels,
-                                                         num_labels),
-                                     initializer="zeros", dtype=tf.float32)
+    self.confusion = self.add_weight(
+        "confusion",
+        shape=(num_labels, num_labels),
+        initializer="zeros",
+        dtype=tf.float32,
+    )
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
     predictions = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
-    self.confusion.assign_add(tf.math.confusion_matrix(
-        labels, predictions, num_classes=self.num_labels, dtype=tf.float32))
+    self.confusion.assign_add(
+        tf.math.confusion_matrix(
+            labels, predictions, num_classes=self.num_labels, dtype=tf.float32
+        )
+    )
 
   def reset_state(self):
     self.confusion.assign(tf.zeros_like(self.confusion))
@@ -66,9 +71,12 @@ class LastValue(tf_keras.metrics.Metric):
 
   def __init__(self, name, **kwargs):
     super().__init__(name=name, dtype="float32", **kwargs)
-    self.value = self.add_weight("value", initializer="zeros",
-                                 dtype=tf.float32,
-                                 aggregation=tf.VariableAggregation.MEAN)
+    self.value = self.add_weight(
+        "value",
+        initializer="zeros",
+        dtype=tf.float32,
+        aggregation=tf.VariableAggregation.MEAN,
+    )
 
   def update_state(self, value):
     self.value.assign(tf.cast(value, tf.float32))
@@ -86,6 +94,7 @@ def sparse_cross_entropy(label_smoothing: float = 0.0):
   Returns:
     A function (labels [batch], logits [batch, K]) -> float32 [batch].
   """
+
   def loss(labels, logits):
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     logits = tf.cast(logits, tf.float32)
@@ -93,8 +102,10 @@ def sparse_cross_entropy(label_smoothing: float = 0.0):
       return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
     num_labels = tf.shape(logits)[-1]
     targets = tf.one_hot(labels, num_labels) * (1.0 - label_smoothing) + (
-        label_smoothing / tf.cast(num_labels, tf.float32))
+        label_smoothing / tf.cast(num_labels, tf.float32)
+    )
     return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+
   return loss
 
 
@@ -110,8 +121,9 @@ def _deduplicated(gradient):
   if not isinstance(gradient, tf.IndexedSlices):
     return gradient
   indices, positions = tf.unique(gradient.indices)
-  values = tf.math.unsorted_segment_sum(gradient.values, positions,
-                                        tf.shape(indices)[0])
+  values = tf.math.unsorted_segment_sum(
+      gradient.values, positions, tf.shape(indices)[0]
+  )
   return tf.IndexedSlices(values, indices, gradient.dense_shape)
 
 
@@ -140,11 +152,22 @@ class TextClassifier(tf_keras.Model):
     unscaled (Keras' LossScaleOptimizer skips steps that overflow).
   """
 
-  def __init__(self, backbone, num_labels: int, *, pooling: str = "pooler",
-               dropout: float = 0.1, l1: float = 0.0, l2: float = 0.0,
-               seed: int = 0, label_smoothing: float = 0.0,
-               grad_accum_steps: int = 1, per_token: bool = False,
-               loss_fn=None, **kwargs):
+  def __init__(
+      self,
+      backbone,
+      num_labels: int,
+      *,
+      pooling: str = "pooler",
+      dropout: float = 0.1,
+      l1: float = 0.0,
+      l2: float = 0.0,
+      seed: int = 0,
+      label_smoothing: float = 0.0,
+      grad_accum_steps: int = 1,
+      per_token: bool = False,
+      loss_fn=None,
+      **kwargs,
+  ):
     super().__init__(**kwargs)
     self.backbone = backbone
     self.num_labels = num_labels
@@ -153,15 +176,19 @@ class TextClassifier(tf_keras.Model):
     self.loss_fn = loss_fn or sparse_cross_entropy(label_smoothing)
     self.grad_accum_steps = grad_accum_steps
     initializer_range = getattr(backbone.config, "initializer_range", 0.02)
-    self.head_dropout = tf_keras.layers.Dropout(dropout, seed=seed,
-                                                name="head_dropout")
-    regularizer = (tf_keras.regularizers.L1L2(l1=l1, l2=l2)
-                   if l1 or l2 else None)
+    self.head_dropout = tf_keras.layers.Dropout(
+        dropout, seed=seed, name="head_dropout"
+    )
+    regularizer = tf_keras.regularizers.L1L2(l1=l1, l2=l2) if l1 or l2 else None
     self.head = tf_keras.layers.Dense(
-        num_labels, name="classifier", dtype="float32",
+        num_labels,
+        name="classifier",
+        dtype="float32",
         kernel_initializer=tf_keras.initializers.TruncatedNormal(
-            stddev=initializer_range, seed=seed),
-        kernel_regularizer=regularizer)
+            stddev=initializer_range, seed=seed
+        ),
+        kernel_regularizer=regularizer,
+    )
     self.pad_fraction = PaddingFraction()
     self.loss_tracker = tf_keras.metrics.Mean(name="loss")
     self.penalty_tracker = tf_keras.metrics.Mean(name="penalty")
@@ -176,30 +203,38 @@ class TextClassifier(tf_keras.Model):
     outputs = self.backbone(
         input_ids=inputs["input_ids"],
         attention_mask=inputs["attention_mask"],
-        token_type_ids=inputs["token_type_ids"], training=training)
+        token_type_ids=inputs["token_type_ids"],
+        training=training,
+    )
     if self.per_token:
       hidden = outputs.last_hidden_state
       return self.head(self.head_dropout(hidden, training=training))
     if self.pooling == "pooler":
       pooled = getattr(outputs, "pooler_output", None)
       if pooled is None:
-        raise ValueError(f"{type(self.backbone).__name__} has no pooler; use "
-                         "--pooling=cls or --pooling=mean.")
+        raise ValueError(
+            f"{type(self.backbone).__name__} has no pooler; use "
+            "--pooling=cls or --pooling=mean."
+        )
     elif self.pooling == "cls":
       pooled = outputs.last_hidden_state[:, 0]
     else:
       hidden = outputs.last_hidden_state
       mask = tf.cast(inputs["attention_mask"], hidden.dtype)[..., tf.newaxis]
-      pooled = (tf.reduce_sum(hidden * mask, axis=1) /
-                tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))
+      pooled = tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(
+          tf.reduce_sum(mask, axis=1), 1.0
+      )
     return self.head(self.head_dropout(pooled, training=training))
 
   def _logs(self, with_training_metrics: bool):
     skip = () if with_training_metrics else ("penalty", "grad_norm")
     if not self.losses:
       skip += ("penalty",)
-    return {metric.name: metric.result() for metric in self.metrics
-            if metric.name not in skip}
+    return {
+        metric.name: metric.result()
+        for metric in self.metrics
+        if metric.name not in skip
+    }
 
   def _update_metrics(self, labels, logits, per_example_loss):
     self.loss_tracker.update_state(per_example_loss)
@@ -208,8 +243,7 @@ class TextClassifier(tf_keras.Model):
   def _data_gradients(self, inputs, labels, variables, global_batch):
     """Gradients of this slice's share of the global-batch mean loss."""
     optimizer = self.optimizer
-    scaling = isinstance(optimizer,
-                         tf_keras.mixed_precision.LossScaleOptimizer)
+    scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
     with tf.GradientTape() as tape:
       logits = self(inputs, training=True)
       per_example = self.loss_fn(labels, logits)
@@ -234,16 +268,22 @@ class TextClassifier(tf_keras.Model):
       end = tf.minimum(start + micro_batch, batch)
       gradients = self._data_gradients(
           {name: value[start:end] for name, value in inputs.items()},
-          labels[start:end], variables, global_batch)
+          labels[start:end],
+          variables,
+          global_batch,
+      )
       for index, gradient in enumerate(gradients):
         connected[index] = connected[index] or gradient is not None
       return step + 1, [
           total if gradient is None else total + tf.convert_to_tensor(gradient)
-          for total, gradient in zip(sums, gradients)]
+          for total, gradient in zip(sums, gradients)
+      ]
 
     _, sums = tf.while_loop(
-        lambda step, sums: step < steps, add_micro_batch,
-        (tf.constant(0), [tf.zeros_like(v) for v in variables]))
+        lambda step, sums: step < steps,
+        add_micro_batch,
+        (tf.constant(0), [tf.zeros_like(v) for v in variables]),
+    )
     return [total if used else None for total, used in zip(sums, connected)]
 
   def train_step(self, data):
@@ -257,21 +297,23 @@ class TextClassifier(tf_keras.Model):
     global_batch = tf.cast(tf.shape(labels)[0], tf.float32)
     if replicas > 1:
       global_batch = tf.distribute.get_replica_context().all_reduce(
-          tf.distribute.ReduceOp.SUM, global_batch)
+          tf.distribute.ReduceOp.SUM, global_batch
+      )
     global_batch = tf.maximum(global_batch, 1.0)
     if self.grad_accum_steps > 1:
-      gradients = self._accumulated_gradients(inputs, labels, variables,
-                                              global_batch)
+      gradients = self._accumulated_gradients(
+          inputs, labels, variables, global_batch
+      )
     else:
-      gradients = self._data_gradients(inputs, labels, variables,
-                                       global_batch)
+      gradients = self._data_gradients(inputs, labels, variables, global_batch)
     if self.losses:
       with tf.GradientTape() as tape:
         penalty = tf.add_n(self.losses)
       penalty_gradients = tape.gradient(penalty / replicas, variables)
       gradients = [
           g if p is None else (p if g is None else tf.convert_to_tensor(g) + p)
-          for g, p in zip(gradients, penalty_gradients)]
+          for g, p in zip(gradients, penalty_gradients)
+      ]
       self.penalty_tracker.update_state(penalty)
     pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
     gradients = [g for g, _ in pairs]
@@ -280,12 +322,13 @@ class TextClassifier(tf_keras.Model):
       # cannot go through one collective).
       gradients = tf.distribute.get_replica_context().all_reduce(
           tf.distribute.ReduceOp.SUM,
-          [tf.convert_to_tensor(g) for g in gradients])
+          [tf.convert_to_tensor(g) for g in gradients],
+      )
     gradients = [_deduplicated(g) for g in gradients]
     self.grad_norm.update_state(tf.linalg.global_norm(gradients))
     self.optimizer.apply_gradients(
-        zip(gradients, [v for _, v in pairs]),
-        skip_gradients_aggregation=True)
+        zip(gradients, [v for _, v in pairs]), skip_gradients_aggregation=True
+    )
     return self._logs(with_training_metrics=True)
 
   def test_step(self, data):

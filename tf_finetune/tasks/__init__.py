@@ -35,8 +35,9 @@ class Registration:
 _REGISTRY: dict[str, Registration] = {}
 
 
-def register(name: str, task_class: type | str, *,
-             monitors: tuple[str, ...]) -> None:
+def register(
+    name: str, task_class: type | str, *, monitors: tuple[str, ...]
+) -> None:
   """Makes `--task=name` run `task_class` (a `base.Task` subclass, or
   "module:Class"); re-registering a name replaces it."""
   if not monitors:
@@ -61,14 +62,18 @@ def monitors(name: str) -> tuple[str, ...]:
 
 def all_monitors() -> tuple[str, ...]:
   """Every registered task's metrics (the --early_stopping_metric values)."""
-  return tuple(dict.fromkeys(metric for entry in _REGISTRY.values()
-                             for metric in entry.monitors))
+  return tuple(
+      dict.fromkeys(
+          metric for entry in _REGISTRY.values() for metric in entry.monitors
+      )
+  )
 
 
 def _registration(name: str) -> Registration:
   if name not in _REGISTRY:
-    raise ValueError(f"--task={name!r} is not one of "
-                     f"{', '.join(_REGISTRY)}.")
+    raise ValueError(
+        f"--task={name!r} is not one of " f"{', '.join(_REGISTRY)}."
+    )
   return _REGISTRY[name]
 
 
@@ -87,17 +92,33 @@ def get_task(config: Any):
   return task_class(config.task)(config)
 
 
-register("classification", "tf_finetune.tasks.classification:Classification",
-         monitors=("val_accuracy", "val_loss", "val_macro_f1"))
-register("regression", "tf_finetune.tasks.regression:Regression",
-         monitors=("val_pearson", "val_loss"))
-register("multi_label", "tf_finetune.tasks.multi_label:MultiLabel",
-         monitors=("val_micro_f1", "val_loss", "val_macro_f1"))
-register("token_classification",
-         "tf_finetune.tasks.token_classification:TokenClassification",
-         monitors=("val_loss", "val_accuracy"))
-register("question_answering",
-         "tf_finetune.tasks.question_answering:QuestionAnswering",
-         monitors=("val_loss", "val_position_accuracy"))
-register("translation", "tf_finetune.tasks.translation:Translation",
-         monitors=("val_loss", "val_token_accuracy"))
+register(
+    "classification",
+    "tf_finetune.tasks.classification:Classification",
+    monitors=("val_accuracy", "val_loss", "val_macro_f1"),
+)
+register(
+    "regression",
+    "tf_finetune.tasks.regression:Regression",
+    monitors=("val_pearson", "val_loss"),
+)
+register(
+    "multi_label",
+    "tf_finetune.tasks.multi_label:MultiLabel",
+    monitors=("val_micro_f1", "val_loss", "val_macro_f1"),
+)
+register(
+    "token_classification",
+    "tf_finetune.tasks.token_classification:TokenClassification",
+    monitors=("val_loss", "val_accuracy"),
+)
+register(
+    "question_answering",
+    "tf_finetune.tasks.question_answering:QuestionAnswering",
+    monitors=("val_loss", "val_position_accuracy"),
+)
+register(
+    "translation",
+    "tf_finetune.tasks.translation:Translation",
+    monitors=("val_loss", "val_token_accuracy"),
+)

@@ -104,38 +104,48 @@ class Task(abc.ABC):
   @property
   def state(self) -> TaskState:
     if self._state is None:
-      raise RuntimeError(f"The {self.name} task has no run bound yet: call "
-                         "prepare() or load_trained() first.")
+      raise RuntimeError(
+          f"The {self.name} task has no run bound yet: call "
+          "prepare() or load_trained() first."
+      )
     return self._state
 
   def bind(self, state: TaskState) -> None:
     """Binds the run's state; later calls may only add chosen values."""
     if self._state is not None and (
-        self._state.label_vocab != state.label_vocab):
+        self._state.label_vocab != state.label_vocab
+    ):
       raise RuntimeError(f"The {self.name} task is bound to another run.")
     self._state = state
 
   # Reading and encoding.
   @abc.abstractmethod
-  def read(self, data: config_lib.DataConfig, split: str, *,
-           path: Optional[str] = None,
-           with_labels: bool = True) -> Optional[readers.Examples]:
+  def read(
+      self,
+      data: config_lib.DataConfig,
+      split: str,
+      *,
+      path: Optional[str] = None,
+      with_labels: bool = True,
+  ) -> Optional[readers.Examples]:
     """Reads a split named by the data config (or `path` instead).
 
     Returns:
       The examples, or None when the config names no such split.
     """
 
-  def read_splits(self, data: config_lib.DataConfig
-                  ) -> dict[str, readers.Examples]:
+  def read_splits(
+      self, data: config_lib.DataConfig
+  ) -> dict[str, readers.Examples]:
     """The train, validation and test splits the data config names.
 
     Raises:
       ValueError: when the training split has no labels.
     """
     examples = {split: self.read(data, split) for split in SPLITS}
-    examples = {split: found for split, found in examples.items()
-                if found is not None}
+    examples = {
+        split: found for split, found in examples.items() if found is not None
+    }
     if examples["train"].labels is None:
       raise ValueError(f"{examples['train'].source} has no labels.")
     return examples
@@ -148,8 +158,9 @@ class Task(abc.ABC):
     del examples, flag
 
   @abc.abstractmethod
-  def encode(self, examples: readers.Examples,
-             encoder: Any) -> pipeline.EncodedExamples:
+  def encode(
+      self, examples: readers.Examples, encoder: Any
+  ) -> pipeline.EncodedExamples:
     """Model inputs (and targets, when labelled) of `examples`."""
 
   @abc.abstractmethod
@@ -162,9 +173,15 @@ class Task(abc.ABC):
 
   # The model.
   @abc.abstractmethod
-  def build_model(self, config: config_lib.RunConfig, prepared: PreparedData,
-                  *, total_steps: int, steps_per_epoch: int,
-                  learning_rate=None) -> tf_keras.Model:
+  def build_model(
+      self,
+      config: config_lib.RunConfig,
+      prepared: PreparedData,
+      *,
+      total_steps: int,
+      steps_per_epoch: int,
+      learning_rate=None,
+  ) -> tf_keras.Model:
     """The compiled Keras model; called inside the strategy scope.
 
     Args:
@@ -175,38 +192,57 @@ class Task(abc.ABC):
       learning_rate: A schedule replacing the config's (the range test's).
     """
 
-  def training_callbacks(self, model: tf_keras.Model,
-                         config: config_lib.RunConfig) -> list:
+  def training_callbacks(
+      self, model: tf_keras.Model, config: config_lib.RunConfig
+  ) -> list:
     """Callbacks the task's model needs during `fit` (gradual unfreezing)."""
     del model, config
     return []
 
   @abc.abstractmethod
-  def save_run_files(self, model_dir: str, config: config_lib.RunConfig,
-                     prepared: PreparedData, model: tf_keras.Model) -> None:
+  def save_run_files(
+      self,
+      model_dir: str,
+      config: config_lib.RunConfig,
+      prepared: PreparedData,
+      model: tf_keras.Model,
+  ) -> None:
     """Writes what evaluation, prediction and export need besides weights."""
 
   @abc.abstractmethod
-  def load_trained(self, model_dir: str,
-                   config: config_lib.RunConfig) -> TrainedModel:
+  def load_trained(
+      self, model_dir: str, config: config_lib.RunConfig
+  ) -> TrainedModel:
     """Rebuilds the trained model from `model_dir` (no download); binds."""
 
   # Evaluation.
   @abc.abstractmethod
-  def predict(self, model: tf_keras.Model, encoded: pipeline.EncodedExamples,
-              *, batch_size: int) -> Any:
+  def predict(
+      self,
+      model: tf_keras.Model,
+      encoded: pipeline.EncodedExamples,
+      *,
+      batch_size: int,
+  ) -> Any:
     """The post-processed model outputs of every example, in input order."""
 
-  def choose(self, examples: readers.Examples,
-             encoded: pipeline.EncodedExamples, outputs: Any) -> dict:
-    """Values chosen on validation data after training (`TaskState.chosen`).
-    """
+  def choose(
+      self,
+      examples: readers.Examples,
+      encoded: pipeline.EncodedExamples,
+      outputs: Any,
+  ) -> dict:
+    """Values chosen on validation data after training (`TaskState.chosen`)."""
     del examples, encoded, outputs
     return {}
 
   @abc.abstractmethod
-  def metrics(self, examples: readers.Examples,
-              encoded: pipeline.EncodedExamples, outputs: Any) -> dict:
+  def metrics(
+      self,
+      examples: readers.Examples,
+      encoded: pipeline.EncodedExamples,
+      outputs: Any,
+  ) -> dict:
     """The evaluation metrics (JSON-serializable) of labelled examples."""
 
   @abc.abstractmethod
@@ -224,9 +260,14 @@ class Task(abc.ABC):
     return self.server(trained).signatures()[serving.DEFAULT_SIGNATURE]
 
   @abc.abstractmethod
-  def export(self, trained: TrainedModel, *, export_base: str,
-             sample_texts: Sequence[str] = (),
-             sample_pairs: Optional[Sequence[str]] = None) -> str:
+  def export(
+      self,
+      trained: TrainedModel,
+      *,
+      export_base: str,
+      sample_texts: Sequence[str] = (),
+      sample_pairs: Optional[Sequence[str]] = None,
+  ) -> str:
     """Exports a SavedModel version under `export_base`; returns its dir."""
 
   @abc.abstractmethod
@@ -234,15 +275,24 @@ class Task(abc.ABC):
     """Per-example columns (name -> value) from one batch of signature
     outputs, added to each input row of a prediction file."""
 
-  def read_prediction_input(self, path: str, *, text_column: Optional[str],
-                            text_pair_column: Optional[str]
-                            ) -> readers.Examples:
+  def read_prediction_input(
+      self,
+      path: str,
+      *,
+      text_column: Optional[str],
+      text_pair_column: Optional[str],
+  ) -> readers.Examples:
     """The texts of `predict --input_file` (`text_column` None: "text")."""
-    return readers.read_file(path, text_column=text_column or "text",
-                             text_pair_column=text_pair_column,
-                             label_column=None, flag="--input_file")
+    return readers.read_file(
+        path,
+        text_column=text_column or "text",
+        text_pair_column=text_pair_column,
+        label_column=None,
+        flag="--input_file",
+    )
 
-  def write_prediction_file(self, path: str, examples: readers.Examples,
-                            rows: Sequence[dict]) -> None:
+  def write_prediction_file(
+      self, path: str, examples: readers.Examples, rows: Sequence[dict]
+  ) -> None:
     """Writes `predict --output_file`: each input row with its columns."""
     writers.write_prediction_rows(path, examples, rows)

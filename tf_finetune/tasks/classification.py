@@ -20,8 +20,9 @@ from tf_finetune.models.classifier import MacroF1
 from tf_finetune.tasks import text
 
 
-def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
-                           label_vocab: Sequence[str]) -> dict:
+def classification_metrics(
+    label_ids: np.ndarray, probabilities: np.ndarray, label_vocab: Sequence[str]
+) -> dict:
   """Accuracy, macro-F1, loss, per-class precision/recall/F1 and confusion.
 
   Args:
@@ -39,12 +40,18 @@ def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
   true_positives = np.diag(confusion).astype(np.float64)
   predicted = confusion.sum(axis=0)
   actual = confusion.sum(axis=1)
-  precision = np.divide(true_positives, predicted,
-                        out=np.zeros(num_labels), where=predicted > 0)
-  recall = np.divide(true_positives, actual, out=np.zeros(num_labels),
-                     where=actual > 0)
-  f1 = np.divide(2 * precision * recall, precision + recall,
-                 out=np.zeros(num_labels), where=(precision + recall) > 0)
+  precision = np.divide(
+      true_positives, predicted, out=np.zeros(num_labels), where=predicted > 0
+  )
+  recall = np.divide(
+      true_positives, actual, out=np.zeros(num_labels), where=actual > 0
+  )
+  f1 = np.divide(
+      2 * precision * recall,
+      precision + recall,
+      out=np.zeros(num_labels),
+      where=(precision + recall) > 0,
+  )
   picked = probabilities[np.arange(len(label_ids)), label_ids]
   loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
   return {
@@ -53,14 +60,19 @@ def classification_metrics(label_ids: np.ndarray, probabilities: np.ndarray,
       "macro_f1": float(np.mean(f1)),
       "loss": loss,
       "per_class": {
-          label: {"precision": float(precision[i]), "recall": float(recall[i]),
-                  "f1": float(f1[i]), "support": int(actual[i])}
+          label: {
+              "precision": float(precision[i]),
+              "recall": float(recall[i]),
+              "f1": float(f1[i]),
+              "support": int(actual[i]),
+          }
           for i, label in enumerate(label_vocab)
       },
-      "confusion_matrix": {"labels": list(label_vocab),
-                           "rows_true_columns_predicted": confusion.tolist()},
+      "confusion_matrix": {
+          "labels": list(label_vocab),
+          "rows_true_columns_predicted": confusion.tolist(),
+      },
   }
-
 
 
 class ClassifierServer(serving.EncoderServer):
@@ -74,9 +86,11 @@ class ClassifierServer(serving.EncoderServer):
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
     logits = self.logits(input_ids, attention_mask, token_type_ids)
     label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return {"probabilities": tf.nn.softmax(logits),
-            "label": tf.gather(self.label_vocab, label_id),
-            "label_id": label_id}
+    return {
+        "probabilities": tf.nn.softmax(logits),
+        "label": tf.gather(self.label_vocab, label_id),
+        "label_id": label_id,
+    }
 
 
 class Classification(text.TextTask):
@@ -92,35 +106,47 @@ class Classification(text.TextTask):
 
   def label_ids(self, examples):
     index = {label: i for i, label in enumerate(self.state.label_vocab)}
-    return np.array([index[label] for label in examples.labels],
-                    dtype=np.int32)
+    return np.array([index[label] for label in examples.labels], dtype=np.int32)
 
   def keras_metrics(self):
-    return [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            MacroF1(self.head_size())]
+    return [
+        tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        MacroF1(self.head_size()),
+    ]
 
   def predict(self, model, encoded, *, batch_size):
     logits = self.logits(model, encoded, batch_size=batch_size)
     return tf.nn.softmax(logits).numpy()
 
   def metrics(self, examples, encoded, outputs):
-    return classification_metrics(encoded.label_ids, outputs,
-                                  self.state.label_vocab)
+    return classification_metrics(
+        encoded.label_ids, outputs, self.state.label_vocab
+    )
 
   def describe(self, metrics):
-    return (f"accuracy: {metrics['accuracy']:.4f}  macro-F1: "
-            f"{metrics['macro_f1']:.4f}  loss: {metrics['loss']:.4f}  "
-            f"({metrics['num_examples']} examples)")
+    return (
+        f"accuracy: {metrics['accuracy']:.4f}  macro-F1: "
+        f"{metrics['macro_f1']:.4f}  loss: {metrics['loss']:.4f}  "
+        f"({metrics['num_examples']} examples)"
+    )
 
   def server(self, trained):
-    return ClassifierServer(trained.model, trained.encoder,
-                            task_name=self.name,
-                            label_vocab=self.state.label_vocab,
-                            input_names=self.server_input_names())
+    return ClassifierServer(
+        trained.model,
+        trained.encoder,
+        task_name=self.name,
+        label_vocab=self.state.label_vocab,
+        input_names=self.server_input_names(),
+    )
 
   def prediction_rows(self, outputs):
     label_vocab = self.state.label_vocab
-    return [{"predicted_label": label_vocab[int(np.argmax(probs))],
-             "probabilities": {name: round(float(p), 6)
-                               for name, p in zip(label_vocab, probs)}}
-            for probs in outputs["probabilities"]]
+    return [
+        {
+            "predicted_label": label_vocab[int(np.argmax(probs))],
+            "probabilities": {
+                name: round(float(p), 6) for name, p in zip(label_vocab, probs)
+            },
+        }
+        for probs in outputs["probabilities"]
+    ]

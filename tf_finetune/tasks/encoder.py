@@ -26,18 +26,27 @@ from tf_finetune.data import labels, readers
 from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.models.classifier import TextClassifier
 from tf_finetune.tasks import base
-from tf_finetune.text.tokenization import (TRICKY_TEXTS, TextEncoder,
-                                      check_matches_tokenizer)
+from tf_finetune.text.tokenization import (
+    TRICKY_TEXTS,
+    TextEncoder,
+    check_matches_tokenizer,
+)
 
 # Training texts compared against the model's own tokenizer before training.
 TOKENIZER_CHECK_SAMPLES = 256
 
 
-def build_classifier(backbone, head_size: int,
-                     model_config: config_lib.ModelConfig, seed: int, *,
-                     label_smoothing: float = 0.0, grad_accum_steps: int = 1,
-                     per_token: bool = False,
-                     loss_fn: Optional[Callable] = None) -> TextClassifier:
+def build_classifier(
+    backbone,
+    head_size: int,
+    model_config: config_lib.ModelConfig,
+    seed: int,
+    *,
+    label_smoothing: float = 0.0,
+    grad_accum_steps: int = 1,
+    per_token: bool = False,
+    loss_fn: Optional[Callable] = None,
+) -> TextClassifier:
   """The task model on `backbone`, its variables created.
 
   Args:
@@ -50,26 +59,39 @@ def build_classifier(backbone, head_size: int,
     per_token: A head on every token (token classification).
     loss_fn: The task's per-example loss; default cross-entropy.
   """
-  model = TextClassifier(backbone, head_size, pooling=model_config.pooling,
-                         dropout=model_config.dropout, l1=model_config.l1,
-                         l2=model_config.l2, seed=seed,
-                         label_smoothing=label_smoothing,
-                         grad_accum_steps=grad_accum_steps,
-                         per_token=per_token, loss_fn=loss_fn)
+  model = TextClassifier(
+      backbone,
+      head_size,
+      pooling=model_config.pooling,
+      dropout=model_config.dropout,
+      l1=model_config.l1,
+      l2=model_config.l2,
+      seed=seed,
+      label_smoothing=label_smoothing,
+      grad_accum_steps=grad_accum_steps,
+      per_token=per_token,
+      loss_fn=loss_fn,
+  )
   model(model.dummy_inputs())  # Creates the head's variables.
   return model
 
 
-def add_backbone_penalties(model: TextClassifier,
-                           model_config: config_lib.ModelConfig) -> None:
+def add_backbone_penalties(
+    model: TextClassifier, model_config: config_lib.ModelConfig
+) -> None:
   """Adds --backbone_l1/--backbone_l2 or --l2_sp to the model's losses."""
-  l1, l2, l2_sp = (model_config.backbone_l1, model_config.backbone_l2,
-                   model_config.l2_sp)
+  l1, l2, l2_sp = (
+      model_config.backbone_l1,
+      model_config.backbone_l2,
+      model_config.l2_sp,
+  )
   if not (l1 or l2 or l2_sp):
     return
   variables = backbone_lib.penalized_variables(
-      model.backbone, include_embeddings=model_config.regularize_embeddings)
+      model.backbone, include_embeddings=model_config.regularize_embeddings
+  )
   if l1 or l2:
+
     def penalty():
       total = 0.0
       for variable in variables:
@@ -78,34 +100,49 @@ def add_backbone_penalties(model: TextClassifier,
         if l2:
           total += l2 * tf.reduce_sum(tf.square(variable))
       return total
+
     model.add_loss(penalty)
   if l2_sp:
     # The pretrained values, outside the model's checkpoint: a resumed run
     # loads them again from --model, so they always mean "pretrained".
-    anchors = [tf.Variable(variable.read_value(), trainable=False)
-               for variable in variables]
+    anchors = [
+        tf.Variable(variable.read_value(), trainable=False)
+        for variable in variables
+    ]
 
     def distance_from_pretrained():
-      return l2_sp * tf.add_n([
-          tf.reduce_sum(tf.square(variable - anchor))
-          for variable, anchor in zip(variables, anchors)])
+      return l2_sp * tf.add_n(
+          [
+              tf.reduce_sum(tf.square(variable - anchor))
+              for variable, anchor in zip(variables, anchors)
+          ]
+      )
+
     model.add_loss(distance_from_pretrained)
-  logging.info("Backbone penalties on %d kernels: l1=%g l2=%g l2_sp=%g.",
-               len(variables), l1, l2, l2_sp)
+  logging.info(
+      "Backbone penalties on %d kernels: l1=%g l2=%g l2_sp=%g.",
+      len(variables),
+      l1,
+      l2,
+      l2_sp,
+  )
 
 
-def freeze_initial_layers(backbone, train_config: config_lib.TrainConfig
-                          ) -> None:
+def freeze_initial_layers(
+    backbone, train_config: config_lib.TrainConfig
+) -> None:
   """Freezes --freeze_layers/--freeze_embeddings (all, if gradual)."""
   gradual = train_config.unfreeze_schedule == "gradual"
-  if not (gradual or train_config.freeze_layers or
-          train_config.freeze_embeddings):
+  if not (
+      gradual or train_config.freeze_layers or train_config.freeze_embeddings
+  ):
     return
   num_layers = len(backbone_lib.encoder_layers(backbone))
   backbone_lib.set_trainable_layers(
       backbone,
       frozen_layers=num_layers if gradual else train_config.freeze_layers,
-      freeze_embeddings=gradual or train_config.freeze_embeddings)
+      freeze_embeddings=gradual or train_config.freeze_embeddings,
+  )
 
 
 class EncoderTask(base.Task):
@@ -115,8 +152,7 @@ class EncoderTask(base.Task):
   per_token = False
 
   # What each encoder task says.
-  def resolve_data(self, data: config_lib.DataConfig
-                   ) -> config_lib.DataConfig:
+  def resolve_data(self, data: config_lib.DataConfig) -> config_lib.DataConfig:
     """`data` with the columns the task will read filled in (TFDS layouts)."""
     return data
 
@@ -142,33 +178,54 @@ class EncoderTask(base.Task):
     config = dataclasses.replace(config, data=data)
     examples = self.read_splits(data)
     train_examples = examples["train"]
-    self.bind(base.TaskState(
-        label_vocab=tuple(self.label_vocab_of(train_examples)),
-        text_pair=data.text_pair_column is not None))
+    self.bind(
+        base.TaskState(
+            label_vocab=tuple(self.label_vocab_of(train_examples)),
+            text_pair=data.text_pair_column is not None,
+        )
+    )
     for split in ("validation", "test"):
       if split in examples:
         self.check_labels(examples[split], f"--{split}_file")
     label_vocab = self.state.label_vocab
-    logging.info("Task %s; outputs (%d): %s", self.name, len(label_vocab),
-                 ", ".join(label_vocab))
+    logging.info(
+        "Task %s; outputs (%d): %s",
+        self.name,
+        len(label_vocab),
+        ", ".join(label_vocab),
+    )
 
-    backbone_lib.check_model_source(config.model.model,
-                                    config.model.allow_pickle_weights)
+    backbone_lib.check_model_source(
+        config.model.model, config.model.allow_pickle_weights
+    )
     tokenizer = backbone_lib.load_tokenizer(config.model.model)
     encoder = TextEncoder.from_hf_tokenizer(tokenizer, data.max_seq_length)
     sample = slice(0, TOKENIZER_CHECK_SAMPLES)
     check_matches_tokenizer(
-        encoder, tokenizer, train_examples.texts[sample],
-        None if train_examples.text_pairs is None else
-        train_examples.text_pairs[sample])
-    encoded = {split: self.encode(found, encoder)
-               for split, found in examples.items()}
-    return base.PreparedData(config, examples, encoded, tokenizer, encoder,
-                             self)
+        encoder,
+        tokenizer,
+        train_examples.texts[sample],
+        None
+        if train_examples.text_pairs is None
+        else train_examples.text_pairs[sample],
+    )
+    encoded = {
+        split: self.encode(found, encoder) for split, found in examples.items()
+    }
+    return base.PreparedData(
+        config, examples, encoded, tokenizer, encoder, self
+    )
 
   # The model.
-  def build_model(self, config, prepared, *, total_steps, steps_per_epoch,
-                  learning_rate=None):
+  def build_model(
+      self,
+      config,
+      prepared,
+      *,
+      total_steps,
+      steps_per_epoch,
+      learning_rate=None,
+  ):
     """The pretrained backbone with a fresh head, compiled for fine-tuning.
 
     Applies every optimization lever of the config: dropout overrides,
@@ -179,20 +236,31 @@ class EncoderTask(base.Task):
     backbone = backbone_lib.load_backbone(
         model_config.model,
         allow_pickle_weights=model_config.allow_pickle_weights,
-        config_overrides=model_config.config_overrides)
-    backbone_lib.check_tokenizer_fits(prepared.tokenizer, backbone.config,
-                                      model_config.model)
+        config_overrides=model_config.config_overrides,
+    )
+    backbone_lib.check_tokenizer_fits(
+        prepared.tokenizer, backbone.config, model_config.model
+    )
     model = build_classifier(
-        backbone, self.head_size(), model_config, train_config.seed,
+        backbone,
+        self.head_size(),
+        model_config,
+        train_config.seed,
         label_smoothing=train_config.label_smoothing,
         grad_accum_steps=train_config.grad_accum_steps,
-        per_token=self.per_token, loss_fn=self.loss_fn(train_config))
+        per_token=self.per_token,
+        loss_fn=self.loss_fn(train_config),
+    )
     add_backbone_penalties(model, model_config)
     optimizer = optimization.create_optimizer(
-        train_config, total_steps, steps_per_epoch=steps_per_epoch,
+        train_config,
+        total_steps,
+        steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate,
         lr_multipliers=backbone_lib.layerwise_lr_multipliers(
-            backbone, train_config.layerwise_lr_decay))
+            backbone, train_config.layerwise_lr_decay
+        ),
+    )
     # Slots for every variable now, before any is frozen: layers unfrozen
     # later must find theirs (optimizer variables cannot be created mid-fit).
     optimizer.build(model.trainable_variables)
@@ -201,49 +269,67 @@ class EncoderTask(base.Task):
         optimizer=optimizer,
         metrics=self.keras_metrics(),
         steps_per_execution=train_config.steps_per_execution,
-        jit_compile=train_config.jit_compile)
+        jit_compile=train_config.jit_compile,
+    )
     return model
 
   def training_callbacks(self, model, config):
     train_config = config.train
     if train_config.unfreeze_schedule != "gradual":
       return []
-    return [callbacks.GradualUnfreezing(
-        model.backbone,
-        num_layers=len(backbone_lib.encoder_layers(model.backbone)),
-        freeze_layers=train_config.freeze_layers,
-        freeze_embeddings=train_config.freeze_embeddings)]
+    return [
+        callbacks.GradualUnfreezing(
+            model.backbone,
+            num_layers=len(backbone_lib.encoder_layers(model.backbone)),
+            freeze_layers=train_config.freeze_layers,
+            freeze_embeddings=train_config.freeze_embeddings,
+        )
+    ]
 
   # Saving and loading a run.
   def save_run_files(self, model_dir, config, prepared, model):
     """config.json, label_vocab.txt, the tokenizer and the architecture."""
     config_lib.write_config(config, model_dir)
     labels.write_label_vocab(self.state.label_vocab, model_dir)
-    artifacts.save_directories(model_dir, {
-        artifacts.TOKENIZER_DIR: prepared.tokenizer.save_pretrained,
-        artifacts.BACKBONE_DIR: model.backbone.config.save_pretrained})
+    artifacts.save_directories(
+        model_dir,
+        {
+            artifacts.TOKENIZER_DIR: prepared.tokenizer.save_pretrained,
+            artifacts.BACKBONE_DIR: model.backbone.config.save_pretrained,
+        },
+    )
 
   def load_trained(self, model_dir, config):
     weights_dir = artifacts.final_weights_dir(model_dir)
-    self.bind(base.TaskState(
-        label_vocab=tuple(labels.read_label_vocab(model_dir)),
-        text_pair=config.data.text_pair_column is not None,
-        chosen=artifacts.read_task_state(model_dir)))
+    self.bind(
+        base.TaskState(
+            label_vocab=tuple(labels.read_label_vocab(model_dir)),
+            text_pair=config.data.text_pair_column is not None,
+            chosen=artifacts.read_task_state(model_dir),
+        )
+    )
     tokenizer = backbone_lib.load_tokenizer(
-        os.path.join(model_dir, artifacts.TOKENIZER_DIR))
-    encoder = TextEncoder.from_hf_tokenizer(tokenizer,
-                                            config.data.max_seq_length)
+        os.path.join(model_dir, artifacts.TOKENIZER_DIR)
+    )
+    encoder = TextEncoder.from_hf_tokenizer(
+        tokenizer, config.data.max_seq_length
+    )
     backbone = backbone_lib.backbone_from_config(
-        os.path.join(model_dir, artifacts.BACKBONE_DIR))
-    model = build_classifier(backbone, self.head_size(), config.model,
-                             config.train.seed, per_token=self.per_token,
-                             loss_fn=self.loss_fn(config.train))
+        os.path.join(model_dir, artifacts.BACKBONE_DIR)
+    )
+    model = build_classifier(
+        backbone,
+        self.head_size(),
+        config.model,
+        config.train.seed,
+        per_token=self.per_token,
+        loss_fn=self.loss_fn(config.train),
+    )
     artifacts.restore_weights(model, weights_dir)
     return base.TrainedModel(config, self, tokenizer, encoder, model)
 
   # Serving.
-  def export(self, trained, *, export_base, sample_texts=(),
-             sample_pairs=None):
+  def export(self, trained, *, export_base, sample_texts=(), sample_pairs=None):
     """Exports the task's server, its tokenizer checked first.
 
     The in-graph tokenizer is checked against the model's own tokenizer on
@@ -253,13 +339,13 @@ class EncoderTask(base.Task):
     inputs = {self.input_names[0]: texts}
     pairs = None
     if self.state.text_pair:
-      pairs = list(reversed(TRICKY_TEXTS)) + list(sample_pairs or
-                                                  sample_texts)
-      pairs = pairs[:len(texts)] + [""] * (len(texts) - len(pairs))
+      pairs = list(reversed(TRICKY_TEXTS)) + list(sample_pairs or sample_texts)
+      pairs = pairs[: len(texts)] + [""] * (len(texts) - len(pairs))
       inputs[self.input_names[1]] = pairs
     check_matches_tokenizer(trained.encoder, trained.tokenizer, texts, pairs)
-    return serving.export_server(self.server(trained),
-                                 export_base=export_base,
-                                 sample_inputs=inputs,
-                                 checked_output=self.checked_output)
-
+    return serving.export_server(
+        self.server(trained),
+        export_base=export_base,
+        sample_inputs=inputs,
+        checked_output=self.checked_output,
+    )

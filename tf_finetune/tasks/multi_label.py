@@ -42,8 +42,7 @@ def f1_scores(targets: np.ndarray, predicted: np.ndarray) -> dict:
   actual_count = np.sum(targets, axis=0).astype(np.float64)
 
   def ratio(a, b):
-    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64),
-                     where=b > 0)
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
 
   per_label_f1 = ratio(2 * true_positives, predicted_count + actual_count)
   tp, pc, ac = true_positives.sum(), predicted_count.sum(), actual_count.sum()
@@ -58,29 +57,39 @@ def f1_scores(targets: np.ndarray, predicted: np.ndarray) -> dict:
 
 def best_threshold(targets: np.ndarray, probabilities: np.ndarray) -> float:
   """The candidate threshold with the highest micro-F1 (ties: nearest 0.5)."""
-  scored = [(f1_scores(targets, probabilities >= t)["micro_f1"],
-             -abs(t - 0.5), t) for t in CANDIDATE_THRESHOLDS]
+  scored = [
+      (f1_scores(targets, probabilities >= t)["micro_f1"], -abs(t - 0.5), t)
+      for t in CANDIDATE_THRESHOLDS
+  ]
   return max(scored)[2]
 
 
 class MultiLabelF1(tf_keras.metrics.Metric):
   """Streaming micro or macro F1 of sigmoid outputs at probability 0.5."""
 
-  def __init__(self, num_labels: int, average: str = "micro", name=None,
-               **kwargs):
+  def __init__(
+      self, num_labels: int, average: str = "micro", name=None, **kwargs
+  ):
     super().__init__(name=name or f"{average}_f1", dtype="float32", **kwargs)
     self.num_labels = num_labels
     self.average = average
     # Rows: true positives, predicted, actual; one column per label.
-    self.counts = self.add_weight("counts", shape=(3, num_labels),
-                                  initializer="zeros", dtype=tf.float32)
+    self.counts = self.add_weight(
+        "counts", shape=(3, num_labels), initializer="zeros", dtype=tf.float32
+    )
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     targets = tf.cast(y_true, tf.float32)
     predicted = tf.cast(y_pred >= 0.0, tf.float32)  # logit 0 = probability 0.5
-    self.counts.assign_add(tf.stack([
-        tf.reduce_sum(targets * predicted, axis=0),
-        tf.reduce_sum(predicted, axis=0), tf.reduce_sum(targets, axis=0)]))
+    self.counts.assign_add(
+        tf.stack(
+            [
+                tf.reduce_sum(targets * predicted, axis=0),
+                tf.reduce_sum(predicted, axis=0),
+                tf.reduce_sum(targets, axis=0),
+            ]
+        )
+    )
 
   def reset_state(self):
     self.counts.assign(tf.zeros_like(self.counts))
@@ -88,20 +97,26 @@ class MultiLabelF1(tf_keras.metrics.Metric):
   def result(self):
     true_positives, predicted, actual = tf.unstack(self.counts)
     if self.average == "micro":
-      return tf.math.divide_no_nan(2.0 * tf.reduce_sum(true_positives),
-                                   tf.reduce_sum(predicted + actual))
-    return tf.reduce_mean(tf.math.divide_no_nan(2.0 * true_positives,
-                                                predicted + actual))
+      return tf.math.divide_no_nan(
+          2.0 * tf.reduce_sum(true_positives), tf.reduce_sum(predicted + actual)
+      )
+    return tf.reduce_mean(
+        tf.math.divide_no_nan(2.0 * true_positives, predicted + actual)
+    )
 
   def get_config(self):
-    return {**super().get_config(), "num_labels": self.num_labels,
-            "average": self.average}
+    return {
+        **super().get_config(),
+        "num_labels": self.num_labels,
+        "average": self.average,
+    }
 
 
 def binary_cross_entropy(labels, logits):
   """Per-example binary cross-entropy, averaged over the labels."""
   losses = tf.nn.sigmoid_cross_entropy_with_logits(
-      tf.cast(labels, tf.float32), tf.cast(logits, tf.float32))
+      tf.cast(labels, tf.float32), tf.cast(logits, tf.float32)
+  )
   return tf.reduce_mean(losses, axis=-1)
 
 
@@ -114,23 +129,30 @@ class MultiLabelServer(serving.EncoderServer):
   (not a signature) returns the threshold.
   """
 
-  def __init__(self, model, encoder, *, threshold: float, delimiter: str,
-               **kwargs):
+  def __init__(
+      self, model, encoder, *, threshold: float, delimiter: str, **kwargs
+  ):
     super().__init__(model, encoder, **kwargs)
     self.threshold = tf.constant(threshold, tf.float32)
     self.delimiter = delimiter
-    self.get_threshold = tf.function(lambda: self.threshold,
-                                     input_signature=[])
+    self.get_threshold = tf.function(lambda: self.threshold, input_signature=[])
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    probabilities = tf.sigmoid(self.logits(input_ids, attention_mask,
-                                           token_type_ids))
+    probabilities = tf.sigmoid(
+        self.logits(input_ids, attention_mask, token_type_ids)
+    )
     predicted = probabilities >= self.threshold
     names = tf.broadcast_to(self.label_vocab, tf.shape(predicted))
-    labels = tf.strings.reduce_join(tf.ragged.boolean_mask(names, predicted),
-                                    axis=1, separator=self.delimiter)
-    return {"probabilities": probabilities,
-            "predicted": tf.cast(predicted, tf.int32), "labels": labels}
+    labels = tf.strings.reduce_join(
+        tf.ragged.boolean_mask(names, predicted),
+        axis=1,
+        separator=self.delimiter,
+    )
+    return {
+        "probabilities": probabilities,
+        "predicted": tf.cast(predicted, tf.int32),
+        "labels": labels,
+    }
 
 
 class MultiLabel(text.TextTask):
@@ -139,16 +161,22 @@ class MultiLabel(text.TextTask):
   name = "multi_label"
 
   def read(self, data, split, *, path=None, with_labels=True):
-    if with_labels and not (path or getattr(data, f"{split}_file")) and \
-        data.tfds_name:
-      raise ValueError(f"--task=multi_label reads labels from CSV, TSV or "
-                       f"JSONL files, not from --tfds_name={data.tfds_name}.")
-    examples = text.read_text_split(data, split, path=path,
-                                    with_labels=False)
+    if (
+        with_labels
+        and not (path or getattr(data, f"{split}_file"))
+        and data.tfds_name
+    ):
+      raise ValueError(
+          f"--task=multi_label reads labels from CSV, TSV or "
+          f"JSONL files, not from --tfds_name={data.tfds_name}."
+      )
+    examples = text.read_text_split(data, split, path=path, with_labels=False)
     if examples is None or not with_labels:
       return examples
-    label_sets = [self._labels_of(row, line, examples.source, data)
-                  for row, line in zip(examples.rows, examples.line_numbers)]
+    label_sets = [
+        self._labels_of(row, line, examples.source, data)
+        for row, line in zip(examples.rows, examples.line_numbers)
+    ]
     return dataclasses.replace(examples, labels=label_sets)
 
   def _labels_of(self, row: dict, line: int, source: str, data) -> tuple:
@@ -157,20 +185,26 @@ class MultiLabel(text.TextTask):
       labels = []
       for column in columns:
         if column not in row:
-          raise ValueError(f"{source}:{line}: --label_columns names "
-                           f"{column!r}, which this row lacks; columns are: "
-                           f"{', '.join(map(str, row))}.")
+          raise ValueError(
+              f"{source}:{line}: --label_columns names "
+              f"{column!r}, which this row lacks; columns are: "
+              f"{', '.join(map(str, row))}."
+          )
         value = readers.label_to_string(row[column]).lower()
         if value not in _TRUE + _FALSE:
-          raise ValueError(f"{source}:{line}: the {column!r} value "
-                           f"{row[column]!r} is not 0 or 1.")
+          raise ValueError(
+              f"{source}:{line}: the {column!r} value "
+              f"{row[column]!r} is not 0 or 1."
+          )
         if value in _TRUE:
           labels.append(column)
       return tuple(labels)
     column = data.label_column
     if column not in row:
-      raise ValueError(f"{source}:{line}: --label_column={column!r} is "
-                       f"missing; columns are: {', '.join(map(str, row))}.")
+      raise ValueError(
+          f"{source}:{line}: --label_column={column!r} is "
+          f"missing; columns are: {', '.join(map(str, row))}."
+      )
     value = row[column]
     if isinstance(value, list):
       values = [readers.label_to_string(item) for item in value]
@@ -189,7 +223,8 @@ class MultiLabel(text.TextTask):
       raise ValueError(
           f"{examples.source}: the labels hold {len(vocab)} distinct "
           "label(s); multi-label classification needs at least two. Is "
-          f"--label_delimiter right (got {self.config.label_delimiter!r})?")
+          f"--label_delimiter right (got {self.config.label_delimiter!r})?"
+      )
     return vocab
 
   def check_labels(self, examples, flag):
@@ -208,8 +243,10 @@ class MultiLabel(text.TextTask):
     return binary_cross_entropy
 
   def keras_metrics(self):
-    return [MultiLabelF1(self.head_size(), "micro"),
-            MultiLabelF1(self.head_size(), "macro")]
+    return [
+        MultiLabelF1(self.head_size(), "micro"),
+        MultiLabelF1(self.head_size(), "macro"),
+    ]
 
   def predict(self, model, encoded, *, batch_size):
     logits = self.logits(model, encoded, batch_size=batch_size)
@@ -224,50 +261,71 @@ class MultiLabel(text.TextTask):
     if not self.config.tune_threshold:
       return {"threshold": self.config.threshold, "tuned": False}
     threshold = best_threshold(encoded.label_ids, outputs)
-    return {"threshold": threshold, "tuned": True,
-            "tuned_on": examples.source,
-            "candidates": list(CANDIDATE_THRESHOLDS)}
+    return {
+        "threshold": threshold,
+        "tuned": True,
+        "tuned_on": examples.source,
+        "candidates": list(CANDIDATE_THRESHOLDS),
+    }
 
   def metrics(self, examples, encoded, outputs):
     threshold = self.threshold
     targets = encoded.label_ids
     scores = f1_scores(targets, outputs >= threshold)
     clipped = np.clip(outputs, 1e-7, 1 - 1e-7)
-    loss = -np.mean(targets * np.log(clipped) +
-                    (1 - targets) * np.log(1 - clipped))
+    loss = -np.mean(
+        targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)
+    )
     per_label = scores.pop("per_label_f1")
     return {
         "num_examples": int(len(targets)),
         "threshold": threshold,
         **scores,
-        "exact_match": float(np.mean(np.all(
-            (outputs >= threshold) == (targets > 0.5), axis=1))),
+        "exact_match": float(
+            np.mean(np.all((outputs >= threshold) == (targets > 0.5), axis=1))
+        ),
         "micro_f1_at_0.5": f1_scores(targets, outputs >= 0.5)["micro_f1"],
         "loss": float(loss),
-        "per_label": {label: {"f1": float(per_label[i]),
-                              "support": int(targets[:, i].sum())}
-                      for i, label in enumerate(self.state.label_vocab)},
+        "per_label": {
+            label: {
+                "f1": float(per_label[i]),
+                "support": int(targets[:, i].sum()),
+            }
+            for i, label in enumerate(self.state.label_vocab)
+        },
     }
 
   def describe(self, metrics):
-    return (f"micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
-            f"{metrics['macro_f1']:.4f}  at threshold "
-            f"{metrics['threshold']:.2f}  ({metrics['num_examples']} "
-            "examples)")
+    return (
+        f"micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
+        f"{metrics['macro_f1']:.4f}  at threshold "
+        f"{metrics['threshold']:.2f}  ({metrics['num_examples']} "
+        "examples)"
+    )
 
   def server(self, trained):
-    return MultiLabelServer(trained.model, trained.encoder,
-                            threshold=self.threshold,
-                            delimiter=self.config.label_delimiter or "|",
-                            task_name=self.name,
-                            label_vocab=self.state.label_vocab,
-                            input_names=self.server_input_names())
+    return MultiLabelServer(
+        trained.model,
+        trained.encoder,
+        threshold=self.threshold,
+        delimiter=self.config.label_delimiter or "|",
+        task_name=self.name,
+        label_vocab=self.state.label_vocab,
+        input_names=self.server_input_names(),
+    )
 
   def prediction_rows(self, outputs):
     label_vocab = self.state.label_vocab
-    return [{"predicted_labels": [label for label, on in
-                                  zip(label_vocab, predicted) if on],
-             "probabilities": {name: round(float(p), 6)
-                               for name, p in zip(label_vocab, probs)}}
-            for predicted, probs in zip(outputs["predicted"],
-                                        outputs["probabilities"])]
+    return [
+        {
+            "predicted_labels": [
+                label for label, on in zip(label_vocab, predicted) if on
+            ],
+            "probabilities": {
+                name: round(float(p), 6) for name, p in zip(label_vocab, probs)
+            },
+        }
+        for predicted, probs in zip(
+            outputs["predicted"], outputs["probabilities"]
+        )
+    ]

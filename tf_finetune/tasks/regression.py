@@ -21,8 +21,8 @@ SCORE_NAME = "score"
 
 
 def parse_scores(examples) -> np.ndarray:
-  """float32 [num_examples] of the labels; names file and line if not numbers.
-  """
+  """float32 [num_examples] of the labels; names file and line if not
+  numbers."""
   scores = []
   for label, line in zip(examples.labels, examples.line_numbers):
     try:
@@ -32,7 +32,8 @@ def parse_scores(examples) -> np.ndarray:
     if not math.isfinite(value):
       raise ValueError(
           f"{examples.source}:{line}: the label {label!r} is not a number; "
-          "--task=regression needs a numeric --label_column.")
+          "--task=regression needs a numeric --label_column."
+      )
     scores.append(value)
   return np.array(scores, dtype=np.float32)
 
@@ -54,10 +55,12 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
   start = 0
   while start < len(values):
     stop = start
-    while stop + 1 < len(values) and sorted_values[stop + 1] == \
-        sorted_values[start]:
+    while (
+        stop + 1 < len(values)
+        and sorted_values[stop + 1] == sorted_values[start]
+    ):
       stop += 1
-    ranks[order[start:stop + 1]] = (start + stop) / 2.0 + 1.0
+    ranks[order[start : stop + 1]] = (start + stop) / 2.0 + 1.0
     start = stop + 1
   return ranks
 
@@ -68,20 +71,29 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 class PearsonCorrelation(tf_keras.metrics.Metric):
-  """Streaming Pearson's correlation of labels [batch] and outputs [batch, 1].
-  """
+  """Streaming Pearson's correlation of labels [batch], outputs [batch, 1]."""
 
   def __init__(self, name="pearson", **kwargs):
     super().__init__(name=name, dtype="float32", **kwargs)
-    self.sums = self.add_weight("sums", shape=(6,), initializer="zeros",
-                                dtype=tf.float64)
+    self.sums = self.add_weight(
+        "sums", shape=(6,), initializer="zeros", dtype=tf.float64
+    )
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     x = tf.reshape(tf.cast(y_true, tf.float64), [-1])
     y = tf.reshape(tf.cast(y_pred, tf.float64), [-1])
-    self.sums.assign_add(tf.stack([
-        tf.cast(tf.size(x), tf.float64), tf.reduce_sum(x), tf.reduce_sum(y),
-        tf.reduce_sum(x * x), tf.reduce_sum(y * y), tf.reduce_sum(x * y)]))
+    self.sums.assign_add(
+        tf.stack(
+            [
+                tf.cast(tf.size(x), tf.float64),
+                tf.reduce_sum(x),
+                tf.reduce_sum(y),
+                tf.reduce_sum(x * x),
+                tf.reduce_sum(y * y),
+                tf.reduce_sum(x * y),
+            ]
+        )
+    )
 
   def reset_state(self):
     self.sums.assign(tf.zeros_like(self.sums))
@@ -90,12 +102,15 @@ class PearsonCorrelation(tf_keras.metrics.Metric):
     n, sx, sy, sxx, syy, sxy = tf.unstack(self.sums)
     covariance = n * sxy - sx * sy
     variances = (n * sxx - sx * sx) * (n * syy - sy * sy)
-    return tf.cast(tf.math.divide_no_nan(
-        covariance, tf.sqrt(tf.maximum(variances, 0.0))), tf.float32)
+    return tf.cast(
+        tf.math.divide_no_nan(covariance, tf.sqrt(tf.maximum(variances, 0.0))),
+        tf.float32,
+    )
 
 
 def regression_loss(kind: str, delta: float):
   """Per-example MSE or Huber loss of labels [batch] and outputs [batch, 1]."""
+
   def loss(labels, outputs):
     labels = tf.reshape(tf.cast(labels, tf.float32), [-1])
     error = tf.reshape(tf.cast(outputs, tf.float32), [-1]) - labels
@@ -105,6 +120,7 @@ def regression_loss(kind: str, delta: float):
     quadratic = tf.minimum(absolute, delta)
     # 0.5 e^2 inside [-delta, delta], delta (|e| - delta / 2) outside.
     return 0.5 * tf.square(quadratic) + delta * (absolute - quadratic)
+
   return loss
 
 
@@ -112,8 +128,9 @@ class RegressionServer(serving.EncoderServer):
   """The score of each text (or pair): score (float32 [batch])."""
 
   def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    return {"score": self.logits(input_ids, attention_mask,
-                                 token_type_ids)[:, 0]}
+    return {
+        "score": self.logits(input_ids, attention_mask, token_type_ids)[:, 0]
+    }
 
 
 class Regression(text.TextTask):
@@ -133,12 +150,10 @@ class Regression(text.TextTask):
     return parse_scores(examples)
 
   def loss_fn(self, train):
-    return regression_loss(self.config.regression_loss,
-                           self.config.huber_delta)
+    return regression_loss(self.config.regression_loss, self.config.huber_delta)
 
   def keras_metrics(self):
-    return [PearsonCorrelation(),
-            tf_keras.metrics.MeanSquaredError(name="mse")]
+    return [PearsonCorrelation(), tf_keras.metrics.MeanSquaredError(name="mse")]
 
   def predict(self, model, encoded, *, batch_size):
     return self.logits(model, encoded, batch_size=batch_size)[:, 0]
@@ -146,24 +161,35 @@ class Regression(text.TextTask):
   def metrics(self, examples, encoded, outputs):
     labels = np.asarray(encoded.label_ids, np.float64)
     scores = np.asarray(outputs, np.float64)
-    losses = regression_loss(self.config.regression_loss,
-                             self.config.huber_delta)(labels, scores[:, None])
-    return {"num_examples": int(len(labels)),
-            "pearson": pearson(scores, labels),
-            "spearman": spearman(scores, labels),
-            "mse": float(np.mean((scores - labels) ** 2)),
-            "loss": float(np.mean(losses.numpy()))}
+    losses = regression_loss(
+        self.config.regression_loss, self.config.huber_delta
+    )(labels, scores[:, None])
+    return {
+        "num_examples": int(len(labels)),
+        "pearson": pearson(scores, labels),
+        "spearman": spearman(scores, labels),
+        "mse": float(np.mean((scores - labels) ** 2)),
+        "loss": float(np.mean(losses.numpy())),
+    }
 
   def describe(self, metrics):
-    return (f"pearson: {metrics['pearson']:.4f}  spearman: "
-            f"{metrics['spearman']:.4f}  mse: {metrics['mse']:.4f}  "
-            f"({metrics['num_examples']} examples)")
+    return (
+        f"pearson: {metrics['pearson']:.4f}  spearman: "
+        f"{metrics['spearman']:.4f}  mse: {metrics['mse']:.4f}  "
+        f"({metrics['num_examples']} examples)"
+    )
 
   def server(self, trained):
-    return RegressionServer(trained.model, trained.encoder,
-                            task_name=self.name, label_vocab=[SCORE_NAME],
-                            input_names=self.server_input_names())
+    return RegressionServer(
+        trained.model,
+        trained.encoder,
+        task_name=self.name,
+        label_vocab=[SCORE_NAME],
+        input_names=self.server_input_names(),
+    )
 
   def prediction_rows(self, outputs):
-    return [{"predicted_score": round(float(score), 6)}
-            for score in outputs["score"]]
+    return [
+        {"predicted_score": round(float(score), 6)}
+        for score in outputs["score"]
+    ]

@@ -46,19 +46,27 @@ def tfds_columns(data: DataConfig) -> tuple[str, Optional[str], str]:
   defaults = data.text_column == DataConfig.text_column
   text = known[0] if defaults else data.text_column
   pair = data.text_pair_column or (known[1] if defaults else None)
-  label = (known[2] if data.label_column == DataConfig.label_column
-           else data.label_column)
+  label = (
+      known[2]
+      if data.label_column == DataConfig.label_column
+      else data.label_column
+  )
   if known[1] and pair is None:
     raise ValueError(
         f"--tfds_name={data.tfds_name} is a sentence-pair task "
         f"({known[0]}, {known[1]}) but only --text_column={text!r} was "
-        f"given; set --text_pair_column={known[1]} (or leave both unset).")
+        f"given; set --text_pair_column={known[1]} (or leave both unset)."
+    )
   return text, pair, label
 
 
-def read_text_split(data: DataConfig, split: str, *,
-                    path: Optional[str] = None,
-                    with_labels: bool = True) -> Optional[readers.Examples]:
+def read_text_split(
+    data: DataConfig,
+    split: str,
+    *,
+    path: Optional[str] = None,
+    with_labels: bool = True,
+) -> Optional[readers.Examples]:
   """Reads the train, validation or test split named by the data config.
 
   Args:
@@ -73,17 +81,23 @@ def read_text_split(data: DataConfig, split: str, *,
   path = path or getattr(data, f"{split}_file")
   if path:
     return readers.read_file(
-        path, text_column=data.text_column,
+        path,
+        text_column=data.text_column,
         text_pair_column=data.text_pair_column,
         label_column=data.label_column if with_labels else None,
-        flag=f"--{split}_file")
+        flag=f"--{split}_file",
+    )
   tfds_split = getattr(data, f"tfds_{split}_split")
   if data.tfds_name and tfds_split:
     text, pair, label = tfds_columns(data)
-    return readers.read_tfds(data.tfds_name, tfds_split,
-                             data_dir=data.tfds_data_dir, text_column=text,
-                             text_pair_column=pair,
-                             label_column=label if with_labels else None)
+    return readers.read_tfds(
+        data.tfds_name,
+        tfds_split,
+        data_dir=data.tfds_data_dir,
+        text_column=text,
+        text_pair_column=pair,
+        label_column=label if with_labels else None,
+    )
   return None
 
 
@@ -94,8 +108,9 @@ class TextTask(encoder.EncoderTask):
     if not data.tfds_name or data.train_file:
       return data
     text, pair, label = tfds_columns(data)
-    return dataclasses.replace(data, text_column=text, text_pair_column=pair,
-                               label_column=label)
+    return dataclasses.replace(
+        data, text_column=text, text_pair_column=pair, label_column=label
+    )
 
   def read(self, data, split, *, path=None, with_labels=True):
     return read_text_split(data, split, path=path, with_labels=with_labels)
@@ -110,11 +125,13 @@ class TextTask(encoder.EncoderTask):
       return encoded
     return dataclasses.replace(encoded, label_ids=self.label_ids(examples))
 
-  def logits(self, model, encoded: pipeline.EncodedExamples, *,
-             batch_size: int) -> np.ndarray:
+  def logits(
+      self, model, encoded: pipeline.EncodedExamples, *, batch_size: int
+  ) -> np.ndarray:
     """float32 [num_examples, head_size] logits, in input order."""
     dataset, order = pipeline.inference_dataset(
-        encoded, batch_size=batch_size, with_labels=False)
+        encoded, batch_size=batch_size, with_labels=False
+    )
     logits = model.predict(dataset, verbose=0)
     restored = np.empty_like(logits, dtype=np.float32)
     restored[order] = logits
@@ -122,4 +139,4 @@ class TextTask(encoder.EncoderTask):
 
   def server_input_names(self) -> tuple[str, ...]:
     """serving_default's inputs: the text, and the pair if the run has one."""
-    return self.input_names[:2 if self.state.text_pair else 1]
+    return self.input_names[: 2 if self.state.text_pair else 1]

@@ -26,8 +26,14 @@ class TokenizerNotSupportedError(ValueError):
 class WordPiece(tf.Module):
   """Raw strings to WordPiece ids (no special tokens)."""
 
-  def __init__(self, *, vocab: Sequence[str], lower_case: bool,
-               unk_token: str = "[UNK]", name: Optional[str] = None):
+  def __init__(
+      self,
+      *,
+      vocab: Sequence[str],
+      lower_case: bool,
+      unk_token: str = "[UNK]",
+      name: Optional[str] = None,
+  ):
     super().__init__(name=name)
     self.lower_case = lower_case
     # FastBertTokenizer's own lower_case_nfd_strip_accents normalizer also
@@ -35,8 +41,11 @@ class WordPiece(tf.Module):
     # tokenizer does not, so uncased normalization is done here, BERT's way:
     # NFD, drop combining marks (accents), lowercase.
     self._tokenizer = tf_text.FastBertTokenizer(
-        vocab=list(vocab), token_out_type=tf.int32, unknown_token=unk_token,
-        max_bytes_per_word=MAX_CHARS_PER_WORD)
+        vocab=list(vocab),
+        token_out_type=tf.int32,
+        unknown_token=unk_token,
+        max_bytes_per_word=MAX_CHARS_PER_WORD,
+    )
 
   def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """int32 RaggedTensor [batch, (tokens)] of WordPiece ids."""
@@ -58,21 +67,24 @@ def spec_from_hf_tokenizer(tokenizer) -> dict[str, Any]:
   if backend is None:
     raise TokenizerNotSupportedError(
         f"{type(tokenizer).__name__} is not a fast tokenizer; in-graph "
-        "tokenization needs a tokenizer.json or vocab.txt.")
+        "tokenization needs a tokenizer.json or vocab.txt."
+    )
   spec = json.loads(backend.to_str())
   model = spec.get("model", {})
   if model.get("type") != "WordPiece":
     raise TokenizerNotSupportedError(
         f"The model's tokenizer is {model.get('type')}-based; in-graph "
         "tokenization supports WordPiece (BERT, DistilBERT, ELECTRA, MiniLM) "
-        "tokenizers.")
+        "tokenizers."
+    )
   normalizer = spec.get("normalizer") or {}
   lower_case = bool(normalizer.get("lowercase", False))
   strip_accents = normalizer.get("strip_accents")
   if strip_accents is not None and strip_accents != lower_case:
     raise TokenizerNotSupportedError(
         f"The tokenizer lowercases={lower_case} but strip_accents="
-        f"{strip_accents}; in-graph tokenization needs both equal.")
+        f"{strip_accents}; in-graph tokenization needs both equal."
+    )
   vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
   ids = [i for _, i in vocab]
   if ids != list(range(len(ids))):

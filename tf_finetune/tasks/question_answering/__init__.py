@@ -52,16 +52,38 @@ Modules: `reading` (files and TFDS), `windows` (inputs and targets),
 from __future__ import annotations
 
 from tf_finetune.tasks.question_answering.metrics import (
-    PositionAccuracy, best_null_threshold, exact_match_score, f1_score,
-    gold_texts, normalize_answer, span_loss, squad_scores)
+    PositionAccuracy,
+    best_null_threshold,
+    exact_match_score,
+    f1_score,
+    gold_texts,
+    normalize_answer,
+    span_loss,
+    squad_scores,
+)
 from tf_finetune.tasks.question_answering.postprocess import (
-    IMPOSSIBLE_SCORE, answers_from_spans, best_spans)
+    IMPOSSIBLE_SCORE,
+    answers_from_spans,
+    best_spans,
+)
 from tf_finetune.tasks.question_answering.reading import (
-    ANSWERS_KEY, ID_KEY, check_answers, examples_from_rows, is_squad_json,
-    read_squad_json, record_answers)
+    ANSWERS_KEY,
+    ID_KEY,
+    check_answers,
+    examples_from_rows,
+    is_squad_json,
+    read_squad_json,
+    record_answers,
+)
 from tf_finetune.tasks.question_answering.server import QuestionAnsweringServer
 from tf_finetune.tasks.question_answering.task import (
-    LABEL_VOCAB, QuestionAnswering)
+    LABEL_VOCAB,
+    QuestionAnswering,
+)
 from tf_finetune.tasks.question_answering.windows import (
-    QuestionAnsweringFeatures, make_windows, question_budget, tokenize_context,
-    window_targets)
+    QuestionAnsweringFeatures,
+    make_windows,
+    question_budget,
+    tokenize_context,
+    window_targets,
+)

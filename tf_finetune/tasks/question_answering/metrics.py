@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-
 # Official SQuAD metrics.
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -37,8 +36,9 @@ def f1_score(prediction: str, gold: str) -> float:
   expected = normalize_answer(gold).split()
   if not predicted or not expected:
     return float(predicted == expected)
-  common = sum((collections.Counter(predicted) &
-                collections.Counter(expected)).values())
+  common = sum(
+      (collections.Counter(predicted) & collections.Counter(expected)).values()
+  )
   if not common:
     return 0.0
   precision, recall = common / len(predicted), common / len(expected)
@@ -51,8 +51,9 @@ def gold_texts(answers: Sequence[dict]) -> list[str]:
   return texts or [""]
 
 
-def squad_scores(predictions: Sequence[str],
-                 gold_answers: Sequence[Sequence[dict]]) -> dict:
+def squad_scores(
+    predictions: Sequence[str], gold_answers: Sequence[Sequence[dict]]
+) -> dict:
   """Exact match and F1 in percent, with the HasAns/NoAns breakdown.
 
   Args:
@@ -68,9 +69,11 @@ def squad_scores(predictions: Sequence[str],
     has_answer.append(golds != [""])
   exact, f1 = np.array(exact), np.array(f1)
   has_answer = np.array(has_answer, dtype=bool)
-  scores = {"exact_match": 100.0 * float(exact.mean()) if len(exact) else 0.0,
-            "f1": 100.0 * float(f1.mean()) if len(f1) else 0.0,
-            "total": len(exact)}
+  scores = {
+      "exact_match": 100.0 * float(exact.mean()) if len(exact) else 0.0,
+      "f1": 100.0 * float(f1.mean()) if len(f1) else 0.0,
+      "total": len(exact),
+  }
   for name, mask in (("HasAns", has_answer), ("NoAns", ~has_answer)):
     if mask.any():
       scores[f"{name}_exact_match"] = 100.0 * float(exact[mask].mean())
@@ -79,8 +82,9 @@ def squad_scores(predictions: Sequence[str],
   return scores
 
 
-def best_null_threshold(null_minus_span: np.ndarray, f1_answered: np.ndarray,
-                        f1_empty: np.ndarray) -> tuple[float, float]:
+def best_null_threshold(
+    null_minus_span: np.ndarray, f1_answered: np.ndarray, f1_empty: np.ndarray
+) -> tuple[float, float]:
   """The no-answer threshold with the best mean F1, and that F1 (0-1).
 
   An example is answered when null score - span score <= threshold.
@@ -97,8 +101,11 @@ def best_null_threshold(null_minus_span: np.ndarray, f1_answered: np.ndarray,
       continue
     if total > best_total:
       best_total = total
-      best_threshold = (float(diffs[rank] + diffs[rank + 1]) / 2
-                        if rank + 1 < len(order) else float(diffs[rank]) + 1.0)
+      best_threshold = (
+          float(diffs[rank] + diffs[rank + 1]) / 2
+          if rank + 1 < len(order)
+          else float(diffs[rank]) + 1.0
+      )
   return best_threshold, best_total / len(order)
 
 
@@ -113,8 +120,9 @@ class PositionAccuracy(tf_keras.metrics.Metric):
   def update_state(self, y_true, y_pred, sample_weight=None):
     targets = tf.cast(y_true, tf.int32)  # [batch, 2]
     predicted = tf.argmax(y_pred, axis=1, output_type=tf.int32)
-    self.correct.assign_add(tf.reduce_sum(tf.cast(predicted == targets,
-                                                  tf.float32)))
+    self.correct.assign_add(
+        tf.reduce_sum(tf.cast(predicted == targets, tf.float32))
+    )
     self.total.assign_add(tf.cast(tf.size(targets), tf.float32))
 
   def reset_state(self):
@@ -137,8 +145,10 @@ def span_loss(labels, logits):
   """
   labels = tf.cast(labels, tf.int32)
   logits = tf.cast(logits, tf.float32)
-  start = tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:, 0],
-                                                         logits[:, :, 0])
-  end = tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:, 1],
-                                                       logits[:, :, 1])
+  start = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels[:, 0], logits[:, :, 0]
+  )
+  end = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels[:, 1], logits[:, :, 1]
+  )
   return (start + end) / 2.0

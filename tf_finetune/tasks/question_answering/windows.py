@@ -48,9 +48,9 @@ class QuestionAnsweringFeatures(pipeline.EncodedExamples):
 
 
 # Windows and offsets, in TensorFlow (training, evaluation and serving).
-def tokenize_context(encoder: TextEncoder, contexts: tf.Tensor
-                     ) -> tuple[tf.RaggedTensor, tf.RaggedTensor,
-                                tf.RaggedTensor]:
+def tokenize_context(
+    encoder: TextEncoder, contexts: tf.Tensor
+) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
   """Tokens of each context with their character spans.
 
   Args:
@@ -63,13 +63,16 @@ def tokenize_context(encoder: TextEncoder, contexts: tf.Tensor
   """
   words, char_starts, char_ends = words_lib.split_words(contexts)
   pieces = tf.RaggedTensor.from_row_splits(
-      encoder.tokenize(words.flat_values), words.row_splits)
+      encoder.tokenize(words.flat_values), words.row_splits
+  )
   tokens = pieces.merge_dims(1, 2)
   per_word = pieces.row_lengths(axis=2).flat_values
   token_starts = tokens.with_flat_values(
-      tf.repeat(char_starts.flat_values, per_word))
+      tf.repeat(char_starts.flat_values, per_word)
+  )
   token_ends = tokens.with_flat_values(
-      tf.repeat(char_ends.flat_values, per_word))
+      tf.repeat(char_ends.flat_values, per_word)
+  )
   return tokens, token_starts, token_ends
 
 
@@ -78,10 +81,16 @@ def question_budget(max_seq_length: int, max_question_length: int) -> int:
   return max(1, min(max_question_length, (max_seq_length - 3) // 2))
 
 
-def make_windows(question_ids: tf.RaggedTensor, context_ids: tf.RaggedTensor,
-                 *, max_seq_length: int, doc_stride: int,
-                 max_question_length: int, cls_id: int,
-                 sep_id: int) -> dict[str, Any]:
+def make_windows(
+    question_ids: tf.RaggedTensor,
+    context_ids: tf.RaggedTensor,
+    *,
+    max_seq_length: int,
+    doc_stride: int,
+    max_question_length: int,
+    cls_id: int,
+    sep_id: int,
+) -> dict[str, Any]:
   """Packs each question with each window of its context.
 
   Args:
@@ -97,21 +106,24 @@ def make_windows(question_ids: tf.RaggedTensor, context_ids: tf.RaggedTensor,
     and int32 [windows] Tensors: example, start, length, offset (see
     `QuestionAnsweringFeatures`).
   """
-  question_ids = question_ids[:, :question_budget(max_seq_length,
-                                                  max_question_length)]
+  question_ids = question_ids[
+      :, : question_budget(max_seq_length, max_question_length)
+  ]
   question_length = tf.cast(question_ids.row_lengths(), tf.int32)
   context_length = tf.cast(context_ids.row_lengths(), tf.int32)
   budget = max_seq_length - question_length - 3
   stride = tf.minimum(doc_stride, budget)
   # Windows after the first cover the rest, `stride` tokens at a time:
   # 230 tokens, budget 100, stride 64: 1 + ceil(130 / 64) = 4 windows.
-  num_windows = 1 + (tf.maximum(context_length - budget, 0) + stride - 1
-                     ) // stride
+  num_windows = (
+      1 + (tf.maximum(context_length - budget, 0) + stride - 1) // stride
+  )
   example = tf.repeat(tf.range(tf.size(num_windows)), num_windows)
   index = tf.ragged.range(num_windows).flat_values
   start = index * tf.gather(stride, example)
-  length = tf.minimum(tf.gather(budget, example),
-                      tf.gather(context_length, example) - start)
+  length = tf.minimum(
+      tf.gather(budget, example), tf.gather(context_length, example) - start
+  )
   first = tf.gather(tf.cast(context_ids.row_splits[:-1], tf.int32), example)
   positions = tf.ragged.range(first + start, first + start + length)
   window_ids = tf.gather(context_ids.flat_values, positions)
@@ -123,17 +135,25 @@ def make_windows(question_ids: tf.RaggedTensor, context_ids: tf.RaggedTensor,
   segment_b = tf.concat([window_ids, sep], axis=1)
   return {
       "input_ids": tf.concat([segment_a, segment_b], axis=1),
-      "token_type_ids": tf.concat([tf.zeros_like(segment_a),
-                                   tf.ones_like(segment_b)], axis=1),
-      "example": example, "start": start, "length": length,
+      "token_type_ids": tf.concat(
+          [tf.zeros_like(segment_a), tf.ones_like(segment_b)], axis=1
+      ),
+      "example": example,
+      "start": start,
+      "length": length,
       "offset": tf.gather(question_length, example) + 2,
   }
 
 
-def window_targets(answers: Sequence[Sequence[dict]],
-                   token_starts: Sequence[np.ndarray],
-                   token_ends: Sequence[np.ndarray], window_example,
-                   window_start, window_length, window_offset) -> np.ndarray:
+def window_targets(
+    answers: Sequence[Sequence[dict]],
+    token_starts: Sequence[np.ndarray],
+    token_ends: Sequence[np.ndarray],
+    window_example,
+    window_start,
+    window_length,
+    window_offset,
+) -> np.ndarray:
   """int32 [windows, 2] start and end positions of each window's answer.
 
   The first answer of each example is the target; a window that does not
@@ -149,8 +169,9 @@ def window_targets(answers: Sequence[Sequence[dict]],
     # First token ending after the answer begins, last one starting before
     # it ends.
     touching = np.nonzero((ends > begin) & (starts < finish))[0]
-    spans.append((int(touching[0]), int(touching[-1])) if len(touching)
-                 else None)
+    spans.append(
+        (int(touching[0]), int(touching[-1])) if len(touching) else None
+    )
   targets = np.zeros((len(window_example), 2), np.int32)
   for w, example in enumerate(window_example):
     span = spans[example]
@@ -159,6 +180,8 @@ def window_targets(answers: Sequence[Sequence[dict]],
     first, last = span
     start = window_start[w]
     if first >= start and last < start + window_length[w]:
-      targets[w] = (window_offset[w] + first - start,
-                    window_offset[w] + last - start)
+      targets[w] = (
+          window_offset[w] + first - start,
+          window_offset[w] + last - start,
+      )
   return targets

@@ -33,17 +33,42 @@ translation) and `task` (the `Translation` task).
 from __future__ import annotations
 
 from tf_finetune.tasks.translation.decoding import (
-    generate_ids, translation_metrics)
+    generate_ids,
+    translation_metrics,
+)
 from tf_finetune.tasks.translation.model import (
-    DEFAULT_T5_CONFIG, LABEL_PADDING, Seq2SeqModel, build_seq2seq,
-    masked_token_losses, model_config_from, seq2seq_class, shift_targets)
+    DEFAULT_T5_CONFIG,
+    LABEL_PADDING,
+    Seq2SeqModel,
+    build_seq2seq,
+    masked_token_losses,
+    model_config_from,
+    seq2seq_class,
+    shift_targets,
+)
 from tf_finetune.tasks.translation.reading import (
-    TFDS_FEATURE_HINT, decode_utf8, is_plain_text, prefix_with_space,
-    read_line_aligned, read_lines, read_parallel_records, read_tfds_translation,
-    with_prefix)
+    TFDS_FEATURE_HINT,
+    decode_utf8,
+    is_plain_text,
+    prefix_with_space,
+    read_line_aligned,
+    read_lines,
+    read_parallel_records,
+    read_tfds_translation,
+    with_prefix,
+)
 from tf_finetune.tasks.translation.server import (
-    PythonTranslator, TRANSLATION_OUTPUT, TranslationServer)
+    PythonTranslator,
+    TRANSLATION_OUTPUT,
+    TranslationServer,
+)
 from tf_finetune.tasks.translation.task import Translation
 from tf_finetune.tasks.translation.vocab import (
-    HuggingFaceVocab, SPIECE_FILENAME, SentencePieceVocab, graph_vocab_of,
-    load_vocab, strip_generated, strip_generated_rows)
+    HuggingFaceVocab,
+    SPIECE_FILENAME,
+    SentencePieceVocab,
+    graph_vocab_of,
+    load_vocab,
+    strip_generated,
+    strip_generated_rows,
+)

@@ -1,5 +1,4 @@
-"""Generation (greedy and beam search) and corpus BLEU and chrF.
-"""
+"""Generation (greedy and beam search) and corpus BLEU and chrF."""
 
 from __future__ import annotations
 
@@ -10,10 +9,17 @@ import tensorflow as tf
 
 
 # Generation and metrics.
-def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
-                 batch_size: int, num_beams: int, max_new_tokens: int,
-                 pad_id: int, jit_compile: bool = False,
-                 no_repeat_ngram_size: int = 0) -> list[np.ndarray]:
+def generate_ids(
+    seq2seq,
+    source_ids: Sequence[Sequence[int]],
+    *,
+    batch_size: int,
+    num_beams: int,
+    max_new_tokens: int,
+    pad_id: int,
+    jit_compile: bool = False,
+    no_repeat_ngram_size: int = 0,
+) -> list[np.ndarray]:
   """Generated target ids of every source, in input order.
 
   Sources are batched by length (less padding) and the order restored.
@@ -33,7 +39,7 @@ def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
       generate = tf.function(seq2seq.generate, jit_compile=True)
       seq2seq._xla_generate = generate
   for start in range(0, len(order), batch_size):
-    rows = order[start:start + batch_size]
+    rows = order[start : start + batch_size]
     longest = max(len(source_ids[i]) for i in rows)
     num_rows = len(rows)
     if jit_compile:
@@ -46,22 +52,28 @@ def generate_ids(seq2seq, source_ids: Sequence[Sequence[int]], *,
     mask = np.zeros_like(batch)
     for row in range(num_rows):
       i = rows[row] if row < len(rows) else rows[0]
-      batch[row, :len(source_ids[i])] = source_ids[i]
-      mask[row, :len(source_ids[i])] = 1
-    generated = generate(input_ids=tf.constant(batch),
-                         attention_mask=tf.constant(mask),
-                         max_new_tokens=max_new_tokens, num_beams=num_beams,
-                         do_sample=False, **options)
+      batch[row, : len(source_ids[i])] = source_ids[i]
+      mask[row, : len(source_ids[i])] = 1
+    generated = generate(
+        input_ids=tf.constant(batch),
+        attention_mask=tf.constant(mask),
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        do_sample=False,
+        **options,
+    )
     generated = np.asarray(generated)
     for row, i in enumerate(rows):
       outputs[i] = generated[row, 1:]  # Drops the decoder start token.
   return outputs
 
 
-def translation_metrics(hypotheses: Sequence[str],
-                        references: Sequence[str]) -> dict:
+def translation_metrics(
+    hypotheses: Sequence[str], references: Sequence[str]
+) -> dict:
   """Corpus BLEU and chrF (sacreBLEU's defaults) of detokenized texts."""
   import sacrebleu
+
   bleu = sacrebleu.metrics.BLEU()
   chrf = sacrebleu.metrics.CHRF()
   bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])

@@ -1,5 +1,4 @@
-"""The encoder-decoder trained with teacher forcing, and building it.
-"""
+"""The encoder-decoder trained with teacher forcing, and building it."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import transformers
 
 from tf_finetune import config as config_lib
 
-
 # Pads target ids in a batch; never a real token id, so the loss mask is
 # simply `labels != LABEL_PADDING` whatever the tokenizer's pad id is.
 LABEL_PADDING = -1
@@ -21,17 +19,25 @@ LABEL_PADDING = -1
 # layers of width 256; with an 8,000-piece vocabulary it has about 9.4M
 # parameters, small enough to train on two CPU cores in minutes.
 DEFAULT_T5_CONFIG = {
-    "model_type": "t5", "d_model": 256, "d_kv": 32, "d_ff": 1024,
-    "num_layers": 3, "num_decoder_layers": 3, "num_heads": 8,
+    "model_type": "t5",
+    "d_model": 256,
+    "d_kv": 32,
+    "d_ff": 1024,
+    "num_layers": 3,
+    "num_decoder_layers": 3,
+    "num_heads": 8,
     "relative_attention_num_buckets": 32,
-    "relative_attention_max_distance": 128, "dropout_rate": 0.1,
-    "feed_forward_proj": "relu", "tie_word_embeddings": True,
+    "relative_attention_max_distance": 128,
+    "dropout_rate": 0.1,
+    "feed_forward_proj": "relu",
+    "tie_word_embeddings": True,
 }
 
 
 # Training.
-def shift_targets(labels: tf.Tensor, *, decoder_start_id: int,
-                  pad_id: int) -> tf.Tensor:
+def shift_targets(
+    labels: tf.Tensor, *, decoder_start_id: int, pad_id: int
+) -> tf.Tensor:
   """Teacher forcing: the decoder's inputs are the targets moved right.
 
   Args:
@@ -49,9 +55,9 @@ def shift_targets(labels: tf.Tensor, *, decoder_start_id: int,
   return tf.where(shifted == LABEL_PADDING, pad_id, shifted)
 
 
-def masked_token_losses(labels: tf.Tensor, logits: tf.Tensor, *,
-                        label_smoothing: float = 0.0
-                        ) -> tuple[tf.Tensor, tf.Tensor]:
+def masked_token_losses(
+    labels: tf.Tensor, logits: tf.Tensor, *, label_smoothing: float = 0.0
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Per-token cross-entropy, zero at padding.
 
   Args:
@@ -65,16 +71,16 @@ def masked_token_losses(labels: tf.Tensor, logits: tf.Tensor, *,
   """
   logits = tf.cast(logits, tf.float32)
   mask = tf.cast(labels != LABEL_PADDING, tf.float32)
-  safe_labels = tf.where(labels == LABEL_PADDING, 0, tf.cast(labels,
-                                                              tf.int32))
+  safe_labels = tf.where(labels == LABEL_PADDING, 0, tf.cast(labels, tf.int32))
   log_probs = tf.nn.log_softmax(logits, axis=-1)
   true_log_prob = tf.gather(log_probs, safe_labels, batch_dims=2)
   losses = -true_log_prob
   if label_smoothing:
     # (1 - e) * NLL + e * mean over the vocabulary of -log p: the
     # cross-entropy against targets (1 - e) one-hot + e / vocab.
-    losses = ((1.0 - label_smoothing) * losses -
-              label_smoothing * tf.reduce_mean(log_probs, axis=-1))
+    losses = (
+        1.0 - label_smoothing
+    ) * losses - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
   return losses * mask, mask
 
 
@@ -98,9 +104,11 @@ class Seq2SeqModel(tf_keras.Model):
     self.label_smoothing = label_smoothing
     config = seq2seq.config
     self.pad_id = int(config.pad_token_id)
-    self.decoder_start_id = int(config.decoder_start_token_id
-                                if config.decoder_start_token_id is not None
-                                else config.pad_token_id)
+    self.decoder_start_id = int(
+        config.decoder_start_token_id
+        if config.decoder_start_token_id is not None
+        else config.pad_token_id
+    )
     self.loss_tracker = tf_keras.metrics.Mean(name="loss")
     self.accuracy_tracker = tf_keras.metrics.Mean(name="token_accuracy")
 
@@ -110,24 +118,37 @@ class Seq2SeqModel(tf_keras.Model):
 
   def call(self, inputs, training=False):
     """float [batch, target_len, vocab] logits of each next target token."""
-    return self.seq2seq(input_ids=inputs["input_ids"],
-                        attention_mask=inputs["attention_mask"],
-                        decoder_input_ids=inputs["decoder_input_ids"],
-                        training=training).logits
+    return self.seq2seq(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        decoder_input_ids=inputs["decoder_input_ids"],
+        training=training,
+    ).logits
 
   def _loss(self, inputs, labels, training):
-    decoder_input_ids = shift_targets(labels,
-                                      decoder_start_id=self.decoder_start_id,
-                                      pad_id=self.pad_id)
-    logits = self({"input_ids": inputs["input_ids"],
-                   "attention_mask": inputs["attention_mask"],
-                   "decoder_input_ids": decoder_input_ids}, training=training)
-    losses, mask = masked_token_losses(labels, logits,
-                                       label_smoothing=self.label_smoothing)
+    decoder_input_ids = shift_targets(
+        labels, decoder_start_id=self.decoder_start_id, pad_id=self.pad_id
+    )
+    logits = self(
+        {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "decoder_input_ids": decoder_input_ids,
+        },
+        training=training,
+    )
+    losses, mask = masked_token_losses(
+        labels, logits, label_smoothing=self.label_smoothing
+    )
     tokens = tf.reduce_sum(mask)
     loss = tf.reduce_sum(losses) / tf.maximum(tokens, 1.0)
-    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
-                               tf.cast(labels, tf.int32)), tf.float32)
+    correct = tf.cast(
+        tf.equal(
+            tf.argmax(logits, axis=-1, output_type=tf.int32),
+            tf.cast(labels, tf.int32),
+        ),
+        tf.float32,
+    )
     self.loss_tracker.update_state(loss, sample_weight=tokens)
     self.accuracy_tracker.update_state(correct, sample_weight=mask)
     return loss
@@ -152,12 +173,14 @@ class Seq2SeqModel(tf_keras.Model):
 
   def dummy_inputs(self) -> dict[str, tf.Tensor]:
     ids = tf.constant([[self.pad_id, self.pad_id]], tf.int32)
-    return {"input_ids": ids, "attention_mask": tf.ones_like(ids),
-            "decoder_input_ids": ids}
+    return {
+        "input_ids": ids,
+        "attention_mask": tf.ones_like(ids),
+        "decoder_input_ids": ids,
+    }
 
 
-def model_config_from(path: str, vocab_size: int, *, pad_id: int,
-                      eos_id: int):
+def model_config_from(path: str, vocab_size: int, *, pad_id: int, eos_id: int):
   """The `transformers` config of a from-scratch model, sized to the vocab."""
   if path == config_lib.DEFAULT_MODEL_CONFIG:
     values = dict(DEFAULT_T5_CONFIG)
@@ -166,14 +189,22 @@ def model_config_from(path: str, vocab_size: int, *, pad_id: int,
       with open(path, encoding="utf-8") as f:
         values = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f"--model_config={path!r} is not valid JSON "
-                       f"({e.msg} at line {e.lineno}).") from e
+      raise ValueError(
+          f"--model_config={path!r} is not valid JSON "
+          f"({e.msg} at line {e.lineno})."
+      ) from e
   model_type = values.pop("model_type", None)
   if model_type is None:
-    raise ValueError(f"--model_config={path!r} has no \"model_type\" (t5, "
-                     "bart, marian, ...).")
-  values.update(vocab_size=vocab_size, pad_token_id=pad_id,
-                eos_token_id=eos_id, decoder_start_token_id=pad_id)
+    raise ValueError(
+        f'--model_config={path!r} has no "model_type" (t5, '
+        "bart, marian, ...)."
+    )
+  values.update(
+      vocab_size=vocab_size,
+      pad_token_id=pad_id,
+      eos_token_id=eos_id,
+      decoder_start_token_id=pad_id,
+  )
   try:
     return transformers.AutoConfig.for_model(model_type, **values)
   except ValueError as e:
@@ -189,6 +220,8 @@ def build_seq2seq(model_config):
   try:
     seq2seq = seq2seq_class().from_config(model_config)
   except ValueError as e:
-    raise ValueError(f"{type(model_config).__name__} is not a TF "
-                     f"encoder-decoder: {str(e).splitlines()[0]}") from e
+    raise ValueError(
+        f"{type(model_config).__name__} is not a TF "
+        f"encoder-decoder: {str(e).splitlines()[0]}"
+    ) from e
   return seq2seq

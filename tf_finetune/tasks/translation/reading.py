@@ -1,5 +1,4 @@
-"""Reading parallel text: line-aligned files, CSV/TSV/JSONL, TFDS.
-"""
+"""Reading parallel text: line-aligned files, CSV/TSV/JSONL, TFDS."""
 
 from __future__ import annotations
 
@@ -8,11 +7,12 @@ from typing import Optional
 
 from tf_finetune.data import readers
 
-
 # TFDS translation data sets whose source and target are features named by
 # language code.
-TFDS_FEATURE_HINT = ("wmt14_translate/de-en, wmt_t2t_translate/de-en: "
-                     "--source_language=en --target_language=de")
+TFDS_FEATURE_HINT = (
+    "wmt14_translate/de-en, wmt_t2t_translate/de-en: "
+    "--source_language=en --target_language=de"
+)
 
 
 # Reading.
@@ -24,9 +24,11 @@ def decode_utf8(path: str, flag: str) -> str:
   try:
     return raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
-    line = raw[:e.start].count(b"\n") + 1
-    raise ValueError(f"{path}:{line}: the file is not valid UTF-8 (byte "
-                     f"0x{raw[e.start]:02x}); save it as UTF-8.") from e
+    line = raw[: e.start].count(b"\n") + 1
+    raise ValueError(
+        f"{path}:{line}: the file is not valid UTF-8 (byte "
+        f"0x{raw[e.start]:02x}); save it as UTF-8."
+    ) from e
 
 
 def read_lines(path: str, flag: str) -> list[str]:
@@ -45,8 +47,10 @@ def read_lines(path: str, flag: str) -> list[str]:
     raise ValueError(f"{flag}={path!r} is empty.")
   for number, line in enumerate(lines, start=1):
     if not line.strip():
-      raise ValueError(f"{path}:{number}: empty line; {flag} needs one "
-                       "sentence on every line.")
+      raise ValueError(
+          f"{path}:{number}: empty line; {flag} needs one "
+          "sentence on every line."
+      )
   return lines
 
 
@@ -55,9 +59,14 @@ def is_plain_text(path: str) -> bool:
   return os.path.splitext(path)[1].lower() not in readers.SUFFIX_FORMATS
 
 
-def read_line_aligned(source_path: str, target_path: Optional[str], *,
-                      flag: str, source_column: str = "source",
-                      target_column: str = "target") -> readers.Examples:
+def read_line_aligned(
+    source_path: str,
+    target_path: Optional[str],
+    *,
+    flag: str,
+    source_column: str = "source",
+    target_column: str = "target",
+) -> readers.Examples:
   """Reads a source file and (optionally) its line-aligned translations."""
   sources = read_lines(source_path, flag)
   targets = None
@@ -68,51 +77,76 @@ def read_line_aligned(source_path: str, target_path: Optional[str], *,
       raise ValueError(
           f"{flag}={source_path!r} has {len(sources)} lines but "
           f"{target_flag}={target_path!r} has {len(targets)}; line-aligned "
-          "files need one translation per source line.")
+          "files need one translation per source line."
+      )
   rows = [{source_column: source} for source in sources]
   if targets is not None:
     for row, target in zip(rows, targets):
       row[target_column] = target
-  return readers.Examples(source_path, sources, None, targets,
-                          list(range(1, len(sources) + 1)), rows)
+  return readers.Examples(
+      source_path,
+      sources,
+      None,
+      targets,
+      list(range(1, len(sources) + 1)),
+      rows,
+  )
 
 
-def read_parallel_records(path: str, *, flag: str, source_column: str,
-                          target_column: Optional[str]) -> readers.Examples:
+def read_parallel_records(
+    path: str, *, flag: str, source_column: str, target_column: Optional[str]
+) -> readers.Examples:
   """Reads sources (and targets) from the columns of a CSV/TSV/JSONL file."""
   rows, lines, columns = readers.read_records(path, flag)
   if not rows:
     raise ValueError(f"{flag}={path!r} has a header but no examples.")
   found = {}
-  for name, column_flag in ((source_column, "--source_column"),
-                            (target_column, "--target_column")):
+  for name, column_flag in (
+      (source_column, "--source_column"),
+      (target_column, "--target_column"),
+  ):
     if name is None:
       continue
-    values = readers.column_values(rows, lines, columns, name, path,
-                                   column_flag, as_text=True)
+    values = readers.column_values(
+        rows, lines, columns, name, path, column_flag, as_text=True
+    )
     for value, line in zip(values, lines):
       if not value.strip():
-        raise ValueError(f"{path}:{line}: the {column_flag}={name!r} value "
-                         "is empty; every example needs a sentence there.")
+        raise ValueError(
+            f"{path}:{line}: the {column_flag}={name!r} value "
+            "is empty; every example needs a sentence there."
+        )
     found[name] = values
-  return readers.Examples(path, found[source_column], None,
-                          found.get(target_column), lines, rows)
+  return readers.Examples(
+      path, found[source_column], None, found.get(target_column), lines, rows
+  )
 
 
-def read_tfds_translation(name: str, split: str, *, data_dir: Optional[str],
-                          source_language: str, target_language: str,
-                          with_targets: bool = True) -> readers.Examples:
+def read_tfds_translation(
+    name: str,
+    split: str,
+    *,
+    data_dir: Optional[str],
+    source_language: str,
+    target_language: str,
+    with_targets: bool = True,
+) -> readers.Examples:
   """Reads a TFDS split whose translation feature is keyed by language."""
   import tensorflow_datasets as tfds  # Heavy; only when TFDS is used.
 
-  dataset, info = tfds.load(name, split=split, data_dir=data_dir,
-                            with_info=True, shuffle_files=False)
+  dataset, info = tfds.load(
+      name, split=split, data_dir=data_dir, with_info=True, shuffle_files=False
+  )
   languages = list(info.features.keys())
-  for flag, language in (("--source_language", source_language),
-                         ("--target_language", target_language)):
+  for flag, language in (
+      ("--source_language", source_language),
+      ("--target_language", target_language),
+  ):
     if language not in languages:
-      raise ValueError(f"{flag}={language!r} is not a language of {name}; "
-                       f"it has: {', '.join(languages)}.")
+      raise ValueError(
+          f"{flag}={language!r} is not a language of {name}; "
+          f"it has: {', '.join(languages)}."
+      )
   sources, targets, rows = [], [], []
   for record in tfds.as_numpy(dataset):
     sources.append(record[source_language].decode("utf-8"))
@@ -120,9 +154,14 @@ def read_tfds_translation(name: str, split: str, *, data_dir: Optional[str],
     rows.append({"source": sources[-1], "target": targets[-1]})
   if not sources:
     raise ValueError(f"--tfds_name={name!r} split {split!r} is empty.")
-  return readers.Examples(f"{name}[{split}]", sources, None,
-                          targets if with_targets else None,
-                          list(range(1, len(sources) + 1)), rows)
+  return readers.Examples(
+      f"{name}[{split}]",
+      sources,
+      None,
+      targets if with_targets else None,
+      list(range(1, len(sources) + 1)),
+      rows,
+  )
 
 
 def prefix_with_space(prefix: str) -> str:

@@ -16,7 +16,6 @@ from tf_finetune.tasks.translation.model import Seq2SeqModel
 from tf_finetune.tasks.translation.reading import prefix_with_space, with_prefix
 from tf_finetune.tasks.translation.vocab import strip_generated_rows
 
-
 TRANSLATION_OUTPUT = "translation"
 
 
@@ -29,8 +28,15 @@ class TranslationServer(serving.Server):
   (`transformers`' TF `generate`, traced) run in the SavedModel.
   """
 
-  def __init__(self, seq2seq, vocab, *, source_prefix: str,
-               max_source_length: int, max_target_length: int):
+  def __init__(
+      self,
+      seq2seq,
+      vocab,
+      *,
+      source_prefix: str,
+      max_source_length: int,
+      max_target_length: int,
+  ):
     super().__init__(task_name="translation")
     self.seq2seq = seq2seq
     self.tokenizer = vocab.graph_tokenizer()
@@ -45,21 +51,28 @@ class TranslationServer(serving.Server):
     ids = tf.cast(self.tokenizer.tokenize(text), tf.int32)
     # Long sources keep their first max_source_length - 1 pieces, then the
     # end-of-sequence token, as in training.
-    body = ids[:, :-1][:, :self.max_source_length - 1]
+    body = ids[:, :-1][:, : self.max_source_length - 1]
     eos = tf.RaggedTensor.from_row_lengths(
         tf.fill([tf.shape(text)[0]], self.eos_id),
-        tf.ones([tf.shape(text)[0]], tf.int64))
+        tf.ones([tf.shape(text)[0]], tf.int64),
+    )
     ids = tf.concat([body, eos], axis=1)
     input_ids = ids.to_tensor(self.pad_id)
-    attention_mask = tf.sequence_mask(ids.row_lengths(),
-                                      tf.shape(input_ids)[1], tf.int32)
+    attention_mask = tf.sequence_mask(
+        ids.row_lengths(), tf.shape(input_ids)[1], tf.int32
+    )
     generated = self.seq2seq.generate(
-        input_ids=input_ids, attention_mask=attention_mask,
-        max_new_tokens=self.max_target_length, num_beams=1, do_sample=False)
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=self.max_target_length,
+        num_beams=1,
+        do_sample=False,
+    )
     generated = tf.cast(generated[:, 1:], tf.int32)
     # Keep what comes before the first end-of-sequence, without padding.
-    before_end = tf.cumsum(tf.cast(generated == self.eos_id, tf.int32),
-                           axis=1) == 0
+    before_end = (
+        tf.cumsum(tf.cast(generated == self.eos_id, tf.int32), axis=1) == 0
+    )
     keep = tf.logical_and(before_end, generated != self.pad_id)
     pieces = tf.ragged.boolean_mask(generated, keep)
     return {TRANSLATION_OUTPUT: self.tokenizer.detokenize(pieces)}
@@ -69,26 +82,34 @@ class PythonTranslator:
   """The serving signature's contract (text -> translation) in Python, for
   `predict --model_dir`: works for every vocabulary and uses --num_beams."""
 
-  def __init__(self, model: Seq2SeqModel, task: config_lib.TaskConfig,
-               batch_size: int = 64):
+  def __init__(
+      self,
+      model: Seq2SeqModel,
+      task: config_lib.TaskConfig,
+      batch_size: int = 64,
+  ):
     self.model = model
     self.task = task
     self.batch_size = batch_size
 
   def translate(self, texts: Sequence[str]) -> list[str]:
     vocab = self.model.vocab
-    source_ids = vocab.encode([with_prefix(self.task.source_prefix, text)
-                               for text in texts],
-                              self.task.max_source_length)
+    source_ids = vocab.encode(
+        [with_prefix(self.task.source_prefix, text) for text in texts],
+        self.task.max_source_length,
+    )
     generated = generate_ids(
-        self.model.seq2seq, source_ids, batch_size=self.batch_size,
+        self.model.seq2seq,
+        source_ids,
+        batch_size=self.batch_size,
         num_beams=self.task.num_beams,
-        max_new_tokens=self.task.max_target_length, pad_id=vocab.pad_id,
+        max_new_tokens=self.task.max_target_length,
+        pad_id=vocab.pad_id,
         jit_compile=self.task.jit_generate,
-        no_repeat_ngram_size=self.task.no_repeat_ngram_size)
+        no_repeat_ngram_size=self.task.no_repeat_ngram_size,
+    )
     return vocab.decode(strip_generated_rows(generated, vocab))
 
   def serve(self, text):
     texts = [value.decode("utf-8") for value in np.asarray(text).tolist()]
-    return {TRANSLATION_OUTPUT: tf.constant(self.translate(texts),
-                                            tf.string)}
+    return {TRANSLATION_OUTPUT: tf.constant(self.translate(texts), tf.string)}
