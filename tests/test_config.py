@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tf_finetune import config as config_lib
+from tf_finetune import config as config_lib, tasks
 
 
 def _config(tmp_path, **train):
@@ -69,12 +69,12 @@ def test_unknown_fields_in_saved_config_are_reported(tmp_path):
             "--pooling='max' is not one of pooler, cls, mean.",
         ),
         (
-            config_lib.TaskConfig,
-            {"regression_loss": "l1"},
+            config_lib.task_config,
+            {"task": "regression", "regression_loss": "l1"},
             "--regression_loss='l1' is not one of mse, huber.",
         ),
         (
-            config_lib.TaskConfig,
+            config_lib.task_config,
             {"task": "summarization"},
             "--task='summarization' is not one of classification,",
         ),
@@ -92,12 +92,26 @@ def test_every_setting_has_help_text():
       config_lib.DataConfig,
       config_lib.ModelConfig,
       config_lib.TrainConfig,
-      config_lib.TaskConfig,
+      *(tasks.settings_class(name) for name in tasks.names()),
   ):
     for field in dataclasses.fields(config_cls):
       assert field.metadata[config_lib.HELP].strip(), field.name
 
 
-def test_a_translator_from_scratch_has_no_model():
-  model = config_lib.ModelConfig(model_config=config_lib.DEFAULT_MODEL_CONFIG)
-  assert model.model is None
+def test_other_tasks_settings_are_dropped_from_a_saved_config():
+  """config.json files that held every task's settings in one group still
+  load, keeping only their task's."""
+  saved = json.loads(
+      config_lib.RunConfig(
+          model_dir="m",
+          data=config_lib.DataConfig(train_file="t.csv"),
+          model=config_lib.ModelConfig(model="bert"),
+          task=config_lib.task_config("regression", huber_delta=2.0),
+      ).to_json()
+  )
+  saved["task"].update(doc_stride=128, num_beams=1, threshold=0.5)
+  loaded = config_lib.RunConfig.from_dict(saved)
+  assert loaded.task == config_lib.task_config("regression", huber_delta=2.0)
+  saved["task"]["not_a_setting"] = 1
+  with pytest.raises(ValueError, match="Unknown RegressionSettings fields"):
+    config_lib.RunConfig.from_dict(saved)

@@ -6,14 +6,15 @@ import pytest
 from absl import flags
 
 from tf_finetune import config as config_lib
-from tf_finetune import flag_definitions
+from tf_finetune import flag_definitions, tasks
+from tf_finetune.tasks import settings as task_settings
 
 GROUPS = (
     config_lib.DataConfig,
     config_lib.ModelConfig,
     config_lib.TrainConfig,
     config_lib.TaskConfig,
-)
+) + tuple(tasks.settings_class(name) for name in tasks.names())
 
 
 def _train_flags() -> flags.FlagValues:
@@ -23,12 +24,20 @@ def _train_flags() -> flags.FlagValues:
 
 
 def _settings(config_cls) -> list[dataclasses.Field]:
-  """The fields of `config_cls` that are no nested config."""
+  """The fields of `config_cls` that are no nested config (a task's
+  settings: without the --task they all inherit)."""
   types = typing.get_type_hints(config_cls)
+  inherited = (
+      set()
+      if config_cls is config_lib.TaskConfig
+      or not issubclass(config_cls, config_lib.TaskConfig)
+      else {"task"}
+  )
   return [
       field
       for field in dataclasses.fields(config_cls)
       if not dataclasses.is_dataclass(types[field.name])
+      and field.name not in inherited
   ]
 
 
@@ -112,7 +121,7 @@ def test_a_field_without_help_gets_no_flag():
 def test_flags_for_a_trained_run_default_to_its_values():
   flag_values = flags.FlagValues()
   flag_definitions.define_config_flags(
-      config_lib.TaskConfig,
+      task_settings.TranslationSettings,
       ["num_beams"],
       flag_values=flag_values,
       for_trained_run=True,
@@ -168,7 +177,7 @@ def test_parsed_flags_become_the_run_config(tmp_path):
       train=config_lib.TrainConfig(
           learning_rate=3e-5, schedule="cosine", warmup_steps=10
       ),
-      task=config_lib.TaskConfig(task="regression", regression_loss="huber"),
+      task=config_lib.task_config(task="regression", regression_loss="huber"),
   )
   assert config.train.early_stopping_metric == "val_pearson"
 
@@ -188,8 +197,34 @@ def test_invalid_flag_value_names_the_flag(tmp_path):
           "--model=bert-base-uncased",
           "--train_file=a.csv",
           f"--model_dir={tmp_path}",
+          "--task=token_classification",
           "--tagging_scheme=BIO",
       ]
   )
   with pytest.raises(ValueError, match="--tagging_scheme='BIO' is not"):
     flag_definitions.run_config_from_flags(flag_values)
+
+
+def test_a_setting_of_another_task_is_refused(tmp_path):
+  """Each task takes only its own settings: a flag meant for another task
+  is a mistake worth one line, not a silently ignored value."""
+  flag_values = _train_flags()
+  flag_values(
+      [
+          "train",
+          "--model=bert-base-uncased",
+          "--train_file=a.csv",
+          f"--model_dir={tmp_path}",
+          "--doc_stride=64",
+      ]
+  )
+  with pytest.raises(
+      ValueError,
+      match="--doc_stride is a setting of --task=question_answering, not of "
+      "--task=classification",
+  ):
+    flag_definitions.run_config_from_flags(flag_values)
+  flag_values["task"].value = "question_answering"
+  config = flag_definitions.run_config_from_flags(flag_values)
+  assert config.task.doc_stride == 64
+  assert type(config.task).__name__ == "QuestionAnsweringSettings"

@@ -19,7 +19,7 @@ from tf_finetune.tasks.base import TaskState
 
 
 def _task(**options):
-  return tasks.get_task(config_lib.TaskConfig(task="multi_label", **options))
+  return tasks.get_task(config_lib.task_config(task="multi_label", **options))
 
 
 def _read(task, path):
@@ -115,7 +115,7 @@ def test_bad_multi_label_input_names_file_and_line(tmp_path):
   with pytest.raises(
       ValueError, match="--label_delimiter and " "--label_columns are both set"
   ):
-    config_lib.TaskConfig(
+    config_lib.task_config(
         task="multi_label", label_delimiter="|", label_columns="a,b"
     )
 

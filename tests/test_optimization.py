@@ -735,8 +735,14 @@ def _named_variables():
 
 def _one_step(mirrored, gradient, **options):
   """Weights before and after one step, the copies of every replica."""
+  # Gradients reduced by copying to one device, not by collective ops: a
+  # collective launched here would share its instance keys with the
+  # strategies later tests create in this process, and theirs would fail.
   strategy = (
-      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+      tf.distribute.MirroredStrategy(
+          ["/cpu:0", "/cpu:1"],
+          cross_device_ops=tf.distribute.ReductionToOneDevice(),
+      )
       if mirrored
       else tf.distribute.get_strategy()
   )

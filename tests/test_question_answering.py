@@ -34,7 +34,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "data", "squad.json")
 
 def _task(**options):
   return qa.QuestionAnswering(
-      config_lib.TaskConfig(task="question_answering", **options)
+      config_lib.task_config(task="question_answering", **options)
   )
 
 
@@ -435,9 +435,9 @@ def test_bad_squad_input_names_file_and_question(tmp_path):
       ValueError,
       match=r"--null_score_threshold is for models" r" that may answer nothing",
   ):
-    config_lib.TaskConfig(task="question_answering", null_score_threshold=1.0)
+    config_lib.task_config(task="question_answering", null_score_threshold=1.0)
   with pytest.raises(ValueError, match=r"--doc_stride=0 must be at least 1"):
-    config_lib.TaskConfig(task="question_answering", doc_stride=0)
+    config_lib.task_config(task="question_answering", doc_stride=0)
 
 
 def make_qa_articles(count: int, *, seed: int) -> list[dict]:

@@ -73,7 +73,7 @@ def test_a_label_that_is_not_a_number_names_file_and_line(tmp_path):
       str(tmp_path / "scores.csv"),
       [{"text": "a", "label": "1.5"}, {"text": "b", "label": "high"}],
   )
-  task = tasks.get_task(config_lib.TaskConfig(task="regression"))
+  task = tasks.get_task(config_lib.task_config(task="regression"))
   examples = task.read(config_lib.DataConfig(train_file=path), "train")
   with pytest.raises(
       ValueError, match=r"scores.csv:3: the label 'high' is " "not a number"
@@ -123,7 +123,7 @@ def test_regression_needs_its_own_early_stopping_metric(tmp_path):
         data=config_lib.DataConfig(train_file="a"),
         model=config_lib.ModelConfig(model="m"),
         train=config_lib.TrainConfig(early_stopping_metric="val_accuracy"),
-        task=config_lib.TaskConfig(task="regression"),
+        task=config_lib.task_config(task="regression"),
     )
 
 
@@ -246,7 +246,7 @@ def test_tune_accepts_regression_and_refuses_tasks_without_folds(tmp_path):
         model_dir=str(tmp_path / "cv"),
         data=config_lib.DataConfig(train_file=path),
         model=config_lib.ModelConfig(model="m"),
-        task=config_lib.TaskConfig(task=task),
+        task=config_lib.task_config(task=task),
     )
 
   folds = tuning.write_folds(config("regression"), 2)

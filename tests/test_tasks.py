@@ -30,7 +30,7 @@ def _mock_tfds(name, split, task="classification", **data):
   """Resolves the columns and reads `split` of a mocked TFDS data set."""
   import tensorflow_datasets as tfds
 
-  task = tasks.get_task(config_lib.TaskConfig(task=task))
+  task = tasks.get_task(config_lib.task_config(task=task))
   config = task.resolve_data(
       config_lib.DataConfig(tfds_name=name, tfds_validation_split=split, **data)
   )
@@ -65,7 +65,7 @@ def test_tfds_mnli_reads_its_matched_validation_split():
 def test_tfds_stsb_scores_stay_numbers():
   _, examples = _mock_tfds("glue/stsb", "train", task="regression")
   assert examples.text_pairs is not None
-  task = tasks.get_task(config_lib.TaskConfig(task="regression"))
+  task = tasks.get_task(config_lib.task_config(task="regression"))
   scores = task.label_ids(examples)
   assert scores.dtype == np.float32 and len(scores) == 5
   # Not rounded to integers on the way.
@@ -86,11 +86,12 @@ def test_a_pair_task_given_one_text_column_is_refused():
 
 
 def test_every_task_name_has_a_module_and_default_metric():
-  for name in config_lib.TASKS:
-    task = tasks.get_task(config_lib.TaskConfig(task=name))
+  for name in tasks.names():
+    task = tasks.get_task(config_lib.task_config(task=name))
     assert task.name == name
+    assert tasks.monitors(name)[0].startswith("val_")
   with pytest.raises(ValueError, match="--task='summarization' is not one"):
-    config_lib.TaskConfig(task="summarization")
+    config_lib.task_config(task="summarization")
 
 
 def test_every_recipe_builds_a_valid_run_config():

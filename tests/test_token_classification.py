@@ -32,7 +32,7 @@ IGNORE = tc.IGNORE_LABEL
 
 def _task(**options):
   return tasks.get_task(
-      config_lib.TaskConfig(task="token_classification", **options)
+      config_lib.task_config(task="token_classification", **options)
   )
 
 
@@ -192,7 +192,7 @@ def test_bad_token_input_names_file_and_line(tmp_path):
       "tagging scheme this toolkit knows; use one of IOB1, "
       "IOB2, IOBES",
   ):
-    config_lib.TaskConfig(task="token_classification", tagging_scheme="BILOU")
+    config_lib.task_config(task="token_classification", tagging_scheme="BILOU")
 
 
 def test_tfds_conll2003_maps_its_features():

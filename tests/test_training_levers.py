@@ -193,7 +193,7 @@ def test_gradual_unfreezing_opens_one_layer_per_epoch_from_the_top(
     tiny_bert_dir,
 ):
   model = _compiled(tiny_bert_dir, unfreeze_schedule="gradual")
-  unfreezing = tasks.get_task(config_lib.TaskConfig()).training_callbacks(
+  unfreezing = tasks.get_task(config_lib.task_config()).training_callbacks(
       model, _run_config(tiny_bert_dir, unfreeze_schedule="gradual")
   )[0]
   # 2 layers: epoch 1 none, epoch 2 the top one, epoch 3 both, then the

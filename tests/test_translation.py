@@ -68,7 +68,7 @@ def make_parallel_rows(count: int, *, seed: int) -> list[dict]:
 
 
 def task_config(**overrides) -> config_lib.TaskConfig:
-  return config_lib.TaskConfig(task="translation", **overrides)
+  return config_lib.task_config(task="translation", **overrides)
 
 
 def data_config(**overrides) -> config_lib.DataConfig:
@@ -142,13 +142,9 @@ def test_reads_tsv_csv_jsonl_and_line_aligned_files(tmp_path):
   (tmp_path / "train.es").write_text(
       "\r\n".join(row["target"] for row in rows), encoding="utf-8"
   )
-  examples = task.read(
-      data_config(
-          train_file=str(tmp_path / "train.en"),
-          train_target_file=str(tmp_path / "train.es"),
-      ),
-      "train",
-  )
+  examples = translation.Translation(
+      task_config(train_target_file=str(tmp_path / "train.es"))
+  ).read(data_config(train_file=str(tmp_path / "train.en")), "train")
   assert examples.texts == [row["source"] for row in rows]
   assert examples.labels == [row["target"] for row in rows]
   assert examples.line_numbers == [1, 2, 3, 4, 5]
@@ -186,17 +182,13 @@ def test_line_aligned_errors_name_file_and_line(tmp_path, files, message):
   for name, content in files.items():
     data = content if isinstance(content, bytes) else content.encode()
     (tmp_path / name).write_bytes(data)
-  task = translation.Translation(task_config())
+  task = translation.Translation(
+      task_config(train_target_file=str(tmp_path / "train.es"))
+  )
   with pytest.raises(
       ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
   ):
-    task.read(
-        data_config(
-            train_file=str(tmp_path / "train.en"),
-            train_target_file=str(tmp_path / "train.es"),
-        ),
-        "train",
-    )
+    task.read(data_config(train_file=str(tmp_path / "train.en")), "train")
 
 
 def test_column_errors(tmp_path):
@@ -250,14 +242,28 @@ def test_config_refuses_what_translation_cannot_use():
         task=task_config(),
         train=config_lib.TrainConfig(grad_accum_steps=2),
     )
-  with pytest.raises(ValueError, match="needs --task=translation"):
+  with pytest.raises(ValueError, match="--test_target_file needs --test_file"):
     config_lib.RunConfig(
         model_dir="m",
         data=data_config(train_file="t.tsv"),
-        model=config_lib.ModelConfig(model_config="default"),
+        model=config_lib.ModelConfig(model="t5-small"),
+        task=task_config(test_target_file="test.es"),
     )
-  with pytest.raises(ValueError, match="--test_target_file needs --test_file"):
-    data_config(test_target_file="test.es")
+  with pytest.raises(ValueError, match="--model is required"):
+    config_lib.RunConfig(
+        model_dir="m",
+        data=data_config(train_file="t.tsv"),
+        model=config_lib.ModelConfig(),
+        task=task_config(),
+    )
+  # A translator from scratch needs no --model.
+  run = config_lib.RunConfig(
+      model_dir="m",
+      data=data_config(train_file="t.tsv"),
+      model=config_lib.ModelConfig(),
+      task=task_config(model_config="default"),
+  )
+  assert run.model.model is None
 
 
 def test_tfds_translation_feature_is_read_by_language():

@@ -40,11 +40,6 @@ def early_stopping_metrics() -> tuple[str, ...]:
   return ("auto",) + tasks.all_monitors()
 
 
-REGRESSION_LOSSES = ("mse", "huber")
-TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
-# --model_config value naming the built-in small from-scratch translator.
-DEFAULT_MODEL_CONFIG = "default"
-
 CONFIG_FILENAME = "config.json"
 
 # Keys of a setting's field metadata.
@@ -86,18 +81,18 @@ def choices_of(field: dataclasses.Field) -> Optional[tuple[str, ...]]:
   return tuple(choices()) if callable(choices) else choices
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
   if not condition:
     raise ValueError(message)
 
 
-def _check_choices(config: Any) -> None:
+def check_choices(config: Any) -> None:
   """Checks every field of `config` that has choices against them."""
   for field in dataclasses.fields(config):
     choices = choices_of(field)
     if choices is not None:
       value = getattr(config, field.name)
-      _require(
+      require(
           value in choices,
           f"--{field.name}={value!r} is not one of " f"{', '.join(choices)}.",
       )
@@ -117,15 +112,6 @@ def _default_monitors() -> str:
     )
     phrases.append(f"{metric} for {listed}")
   return ", ".join(phrases)
-
-
-def _target_file(split: str) -> Any:
-  return setting(
-      None,
-      f"--task=translation from plain line-aligned files: the "
-      f"target-language lines of --{split}_file (which then holds the "
-      "source-language lines, one per line).",
-  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,40 +170,30 @@ class DataConfig:
       "need less padding.",
   )
   shuffle_buffer: int = setting(100_000, "Examples held by the shuffle buffer.")
-  train_target_file: Optional[str] = _target_file("train")
-  validation_target_file: Optional[str] = _target_file("validation")
-  test_target_file: Optional[str] = _target_file("test")
 
   def __post_init__(self):
-    for split in ("train", "validation", "test"):
-      _require(
-          not getattr(self, f"{split}_target_file")
-          or bool(getattr(self, f"{split}_file")),
-          f"--{split}_target_file needs --{split}_file: the source-"
-          "language lines that its lines translate.",
-      )
-    _require(
+    require(
         not (self.train_file and self.tfds_name),
         "--train_file and --tfds_name are both set; give one source of "
         "training data.",
     )
-    _require(
+    require(
         3 <= self.max_seq_length <= 8192,
         f"--max_seq_length={self.max_seq_length} must be between 3 and "
         "8192 (room for [CLS], a token and [SEP]).",
     )
-    _require(
+    require(
         self.batch_size >= 1,
         f"--batch_size={self.batch_size} must be at least 1.",
     )
-    _require(bool(self.text_column), "--text_column must not be empty.")
-    _require(bool(self.label_column), "--label_column must not be empty.")
-    _require(
+    require(bool(self.text_column), "--text_column must not be empty.")
+    require(bool(self.label_column), "--label_column must not be empty.")
+    require(
         self.text_pair_column != self.text_column,
         f"--text_pair_column={self.text_pair_column!r} is the same column "
         "as --text_column; a pair needs two different columns.",
     )
-    _require(
+    require(
         self.shuffle_buffer >= 1,
         f"--shuffle_buffer={self.shuffle_buffer} must be at least 1.",
     )
@@ -272,54 +248,27 @@ class ModelConfig:
       "Apply --backbone_l1, --backbone_l2 and --l2_sp to the "
       "embeddings too.",
   )
-  model_config: Optional[str] = setting(
-      None,
-      "--task=translation from scratch, instead of --model: a Hugging "
-      "Face config.json of an encoder-decoder (e.g. a small T5) with random "
-      f"weights, or '{DEFAULT_MODEL_CONFIG}' for the built-in small T5; a "
-      "SentencePiece vocabulary of --vocab_size is trained on the training "
-      "data.",
-  )
 
   def __post_init__(self):
-    _require(
-        bool(self.model or self.model_config),
-        "--model is required: a hub name such as bert-base-uncased or a "
-        "local model directory.",
-    )
-    _require(
-        not (self.model and self.model_config),
-        f"--model={self.model!r} and --model_config="
-        f"{self.model_config!r} are both set; fine-tune a pretrained "
-        "--model or train --model_config from scratch, not both.",
-    )
-    _require(
-        self.model_config is None
-        or self.model_config == DEFAULT_MODEL_CONFIG
-        or os.path.isfile(self.model_config),
-        f"--model_config={self.model_config!r} is not a file; expected "
-        "a Hugging Face config.json of an encoder-decoder or "
-        f"{DEFAULT_MODEL_CONFIG!r}.",
-    )
-    _check_choices(self)
-    _require(
+    check_choices(self)
+    require(
         0.0 <= self.dropout < 1.0,
         f"--dropout={self.dropout} must be in [0, 1).",
     )
-    _require(self.l2 >= 0.0, f"--l2={self.l2} must be non-negative.")
-    _require(self.l1 >= 0.0, f"--l1={self.l1} must be non-negative.")
+    require(self.l2 >= 0.0, f"--l2={self.l2} must be non-negative.")
+    require(self.l1 >= 0.0, f"--l1={self.l1} must be non-negative.")
     for name in ("hidden_dropout", "attention_dropout"):
       rate = getattr(self, name)
-      _require(
+      require(
           rate is None or 0.0 <= rate < 1.0,
           f"--{name}={rate} must be in [0, 1).",
       )
     for name in ("backbone_l2", "backbone_l1", "l2_sp"):
-      _require(
+      require(
           getattr(self, name) >= 0.0,
           f"--{name}={getattr(self, name)} must be non-negative.",
       )
-    _require(
+    require(
         not (self.l2_sp and self.backbone_l2),
         "--l2_sp and --backbone_l2 both pull the encoder's weights, one "
         "towards the pretrained values and one towards zero; use one.",
@@ -470,94 +419,94 @@ class TrainConfig:
   export: bool = setting(True, "Export a SavedModel when training ends.")
 
   def __post_init__(self):
-    _check_choices(self)
-    _require(self.epochs >= 1, f"--epochs={self.epochs} must be at least 1.")
-    _require(
+    check_choices(self)
+    require(self.epochs >= 1, f"--epochs={self.epochs} must be at least 1.")
+    require(
         0.0 < self.learning_rate < 1.0,
         f"--learning_rate={self.learning_rate} must be in (0, 1); "
         "fine-tuning typically uses 1e-5 to 1e-4.",
     )
-    _require(
+    require(
         0.0 <= self.warmup_ratio < 1.0,
         f"--warmup_ratio={self.warmup_ratio} must be in [0, 1).",
     )
-    _require(
+    require(
         self.warmup_steps is None or self.warmup_steps >= 0,
         f"--warmup_steps={self.warmup_steps} must be non-negative.",
     )
-    _require(
+    require(
         0.0 <= self.min_lr_ratio < 1.0,
         f"--min_lr_ratio={self.min_lr_ratio} must be in [0, 1).",
     )
-    _require(
+    require(
         self.restart_cycles >= 1,
         f"--restart_cycles={self.restart_cycles} must be at least 1.",
     )
-    _require(
+    require(
         0.0 < self.step_decay_factor <= 1.0,
         f"--step_decay_factor={self.step_decay_factor} must be in (0, 1].",
     )
-    _require(
+    require(
         self.step_decay_every_steps >= 0,
         f"--step_decay_every_steps={self.step_decay_every_steps} must be "
         "non-negative (0 = every epoch).",
     )
-    _require(
+    require(
         0.0 < self.layerwise_lr_decay <= 1.0,
         f"--layerwise_lr_decay={self.layerwise_lr_decay} must be in "
         "(0, 1]; 0.8-0.95 is usual, 1.0 turns it off.",
     )
-    _require(
+    require(
         self.freeze_layers >= 0,
         f"--freeze_layers={self.freeze_layers} must be non-negative.",
     )
-    _require(
+    require(
         0.0 <= self.label_smoothing < 1.0,
         f"--label_smoothing={self.label_smoothing} must be in [0, 1).",
     )
-    _require(
+    require(
         self.grad_accum_steps >= 1,
         f"--grad_accum_steps={self.grad_accum_steps} must be at least 1.",
     )
-    _require(
+    require(
         0.0 <= self.ema_decay < 1.0,
         f"--ema_decay={self.ema_decay} must be in [0, 1); 0.999 is usual, "
         "0 turns it off.",
     )
-    _require(
+    require(
         self.weight_decay >= 0.0,
         f"--weight_decay={self.weight_decay} must be non-negative.",
     )
-    _require(
+    require(
         self.clip_norm >= 0.0,
         f"--clip_norm={self.clip_norm} must be non-negative (0 = off).",
     )
-    _require(
+    require(
         self.early_stopping_patience >= 0,
         f"--early_stopping_patience={self.early_stopping_patience} must "
         "be non-negative (0 = off).",
     )
-    _require(
+    require(
         self.distribution != "tpu" or bool(self.tpu),
         "--distribution=tpu needs --tpu: the TPU's name, its grpc:// "
         "address, or 'local' on a TPU VM.",
     )
-    _require(
+    require(
         not self.tpu or self.distribution == "tpu",
         f"--tpu={self.tpu!r} conflicts with "
         f"--distribution={self.distribution!r}; pass "
         "--distribution=tpu to train on the TPU, or drop --tpu.",
     )
-    _require(
+    require(
         self.save_every_steps >= 0,
         f"--save_every_steps={self.save_every_steps} must be "
         "non-negative (0 = every epoch).",
     )
-    _require(
+    require(
         self.log_every_steps >= 1,
         f"--log_every_steps={self.log_every_steps} must be at least 1.",
     )
-    _require(
+    require(
         self.steps_per_execution >= 1,
         f"--steps_per_execution={self.steps_per_execution} must be at "
         "least 1.",
@@ -566,7 +515,11 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-  """What the model predicts, and the options of each task."""
+  """What the model predicts.
+
+  Each task's own settings extend this class (`tasks.settings`); a run's
+  `task` is an instance of its task's settings class.
+  """
 
   task: str = setting(
       "classification",
@@ -577,218 +530,28 @@ class TaskConfig:
       "translation by an encoder-decoder (translation).",
       choices=tasks.names,
   )
-  regression_loss: str = setting(
-      "mse", "Loss of --task=regression.", choices=REGRESSION_LOSSES
-  )
-  huber_delta: float = setting(
-      1.0, "Where --regression_loss=huber turns from quadratic to linear."
-  )
-  label_delimiter: Optional[str] = setting(
-      None,
-      "--task=multi_label: separates the labels in the label column, "
-      "e.g. '|'.",
-  )
-  label_columns: Optional[str] = setting(
-      None,
-      "--task=multi_label: comma-separated 0/1 columns, one per label, "
-      "instead of --label_column.",
-  )
-  threshold: float = setting(
-      0.5,
-      "--task=multi_label: a label is predicted when its probability is "
-      "at least this.",
-  )
-  tune_threshold: bool = setting(
-      True,
-      "--task=multi_label: pick the threshold with the best validation "
-      "micro-F1 and save it with the model and its export.",
-  )
-  tokens_column: str = setting(
-      "tokens",
-      "--task=token_classification, JSONL: field with the list of " "words.",
-  )
-  tags_column: str = setting(
-      "tags",
-      "--task=token_classification, JSONL: field with the list of " "tags.",
-  )
-  tag_column_index: int = setting(
-      -1,
-      "--task=token_classification, CoNLL files: column of the tag (-1: "
-      "the last; the word is always the first).",
-  )
-  tagging_scheme: str = setting(
-      "IOB2",
-      "--task=token_classification: how tags mark entities, for "
-      f"entity-level metrics: {', '.join(TAGGING_SCHEMES)}.",
-  )
-  question_column: str = setting(
-      "question",
-      "--task=question_answering, JSONL/CSV: field with the " "question.",
-  )
-  context_column: str = setting(
-      "context",
-      "--task=question_answering, JSONL/CSV: field with the "
-      "passage holding the answer.",
-  )
-  doc_stride: int = setting(
-      128,
-      "--task=question_answering: a context longer than one window is "
-      "read in windows, each starting this many tokens after the previous "
-      "one.",
-  )
-  max_question_length: int = setting(
-      64,
-      "--task=question_answering: question tokens kept (at most half of "
-      "--max_seq_length).",
-  )
-  max_answer_length: int = setting(
-      30, "--task=question_answering: longest answer, in tokens."
-  )
-  n_best_size: int = setting(
-      20, "--task=question_answering: start and end candidates per window."
-  )
-  allow_no_answer: bool = setting(
-      False,
-      "--task=question_answering: the model may answer nothing (SQuAD "
-      "v2.0 unanswerable questions).",
-  )
-  null_score_threshold: Optional[float] = setting(
-      None,
-      "--task=question_answering with --allow_no_answer: answer nothing "
-      "when the no-answer score beats the best span's by more than this; "
-      "unset: chosen on the validation data for the best F1.",
-  )
-  source_column: str = setting(
-      "source",
-      "--task=translation: column (JSONL field) of the source " "text.",
-  )
-  target_column: str = setting(
-      "target",
-      "--task=translation: column (JSONL field) of the " "translation.",
-  )
-  source_language: Optional[str] = setting(
-      None,
-      "--task=translation with --tfds_name: language code of the "
-      "sources in the data set's translation feature, e.g. en.",
-  )
-  target_language: Optional[str] = setting(
-      None,
-      "--task=translation with --tfds_name: language code of the "
-      "translations in the data set's translation feature, e.g. de.",
-  )
-  source_prefix: str = setting(
-      "",
-      "--task=translation: text put before every source, e.g. "
-      "'translate English to German: ' for T5.",
-  )
-  max_source_length: int = setting(
-      128,
-      "--task=translation: tokens per source (end-of-sequence "
-      "included); longer sources are cut.",
-  )
-  max_target_length: int = setting(
-      128,
-      "--task=translation: tokens per target (end-of-sequence "
-      "included) in training, and most tokens generated per translation.",
-  )
-  num_beams: int = setting(
-      1,
-      "--task=translation: beam width of evaluation and prediction (1: "
-      "greedy decoding).",
-  )
-  vocab_size: int = setting(
-      8000,
-      "--task=translation with --model_config: pieces of the "
-      "SentencePiece vocabulary trained on the training sources and "
-      "targets.",
-  )
-  jit_generate: bool = setting(
-      False,
-      "--task=translation: XLA-compile generation in evaluation and "
-      "prediction. Decoding gets faster once compiled, but every new batch "
-      "shape compiles again, so it pays off on large sets only.",
-  )
-  no_repeat_ngram_size: int = setting(
-      0,
-      "--task=translation: evaluation and prediction never repeat an "
-      "n-gram of this size within a translation (e.g. 3); 0 turns it off. "
-      "The SavedModel decodes without it.",
-  )
 
   def __post_init__(self):
-    _check_choices(self)
-    _require(
-        self.huber_delta > 0.0,
-        f"--huber_delta={self.huber_delta} must be positive.",
-    )
-    _require(
-        0.0 < self.threshold < 1.0,
-        f"--threshold={self.threshold} must be in (0, 1).",
-    )
-    _require(
-        self.tagging_scheme in TAGGING_SCHEMES,
-        f"--tagging_scheme={self.tagging_scheme!r} is not a tagging "
-        f"scheme this toolkit knows; use one of "
-        f"{', '.join(TAGGING_SCHEMES)}.",
-    )
-    for name in (
-        "doc_stride",
-        "max_question_length",
-        "max_answer_length",
-        "n_best_size",
-    ):
-      _require(
-          getattr(self, name) >= 1,
-          f"--{name}={getattr(self, name)} must be at least 1.",
-      )
-    _require(
-        self.question_column != self.context_column,
-        f"--question_column and --context_column are both "
-        f"{self.question_column!r}; they must be different columns.",
-    )
-    _require(
-        self.null_score_threshold is None or self.allow_no_answer,
-        "--null_score_threshold is for models that may answer nothing; "
-        "set --allow_no_answer too.",
-    )
-    _require(self.label_delimiter != "", "--label_delimiter must not be empty.")
-    _require(
-        not (self.label_delimiter and self.label_columns),
-        "--label_delimiter and --label_columns are both set; multi-label "
-        "data has either one column of delimited labels or one 0/1 "
-        "column per label.",
-    )
-    for name in ("max_source_length", "max_target_length"):
-      _require(
-          2 <= getattr(self, name) <= 8192,
-          f"--{name}={getattr(self, name)} must be between 2 and 8192.",
-      )
-    _require(
-        self.num_beams >= 1,
-        f"--num_beams={self.num_beams} must be at least 1 (1: greedy).",
-    )
-    _require(
-        self.no_repeat_ngram_size >= 0,
-        f"--no_repeat_ngram_size={self.no_repeat_ngram_size} must be "
-        "non-negative (0 = off).",
-    )
-    _require(
-        self.vocab_size >= 16,
-        f"--vocab_size={self.vocab_size} must be at least 16.",
-    )
-    _require(
-        self.source_column != self.target_column,
-        f"--source_column and --target_column are both "
-        f"{self.source_column!r}; they must be two columns.",
+    check_choices(self)
+    expected = tasks.settings_class(self.task)
+    require(
+        isinstance(self, expected),
+        f"--task={self.task} takes its settings as {expected.__name__}, "
+        f"not {type(self).__name__}.",
     )
 
-  @property
-  def label_column_names(self) -> list[str]:
-    return [
-        name.strip()
-        for name in (self.label_columns or "").split(",")
-        if name.strip()
-    ]
+  def check_run(self, run: RunConfig) -> None:
+    """Checks what depends on the rest of the run; raises ValueError."""
+    require(
+        bool(run.model.model),
+        "--model is required: a Hugging Face hub name or a local "
+        "directory with config.json, weights and tokenizer files.",
+    )
+
+
+def task_config(task: str = "classification", **settings) -> TaskConfig:
+  """The settings of `--task=task` (its registered class), validated."""
+  return tasks.settings_class(task)(task=task, **settings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -808,23 +571,16 @@ class RunConfig:
       "Base directory of exported SavedModels (default: "
       "<model_dir>/export).",
   )
-  task: TaskConfig = TaskConfig()
+  task: TaskConfig = dataclasses.field(default_factory=lambda: task_config())
 
   def __post_init__(self):
-    _require(bool(self.model_dir), "--model_dir is required.")
-    _require(
+    require(bool(self.model_dir), "--model_dir is required.")
+    require(
         bool(self.data.train_file or self.data.tfds_name),
         "No training data: set --train_file (CSV, TSV or JSONL) or "
         "--tfds_name.",
     )
-    if self.task.task == "translation":
-      _check_translation_run(self)
-    elif self.model.model_config:
-      raise ValueError(
-          f"--model_config={self.model.model_config!r} trains "
-          "a translator from scratch; it needs "
-          "--task=translation."
-      )
+    self.task.check_run(self)
     monitors = tasks.monitors(self.task.task)
     metric = self.train.early_stopping_metric
     if metric == "auto":
@@ -836,7 +592,7 @@ class RunConfig:
           dataclasses.replace(self.train, early_stopping_metric=monitors[0]),
       )
     else:
-      _require(
+      require(
           metric in monitors,
           f"--early_stopping_metric={metric!r} is not reported by "
           f"--task={self.task.task}; use one of {', '.join(monitors)}.",
@@ -857,39 +613,8 @@ class RunConfig:
         data=_from_dict(DataConfig, values.get("data", {})),
         model=_from_dict(ModelConfig, values.get("model", {})),
         train=_from_dict(TrainConfig, values.get("train", {})),
-        task=_from_dict(TaskConfig, values.get("task", {})),
+        task=_task_from_dict(values.get("task", {})),
     )
-
-
-# Encoder-classifier levers that have no meaning for an encoder-decoder.
-_NOT_FOR_TRANSLATION = (
-    ("train", "grad_accum_steps", 1),
-    ("train", "layerwise_lr_decay", 1.0),
-    ("train", "freeze_layers", 0),
-    ("train", "freeze_embeddings", False),
-    ("train", "unfreeze_schedule", "none"),
-    ("model", "backbone_l1", 0.0),
-    ("model", "backbone_l2", 0.0),
-    ("model", "l2_sp", 0.0),
-    ("data", "text_pair_column", None),
-)
-
-
-def _check_translation_run(config: RunConfig) -> None:
-  """Refuses options of classifier fine-tuning that translation ignores."""
-  for part, name, default in _NOT_FOR_TRANSLATION:
-    value = getattr(getattr(config, part), name)
-    _require(
-        value == default,
-        f"--{name}={value!r} is not supported with --task=translation "
-        f"(leave it at {default!r}).",
-    )
-  data, task = config.data, config.task
-  _require(
-      not data.tfds_name or bool(task.source_language and task.target_language),
-      f"--tfds_name={data.tfds_name!r} with --task=translation needs "
-      "--source_language and --target_language (e.g. en and de).",
-  )
 
 
 def _from_dict(cls, values: dict[str, Any]):
@@ -901,6 +626,30 @@ def _from_dict(cls, values: dict[str, Any]):
         f"{', '.join(unknown)}."
     )
   return cls(**values)
+
+
+def _task_from_dict(values: dict[str, Any]) -> TaskConfig:
+  """The task settings saved in config.json.
+
+  Runs saved before each task had its own settings class kept every task's
+  settings in one group; the other tasks' settings are dropped.
+  """
+  name = values.get("task", TaskConfig.task)
+  settings_class = tasks.settings_class(name)
+  own = {field.name for field in dataclasses.fields(settings_class)}
+  others = {
+      field.name
+      for other in tasks.names()
+      for field in dataclasses.fields(tasks.settings_class(other))
+  }
+  return _from_dict(
+      settings_class,
+      {
+          key: value
+          for key, value in values.items()
+          if key in own or key not in others
+      },
+  )
 
 
 def write_config(config: RunConfig, directory: str) -> str:

@@ -12,6 +12,7 @@ translations) under --split_name in eval_results.json.
 from absl import app, flags
 
 from tf_finetune import config as config_lib, flag_definitions
+from tf_finetune.tasks import settings as task_settings
 
 FLAGS = flags.FLAGS
 
@@ -37,13 +38,13 @@ def define_flags() -> None:
       "Name of these results in eval_results.json.",
   )
   flag_definitions.define_config_flags(
-      config_lib.DataConfig, ["test_target_file"]
+      task_settings.TranslationSettings, ["test_target_file"]
   )
   flag_definitions.define_config_flags(
       config_lib.DataConfig, ["batch_size"], for_trained_run=True
   )
   flag_definitions.define_config_flags(
-      config_lib.TaskConfig,
+      task_settings.TranslationSettings,
       ["num_beams", "no_repeat_ngram_size"],
       for_trained_run=True,
   )

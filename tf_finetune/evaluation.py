@@ -36,6 +36,14 @@ def evaluate_model_dir(
     The task's metrics (for classification see `classification_metrics`),
     with the line `describe` prints under "description".
   """
+  task_overrides = dict(task_overrides or {})
+  if eval_target_file:
+    if not eval_file:
+      raise ValueError(
+          "--test_target_file needs --test_file: the source "
+          "lines it translates."
+      )
+    task_overrides["test_target_file"] = eval_target_file
   task_config = config_lib.read_config(model_dir).task
   if task_overrides:
     task_config = dataclasses.replace(task_config, **task_overrides)
@@ -43,14 +51,7 @@ def evaluate_model_dir(
   task = trained.task
   data = trained.config.data
   if eval_target_file:
-    if not eval_file:
-      raise ValueError(
-          "--test_target_file needs --test_file: the source "
-          "lines it translates."
-      )
-    data = dataclasses.replace(
-        data, test_file=eval_file, test_target_file=eval_target_file
-    )
+    data = dataclasses.replace(data, test_file=eval_file)
     eval_file = None
   examples = task.read(data, "test", path=eval_file)
   if examples is None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Optional
 from absl import app, flags, logging
 
 from tf_finetune import config as config_lib
+from tf_finetune import tasks
 
 FLAGS = flags.FLAGS
 
@@ -144,9 +145,50 @@ def define_config_flags(
       )
 
 
+def define_task_flags(
+    flag_values: Optional[flags.FlagValues] = None,
+    *,
+    for_trained_run: bool = False,
+) -> None:
+  """Defines --task and the settings of every registered task.
+
+  Settings of the same name in two tasks share one flag (and must agree on
+  its type and default).
+  """
+  for name in tasks.names():
+    define_config_flags(
+        tasks.settings_class(name),
+        flag_values=flag_values,
+        for_trained_run=for_trained_run,
+    )
+
+
 def define_train_flags(flag_values: Optional[flags.FlagValues] = None) -> None:
   """Defines the flags of every setting of a training run (RunConfig)."""
   define_config_flags(config_lib.RunConfig, flag_values=flag_values)
+  define_task_flags(flag_values)
+
+
+def task_config_from_flags(
+    flag_values: Optional[flags.FlagValues] = None,
+) -> config_lib.TaskConfig:
+  """The settings of --task from parsed flags.
+
+  Raises:
+    ValueError: a setting of another task was given on the command line.
+  """
+  flag_values = FLAGS if flag_values is None else flag_values
+  name = flag_values["task"].value
+  settings_class = tasks.settings_class(name)
+  own = {field.name for field in dataclasses.fields(settings_class)}
+  for other in tasks.names():
+    for field in dataclasses.fields(tasks.settings_class(other)):
+      if field.name not in own and flag_values[field.name].present:
+        raise ValueError(
+            f"--{field.name} is a setting of --task={other}, not of "
+            f"--task={name}."
+        )
+  return config_from_flags(settings_class, flag_values)
 
 
 def config_from_flags(
@@ -169,6 +211,9 @@ def config_from_flags(
   values = {}
   for field in dataclasses.fields(config_cls):
     field_type, optional = flag_types[field.name]
+    if field_type is config_lib.TaskConfig:
+      values[field.name] = task_config_from_flags(flag_values)
+      continue
     if dataclasses.is_dataclass(field_type):
       values[field.name] = config_from_flags(field_type, flag_values)
       continue

@@ -61,7 +61,7 @@ class Predictor:
         if hasattr(loaded, "get_task")
         else "classification"
     )
-    task = tasks.get_task(config_lib.TaskConfig(task=task_name))
+    task = tasks.get_task(config_lib.task_config(task=task_name))
     task.bind(
         TaskState(
             label_vocab=tuple(label_vocab),

@@ -26,23 +26,40 @@ class Registration:
     task_class: The class, or "module:Class" to import on first use.
     monitors: The validation metrics its model reports during training,
       the default --early_stopping_metric first.
+    settings_class: The task's settings (a `config.TaskConfig` subclass),
+      or "module:Class"; None: `config.TaskConfig` itself (no settings).
   """
 
   task_class: type | str
   monitors: tuple[str, ...]
+  settings_class: type | str | None = None
 
 
 _REGISTRY: dict[str, Registration] = {}
 
 
 def register(
-    name: str, task_class: type | str, *, monitors: tuple[str, ...]
+    name: str,
+    task_class: type | str,
+    *,
+    monitors: tuple[str, ...],
+    settings_class: type | str | None = None,
 ) -> None:
   """Makes `--task=name` run `task_class` (a `base.Task` subclass, or
-  "module:Class"); re-registering a name replaces it."""
+  "module:Class"); re-registering a name replaces it.
+
+  Args:
+    name: The --task value.
+    task_class: The task, or "module:Class" imported on first use.
+    monitors: The validation metrics its model reports, the default
+      --early_stopping_metric first.
+    settings_class: Its settings, a frozen dataclass extending
+      `config.TaskConfig` whose fields are made with `config.setting` (they
+      become flags), or "module:Class"; None for a task without settings.
+  """
   if not monitors:
     raise ValueError(f"Task {name!r} needs at least one validation metric.")
-  _REGISTRY[name] = Registration(task_class, tuple(monitors))
+  _REGISTRY[name] = Registration(task_class, tuple(monitors), settings_class)
 
 
 def unregister(name: str) -> None:
@@ -77,13 +94,22 @@ def _registration(name: str) -> Registration:
   return _REGISTRY[name]
 
 
-def task_class(name: str) -> type:
-  """The class registered as `--task=name`."""
-  found = _registration(name).task_class
+def _resolve(found: type | str) -> type:
   if isinstance(found, str):
     module_name, class_name = found.split(":")
     found = getattr(importlib.import_module(module_name), class_name)
   return found
+
+
+def task_class(name: str) -> type:
+  """The class registered as `--task=name`."""
+  return _resolve(_registration(name).task_class)
+
+
+def settings_class(name: str) -> type:
+  """The settings class of `--task=name` (`config.TaskConfig` if none)."""
+  found = _registration(name).settings_class
+  return _resolve(found or "tf_finetune.config:TaskConfig")
 
 
 def get_task(config: Any):
@@ -96,29 +122,35 @@ register(
     "classification",
     "tf_finetune.tasks.classification:Classification",
     monitors=("val_accuracy", "val_loss", "val_macro_f1"),
+    settings_class="tf_finetune.tasks.settings:ClassificationSettings",
 )
 register(
     "regression",
     "tf_finetune.tasks.regression:Regression",
     monitors=("val_pearson", "val_loss"),
+    settings_class="tf_finetune.tasks.settings:RegressionSettings",
 )
 register(
     "multi_label",
     "tf_finetune.tasks.multi_label:MultiLabel",
     monitors=("val_micro_f1", "val_loss", "val_macro_f1"),
+    settings_class="tf_finetune.tasks.settings:MultiLabelSettings",
 )
 register(
     "token_classification",
     "tf_finetune.tasks.token_classification:TokenClassification",
     monitors=("val_loss", "val_accuracy"),
+    settings_class="tf_finetune.tasks.settings:TokenClassificationSettings",
 )
 register(
     "question_answering",
     "tf_finetune.tasks.question_answering:QuestionAnswering",
     monitors=("val_loss", "val_position_accuracy"),
+    settings_class="tf_finetune.tasks.settings:QuestionAnsweringSettings",
 )
 register(
     "translation",
     "tf_finetune.tasks.translation:Translation",
     monitors=("val_loss", "val_token_accuracy"),
+    settings_class="tf_finetune.tasks.settings:TranslationSettings",
 )

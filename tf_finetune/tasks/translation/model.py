@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras
 import transformers
 
-from tf_finetune import config as config_lib
+from tf_finetune.tasks.settings import DEFAULT_MODEL_CONFIG
 
 # Pads target ids in a batch; never a real token id, so the loss mask is
 # simply `labels != LABEL_PADDING` whatever the tokenizer's pad id is.
@@ -182,7 +182,7 @@ class Seq2SeqModel(tf_keras.Model):
 
 def model_config_from(path: str, vocab_size: int, *, pad_id: int, eos_id: int):
   """The `transformers` config of a from-scratch model, sized to the vocab."""
-  if path == config_lib.DEFAULT_MODEL_CONFIG:
+  if path == DEFAULT_MODEL_CONFIG:
     values = dict(DEFAULT_T5_CONFIG)
   else:
     try:

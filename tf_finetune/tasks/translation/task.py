@@ -61,7 +61,7 @@ class Translation(base.Task):
     target_path = None
     if path is None:
       path = getattr(data, f"{split}_file")
-      target_path = getattr(data, f"{split}_target_file")
+      target_path = self.config.target_file(split)
     flag = f"--{split}_file"
     if path:
       if target_path or (is_plain_text(path) and not with_labels):
@@ -158,7 +158,7 @@ class Translation(base.Task):
     self.bind(base.TaskState())
     train_examples = examples["train"]
     model = config.model
-    if model.model_config:
+    if self.config.model_config:
       logging.info(
           "Training a SentencePiece vocabulary of at most %d pieces "
           "on %d sources and targets.",
@@ -197,10 +197,10 @@ class Translation(base.Task):
     """The compiled model: pretrained, or from --model_config."""
     model_config, train_config = config.model, config.train
     vocab = prepared.encoder
-    if model_config.model_config:
+    if self.config.model_config:
       seq2seq = build_seq2seq(
           model_config_from(
-              model_config.model_config,
+              self.config.model_config,
               vocab.size,
               pad_id=vocab.pad_id,
               eos_id=vocab.eos_id,

@@ -1,0 +1,371 @@
+"""Each task's own settings: one frozen dataclass per task.
+
+Every class extends `config.TaskConfig` (which holds `--task`); its fields
+are flags of the binaries like every other setting, and a flag given to a
+task it does not belong to is refused. The task registry names each task's
+settings class, so a task defined outside the package brings its own.
+
+This module loads no TensorFlow: configs and flags are built and checked
+before a run imports its task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+from tf_finetune.config import (
+    DataConfig,
+    RunConfig,
+    TaskConfig,
+    require,
+    setting,
+)
+
+REGRESSION_LOSSES = ("mse", "huber")
+TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
+# --model_config value naming the built-in small from-scratch translator.
+DEFAULT_MODEL_CONFIG = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSettings(TaskConfig):
+  """--task=classification: one label per text or pair (no own settings)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionSettings(TaskConfig):
+  """--task=regression: a number per text or pair."""
+
+  regression_loss: str = setting(
+      "mse", "Loss of --task=regression.", choices=REGRESSION_LOSSES
+  )
+  huber_delta: float = setting(
+      1.0, "Where --regression_loss=huber turns from quadratic to linear."
+  )
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(
+        self.huber_delta > 0.0,
+        f"--huber_delta={self.huber_delta} must be positive.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiLabelSettings(TaskConfig):
+  """--task=multi_label: any number of labels per text or pair."""
+
+  label_delimiter: Optional[str] = setting(
+      None,
+      "--task=multi_label: separates the labels in the label column, "
+      "e.g. '|'.",
+  )
+  label_columns: Optional[str] = setting(
+      None,
+      "--task=multi_label: comma-separated 0/1 columns, one per label, "
+      "instead of --label_column.",
+  )
+  threshold: float = setting(
+      0.5,
+      "--task=multi_label: a label is predicted when its probability is "
+      "at least this.",
+  )
+  tune_threshold: bool = setting(
+      True,
+      "--task=multi_label: pick the threshold with the best validation "
+      "micro-F1 and save it with the model and its export.",
+  )
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(
+        0.0 < self.threshold < 1.0,
+        f"--threshold={self.threshold} must be in (0, 1).",
+    )
+    require(self.label_delimiter != "", "--label_delimiter must not be empty.")
+    require(
+        not (self.label_delimiter and self.label_columns),
+        "--label_delimiter and --label_columns are both set; multi-label "
+        "data has either one column of delimited labels or one 0/1 "
+        "column per label.",
+    )
+
+  @property
+  def label_column_names(self) -> list[str]:
+    return [
+        name.strip()
+        for name in (self.label_columns or "").split(",")
+        if name.strip()
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenClassificationSettings(TaskConfig):
+  """--task=token_classification: a tag per word."""
+
+  tokens_column: str = setting(
+      "tokens",
+      "--task=token_classification, JSONL: field with the list of " "words.",
+  )
+  tags_column: str = setting(
+      "tags",
+      "--task=token_classification, JSONL: field with the list of " "tags.",
+  )
+  tag_column_index: int = setting(
+      -1,
+      "--task=token_classification, CoNLL files: column of the tag (-1: "
+      "the last; the word is always the first).",
+  )
+  tagging_scheme: str = setting(
+      "IOB2",
+      "--task=token_classification: how tags mark entities, for "
+      f"entity-level metrics: {', '.join(TAGGING_SCHEMES)}.",
+  )
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(
+        self.tagging_scheme in TAGGING_SCHEMES,
+        f"--tagging_scheme={self.tagging_scheme!r} is not a tagging "
+        f"scheme this toolkit knows; use one of "
+        f"{', '.join(TAGGING_SCHEMES)}.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionAnsweringSettings(TaskConfig):
+  """--task=question_answering: the span of a context that answers."""
+
+  question_column: str = setting(
+      "question",
+      "--task=question_answering, JSONL/CSV: field with the " "question.",
+  )
+  context_column: str = setting(
+      "context",
+      "--task=question_answering, JSONL/CSV: field with the "
+      "passage holding the answer.",
+  )
+  doc_stride: int = setting(
+      128,
+      "--task=question_answering: a context longer than one window is "
+      "read in windows, each starting this many tokens after the previous "
+      "one.",
+  )
+  max_question_length: int = setting(
+      64,
+      "--task=question_answering: question tokens kept (at most half of "
+      "--max_seq_length).",
+  )
+  max_answer_length: int = setting(
+      30, "--task=question_answering: longest answer, in tokens."
+  )
+  n_best_size: int = setting(
+      20, "--task=question_answering: start and end candidates per window."
+  )
+  allow_no_answer: bool = setting(
+      False,
+      "--task=question_answering: the model may answer nothing (SQuAD "
+      "v2.0 unanswerable questions).",
+  )
+  null_score_threshold: Optional[float] = setting(
+      None,
+      "--task=question_answering with --allow_no_answer: answer nothing "
+      "when the no-answer score beats the best span's by more than this; "
+      "unset: chosen on the validation data for the best F1.",
+  )
+
+  def __post_init__(self):
+    super().__post_init__()
+    for name in (
+        "doc_stride",
+        "max_question_length",
+        "max_answer_length",
+        "n_best_size",
+    ):
+      require(
+          getattr(self, name) >= 1,
+          f"--{name}={getattr(self, name)} must be at least 1.",
+      )
+    require(
+        self.question_column != self.context_column,
+        f"--question_column and --context_column are both "
+        f"{self.question_column!r}; they must be different columns.",
+    )
+    require(
+        self.null_score_threshold is None or self.allow_no_answer,
+        "--null_score_threshold is for models that may answer nothing; "
+        "set --allow_no_answer too.",
+    )
+
+
+def _target_file(split: str) -> Optional[str]:
+  return setting(
+      None,
+      f"From plain line-aligned files: the target-language lines of "
+      f"--{split}_file (which then holds the source-language lines, one "
+      "per line).",
+  )
+
+
+# Encoder-classifier levers that have no meaning for an encoder-decoder:
+# (config group, setting, the only value allowed).
+_CLASSIFIER_ONLY = (
+    ("train", "grad_accum_steps", 1),
+    ("train", "layerwise_lr_decay", 1.0),
+    ("train", "freeze_layers", 0),
+    ("train", "freeze_embeddings", False),
+    ("train", "unfreeze_schedule", "none"),
+    ("model", "backbone_l1", 0.0),
+    ("model", "backbone_l2", 0.0),
+    ("model", "l2_sp", 0.0),
+    ("data", "text_pair_column", None),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslationSettings(TaskConfig):
+  """--task=translation: an encoder-decoder writes the target text."""
+
+  source_column: str = setting(
+      "source",
+      "--task=translation: column (JSONL field) of the source " "text.",
+  )
+  target_column: str = setting(
+      "target",
+      "--task=translation: column (JSONL field) of the " "translation.",
+  )
+  source_language: Optional[str] = setting(
+      None,
+      "--task=translation with --tfds_name: language code of the "
+      "sources in the data set's translation feature, e.g. en.",
+  )
+  target_language: Optional[str] = setting(
+      None,
+      "--task=translation with --tfds_name: language code of the "
+      "translations in the data set's translation feature, e.g. de.",
+  )
+  source_prefix: str = setting(
+      "",
+      "--task=translation: text put before every source, e.g. "
+      "'translate English to German: ' for T5.",
+  )
+  max_source_length: int = setting(
+      128,
+      "--task=translation: tokens per source (end-of-sequence "
+      "included); longer sources are cut.",
+  )
+  max_target_length: int = setting(
+      128,
+      "--task=translation: tokens per target (end-of-sequence "
+      "included) in training, and most tokens generated per translation.",
+  )
+  num_beams: int = setting(
+      1,
+      "--task=translation: beam width of evaluation and prediction (1: "
+      "greedy decoding).",
+  )
+  vocab_size: int = setting(
+      8000,
+      "--task=translation with --model_config: pieces of the "
+      "SentencePiece vocabulary trained on the training sources and "
+      "targets.",
+  )
+  jit_generate: bool = setting(
+      False,
+      "--task=translation: XLA-compile generation in evaluation and "
+      "prediction. Decoding gets faster once compiled, but every new batch "
+      "shape compiles again, so it pays off on large sets only.",
+  )
+  no_repeat_ngram_size: int = setting(
+      0,
+      "--task=translation: evaluation and prediction never repeat an "
+      "n-gram of this size within a translation (e.g. 3); 0 turns it off. "
+      "The SavedModel decodes without it.",
+  )
+  train_target_file: Optional[str] = _target_file("train")
+  validation_target_file: Optional[str] = _target_file("validation")
+  test_target_file: Optional[str] = _target_file("test")
+  model_config: Optional[str] = setting(
+      None,
+      "From scratch, instead of --model: a Hugging "
+      "Face config.json of an encoder-decoder (e.g. a small T5) with random "
+      f"weights, or '{DEFAULT_MODEL_CONFIG}' for the built-in small T5; a "
+      "SentencePiece vocabulary of --vocab_size is trained on the training "
+      "data.",
+  )
+
+  def __post_init__(self):
+    super().__post_init__()
+    for name in ("max_source_length", "max_target_length"):
+      require(
+          2 <= getattr(self, name) <= 8192,
+          f"--{name}={getattr(self, name)} must be between 2 and 8192.",
+      )
+    require(
+        self.num_beams >= 1,
+        f"--num_beams={self.num_beams} must be at least 1 (1: greedy).",
+    )
+    require(
+        self.no_repeat_ngram_size >= 0,
+        f"--no_repeat_ngram_size={self.no_repeat_ngram_size} must be "
+        "non-negative (0 = off).",
+    )
+    require(
+        self.vocab_size >= 16,
+        f"--vocab_size={self.vocab_size} must be at least 16.",
+    )
+    require(
+        self.source_column != self.target_column,
+        f"--source_column and --target_column are both "
+        f"{self.source_column!r}; they must be two columns.",
+    )
+    require(
+        self.model_config is None
+        or self.model_config == DEFAULT_MODEL_CONFIG
+        or os.path.isfile(self.model_config),
+        f"--model_config={self.model_config!r} is not a file; expected "
+        "a Hugging Face config.json of an encoder-decoder or "
+        f"{DEFAULT_MODEL_CONFIG!r}.",
+    )
+
+  def target_file(self, split: str) -> Optional[str]:
+    """--{split}_target_file."""
+    return getattr(self, f"{split}_target_file")
+
+  def check_run(self, run: RunConfig) -> None:
+    """A pretrained --model or a --model_config, the target files' source
+    files, and none of the classifier-only levers."""
+    model = run.model.model
+    require(
+        bool(model or self.model_config),
+        "--model is required: a pretrained encoder-decoder (hub name or "
+        "local directory), or --model_config to train one from scratch.",
+    )
+    require(
+        not (model and self.model_config),
+        f"--model={model!r} and --model_config={self.model_config!r} are "
+        "both set; fine-tune a pretrained --model or train --model_config "
+        "from scratch, not both.",
+    )
+    data: DataConfig = run.data
+    for split in ("train", "validation", "test"):
+      require(
+          not self.target_file(split) or bool(getattr(data, f"{split}_file")),
+          f"--{split}_target_file needs --{split}_file: the source-"
+          "language lines that its lines translate.",
+      )
+    for group, name, allowed in _CLASSIFIER_ONLY:
+      value = getattr(getattr(run, group), name)
+      require(
+          value == allowed,
+          f"--{name}={value!r} is not supported with --task=translation "
+          f"(leave it at {allowed!r}).",
+      )
+    require(
+        not data.tfds_name
+        or bool(self.source_language and self.target_language),
+        f"--tfds_name={data.tfds_name!r} with --task=translation needs "
+        "--source_language and --target_language (e.g. en and de).",
+    )
