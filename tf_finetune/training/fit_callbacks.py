@@ -1,0 +1,87 @@
+"""The Keras callbacks of a training run: history, TensorBoard, step logs,
+best weights, early stopping, backups.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tf_keras
+
+from tf_finetune import (
+    artifacts,
+    callbacks,
+)
+from tf_finetune.config import RunConfig
+
+
+def monitor_mode(metric: str) -> str:
+  return "min" if metric.endswith("loss") else "max"
+
+
+def fit_callbacks(
+    config: RunConfig,
+    has_validation: bool,
+    *,
+    total_steps: int,
+    global_batch_size: int,
+    output_dir: str,
+):
+  """The run's callbacks.
+
+  Their files go to `output_dir`: model_dir, or a scratch directory on the
+  non-chief workers of a multi-worker run.
+  """
+  train = config.train
+  model_dir = config.model_dir
+  nan_guard = callbacks.StopOnNonFiniteLoss()
+  history = callbacks.PersistentHistory(
+      os.path.join(output_dir, artifacts.HISTORY_FILENAME)
+  )
+  found = [
+      nan_guard,
+      history,
+      # Keras sends the summaries of non-chief workers to scratch itself.
+      tf_keras.callbacks.TensorBoard(
+          os.path.join(model_dir, artifacts.LOG_DIR), profile_batch=0
+      ),
+      callbacks.StepLogger(
+          os.path.join(output_dir, artifacts.LOG_DIR),
+          train.log_every_steps,
+          total_steps,
+          global_batch_size,
+      ),
+      callbacks.EpochSummary(),
+  ]
+  if train.ema_decay:
+    found.append(callbacks.ValidateWithMovingAverages())
+  best = early_stopping = None
+  if has_validation:
+    mode = monitor_mode(train.early_stopping_metric)
+    best = callbacks.BestWeightsCheckpoint(
+        os.path.join(output_dir, artifacts.BEST_WEIGHTS_DIR),
+        monitor=train.early_stopping_metric,
+        mode=mode,
+    )
+    found.append(best)
+    if train.early_stopping_patience:
+      early_stopping = tf_keras.callbacks.EarlyStopping(
+          monitor=train.early_stopping_metric,
+          mode=mode,
+          patience=train.early_stopping_patience,
+          min_delta=train.early_stopping_min_delta,
+          restore_best_weights=train.restore_best_weights,
+          verbose=1,
+      )
+      found.append(early_stopping)
+  # Last, so an epoch is backed up only after its history and best weights
+  # are saved: a run killed in between redoes the epoch's end, losing
+  # nothing. Every worker restores from the chief's backup; Keras sends
+  # the other workers' backups to scratch.
+  found.append(
+      callbacks.BackupAndRestore(
+          os.path.join(model_dir, artifacts.BACKUP_DIR),
+          save_freq=train.save_every_steps or "epoch",
+      )
+  )
+  return found, nan_guard, history, best, early_stopping
