@@ -283,14 +283,14 @@ def test_jsonl_error_line_counts_carriage_returns(tmp_path):
   path = tmp_path / "bad.jsonl"
   # A lone "\r" is JSON whitespace inside the first record, and a line break
   # to an editor: the broken record starts on line 3.
-  path.write_bytes(
-      b'{"text": "a",\r"label": "x"}\n{"text": \x85}\n'.replace(
-          b"\x85", "\u2028".encode()
-      )
+  path.write_text(
+      '{"text": "a",\r"label": "x"}\n{"text": \u2028}\n',
+      encoding="utf-8",
+      newline="",
   )
   with pytest.raises(
       ValueError,
-      match=r"bad.jsonl:3: not valid JSON \(Expecting value at " r"column 10\)",
+      match=r"bad.jsonl:3: not valid JSON \(Expecting value at column 10\)",
   ):
     _read(path)
 
