@@ -322,5 +322,13 @@ def test_text_lines_end_at_line_feeds_only():
       "",
       "k",
   ]
+  assert readers.text_lines(text, universal_newlines=True) == [
+      "a\u2028b\x85c\x0bd\x0ce\x1cf\x1dg\x1eh",
+      "i",
+      "j",
+      "",
+      "k",
+  ]
   assert readers.text_lines("x\r\n") == ["x"]
+  assert readers.text_lines("x\r", universal_newlines=True) == ["x"]
   assert readers.text_lines("") == []

@@ -251,9 +251,9 @@ def test_parallel_records_keep_every_character(tmp_path, suffix):
   assert examples.labels == [pair["target"] for pair in pairs]
 
 
-# Words that a CoNLL line may hold: no space, tab or "\n", not blank.
+# Words that a CoNLL line may hold: no space, tab, "\r" or "\n", not blank.
 CONLL_WORDS = [
-    f"w{char}x" for char in SPLITLINES_ONLY_BREAKS + ["\r", "\u00a0", "\x00"]
+    f"w{char}x" for char in SPLITLINES_ONLY_BREAKS + ["\u00a0", "\x00"]
 ] + [
     "\U0001f469\u200d\U0001f469\u200d\U0001f467",
     "\u0e20\u0e32\u0e29\u0e32",
@@ -266,7 +266,7 @@ CONLL_WORDS = [
 
 @pytest.mark.parametrize(
     "terminator,encoding",
-    itertools.product(["\n", "\r\n"], ["utf-8", "utf-8-sig"]),
+    itertools.product(["\n", "\r\n", "\r"], ["utf-8", "utf-8-sig"]),
 )
 def test_conll_words_keep_every_character(tmp_path, terminator, encoding):
   tags = ["B-LOC", "I-LOC", "O"]
@@ -290,7 +290,9 @@ def test_conll_words_keep_every_character(tmp_path, terminator, encoding):
 def test_conll_error_names_the_line_an_editor_shows(tmp_path):
   path = tmp_path / "bad.conll"
   path.write_text(
-      "EU\u2028x B-ORG\nrejects\x85 O\r\n\nGerman\x0c\n", encoding="utf-8"
+      "EU\u2028x B-ORG\rrejects\x85 O\r\n\nGerman\x0c\n",
+      encoding="utf-8",
+      newline="",
   )
   with pytest.raises(
       ValueError, match=r"bad.conll:4: expected a word and its tag"

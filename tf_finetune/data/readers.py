@@ -127,21 +127,23 @@ def position(
   return line, offset - line_start + 1
 
 
-def text_lines(text: str) -> list[str]:
+def text_lines(text: str, *, universal_newlines: bool = False) -> list[str]:
   r"""The lines of a plain text file that holds one item per line.
 
-  A line ends at "\n" only; a "\r" just before it is part of the line end (a
-  Windows file), and the last line needs no "\n". Every other character stays
-  inside its line, a lone "\r" included: line i is what `sed -n '<i>p'`
-  prints and the number of lines is what `wc -l` counts (plus an unended last
-  line), so two line-aligned files stay aligned whatever their sentences
-  hold. (`str.splitlines()` would also break at U+0085, U+2028, U+2029, \v,
-  \f and \x1c-\x1e.)
+  By default a line ends at "\n" only; a "\r" just before it is part of the
+  line end (a Windows file). Every other character stays inside its line, a
+  lone "\r" included: line i is what `sed -n '<i>p'` prints and the number of
+  lines is what `wc -l` counts, so two line-aligned files stay aligned
+  whatever their sentences hold. With `universal_newlines`, a lone "\r" ends
+  a line too (files from classic Mac OS), as in `position`. Either way the
+  last line needs no line end, and `str.splitlines()`'s other breaks (U+0085,
+  U+2028, U+2029, \v, \f, \x1c-\x1e) are text.
   """
-  lines = text.split("\n")
+  line_break = _UNIVERSAL_LINE_BREAK if universal_newlines else _LINE_FEED
+  lines = line_break.split(text)
   if lines[-1] == "":
-    lines.pop()  # The final "\n" ends the last line.
-  return [line[:-1] if line.endswith("\r") else line for line in lines]
+    lines.pop()  # The last line break ends the last line.
+  return [line.removesuffix("\r") for line in lines]
 
 
 def read_records(

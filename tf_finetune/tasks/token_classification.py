@@ -68,15 +68,17 @@ def read_conll(
 ) -> tuple[list[list[str]], list[list[str]], list[int]]:
   r"""Reads a CoNLL file: (words per sentence, tags per sentence, first line).
 
-  One word per line; a line ends at "\n" (or "\r\n"), as in any plain text
-  file read by `readers.text_lines`, so U+0085, U+2028 or \f inside a word
-  stays in it. Columns are separated by spaces and tabs only, for the same
-  reason; the word is the first column and the tag the `tag_column`-th (-1:
-  the last). A blank line (or one of whitespace only) ends a sentence. With
-  `scheme`, a tag outside it is an error naming its line.
+  One word per line. A line ends at "\r\n", "\r" or "\n" (no word holds a
+  "\r", and files from classic Mac OS end lines with it), and nowhere else:
+  U+0085, U+2028 or \f inside a word stays in it, where `str.splitlines()`
+  would cut the word in two. Columns are separated by spaces and tabs only,
+  for the same reason; the word is the first column and the tag the
+  `tag_column`-th (-1: the last). A blank line (or one of whitespace only)
+  ends a sentence. With `scheme`, a tag outside it is an error naming its
+  line.
   """
   lines = readers.text_lines(
-      readers.read_text(path, flag, universal_newlines=False)
+      readers.read_text(path, flag), universal_newlines=True
   )
   sentences, tag_lists, starts = [], [], []
   words, tags, start = [], [], 0
