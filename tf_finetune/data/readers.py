@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
+import re
 from typing import Optional, Sequence
 
 import numpy as np
 from absl import logging
+
+_UNIVERSAL_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_FEED = re.compile(r"\n")
 
 SUFFIX_FORMATS = {
     ".csv": "csv",
@@ -61,23 +66,101 @@ def file_format(path: str, flag: str = "file") -> str:
   return SUFFIX_FORMATS[suffix]
 
 
-def read_records(
-    path: str, flag: str
-) -> tuple[list[dict], list[int], list[str]]:
-  """Returns (records, line numbers, column names) of a CSV/TSV/JSONL file."""
-  fmt = file_format(path, flag)
+def read_text(path: str, flag: str, *, universal_newlines: bool = True) -> str:
+  r"""The text of a UTF-8 file, its line breaks untouched.
+
+  A byte-order mark at the start is dropped (editors on Windows write one).
+
+  Args:
+    path: The file.
+    flag: The flag that named the file, for messages.
+    universal_newlines: How the line of an undecodable byte is counted: True
+      for CSV, TSV and JSON files, whose lines end at "\r\n", "\r" or "\n";
+      False for plain text files, whose lines end at "\n" (see `text_lines`).
+
+  Returns:
+    The decoded text.
+
+  Raises:
+    ValueError: for a missing file, or one that is not UTF-8 (naming the line
+      of the first undecodable byte).
+  """
   if not os.path.isfile(path):
     raise ValueError(f"{flag}={path!r} does not exist.")
   with open(path, "rb") as f:
     raw = f.read()
   try:
-    content = raw.decode("utf-8-sig")
+    return raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
-    line = raw[: e.start].count(b"\n") + 1
+    # Everything before the first bad byte decodes.
+    before = raw[: e.start].decode("utf-8-sig")
+    line, _ = position(
+        before, len(before), universal_newlines=universal_newlines
+    )
     raise ValueError(
         f"{path}:{line}: the file is not valid UTF-8 (byte "
         f"0x{raw[e.start]:02x}); save it as UTF-8."
     ) from e
+
+
+def position(
+    text: str, offset: int, *, universal_newlines: bool = True
+) -> tuple[int, int]:
+  r"""The 1-based (line, column) of `text[offset]`.
+
+  Lines end at "\r\n", "\r" or "\n" (Python's universal newlines, which the
+  csv module counts in `line_num`), or with `universal_newlines=False` at
+  "\n" only. No other character ends a line: U+0085, U+2028, U+2029, \v, \f
+  and \x1c-\x1e, where `str.splitlines()` also breaks, are text.
+  """
+  line_break = _UNIVERSAL_LINE_BREAK if universal_newlines else _LINE_FEED
+  end = offset
+  if (
+      universal_newlines
+      and offset > 0
+      and text[offset - 1 : offset + 1] == "\r\n"
+  ):
+    end -= 1  # The "\n" of a "\r\n" is on the line that the "\r" ends.
+  line, line_start = 1, 0
+  for match in line_break.finditer(text, 0, max(end, 0)):
+    line, line_start = line + 1, match.end()
+  return line, offset - line_start + 1
+
+
+def text_lines(text: str, *, universal_newlines: bool = False) -> list[str]:
+  r"""The lines of a plain text file that holds one item per line.
+
+  By default a line ends at "\n" only; a "\r" just before it is part of the
+  line end (a Windows file). Every other character stays inside its line, a
+  lone "\r" included: line i is what `sed -n '<i>p'` prints and the number of
+  lines is what `wc -l` counts, so two line-aligned files stay aligned
+  whatever their sentences hold. With `universal_newlines`, a lone "\r" ends
+  a line too (files from classic Mac OS), as in `position`. Either way the
+  last line needs no line end, and `str.splitlines()`'s other breaks (U+0085,
+  U+2028, U+2029, \v, \f, \x1c-\x1e) are text.
+  """
+  line_break = _UNIVERSAL_LINE_BREAK if universal_newlines else _LINE_FEED
+  lines = line_break.split(text)
+  if lines[-1] == "":
+    lines.pop()  # The last line break ends the last line.
+  return [line.removesuffix("\r") for line in lines]
+
+
+def read_records(
+    path: str, flag: str
+) -> tuple[list[dict], list[int], list[str]]:
+  r"""Returns (records, line numbers, column names) of a CSV/TSV/JSONL file.
+
+  CSV and TSV files are read as Python's `csv` module reads them (RFC 4180
+  quoting; quoted fields may hold line breaks, delimiters and any other
+  character), in its strict mode: text after a closing quote, or a quote that
+  never closes, is an error rather than silently changed text. JSONL files
+  hold one JSON value per "\n"-ended line, as JSON Lines defines them; blank
+  lines are skipped. A record's line number is its first physical line,
+  counting "\r\n", "\r" and "\n" as line breaks, as `csv` and editors do.
+  """
+  fmt = file_format(path, flag)
+  content = read_text(path, flag)
   if not content.strip():
     raise ValueError(f"{flag}={path!r} is empty.")
   if fmt == "jsonl":
@@ -87,51 +170,82 @@ def read_records(
 
 def _parse_jsonl(path, content):
   rows, lines, columns = [], [], {}
-  for number, line in enumerate(content.splitlines(), start=1):
-    if not line.strip():
+  number = 1  # The physical line the next record starts on.
+  for text in content.split("\n"):
+    start = number
+    # This record's line breaks: any lone "\r" (JSON whitespace) and the
+    # "\n" that ends it, one "\r\n" with a "\r" before it.
+    number += text.count("\r") + (0 if text.endswith("\r") else 1)
+    if not text.strip():
       continue
     try:
-      record = json.loads(line)
+      record = json.loads(text)
     except json.JSONDecodeError as e:
+      line, column = position(text, e.pos)
       raise ValueError(
-          f"{path}:{number}: not valid JSON ({e.msg} at column "
-          f"{e.colno}); each line must be one JSON object."
+          f"{path}:{start + line - 1}: not valid JSON ({e.msg} at column "
+          f"{column}); each line must be one JSON object."
       ) from e
     if not isinstance(record, dict):
       raise ValueError(
-          f"{path}:{number}: expected a JSON object per line, "
+          f"{path}:{start}: expected a JSON object per line, "
           f"got {type(record).__name__}."
       )
     rows.append(record)
-    lines.append(number)
+    lines.append(start)
     columns.update(dict.fromkeys(record))
   return rows, lines, list(columns)
 
 
+# The most csv.field_size_limit() takes everywhere (a C long on Windows).
+_MAX_FIELD_SIZE = 2**31 - 1
+
+
 def _parse_delimited(path, content, delimiter):
-  reader = csv.reader(
-      content.splitlines(keepends=True), delimiter=delimiter, strict=True
+  # No field is longer than the file, so this limit refuses nothing; csv's
+  # default (131,072 characters) refuses long documents. The limit is
+  # process-wide, so it is put back afterwards.
+  default_limit = csv.field_size_limit()
+  csv.field_size_limit(
+      max(default_limit, min(len(content) + 1, _MAX_FIELD_SIZE))
   )
   try:
-    header = next(reader)
-  except csv.Error as e:
-    raise ValueError(f"{path}:1: unreadable header ({e}).") from e
+    return _parse_delimited_rows(path, content, delimiter)
+  finally:
+    csv.field_size_limit(default_limit)
+
+
+def _parse_delimited_rows(path, content, delimiter):
+  # newline="": lines end at "\r\n", "\r" or "\n" and keep their ends, as
+  # csv needs them to read quoted line breaks; line_num counts these lines.
+  reader = csv.reader(
+      io.StringIO(content, newline=""), delimiter=delimiter, strict=True
+  )
   rows, lines = [], []
+  start = 1  # The physical line the record being read starts on.
   try:
+    header = next(reader)
+    start = reader.line_num + 1
     for fields in reader:
-      number = reader.line_num
-      if not fields:
-        continue
-      if len(fields) != len(header):
+      if fields and len(fields) != len(header):
         raise ValueError(
-            f"{path}:{number}: expected {len(header)} fields "
+            f"{path}:{start}: expected {len(header)} fields "
             f"({', '.join(header)}) but found {len(fields)}; quote fields that "
             "contain the delimiter."
         )
-      rows.append(dict(zip(header, fields)))
-      lines.append(number)
+      if fields:
+        rows.append(dict(zip(header, fields)))
+        lines.append(start)
+      start = reader.line_num + 1
   except csv.Error as e:
-    raise ValueError(f"{path}:{reader.line_num}: unreadable row ({e}).") from e
+    what = "header" if start == 1 else "row"
+    where = f" on line {reader.line_num}" if reader.line_num != start else ""
+    reason = str(e).replace("\t", "\\t")  # The error stays on one line.
+    raise ValueError(
+        f"{path}:{start}: unreadable {what} ({reason}{where}); a quoted "
+        "field ends with a quote followed by the delimiter or the line end, "
+        'and a quote inside it is written twice ("").'
+    ) from e
   return rows, lines, header
 
 

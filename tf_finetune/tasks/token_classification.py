@@ -20,7 +20,6 @@ offsets [start, end) into the input.
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -67,20 +66,25 @@ def read_conll(
     flag: str = "--train_file",
     scheme: Optional[str] = None,
 ) -> tuple[list[list[str]], list[list[str]], list[int]]:
-  """Reads a CoNLL file: (words per sentence, tags per sentence, first line).
+  r"""Reads a CoNLL file: (words per sentence, tags per sentence, first line).
 
-  Columns are separated by whitespace; the word is the first column and the
-  tag the `tag_column`-th (-1: the last). With `scheme`, a tag outside it is
-  an error naming its line.
+  One word per line. A line ends at "\r\n", "\r" or "\n" (no word holds a
+  "\r", and files from classic Mac OS end lines with it), and nowhere else:
+  U+0085, U+2028 or \f inside a word stays in it, where `str.splitlines()`
+  would cut the word in two. Columns are separated by spaces and tabs only,
+  for the same reason; the word is the first column and the tag the
+  `tag_column`-th (-1: the last). A blank line (or one of whitespace only)
+  ends a sentence. With `scheme`, a tag outside it is an error naming its
+  line.
   """
-  if not os.path.isfile(path):
-    raise ValueError(f"{flag}={path!r} does not exist.")
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().splitlines()
+  lines = readers.text_lines(
+      readers.read_text(path, flag), universal_newlines=True
+  )
   sentences, tag_lists, starts = [], [], []
   words, tags, start = [], [], 0
   for number, line in enumerate(lines + [""], start=1):
-    fields = line.split()
+    fields = [] if not line.strip() else line.replace("\t", " ").split(" ")
+    fields = [field for field in fields if field]
     if not fields or fields[0] == DOCSTART:
       if words:
         sentences.append(words)
@@ -91,7 +95,7 @@ def read_conll(
     if len(fields) < 2:
       raise ValueError(
           f"{path}:{number}: expected a word and its tag separated by "
-          f"whitespace, got {line!r}; each sentence line needs a tag."
+          f"spaces or tabs, got {line!r}; each sentence line needs a tag."
       )
     try:
       tag = fields[tag_column]

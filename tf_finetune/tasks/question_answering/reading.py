@@ -87,17 +87,17 @@ def read_squad_json(
     ValueError: naming the file and the question id (or where in the file)
       for malformed JSON, missing fields, or an answer not at its start.
   """
-  if not os.path.isfile(path):
-    raise ValueError(f"{flag}={path!r} does not exist.")
-  with open(path, encoding="utf-8-sig") as f:
-    try:
-      document = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(
-          f"{path}:{e.lineno}: not valid JSON ({e.msg}, column "
-          f"{e.colno}); expected a SQuAD file "
-          '{"data": [...]}.'
-      ) from None
+  content = readers.read_text(path, flag)
+  try:
+    document = json.loads(content)
+  except json.JSONDecodeError as e:
+    # Lines as editors count them ("\r" too), not json's "\n"-only lineno.
+    line, column = readers.position(content, e.pos)
+    raise ValueError(
+        f"{path}:{line}: not valid JSON ({e.msg}, column "
+        f"{column}); expected a SQuAD file "
+        '{"data": [...]}.'
+    ) from None
   data = document.get("data") if isinstance(document, dict) else None
   if not isinstance(data, list):
     raise ValueError(
@@ -151,8 +151,10 @@ def is_squad_json(path: str) -> bool:
   """
   if not path.lower().endswith(".json") or not os.path.isfile(path):
     return False
-  with open(path, encoding="utf-8-sig") as f:
-    content = f.read()
+  try:
+    content = readers.read_text(path, "file")
+  except ValueError:
+    return False  # Not UTF-8: the JSONL reader names the line.
   try:
     document = json.loads(content)
   except json.JSONDecodeError:

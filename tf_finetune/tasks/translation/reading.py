@@ -17,32 +17,23 @@ TFDS_FEATURE_HINT = (
 
 # Reading.
 def decode_utf8(path: str, flag: str) -> str:
-  if not os.path.isfile(path):
-    raise ValueError(f"{flag}={path!r} does not exist.")
-  with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    return raw.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    line = raw[: e.start].count(b"\n") + 1
-    raise ValueError(
-        f"{path}:{line}: the file is not valid UTF-8 (byte "
-        f"0x{raw[e.start]:02x}); save it as UTF-8."
-    ) from e
+  """The text of a plain UTF-8 file; errors count lines as `read_lines`."""
+  return readers.read_text(path, flag, universal_newlines=False)
 
 
 def read_lines(path: str, flag: str) -> list[str]:
-  """The lines of a plain UTF-8 text file, one sentence each.
+  r"""The lines of a plain UTF-8 text file, one sentence each.
+
+  A line ends at "\n" (or "\r\n"); any other character, such as U+2028 or
+  U+0085 inside a verse, is part of its sentence, so a source file and its
+  translations align line by line as `wc -l` and `sed` count them (see
+  `readers.text_lines`).
 
   Raises:
     ValueError: for a missing, empty or non-UTF-8 file or an empty line,
       naming the file and line.
   """
-  content = decode_utf8(path, flag)
-  lines = content.split("\n")
-  if lines and lines[-1] == "":
-    lines.pop()  # The final newline ends the last line.
-  lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+  lines = readers.text_lines(decode_utf8(path, flag))
   if not lines:
     raise ValueError(f"{flag}={path!r} is empty.")
   for number, line in enumerate(lines, start=1):
