@@ -322,7 +322,7 @@ def _squad_document() -> dict:
 
 
 def _question_task():
-  return qa.QuestionAnswering(config_lib.TaskConfig(task="question_answering"))
+  return qa.QuestionAnswering(config_lib.task_config(task="question_answering"))
 
 
 @pytest.mark.parametrize("ensure_ascii", [False, True])
