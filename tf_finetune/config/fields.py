@@ -1,0 +1,65 @@
+"""Settings: config fields that are also command-line flags, and their
+checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+# Keys of a setting's field metadata.
+HELP = "help"
+
+
+CHOICES = "choices"
+
+
+Choices = Sequence[str] | Callable[[], Sequence[str]]
+
+
+def setting(default: Any, help: str, *, choices: Choices | None = None) -> Any:
+  """A config field that is also a command-line flag of the same name.
+
+  The flag's type follows the field's annotation (str, int, float, bool, or
+  Optional of one of them); a field without a default gets a flag that
+  defaults to None.
+
+  Args:
+    default: The field's (and the flag's) default; `dataclasses.MISSING` for
+      a field that must be given.
+    help: The flag's help text, addressed to the user of the binaries.
+    choices: The only values allowed (or a function returning them when
+      asked); the flag becomes an enum and `__post_init__` checks the field
+      against them.
+
+  Returns:
+    A `dataclasses.field` carrying `help` and `choices` in its metadata.
+  """
+  metadata = {HELP: help}
+  if choices is not None:
+    metadata[CHOICES] = choices if callable(choices) else tuple(choices)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+def choices_of(field: dataclasses.Field) -> Optional[tuple[str, ...]]:
+  """The values a field allows, or None; choices given as a function (the
+  registered tasks) are asked now."""
+  choices = field.metadata.get(CHOICES)
+  return tuple(choices()) if callable(choices) else choices
+
+
+def require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)
+
+
+def check_choices(config: Any) -> None:
+  """Checks every field of `config` that has choices against them."""
+  for field in dataclasses.fields(config):
+    choices = choices_of(field)
+    if choices is not None:
+      value = getattr(config, field.name)
+      require(
+          value in choices,
+          f"--{field.name}={value!r} is not one of " f"{', '.join(choices)}.",
+      )
