@@ -14,6 +14,7 @@ import tf_keras
 from absl import logging
 
 from tf_finetune import io_utils
+from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.optimization import current_learning_rate
 
 WEIGHTS_PREFIX = "weights"
@@ -242,8 +243,6 @@ class GradualUnfreezing(tf_keras.callbacks.Callback):
     return layers, embeddings
 
   def on_epoch_begin(self, epoch, logs=None):
-    from tf_finetune.models import backbone as backbone_lib
-
     state = self.frozen_for_epoch(epoch)
     if state == self._state:
       return

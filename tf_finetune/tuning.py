@@ -402,6 +402,8 @@ def _write_hparams(log_dir: str, grid, results: dict) -> None:
 
 def _train_from_json(path: str) -> None:
   """The per-fold process: trains the run config stored at `path`."""
+  # Imported here: the parent process that schedules the folds never loads
+  # TensorFlow's model code, only each fold's own process does.
   from tf_finetune import training
 
   logging.set_verbosity(logging.INFO)

@@ -21,7 +21,7 @@ import json
 import os
 from typing import Any, Optional
 
-from tf_finetune import tasks
+from tf_finetune import io_utils, tasks
 from tf_finetune.config.fields import (
     CHOICES,
     HELP,
@@ -150,8 +150,6 @@ def _task_from_dict(values: dict[str, Any]) -> TaskConfig:
 
 def write_config(config: RunConfig, directory: str) -> str:
   """Writes `config` as JSON into `directory` atomically; returns the path."""
-  from tf_finetune import io_utils  # Local: keeps config importable alone.
-
   path = os.path.join(directory, CONFIG_FILENAME)
   io_utils.write_text_atomically(path, config.to_json() + "\n")
   return path

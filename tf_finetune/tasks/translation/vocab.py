@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from tf_finetune import config as config_lib
+from tf_finetune.models import backbone as backbone_lib
 
 SPIECE_FILENAME = "spiece.model"
 
@@ -131,8 +132,6 @@ def load_vocab(directory: str):
       os.path.join(directory, SPIECE_FILENAME)
   ) and not os.path.isfile(os.path.join(directory, "tokenizer_config.json")):
     return SentencePieceVocab.load(directory)
-  from tf_finetune.models import backbone as backbone_lib
-
   return HuggingFaceVocab(backbone_lib.load_tokenizer(directory))
 
 
