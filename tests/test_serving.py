@@ -94,9 +94,9 @@ print(json.dumps({{"unregistered": sorted(ops - core - text_ops),
   assert report["unregistered"] == []
   # Exactly the tensorflow-text ops the README tells TF Serving users about.
   assert report["text_ops"] == [
-      "FastBertNormalize",
       "FastWordpieceTokenizeWithOffsets",
       "NormalizeUTF8",
+      "RegexSplitWithOffsets",
   ]
   assert report["count"] > 20
 

@@ -251,7 +251,12 @@ class TokenClassificationServer(serving.EncoderServer):
 
   def serve(self, text, text_pair=None):
     del text_pair  # Tags are for single texts.
-    words, starts, ends = words_lib.split_words(text)
+    # The tokenizer's own words (Unicode whitespace, punctuation, CJK), so
+    # that each word's sub-words are those the tokenizer gives it in running
+    # text, as in training.
+    words, starts, ends = words_lib.split_words(
+        text, strip_accents=self.encoder.lower_case
+    )
     # Sub-words of each word: [batch, (words), (pieces)].
     pieces = tf.RaggedTensor.from_row_splits(
         self.encoder.tokenize(words.flat_values), words.row_splits

@@ -61,7 +61,11 @@ def tokenize_context(
     (token ids, character starts, character ends), int32 RaggedTensors
     [batch, (tokens)]; a token's span is its word's.
   """
-  words, char_starts, char_ends = words_lib.split_words(contexts)
+  # The tokenizer's own words, so that a word's pieces are the pieces the
+  # tokenizer gives it in running text.
+  words, char_starts, char_ends = words_lib.split_words(
+      contexts, strip_accents=encoder.lower_case
+  )
   pieces = tf.RaggedTensor.from_row_splits(
       encoder.tokenize(words.flat_values), words.row_splits
   )
