@@ -28,7 +28,7 @@ SCHEDULES = (
     "cosine_restarts",
     "step",
 )
-POOLINGS = ("pooler", "cls", "mean")
+POOLINGS = ("auto", "pooler", "cls", "mean")
 DISTRIBUTIONS = ("auto", "mirrored", "one_device", "multi_worker", "tpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNFREEZE_SCHEDULES = ("none", "gradual")
@@ -233,10 +233,11 @@ class ModelConfig:
       "a local directory holding config.json, weights and tokenizer files.",
   )
   pooling: str = setting(
-      "pooler",
+      "auto",
       "How the sequence becomes one vector: the backbone's pooler "
       "output, the hidden state of the [CLS] token (cls), or the mean of the "
-      "tokens that are not padding.",
+      "tokens that are not padding; auto: the pooler where the encoder has "
+      "one (BERT, RoBERTa, ALBERT), else cls (DistilBERT, ELECTRA, DeBERTa).",
       choices=POOLINGS,
   )
   dropout: float = setting(0.1, "Dropout rate before the head.")
