@@ -72,7 +72,42 @@ def _wordpiece(directory, special_tokens) -> str:
   return os.path.join(directory, "vocab.txt")
 
 
+def _byte_level_bpe(directory, special_tokens) -> tuple[str, str]:
+  trainer = tokenizers.ByteLevelBPETokenizer()
+  trainer.train_from_iterator(
+      TOKENIZER_TEXTS, vocab_size=800, special_tokens=special_tokens
+  )
+  trainer.save_model(directory)
+  return (
+      os.path.join(directory, "vocab.json"),
+      os.path.join(directory, "merges.txt"),
+  )
+
+
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def _roberta_tokenizer(directory):
+  return transformers.RobertaTokenizerFast(
+      *_byte_level_bpe(directory, ROBERTA_SPECIALS),
+      model_max_length=MAX_LENGTH,
+  )
+
+
+def _roberta_config(config_class):
+  # RoBERTa's positions start after the padding id: 2 more than tokens.
+  return lambda vocab, tok: config_class(
+      vocab_size=vocab,
+      hidden_size=32,
+      max_position_embeddings=MAX_LENGTH + 2,
+      type_vocab_size=1,
+      pad_token_id=tok.pad_token_id,
+      bos_token_id=tok.bos_token_id,
+      eos_token_id=tok.eos_token_id,
+      **TINY,
+  )
+
 
 # model_type -> (fast tokenizer from a directory, config for a vocab size).
 BUILDERS = {
@@ -103,8 +138,30 @@ BUILDERS = {
             **TINY,
         ),
     ),
+    "roberta": (
+        _roberta_tokenizer,
+        _roberta_config(transformers.RobertaConfig),
+    ),
+    "roberta-prelayernorm": (
+        _roberta_tokenizer,
+        _roberta_config(transformers.RobertaPreLayerNormConfig),
+    ),
+    "deberta": (
+        lambda d: transformers.DebertaTokenizerFast(
+            *_byte_level_bpe(d, BERT_SPECIALS), model_max_length=MAX_LENGTH
+        ),
+        lambda vocab, tok: transformers.DebertaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            max_position_embeddings=MAX_LENGTH,
+            pad_token_id=tok.pad_token_id,
+            **TINY,
+        ),
+    ),
 }
 FAMILY_TYPES = sorted(BUILDERS)
+# Trained on sentence pairs rather than single texts.
+PAIR_FAMILIES = ("roberta",)
 
 
 def make_tokenizer(model_type: str, directory: str):
@@ -241,6 +298,7 @@ def family_run(request, model_dirs, review_files, tmp_path_factory):
   train binary with the default pooling."""
   model_type = request.param
   model_dir = str(tmp_path_factory.mktemp(f"{model_type}_run") / "model")
+  pair = ["--text_pair_column=pair"] if model_type in PAIR_FAMILIES else []
   code = run_binary(
       train,
       [
@@ -249,7 +307,8 @@ def family_run(request, model_dirs, review_files, tmp_path_factory):
           f"--validation_file={review_files['validation']}",
           f"--model_dir={model_dir}",
       ]
-      + TRAIN_FLAGS,
+      + TRAIN_FLAGS
+      + pair,
   )
   assert code == 0
   return model_type, model_dir
@@ -259,13 +318,18 @@ def test_trained_export_serves_raw_text_in_a_fresh_process(family_run):
   model_type, model_dir = family_run
   family = families.family_of(model_type)
   texts = HELD_OUT[:6] + list(TRICKY_TEXTS)
+  inputs = {"text": texts}
+  pairs = None
+  if model_type in PAIR_FAMILIES:
+    pairs = inputs["text_pair"] = list(reversed(texts))
   export = serving.latest_version_dir(os.path.join(model_dir, "export"))
   script = f"""
 import json, sys
 import tensorflow as tf
 import tensorflow_text
 model = tf.saved_model.load({export!r})
-outputs = model.signatures["serving_default"](text=tf.constant({texts!r}))
+inputs = {{name: tf.constant(texts) for name, texts in {inputs!r}.items()}}
+outputs = model.signatures["serving_default"](**inputs)
 ids = model.signatures["serve_token_ids"].structured_input_signature[1]
 assert "transformers" not in sys.modules and "tf_finetune" not in sys.modules
 print(json.dumps({{"probabilities": outputs["probabilities"].numpy().tolist(),
@@ -275,7 +339,9 @@ print(json.dumps({{"probabilities": outputs["probabilities"].numpy().tolist(),
   assert result.returncode == 0, result.stderr[-2000:]
   served = json.loads(result.stdout.strip().splitlines()[-1])
   assert served["id_inputs"] == sorted(family.model_inputs)
-  in_process = prediction.Predictor.from_model_dir(model_dir).predict(texts)
+  in_process = prediction.Predictor.from_model_dir(model_dir).predict(
+      texts, pairs
+  )
   np.testing.assert_allclose(served["probabilities"], in_process, atol=1e-5)
   with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
     assert json.load(f)["model"]["pooling"] == "auto"

@@ -76,6 +76,20 @@ FAMILIES = {
             "mobilebert", "MobileBERT", WORDPIECE, BERT_TEMPLATE, True, True
         ),
         _family("convbert", "ConvBERT", WORDPIECE, BERT_TEMPLATE, True, False),
+        _family(
+            "roberta", "RoBERTa", BYTE_LEVEL_BPE, ROBERTA_TEMPLATE, False, True
+        ),
+        _family(
+            "roberta-prelayernorm",
+            "RoBERTa-PreLayerNorm",
+            BYTE_LEVEL_BPE,
+            ROBERTA_TEMPLATE,
+            False,
+            True,
+        ),
+        _family(
+            "deberta", "DeBERTa", BYTE_LEVEL_BPE, BERT_TEMPLATE, True, False
+        ),
     )
 }
 
