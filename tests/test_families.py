@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+import sentencepiece
 import tensorflow as tf
 import tokenizers
 import transformers
@@ -29,6 +30,7 @@ from tf_finetune.text import families
 from tf_finetune.text.tokenization import (
     TRICKY_TEXTS,
     TextEncoder,
+    TokenizerNotSupportedError,
     check_matches_tokenizer,
     template_from_hf,
 )
@@ -60,7 +62,11 @@ EDGE_TEXTS = [
     "ＦＵＬＬ width ﬁ",
     "x \u00a0\u3000y",
     "a\u0301 e\u0301",
+    "   ",
 ]
+# Format and NUL characters, for the tokenizers of this change (WordPiece's
+# BERT normalization is tested with tests/test_tokenization.py).
+FORMAT_TEXTS = ["zero\u200bwidth \u200b", "soft\u00adhyphen", "nul\x00byte"]
 
 
 def _wordpiece(directory, special_tokens) -> str:
@@ -82,6 +88,21 @@ def _byte_level_bpe(directory, special_tokens) -> tuple[str, str]:
       os.path.join(directory, "vocab.json"),
       os.path.join(directory, "merges.txt"),
   )
+
+
+def _sentencepiece(directory, model_type="unigram", **ids) -> str:
+  """A SentencePiece model; `ids` place special pieces (e.g. pad_id=0,
+  pad_piece="[PAD]"), by default <unk> 0, <s> 1, </s> 2 and no padding."""
+  prefix = os.path.join(directory, "spm")
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(TOKENIZER_TEXTS),
+      model_prefix=prefix,
+      vocab_size=800,
+      model_type=model_type,
+      minloglevel=2,
+      **ids,
+  )
+  return prefix + ".model"
 
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -154,6 +175,72 @@ BUILDERS = {
             vocab_size=vocab,
             hidden_size=32,
             max_position_embeddings=MAX_LENGTH,
+            pad_token_id=tok.pad_token_id,
+            **TINY,
+        ),
+    ),
+    "albert": (
+        # ALBERT's own layout: <pad> 0, <unk> 1, [CLS] 2, [SEP] 3, [MASK] 4.
+        lambda d: transformers.AlbertTokenizerFast(
+            vocab_file=_sentencepiece(
+                d,
+                pad_id=0,
+                unk_id=1,
+                bos_id=2,
+                eos_id=3,
+                bos_piece="[CLS]",
+                eos_piece="[SEP]",
+                control_symbols=["[MASK]"],
+            ),
+            model_max_length=MAX_LENGTH,
+        ),
+        lambda vocab, tok: transformers.AlbertConfig(
+            vocab_size=vocab,
+            embedding_size=16,
+            hidden_size=32,
+            max_position_embeddings=MAX_LENGTH,
+            pad_token_id=tok.pad_token_id,
+            **TINY,
+        ),
+    ),
+    "xlm-roberta": (
+        # fairseq's layout: SentencePiece's own ids shifted by one.
+        lambda d: transformers.XLMRobertaTokenizerFast(
+            vocab_file=_sentencepiece(d), model_max_length=MAX_LENGTH
+        ),
+        _roberta_config(transformers.XLMRobertaConfig),
+    ),
+    "camembert": (
+        lambda d: transformers.CamembertTokenizerFast(
+            vocab_file=_sentencepiece(d, model_type="bpe"),
+            model_max_length=MAX_LENGTH,
+        ),
+        _roberta_config(transformers.CamembertConfig),
+    ),
+    "deberta-v2": (
+        # DeBERTa-v3's layout: [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3.
+        lambda d: transformers.DebertaV2TokenizerFast(
+            vocab_file=_sentencepiece(
+                d,
+                pad_id=0,
+                bos_id=1,
+                eos_id=2,
+                unk_id=3,
+                pad_piece="[PAD]",
+                bos_piece="[CLS]",
+                eos_piece="[SEP]",
+                unk_piece="[UNK]",
+            ),
+            model_max_length=MAX_LENGTH,
+        ),
+        lambda vocab, tok: transformers.DebertaV2Config(
+            vocab_size=vocab,
+            hidden_size=32,
+            max_position_embeddings=MAX_LENGTH,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=16,
+            type_vocab_size=0,
             pad_token_id=tok.pad_token_id,
             **TINY,
         ),
@@ -261,6 +348,8 @@ def test_in_graph_ids_match_the_tokenizer(model_type, tmp_path):
   )
   assert encoder.tokenizer_type == family.tokenizer
   texts = HELD_OUT + list(TRICKY_TEXTS) + EDGE_TEXTS
+  if family.tokenizer != families.WORDPIECE:
+    texts += FORMAT_TEXTS
   check_matches_tokenizer(encoder, tokenizer, texts)
   # Pairs, truncated longest-first at a length that cuts most of them.
   short = TextEncoder.from_hf_tokenizer(
@@ -396,3 +485,70 @@ def test_distilbert_trains_token_classification(model_dirs, tmp_path):
   )
   assert rows[0]["words"] == ["the", "movie", "was", "good"]
   assert len(rows[0]["predicted_tags"]) == 4
+
+
+# --- what is refused, and where ----------------------------------------------
+
+
+def test_word_tasks_refuse_other_tokenizers_before_training(
+    model_dirs, tmp_path, capsys
+):
+  files = {
+      split: write_conll(
+          str(tmp_path / f"{split}.txt"), make_tagged_sentences(16, seed=seed)
+      )
+      for split, seed in (("train", 1), ("validation", 2))
+  }
+  code = run_binary(
+      train,
+      [
+          f"--model={model_dirs('roberta')}",
+          f"--train_file={files['train']}",
+          f"--model_dir={tmp_path / 'run'}",
+          "--task=token_classification",
+      ]
+      + TRAIN_FLAGS,
+  )
+  assert code == 2
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert error.startswith(
+      "train: error: --task=token_classification does not support RoBERTa "
+      "models"
+  ), error
+  assert "byte-level BPE tokenizer packed as <s> A </s> </s> B </s>" in error
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_sentencepiece_without_its_model_file_is_refused(tmp_path):
+  tokenizer = make_tokenizer("xlm-roberta", str(tmp_path / "made"))
+  tokenizer.save_pretrained(str(tmp_path / "saved"))
+  os.remove(tmp_path / "saved" / "sentencepiece.bpe.model")
+  reloaded = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+  with pytest.raises(
+      TokenizerNotSupportedError,
+      match=r"XLMRobertaTokenizerFast came without its SentencePiece model",
+  ):
+    TextEncoder.from_hf_tokenizer(reloaded, MAX_LENGTH)
+
+
+def test_deberta_v2_split_by_punctuation_is_refused(tmp_path):
+  tokenizer = transformers.DebertaV2TokenizerFast(
+      vocab_file=_sentencepiece(str(tmp_path)), split_by_punct=True
+  )
+  with pytest.raises(
+      TokenizerNotSupportedError, match=r"split_by_punct=True split on"
+  ):
+    TextEncoder.from_hf_tokenizer(tokenizer, MAX_LENGTH)
+
+
+def test_a_tokenizer_that_keeps_runs_of_spaces_is_refused(tmp_path):
+  # RemBERT's fast tokenizer emits a "▁" per extra space after its
+  # character map; its SentencePiece model collapses them.
+  tokenizer = transformers.RemBertTokenizerFast(
+      vocab_file=_sentencepiece(str(tmp_path))
+  )
+  assert len(tokenizer.tokenize("a\t\tb")) != len(tokenizer.tokenize("a b"))
+  with pytest.raises(TokenizerNotSupportedError, match=r"keeps runs of spaces"):
+    TextEncoder.from_hf_tokenizer(tokenizer, MAX_LENGTH)
+  with pytest.raises(ValueError, match=r"'rembert' model, which cannot be"):
+    families.family_of("rembert", model="m")

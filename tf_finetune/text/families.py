@@ -90,6 +90,31 @@ FAMILIES = {
         _family(
             "deberta", "DeBERTa", BYTE_LEVEL_BPE, BERT_TEMPLATE, True, False
         ),
+        _family("albert", "ALBERT", SENTENCEPIECE, BERT_TEMPLATE, True, True),
+        _family(
+            "xlm-roberta",
+            "XLM-RoBERTa",
+            SENTENCEPIECE,
+            ROBERTA_TEMPLATE,
+            False,
+            True,
+        ),
+        _family(
+            "camembert",
+            "CamemBERT",
+            SENTENCEPIECE,
+            ROBERTA_TEMPLATE,
+            False,
+            True,
+        ),
+        _family(
+            "deberta-v2",
+            "DeBERTa-v2",
+            SENTENCEPIECE,
+            BERT_TEMPLATE,
+            True,
+            False,
+        ),
     )
 }
 
@@ -111,6 +136,11 @@ UNSUPPORTED = {
     "xlm": (
         "XLM's tokenizer runs Moses preprocessing in Python and has no fast "
         "(tokenizer.json) version to reproduce in the graph"
+    ),
+    "rembert": (
+        "RemBERT's fast tokenizer keeps runs of whitespace as separate '▁' "
+        "pieces where its SentencePiece model collapses them, which the "
+        "in-graph tokenizer cannot reproduce"
     ),
     "tapas": "TAPAS reads tables (row and column ids), not plain text",
     "layoutlm": "LayoutLM needs each token's bounding box on the page",

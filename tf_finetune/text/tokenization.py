@@ -8,7 +8,8 @@ checked against it on sample texts: `check_matches_tokenizer` refuses a model
 whose tokenizer it does not reproduce exactly.
 
 Sub-word tokenizers live beside it, one module per tokenizer type
-(`wordpiece.WordPiece`, `bpe.ByteLevelBPE`); this module packs their ids into model inputs with
+(`wordpiece.WordPiece`, `bpe.ByteLevelBPE`,
+`sentencepiece.SentencePiece`); this module packs their ids into model inputs with
 the special tokens of the checkpoint's tokenizer (its `tokenizer.json`
 post-processor: `[CLS] a [SEP] b [SEP]` for BERT, `<s> a </s></s> b </s>` for
 RoBERTa) and its truncation rule.
@@ -22,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
-from tf_finetune.text import bpe, families
+from tf_finetune.text import bpe, families, sentencepiece
 from tf_finetune.text.wordpiece import (
     TokenizerNotSupportedError,
     WordPiece,
@@ -188,15 +189,22 @@ def subword_tokenizer_from_hf(tokenizer) -> tuple[str, tf.Module]:
         lower_case=wordpiece["lower_case"],
         unk_token=tokenizer.unk_token,
     )
-  pre_tokenizer = (spec.get("pre_tokenizer") or {}).get("type")
-  if model_type == "BPE" and pre_tokenizer in ("ByteLevel", "Sequence"):
+  pre_tokenizer = spec.get("pre_tokenizer") or {}
+  kinds = {pre_tokenizer.get("type")} | {
+      inner.get("type") for inner in pre_tokenizer.get("pretokenizers", [])
+  }
+  if model_type == "BPE" and "ByteLevel" in kinds:
     return families.BYTE_LEVEL_BPE, bpe.ByteLevelBPE(
         **bpe.spec_from_hf_tokenizer(spec)
     )
+  if model_type in ("Unigram", "BPE") and "Metaspace" in kinds:
+    return families.SENTENCEPIECE, sentencepiece.SentencePiece(
+        **sentencepiece.spec_from_hf_tokenizer(tokenizer, spec)
+    )
   raise TokenizerNotSupportedError(
       f"{type(tokenizer).__name__} is a {model_type} tokenizer with a "
-      f"{pre_tokenizer} pre-tokenizer; in-graph tokenization supports "
-      "WordPiece and byte-level BPE tokenizers."
+      f"{pre_tokenizer.get('type')} pre-tokenizer; in-graph tokenization "
+      "supports WordPiece, byte-level BPE and SentencePiece tokenizers."
   )
 
 
