@@ -159,6 +159,49 @@ BUILDERS = {
             **TINY,
         ),
     ),
+    "mobilebert": (
+        lambda d: transformers.MobileBertTokenizerFast(
+            _wordpiece(d, BERT_SPECIALS), model_max_length=MAX_LENGTH
+        ),
+        lambda vocab, tok: transformers.MobileBertConfig(
+            vocab_size=vocab,
+            embedding_size=16,
+            hidden_size=32,
+            intra_bottleneck_size=16,
+            true_hidden_size=16,
+            num_feedforward_networks=1,
+            max_position_embeddings=MAX_LENGTH,
+            pad_token_id=tok.pad_token_id,
+            **TINY,
+        ),
+    ),
+    "convbert": (
+        lambda d: transformers.ConvBertTokenizerFast(
+            _wordpiece(d, BERT_SPECIALS), model_max_length=MAX_LENGTH
+        ),
+        lambda vocab, tok: transformers.ConvBertConfig(
+            vocab_size=vocab,
+            embedding_size=32,
+            hidden_size=32,
+            max_position_embeddings=MAX_LENGTH,
+            pad_token_id=tok.pad_token_id,
+            **TINY,
+        ),
+    ),
+    "mpnet": (
+        # MPNet: a WordPiece vocabulary with RoBERTa's special tokens.
+        lambda d: transformers.MPNetTokenizerFast(
+            _wordpiece(d, ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]),
+            model_max_length=MAX_LENGTH,
+        ),
+        lambda vocab, tok: transformers.MPNetConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            max_position_embeddings=MAX_LENGTH + 2,
+            pad_token_id=tok.pad_token_id,
+            **TINY,
+        ),
+    ),
     "roberta": (
         _roberta_tokenizer,
         _roberta_config(transformers.RobertaConfig),

@@ -76,6 +76,7 @@ FAMILIES = {
             "mobilebert", "MobileBERT", WORDPIECE, BERT_TEMPLATE, True, True
         ),
         _family("convbert", "ConvBERT", WORDPIECE, BERT_TEMPLATE, True, False),
+        _family("mpnet", "MPNet", WORDPIECE, ROBERTA_TEMPLATE, False, True),
         _family(
             "roberta", "RoBERTa", BYTE_LEVEL_BPE, ROBERTA_TEMPLATE, False, True
         ),
