@@ -27,6 +27,7 @@ from conftest import (
 )
 from tf_finetune import prediction, serving, train
 from tf_finetune.text import families
+from tf_finetune.text import sentencepiece as tf_sentencepiece
 from tf_finetune.text.tokenization import (
     TRICKY_TEXTS,
     TextEncoder,
@@ -67,6 +68,13 @@ EDGE_TEXTS = [
 # Format and NUL characters, for the tokenizers of this change (WordPiece's
 # BERT normalization is tested with tests/test_tokenization.py).
 FORMAT_TEXTS = ["zero\u200bwidth \u200b", "soft\u00adhyphen", "nul\x00byte"]
+# Runs of one character, which a unigram model can split in equally good
+# orders ("m mm" or "mm m").
+REPEAT_TEXTS = [c * n for c in "meos!." for n in (3, 5, 7, 9)] + [
+    "Hmmm",
+    "Hmmmmmm",
+    "woooow",
+]
 
 
 def _wordpiece(directory, special_tokens) -> str:
@@ -392,7 +400,7 @@ def test_in_graph_ids_match_the_tokenizer(model_type, tmp_path):
   assert encoder.tokenizer_type == family.tokenizer
   texts = HELD_OUT + list(TRICKY_TEXTS) + EDGE_TEXTS
   if family.tokenizer != families.WORDPIECE:
-    texts += FORMAT_TEXTS
+    texts += FORMAT_TEXTS + REPEAT_TEXTS
   check_matches_tokenizer(encoder, tokenizer, texts)
   # Pairs, truncated longest-first at a length that cuts most of them.
   short = TextEncoder.from_hf_tokenizer(
@@ -595,3 +603,33 @@ def test_a_tokenizer_that_keeps_runs_of_spaces_is_refused(tmp_path):
     TextEncoder.from_hf_tokenizer(tokenizer, MAX_LENGTH)
   with pytest.raises(ValueError, match=r"'rembert' model, which cannot be"):
     families.family_of("rembert", model="m")
+
+
+def test_ties_in_runs_of_one_character_are_broken_as_the_tokenizer_does(
+    tmp_path,
+):
+  # With "m" and "mm" pieces but no "mmm", "mmmmm" scores the same as
+  # m+mm+mm, mm+m+mm and mm+mm+m; the fast tokenizer keeps the first.
+  prefix = str(tmp_path / "spm")
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(TOKENIZER_TEXTS + ["hmm umm, buzz jazz"] * 200),
+      model_prefix=prefix,
+      vocab_size=800,
+      minloglevel=2,
+  )
+  tokenizer = transformers.XLMRobertaTokenizerFast(vocab_file=prefix + ".model")
+  vocab = tokenizer.get_vocab()
+  assert "mm" in vocab and "zz" in vocab
+  assert "mmm" not in vocab and "zzz" not in vocab
+  texts = ["Hmmm", "Hmmmmm", "Hmmmmmmmmm, well", "zzzzzzz"]
+  check_matches_tokenizer(
+      TextEncoder.from_hf_tokenizer(tokenizer, MAX_LENGTH), tokenizer, texts
+  )
+  # The SentencePiece library alone orders such pieces differently.
+  spec = tf_sentencepiece.spec_from_hf_tokenizer(
+      tokenizer, json.loads(tokenizer.backend_tokenizer.to_str())
+  )
+  unsorted = tf_sentencepiece.SentencePiece(**dict(spec, sort_repeats=False))
+  assert unsorted.tokenize(tf.constant(texts)).to_list() != [
+      tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts
+  ]

@@ -55,6 +55,7 @@ class SentencePiece(tf.Module):
       normalizers: Sequence[Mapping[str, Any]] = (),
       trailing_space_id: Optional[int] = None,
       trailing_space: str = f"[{WHITESPACE}]",
+      sort_repeats: bool = False,
       name: Optional[str] = None,
   ):
     """Args:
@@ -65,6 +66,8 @@ class SentencePiece(tf.Module):
     trailing_space_id: Appended to texts that end in whitespace.
     trailing_space: RE2 pattern of an ending that is whitespace once the
       character map has run (e.g. a zero-width space becomes a space).
+    sort_repeats: Order the pieces of a repeated character shortest first
+      (see `_sort_repeats`); for unigram models.
     """
     super().__init__(name=name)
     for step in normalizers:
@@ -77,6 +80,18 @@ class SentencePiece(tf.Module):
         model=model_proto, out_type=tf.int32
     )
     self._id_map = tf.constant(list(id_map), tf.int32)
+    self._repeat_units = None
+    if sort_repeats:
+      # Per SentencePiece id: the character a piece repeats ("mm": "m")
+      # as a code point, -1 for other pieces; and the piece's length.
+      units, lengths = [], []
+      for piece in _parse_model(model_proto).pieces:
+        text = piece.piece
+        repeats = bool(text) and WORD_START not in text and len(set(text)) == 1
+        units.append(ord(text[0]) if repeats else -1)
+        lengths.append(len(text))
+      self._repeat_units = tf.constant(units, tf.int64)
+      self._piece_lengths = tf.constant(lengths, tf.int64)
 
   def normalize(self, texts: tf.Tensor) -> tf.Tensor:
     """The fast tokenizer's normalizers before the character map."""
@@ -106,6 +121,8 @@ class SentencePiece(tf.Module):
         tf.strings.regex_replace(texts, "\x00", _NUL_STAND_IN)
     )
     pieces = self._model.tokenize(texts)
+    if self._repeat_units is not None:
+      pieces = self._sort_repeats(pieces)
     ids = pieces.with_flat_values(tf.gather(self._id_map, pieces.flat_values))
     if self.trailing_space_id is None:
       return ids
@@ -120,6 +137,43 @@ class SentencePiece(tf.Module):
         tf.cast(ends_in_space, tf.int64),
     )
     return tf.concat([ids, trailing], axis=1)
+
+  def _sort_repeats(self, pieces: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Puts each run of pieces of one repeated character shortest first.
+
+    "Hmmm" with pieces "m" and "mm" splits as "▁H" + "m" + "mm" or as
+    "▁H" + "mm" + "m", with equal scores. The fast tokenizer's Viterbi
+    keeps, at each end, the piece that starts earliest: "m mm", and "m mm
+    mm" for "mmmmm"; the SentencePiece library in tensorflow-text breaks
+    such ties in another order ("mm mm m"). Only the order differs, so
+    sorting such runs by length gives the fast tokenizer's pieces.
+    """
+    flat, rows = pieces.flat_values, pieces.value_rowids()
+    units = tf.gather(self._repeat_units, flat)
+    continues_run = tf.concat(
+        [
+            [False],
+            (units[1:] >= 0)
+            & (units[1:] == units[:-1])
+            & (rows[1:] == rows[:-1]),
+        ],
+        axis=0,
+    )
+    # Runs numbered in order; pieces outside a run are runs of one.
+    run = tf.cumsum(1 - tf.cast(continues_run, tf.int64))
+    longest = tf.reduce_max(self._piece_lengths) + 1
+    key = run * longest + tf.gather(self._piece_lengths, flat)
+    return pieces.with_flat_values(
+        tf.gather(flat, tf.argsort(key, stable=True))
+    )
+
+
+def _parse_model(model_proto: bytes):
+  from sentencepiece import sentencepiece_model_pb2
+
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(model_proto)
+  return proto
 
 
 def _re2_literal(text: str) -> str:
@@ -207,8 +261,7 @@ def spec_from_hf_tokenizer(tokenizer, spec: Mapping[str, Any]) -> dict:
     )
   with tf.io.gfile.GFile(model_file, "rb") as f:
     model_proto = f.read()
-  proto = sentencepiece_model_pb2.ModelProto()
-  proto.ParseFromString(model_proto)
+  proto = _parse_model(model_proto)
   normalizer = proto.normalizer_spec
   if not (
       normalizer.add_dummy_prefix
@@ -303,4 +356,5 @@ def spec_from_hf_tokenizer(tokenizer, spec: Mapping[str, Any]) -> dict:
       "trailing_space": _trailing_space_pattern(
           tokenizer.backend_tokenizer.normalizer
       ),
+      "sort_repeats": model.get("type") == "Unigram",
   }
