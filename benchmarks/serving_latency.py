@@ -78,7 +78,7 @@ def _hf_pipeline(model_dir: str):
   from tf_finetune import artifacts
 
   trained = artifacts.load_trained(model_dir)
-  if trained.config.model.pooling != "pooler":
+  if trained.model.pooling != "pooler":
     raise SystemExit(
         "The HF classifier pools with the pooler; this run used "
         f"--pooling={trained.config.model.pooling}."

@@ -66,7 +66,7 @@ def test_unknown_fields_in_saved_config_are_reported(tmp_path):
         (
             config_lib.ModelConfig,
             {"model": "m", "pooling": "max"},
-            "--pooling='max' is not one of pooler, cls, mean.",
+            "--pooling='max' is not one of auto, pooler, cls, mean.",
         ),
         (
             config_lib.task_config,

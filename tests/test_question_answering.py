@@ -39,7 +39,7 @@ def _task(**options):
 
 
 def _encoder(max_seq_length=16):
-  return TextEncoder(
+  return TextEncoder.wordpiece(
       vocab=make_vocab(), lower_case=True, max_seq_length=max_seq_length
   )
 

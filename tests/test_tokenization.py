@@ -100,7 +100,7 @@ def test_matches_the_model_tokenizer_on_random_text(tokenizer):
 
 
 def test_mismatch_is_refused(tokenizer):
-  encoder = TextEncoder(
+  encoder = TextEncoder.wordpiece(
       vocab=[
           t
           for t, _ in sorted(

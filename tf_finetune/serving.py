@@ -11,7 +11,8 @@ is written to a hidden sibling directory, verified, then renamed).
 Signatures (each task's server documents its own outputs):
   serving_default: text (string [batch]) [, text_pair (string [batch])]
       -> the task's outputs.
-  serve_token_ids (encoder tasks): input_ids, attention_mask,
+  serve_token_ids (encoder tasks): input_ids, attention_mask and, for
+      families with segment ids (BERT, ALBERT, ELECTRA, DeBERTa),
       token_type_ids (int32 [batch, seq_len]) -> the same outputs.
 Every export also has two functions that are not signatures, for Python
 clients such as `predict`: `get_label_vocab()` and `get_task()`.
@@ -36,7 +37,6 @@ import tensorflow as tf
 from absl import logging
 
 from tf_finetune import io_utils
-from tf_finetune.models.classifier import INPUT_NAMES
 from tf_finetune.text.tokenization import TextEncoder
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -97,9 +97,12 @@ class Server(tf.Module, metaclass=abc.ABCMeta):
 class EncoderServer(Server):
   """A pretrained encoder with a head: raw text and packed token ids in.
 
-  Adds `serve_token_ids` (input_ids, attention_mask, token_type_ids, int32
-  [batch, seq_len]) beside serving_default; by default serving_default
-  packs the text (and pair) in the graph and answers as `serve_ids`.
+  Adds `serve_token_ids` (int32 [batch, seq_len] inputs named as the
+  encoder's family takes them: input_ids, attention_mask and, where the
+  family has segment ids, token_type_ids) beside serving_default; by
+  default serving_default packs the text (and pair) in the graph and
+  answers as `serve_ids`, whose `token_type_ids` is None for families
+  without segment ids.
   """
 
   def __init__(
@@ -117,16 +120,12 @@ class EncoderServer(Server):
     self.model = model
     self.encoder = encoder
 
-  def logits(self, input_ids, attention_mask, token_type_ids) -> tf.Tensor:
+  def logits(self, input_ids, attention_mask, token_type_ids=None) -> tf.Tensor:
     """The head's float32 outputs for packed inputs."""
-    logits = self.model(
-        {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-        },
-        training=False,
-    )
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+      inputs["token_type_ids"] = token_type_ids
+    logits = self.model(inputs, training=False)
     return tf.cast(logits, tf.float32)
 
   @abc.abstractmethod
@@ -136,13 +135,25 @@ class EncoderServer(Server):
     """Outputs for packed token ids."""
 
   def serve(self, text, text_pair=None):
-    return self.serve_ids(**self.encoder.encode(text, text_pair))
+    features = self.encoder.encode(text, text_pair)
+    return self.serve_ids(
+        features["input_ids"],
+        features["attention_mask"],
+        features.get("token_type_ids"),
+    )
 
   def signatures(self) -> dict:
-    ids = [
-        tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES
-    ]
-    serve_ids = tf.function(self.serve_ids, input_signature=ids)
+    names = self.encoder.model_inputs
+    ids = [tf.TensorSpec([None, None], tf.int32, name=name) for name in names]
+    if "token_type_ids" in names:
+      serve_ids = tf.function(self.serve_ids, input_signature=ids)
+    else:
+      serve_ids = tf.function(
+          lambda input_ids, attention_mask: self.serve_ids(
+              input_ids, attention_mask, None
+          ),
+          input_signature=ids,
+      )
     return dict(
         super().signatures(),
         **{TOKEN_IDS_SIGNATURE: serve_ids.get_concrete_function()},

@@ -11,7 +11,7 @@ from tf_finetune.config.fields import check_choices, require, setting
 if TYPE_CHECKING:
   from tf_finetune.config import RunConfig
 
-POOLINGS = ("pooler", "cls", "mean")
+POOLINGS = ("auto", "pooler", "cls", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +109,11 @@ class ModelConfig:
       "a local directory holding config.json, weights and tokenizer files.",
   )
   pooling: str = setting(
-      "pooler",
+      "auto",
       "How the sequence becomes one vector: the backbone's pooler "
       "output, the hidden state of the [CLS] token (cls), or the mean of the "
-      "tokens that are not padding.",
+      "tokens that are not padding; auto: the pooler where the encoder has "
+      "one (BERT, RoBERTa, ALBERT), else cls (DistilBERT, ELECTRA, DeBERTa).",
       choices=POOLINGS,
   )
   dropout: float = setting(0.1, "Dropout rate before the head.")

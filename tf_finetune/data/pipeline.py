@@ -11,6 +11,7 @@ restores the original order afterwards.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Optional, Sequence
 
@@ -19,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_finetune.data.readers import Examples
-from tf_finetune.text.tokenization import TextEncoder
+from tf_finetune.text.tokenization import MODEL_INPUTS, TextEncoder
 
 # Rows tokenized per call; bounds the size of the intermediate ragged tensors.
 _ENCODE_CHUNK = 8192
@@ -47,6 +48,8 @@ class EncodedExamples:
     word_positions: Token classification: per example, the position of
       each word's first sub-word (-1: none).
     pad_id: The token id that pads input_ids in a batch.
+    model_inputs: The inputs batches hold, as the model's family takes
+      them (no token_type_ids for DistilBERT or RoBERTa).
   """
 
   input_ids: tf.RaggedTensor
@@ -57,6 +60,7 @@ class EncodedExamples:
   label_padding: Any = 0
   word_positions: Optional[list] = None
   pad_id: int = 0
+  model_inputs: tuple[str, ...] = MODEL_INPUTS
 
   def __len__(self) -> int:
     return len(self.lengths)
@@ -73,10 +77,11 @@ def encode_examples(
     stop = start + _ENCODE_CHUNK
     first = encoder.tokenize(tf.constant(examples.texts[start:stop]))
     second = None
-    full_length = first.row_lengths() + 2
+    full_length = first.row_lengths()
     if examples.text_pairs is not None:
       second = encoder.tokenize(tf.constant(examples.text_pairs[start:stop]))
-      full_length += second.row_lengths() + 1
+      full_length += second.row_lengths()
+    full_length += encoder.num_special_tokens(second is not None)
     truncated += int(
         tf.reduce_sum(tf.cast(full_length > encoder.max_seq_length, tf.int32))
     )
@@ -108,6 +113,7 @@ def encode_examples(
       label_ids,
       truncated,
       pad_id=encoder.pad_id,
+      model_inputs=encoder.model_inputs,
   )
 
 
@@ -116,8 +122,8 @@ def num_batches(num_examples: int, batch_size: int) -> int:
   return math.ceil(num_examples / batch_size)
 
 
-def _to_model_inputs(input_ids, type_ids, length, *labels):
-  """Adds the attention mask to a padded batch."""
+def _to_model_inputs(model_inputs, input_ids, type_ids, length, *labels):
+  """The model's inputs of a padded batch, with the attention mask."""
   features = {
       "input_ids": input_ids,
       "attention_mask": tf.sequence_mask(
@@ -125,6 +131,7 @@ def _to_model_inputs(input_ids, type_ids, length, *labels):
       ),
       "token_type_ids": type_ids,
   }
+  features = {name: features[name] for name in model_inputs}
   return (features, labels[0]) if labels else features
 
 
@@ -214,7 +221,8 @@ def training_dataset(
 
   Returns:
     Dataset of (features, label_ids): features a dict of int32
-    [batch, seq_len] tensors, label_ids int32 [batch].
+    [batch, seq_len] tensors (`encoded.model_inputs`), label_ids int32
+    [batch].
   """
   if encoded.label_ids is None:
     raise ValueError("Training examples need labels.")
@@ -245,7 +253,8 @@ def training_dataset(
   )
   return _shard_by_example(
       dataset.map(
-          _to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE
+          functools.partial(_to_model_inputs, encoded.model_inputs),
+          num_parallel_calls=tf.data.AUTOTUNE,
       ).prefetch(tf.data.AUTOTUNE)
   )
 
@@ -280,7 +289,9 @@ def inference_dataset(
   )
   return (
       _shard_by_example(
-          dataset.map(_to_model_inputs).prefetch(tf.data.AUTOTUNE)
+          dataset.map(
+              functools.partial(_to_model_inputs, encoded.model_inputs)
+          ).prefetch(tf.data.AUTOTUNE)
       ),
       order,
   )

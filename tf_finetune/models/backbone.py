@@ -13,6 +13,8 @@ from typing import Optional
 import transformers
 from absl import logging
 
+from tf_finetune.text import families
+
 SAFE_WEIGHT_FILES = (
     "model.safetensors",
     "tf_model.h5",
@@ -62,6 +64,29 @@ def _check_local_model(path: str, allow_pickle_weights: bool) -> bool:
   )
 
 
+def load_model_config(model: str, **overrides):
+  """The checkpoint's `transformers` config (config.json), e.g. BertConfig.
+
+  Raises:
+    ValueError: when --model has no loadable config.
+  """
+  try:
+    return transformers.AutoConfig.from_pretrained(
+        model, trust_remote_code=False, **overrides
+    )
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(
+        f"--model={model!r} has no usable config.json: "
+        f"{str(e).splitlines()[0]}"
+    ) from e
+
+
+def model_family(model: str) -> families.Family:
+  """The encoder family of --model, refusing unsupported ones (see
+  `text.families`)."""
+  return families.family_of(load_model_config(model).model_type, model=model)
+
+
 def load_backbone(
     model: str,
     *,
@@ -79,9 +104,7 @@ def load_backbone(
     A `transformers.TFPreTrainedModel` without a task head.
   """
   from_pt = check_model_source(model, allow_pickle_weights)
-  config = transformers.AutoConfig.from_pretrained(
-      model, trust_remote_code=False, **(config_overrides or {})
-  )
+  config = load_model_config(model, **(config_overrides or {}))
   # Silence the "some weights were not used" report about the pretraining
   # heads: it is expected when loading an encoder for fine-tuning.
   verbosity = transformers.logging.get_verbosity()

@@ -7,10 +7,21 @@ state, and the per-example loss.
 
 from __future__ import annotations
 
+import inspect
+
 import tensorflow as tf
 import tf_keras
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def backbone_inputs(backbone) -> tuple[str, ...]:
+  """The packed inputs (of INPUT_NAMES) the encoder's `call` accepts.
+
+  DistilBERT's, for one, takes no token_type_ids.
+  """
+  parameters = inspect.signature(backbone.call).parameters
+  return tuple(name for name in INPUT_NAMES if name in parameters)
 
 
 class PaddingFraction(tf_keras.metrics.Metric):
@@ -131,7 +142,9 @@ class TextClassifier(tf_keras.Model):
   """Logits over `num_labels` outputs from packed token ids.
 
   Inputs are a dict of int32 Tensors [batch, seq_len] named `input_ids`,
-  `attention_mask` and `token_type_ids`; the output is float32 logits
+  `attention_mask` and, where the encoder's family has segment ids,
+  `token_type_ids` (an input the encoder does not accept, such as
+  DistilBERT's token_type_ids, is not passed on); the output is float32 logits
   [batch, num_labels], or [batch, seq_len, num_labels] with `per_token`
   (float32 also under mixed precision, so the softmax and the loss are
   computed at full precision).
@@ -173,6 +186,7 @@ class TextClassifier(tf_keras.Model):
     self.num_labels = num_labels
     self.pooling = pooling
     self.per_token = per_token
+    self.backbone_inputs = backbone_inputs(backbone)
     self.loss_fn = loss_fn or sparse_cross_entropy(label_smoothing)
     self.grad_accum_steps = grad_accum_steps
     initializer_range = getattr(backbone.config, "initializer_range", 0.02)
@@ -201,9 +215,11 @@ class TextClassifier(tf_keras.Model):
 
   def call(self, inputs, training=False):
     outputs = self.backbone(
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs["attention_mask"],
-        token_type_ids=inputs["token_type_ids"],
+        **{
+            name: inputs[name]
+            for name in self.backbone_inputs
+            if name in inputs
+        },
         training=training,
     )
     if self.per_token:
@@ -214,7 +230,7 @@ class TextClassifier(tf_keras.Model):
       if pooled is None:
         raise ValueError(
             f"{type(self.backbone).__name__} has no pooler; use "
-            "--pooling=cls or --pooling=mean."
+            "--pooling=cls, --pooling=mean or --pooling=auto."
         )
     elif self.pooling == "cls":
       pooled = outputs.last_hidden_state[:, 0]
@@ -340,4 +356,4 @@ class TextClassifier(tf_keras.Model):
 
   def dummy_inputs(self) -> dict[str, tf.Tensor]:
     ids = tf.constant([[0, 0]], tf.int32)
-    return {name: ids for name in INPUT_NAMES}
+    return {name: ids for name in self.backbone_inputs}

@@ -26,9 +26,11 @@ from tf_finetune.data import labels, readers
 from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.models.classifier import TextClassifier
 from tf_finetune.tasks import base
+from tf_finetune.text import families
 from tf_finetune.text.tokenization import (
     TRICKY_TEXTS,
     TextEncoder,
+    TokenizerNotSupportedError,
     check_matches_tokenizer,
 )
 
@@ -59,10 +61,15 @@ def build_classifier(
     per_token: A head on every token (token classification).
     loss_fn: The task's per-example loss; default cross-entropy.
   """
+  pooling = model_config.pooling
+  if not per_token:  # A head on every token pools nothing.
+    pooling = families.resolve_pooling(
+        pooling, families.family_of(backbone.config.model_type)
+    )
   model = TextClassifier(
       backbone,
       head_size,
-      pooling=model_config.pooling,
+      pooling=pooling,
       dropout=model_config.dropout,
       l1=model_config.l1,
       l2=model_config.l2,
@@ -150,6 +157,9 @@ class EncoderTask(base.Task):
 
   # The head reads every token's hidden state rather than a pooled vector.
   per_token = False
+  # The task splits text into words and tokenizes each word alone (token
+  # classification, question answering): WordPiece in BERT's layout only.
+  splits_words = False
 
   # What each encoder task says.
   def resolve_data(self, data: config_lib.DataConfig) -> config_lib.DataConfig:
@@ -198,8 +208,13 @@ class EncoderTask(base.Task):
     backbone_lib.check_model_source(
         config.model.model, config.model.allow_pickle_weights
     )
+    family = backbone_lib.model_family(config.model.model)
+    if not self.per_token:
+      families.resolve_pooling(config.model.pooling, family)
     tokenizer = backbone_lib.load_tokenizer(config.model.model)
-    encoder = TextEncoder.from_hf_tokenizer(tokenizer, data.max_seq_length)
+    encoder = self.text_encoder(
+        tokenizer, data.max_seq_length, family, model=config.model.model
+    )
     sample = slice(0, TOKENIZER_CHECK_SAMPLES)
     check_matches_tokenizer(
         encoder,
@@ -215,6 +230,38 @@ class EncoderTask(base.Task):
     return base.PreparedData(
         config, examples, encoded, tokenizer, encoder, self
     )
+
+  def text_encoder(
+      self,
+      tokenizer,
+      max_seq_length: int,
+      family: families.Family,
+      *,
+      model: str,
+  ) -> TextEncoder:
+    """The in-graph encoder of `tokenizer` for a model of `family`.
+
+    Raises:
+      ValueError: for a tokenizer that cannot be reproduced in the graph,
+        or a word-level task on a family whose tokenizer is not WordPiece in
+        BERT's layout; both name the family.
+    """
+    try:
+      encoder = TextEncoder.from_hf_tokenizer(
+          tokenizer, max_seq_length, model_inputs=family.model_inputs
+      )
+    except TokenizerNotSupportedError as e:
+      raise ValueError(f"--model={model!r} ({family.name}): {e}") from e
+    if self.splits_words and not encoder.bert_layout:
+      raise ValueError(
+          f"--task={self.name} does not support {family.name} models "
+          f"(--model={model!r}): it tokenizes each word alone, which matches "
+          f"tokenizing the whole text only for WordPiece tokenizers packed as "
+          f"[CLS] a [SEP] b [SEP] (BERT, DistilBERT, ELECTRA), and this "
+          f"model's is a {encoder.tokenizer_type} tokenizer packed as "
+          f"{encoder.template.render(tokenizer.convert_ids_to_tokens)}."
+      )
+    return encoder
 
   # The model.
   def build_model(
@@ -311,12 +358,12 @@ class EncoderTask(base.Task):
     tokenizer = backbone_lib.load_tokenizer(
         os.path.join(model_dir, artifacts.TOKENIZER_DIR)
     )
-    encoder = TextEncoder.from_hf_tokenizer(
-        tokenizer, config.data.max_seq_length
+    backbone_dir = os.path.join(model_dir, artifacts.BACKBONE_DIR)
+    family = backbone_lib.model_family(backbone_dir)
+    encoder = self.text_encoder(
+        tokenizer, config.data.max_seq_length, family, model=backbone_dir
     )
-    backbone = backbone_lib.backbone_from_config(
-        os.path.join(model_dir, artifacts.BACKBONE_DIR)
-    )
+    backbone = backbone_lib.backbone_from_config(backbone_dir)
     model = build_classifier(
         backbone,
         self.head_size(),

@@ -309,6 +309,7 @@ class TokenClassification(encoder_lib.EncoderTask):
 
   name = "token_classification"
   per_token = True
+  splits_words = True
   checked_output = "confidence"
 
   # Reading.

@@ -7,17 +7,23 @@ built from the Hugging Face tokenizer that ships with the checkpoint and is
 checked against it on sample texts: `check_matches_tokenizer` refuses a model
 whose tokenizer it does not reproduce exactly.
 
-Sub-word tokenizers live beside it (`wordpiece.WordPiece`); this module
-packs their ids into model inputs with the model's special tokens and
-truncation rule.
+Sub-word tokenizers live beside it, one module per tokenizer type
+(`wordpiece.WordPiece`, `bpe.ByteLevelBPE`,
+`sentencepiece.SentencePiece`); this module packs their ids into model inputs with
+the special tokens of the checkpoint's tokenizer (its `tokenizer.json`
+post-processor: `[CLS] a [SEP] b [SEP]` for BERT, `<s> a </s></s> b </s>` for
+RoBERTa) and its truncation rule.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import dataclasses
+import json
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
+from tf_finetune.text import bpe, families, sentencepiece
 from tf_finetune.text.wordpiece import (
     TokenizerNotSupportedError,
     WordPiece,
@@ -38,18 +44,209 @@ TRICKY_TEXTS = (
     "Wait for it… 9 ½ Weeks, İstanbul, Ångström, ﬁne",
 )
 
+# Every input a packed example has, in the order of serving signatures.
+MODEL_INPUTS = families.BASE_INPUTS + (families.TOKEN_TYPE_IDS,)
+
+# An item of a template: a special token's id, or a segment ("A" or "B"),
+# with its token type.
+Item = tuple[int | str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+  """Where a tokenizer puts special tokens around one text or a pair.
+
+  Attributes:
+    single: Items for one text, e.g. ((101, 0), ("A", 0), (102, 0)) for
+      BERT's [CLS] A [SEP].
+    pair: Items for a pair, e.g. [CLS] A [SEP] B [SEP] with types 0 0 0 1 1.
+  """
+
+  single: tuple[Item, ...]
+  pair: tuple[Item, ...]
+
+  def __post_init__(self):
+    for items, segments in ((self.single, ["A"]), (self.pair, ["A", "B"])):
+      if [t for t, _ in items if isinstance(t, str)] != segments:
+        raise TokenizerNotSupportedError(
+            f"The tokenizer's template {items} does not hold the "
+            f"segments {segments} once each, in order."
+        )
+
+  def num_special_tokens(self, pair: bool) -> int:
+    items = self.pair if pair else self.single
+    return sum(1 for token, _ in items if not isinstance(token, str))
+
+  def render(self, id_to_token, pair: bool = True) -> str:
+    """E.g. "[CLS] A [SEP] B [SEP]" (`id_to_token` maps special ids)."""
+    items = self.pair if pair else self.single
+    return " ".join(
+        token if isinstance(token, str) else id_to_token(token)
+        for token, _ in items
+    )
+
+  @classmethod
+  def bert(cls, cls_id: int, sep_id: int) -> Template:
+    return cls(
+        single=((cls_id, 0), ("A", 0), (sep_id, 0)),
+        pair=((cls_id, 0), ("A", 0), (sep_id, 0), ("B", 1), (sep_id, 1)),
+    )
+
+
+def tokenizer_json(tokenizer) -> dict[str, Any]:
+  """The `tokenizer.json` of a `transformers` fast tokenizer, parsed."""
+  backend = getattr(tokenizer, "backend_tokenizer", None)
+  if backend is None:
+    raise TokenizerNotSupportedError(
+        f"{type(tokenizer).__name__} is not a fast tokenizer; in-graph "
+        "tokenization needs a tokenizer.json (or the files a fast tokenizer "
+        "is built from)."
+    )
+  return json.loads(backend.to_str())
+
+
+def _processor_template(processor: Optional[dict]) -> Template:
+  if processor is None:
+    return Template(single=(("A", 0),), pair=(("A", 0), ("B", 1)))
+  kind = processor.get("type")
+  if kind == "Sequence":
+    packing = [
+        p
+        for p in processor["processors"]
+        if p.get("type")
+        in ("BertProcessing", "RobertaProcessing", "TemplateProcessing")
+    ]
+    others = [
+        p["type"]
+        for p in processor["processors"]
+        if p not in packing and p.get("type") != "ByteLevel"
+    ]
+    if len(packing) > 1 or others:
+      raise TokenizerNotSupportedError(
+          "The tokenizer's post-processor chains "
+          f"{[p.get('type') for p in processor['processors']]}; in-graph "
+          "packing supports one BERT, RoBERTa or template processor."
+      )
+    return _processor_template(packing[0] if packing else None)
+  if kind == "ByteLevel":  # Only trims offsets; adds no tokens.
+    return _processor_template(None)
+  if kind == "BertProcessing":
+    return Template.bert(processor["cls"][1], processor["sep"][1])
+  if kind == "RobertaProcessing":
+    cls_id, sep_id = processor["cls"][1], processor["sep"][1]
+    return Template(
+        single=((cls_id, 0), ("A", 0), (sep_id, 0)),
+        pair=(
+            (cls_id, 0),
+            ("A", 0),
+            (sep_id, 0),
+            (sep_id, 0),
+            ("B", 0),
+            (sep_id, 0),
+        ),
+    )
+  if kind == "TemplateProcessing":
+    specials = processor["special_tokens"]
+
+    def items(pieces):
+      out = []
+      for piece in pieces:
+        if "Sequence" in piece:
+          out.append((piece["Sequence"]["id"], piece["Sequence"]["type_id"]))
+        else:
+          token = piece["SpecialToken"]
+          for token_id in specials[token["id"]]["ids"]:
+            out.append((token_id, token["type_id"]))
+      return tuple(out)
+
+    return Template(
+        single=items(processor["single"]), pair=items(processor["pair"])
+    )
+  raise TokenizerNotSupportedError(
+      f"The tokenizer's post-processor is {kind}; in-graph packing supports "
+      "BERT, RoBERTa and template post-processors."
+  )
+
+
+def template_from_hf(tokenizer) -> Template:
+  """The special tokens a fast tokenizer adds, from its post-processor."""
+  return _processor_template(tokenizer_json(tokenizer).get("post_processor"))
+
+
+def subword_tokenizer_from_hf(tokenizer) -> tuple[str, tf.Module]:
+  """(tokenizer type, in-graph tokenizer) reproducing a fast tokenizer.
+
+  Raises:
+    TokenizerNotSupportedError: for a tokenizer no in-graph tokenizer here
+      reproduces, saying what it is.
+  """
+  spec = tokenizer_json(tokenizer)
+  model_type = spec.get("model", {}).get("type")
+  if model_type == "WordPiece":
+    wordpiece = spec_from_hf_tokenizer(tokenizer)
+    return families.WORDPIECE, WordPiece(
+        vocab=wordpiece["vocab"],
+        lower_case=wordpiece["lower_case"],
+        unk_token=tokenizer.unk_token,
+    )
+  pre_tokenizer = spec.get("pre_tokenizer") or {}
+  kinds = {pre_tokenizer.get("type")} | {
+      inner.get("type") for inner in pre_tokenizer.get("pretokenizers", [])
+  }
+  if model_type == "BPE" and "ByteLevel" in kinds:
+    return families.BYTE_LEVEL_BPE, bpe.ByteLevelBPE(
+        **bpe.spec_from_hf_tokenizer(spec)
+    )
+  if model_type in ("Unigram", "BPE") and "Metaspace" in kinds:
+    return families.SENTENCEPIECE, sentencepiece.SentencePiece(
+        **sentencepiece.spec_from_hf_tokenizer(tokenizer, spec)
+    )
+  raise TokenizerNotSupportedError(
+      f"{type(tokenizer).__name__} is a {model_type} tokenizer with a "
+      f"{pre_tokenizer.get('type')} pre-tokenizer; in-graph tokenization "
+      "supports WordPiece, byte-level BPE and SentencePiece tokenizers."
+  )
+
 
 class TextEncoder(tf.Module):
-  """Raw strings to packed BERT inputs: [CLS] a [SEP] (b [SEP]).
+  """Raw strings to packed model inputs: [CLS] a [SEP] (b [SEP]) for BERT.
 
-  Truncation follows the Hugging Face "longest_first" rule exactly: with a
-  budget of B tokens for two segments of lengths a <= b, the shorter keeps
-  min(a, B // 2) and the longer the rest (ties give the extra token to the
-  second segment).
+  Holds a sub-word tokenizer of any supported type and the checkpoint
+  tokenizer's template of special tokens. Truncation follows the Hugging
+  Face "longest_first" rule exactly: with a budget of B tokens for two
+  segments of lengths a <= b, the shorter keeps min(a, B // 2) and the
+  longer the rest (ties give the extra token to the second segment).
   """
 
   def __init__(
       self,
+      *,
+      tokenizer: tf.Module,
+      template: Template,
+      max_seq_length: int,
+      pad_id: int,
+      tokenizer_type: str,
+      model_inputs: Sequence[str] = MODEL_INPUTS,
+      name: Optional[str] = None,
+  ):
+    super().__init__(name=name)
+    unknown = set(model_inputs) - set(MODEL_INPUTS)
+    if unknown:
+      raise ValueError(f"Unknown model inputs: {sorted(unknown)}.")
+    self.max_seq_length = max_seq_length
+    self.template = template
+    self.pad_id = pad_id
+    self.tokenizer_type = tokenizer_type
+    self.model_inputs = tuple(n for n in MODEL_INPUTS if n in model_inputs)
+    self._tokenizer = tokenizer
+    specials = [t for t, _ in template.single if not isinstance(t, str)]
+    # The first and last special tokens of one text: [CLS] and [SEP].
+    self.cls_id = specials[0] if specials else pad_id
+    self.sep_id = specials[-1] if specials else pad_id
+
+  @classmethod
+  def wordpiece(
+      cls,
       *,
       vocab: Sequence[str],
       lower_case: bool,
@@ -58,9 +255,9 @@ class TextEncoder(tf.Module):
       sep_token: str = "[SEP]",
       pad_token: str = "[PAD]",
       unk_token: str = "[UNK]",
-      name: Optional[str] = None,
-  ):
-    super().__init__(name=name)
+      model_inputs: Sequence[str] = MODEL_INPUTS,
+  ) -> TextEncoder:
+    """A BERT-style encoder from a WordPiece vocabulary."""
     vocab = list(vocab)
     index = {token: i for i, token in enumerate(vocab)}
     for token in (cls_token, sep_token, pad_token, unk_token):
@@ -68,44 +265,84 @@ class TextEncoder(tf.Module):
         raise TokenizerNotSupportedError(
             f"Special token {token!r} is not in the vocabulary."
         )
-    self.vocab_size = len(vocab)
-    self.lower_case = lower_case
-    self.max_seq_length = max_seq_length
-    self.cls_id = index[cls_token]
-    self.sep_id = index[sep_token]
-    self.pad_id = index[pad_token]
-    self._tokenizer = WordPiece(
-        vocab=vocab, lower_case=lower_case, unk_token=unk_token
+    return cls(
+        tokenizer=WordPiece(
+            vocab=vocab, lower_case=lower_case, unk_token=unk_token
+        ),
+        template=Template.bert(index[cls_token], index[sep_token]),
+        max_seq_length=max_seq_length,
+        pad_id=index[pad_token],
+        tokenizer_type=families.WORDPIECE,
+        model_inputs=model_inputs,
     )
 
   @classmethod
-  def from_hf_tokenizer(cls, tokenizer, max_seq_length: int) -> TextEncoder:
-    """Builds the encoder from a `transformers` fast BERT-style tokenizer."""
-    spec = spec_from_hf_tokenizer(tokenizer)
+  def from_hf_tokenizer(
+      cls,
+      tokenizer,
+      max_seq_length: int,
+      *,
+      model_inputs: Optional[Sequence[str]] = None,
+  ) -> TextEncoder:
+    """Builds the encoder from a `transformers` fast tokenizer.
+
+    Args:
+      tokenizer: The checkpoint's fast tokenizer.
+      max_seq_length: Tokens per example, special tokens included.
+      model_inputs: The inputs the model takes (its family's); default
+        those the tokenizer returns.
+
+    Raises:
+      TokenizerNotSupportedError: for a tokenizer that cannot be reproduced
+        in the graph, naming its type and why.
+      ValueError: for a max_seq_length beyond the model's.
+    """
     limit = getattr(tokenizer, "model_max_length", None) or max_seq_length
     if max_seq_length > limit:
       raise ValueError(
           f"--max_seq_length={max_seq_length} exceeds the "
           f"model's maximum of {limit} tokens."
       )
+    tokenizer_type, subword = subword_tokenizer_from_hf(tokenizer)
+    if tokenizer.pad_token_id is None:
+      raise TokenizerNotSupportedError(
+          f"{type(tokenizer).__name__} has no padding token."
+      )
+    if model_inputs is None:
+      model_inputs = [
+          n for n in MODEL_INPUTS if n in tokenizer.model_input_names
+      ]
     return cls(
-        vocab=spec["vocab"],
-        lower_case=spec["lower_case"],
+        tokenizer=subword,
+        template=template_from_hf(tokenizer),
         max_seq_length=max_seq_length,
-        cls_token=tokenizer.cls_token,
-        sep_token=tokenizer.sep_token,
-        pad_token=tokenizer.pad_token,
-        unk_token=tokenizer.unk_token,
+        pad_id=tokenizer.pad_token_id,
+        tokenizer_type=tokenizer_type,
+        model_inputs=model_inputs,
     )
 
+  @property
+  def bert_layout(self) -> bool:
+    """WordPiece words packed as [CLS] a [SEP] b [SEP], types 0 and 1.
+
+    What the word-level tasks (token classification, question answering)
+    assume: each word's sub-words are those of the word alone.
+    """
+    return self.tokenizer_type == families.WORDPIECE and (
+        self.template == Template.bert(self.cls_id, self.sep_id)
+    )
+
+  def num_special_tokens(self, pair: bool = False) -> int:
+    return self.template.num_special_tokens(pair)
+
   def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
-    """int32 RaggedTensor [batch, (tokens)] of WordPiece ids, no specials."""
+    """int32 RaggedTensor [batch, (tokens)] of sub-word ids, no specials."""
     return self._tokenizer.tokenize(texts)
 
   def pack(
       self, first: tf.RaggedTensor, second: Optional[tf.RaggedTensor] = None
   ) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
-    """Truncates and joins segments with [CLS]/[SEP].
+    """Truncates segments and joins them with the template's special tokens.
 
     Args:
       first: int32 RaggedTensor [batch, (a)] of token ids.
@@ -116,35 +353,43 @@ class TextEncoder(tf.Module):
       length <= max_seq_length.
     """
     batch = first.nrows()
-    cls = tf.fill([batch, 1], tf.constant(self.cls_id, tf.int32))
-    sep = tf.fill([batch, 1], tf.constant(self.sep_id, tf.int32))
     if second is None:
-      first = _keep_first(first, self.max_seq_length - 2)
-      input_ids = tf.concat([cls, first, sep], axis=1)
-      return input_ids, tf.zeros_like(input_ids)
-    # Two segments share max_seq_length - 3 tokens ([CLS], [SEP], [SEP]).
-    budget = self.max_seq_length - 3
-    length_a = tf.cast(first.row_lengths(), tf.int32)
-    length_b = tf.cast(second.row_lengths(), tf.int32)
-    first_is_shorter = length_a <= length_b
-    shorter = tf.minimum(
-        tf.where(first_is_shorter, length_a, length_b), budget // 2
-    )
-    keep_a = tf.where(
-        first_is_shorter, shorter, tf.minimum(length_a, budget - shorter)
-    )
-    keep_b = tf.where(
-        first_is_shorter, tf.minimum(length_b, budget - shorter), shorter
-    )
-    first = _keep_first(first, keep_a)
-    second = _keep_first(second, keep_b)
-    segment_a = tf.concat([cls, first, sep], axis=1)
-    segment_b = tf.concat([second, sep], axis=1)
-    input_ids = tf.concat([segment_a, segment_b], axis=1)
-    type_ids = tf.concat(
-        [tf.zeros_like(segment_a), tf.ones_like(segment_b)], axis=1
-    )
-    return input_ids, type_ids
+      items = self.template.single
+      segments = {
+          "A": _keep_first(
+              first, max(self.max_seq_length - self.num_special_tokens(), 0)
+          )
+      }
+    else:
+      items = self.template.pair
+      # The segments share what the special tokens leave: 128 - 3 = 125
+      # for BERT's [CLS] a [SEP] b [SEP], 128 - 4 for RoBERTa's.
+      budget = max(self.max_seq_length - self.num_special_tokens(True), 0)
+      length_a = tf.cast(first.row_lengths(), tf.int32)
+      length_b = tf.cast(second.row_lengths(), tf.int32)
+      first_is_shorter = length_a <= length_b
+      shorter = tf.minimum(
+          tf.where(first_is_shorter, length_a, length_b), budget // 2
+      )
+      keep_a = tf.where(
+          first_is_shorter, shorter, tf.minimum(length_a, budget - shorter)
+      )
+      keep_b = tf.where(
+          first_is_shorter, tf.minimum(length_b, budget - shorter), shorter
+      )
+      segments = {
+          "A": _keep_first(first, keep_a),
+          "B": _keep_first(second, keep_b),
+      }
+    ids, types = [], []
+    for token, type_id in items:
+      if isinstance(token, str):
+        part = segments[token]
+      else:
+        part = tf.fill([batch, 1], tf.constant(token, tf.int32))
+      ids.append(part)
+      types.append(tf.ones_like(part) * type_id)
+    return tf.concat(ids, axis=1), tf.concat(types, axis=1)
 
   def encode_ragged(
       self, texts: tf.Tensor, text_pairs: Optional[tf.Tensor] = None
@@ -162,11 +407,13 @@ class TextEncoder(tf.Module):
       text_pairs: Optional string Tensor [batch].
 
     Returns:
-      Dict of int32 Tensors [batch, seq_len]: input_ids, attention_mask,
+      Dict of int32 Tensors [batch, seq_len], one per model input:
+      input_ids, attention_mask and, where the model takes them,
       token_type_ids.
     """
     input_ids, type_ids = self.encode_ragged(texts, text_pairs)
-    return pad_inputs(input_ids, type_ids, self.pad_id)
+    features = pad_inputs(input_ids, type_ids, self.pad_id)
+    return {name: features[name] for name in self.model_inputs}
 
 
 def _keep_first(ids: tf.RaggedTensor, limit) -> tf.RaggedTensor:
@@ -194,12 +441,19 @@ def check_matches_tokenizer(
     texts: Sequence[str],
     text_pairs: Optional[Sequence[str]] = None,
 ) -> None:
-  """Raises ValueError unless `encoder` gives `tokenizer`'s ids on `texts`."""
+  """Raises ValueError unless `encoder` gives `tokenizer`'s ids on `texts`.
+
+  Token types are compared too where the model takes them.
+  """
   texts = list(texts)
   pairs = None if text_pairs is None else list(text_pairs)
+  with_types = families.TOKEN_TYPE_IDS in encoder.model_inputs
   if pairs is None:
     expected = tokenizer(
-        texts, truncation=True, max_length=encoder.max_seq_length
+        texts,
+        truncation=True,
+        max_length=encoder.max_seq_length,
+        return_token_type_ids=with_types,
     )
   else:
     expected = tokenizer(
@@ -207,6 +461,7 @@ def check_matches_tokenizer(
         pairs,
         truncation="longest_first",
         max_length=encoder.max_seq_length,
+        return_token_type_ids=with_types,
     )
   got_ids, got_types = encoder.encode_ragged(
       tf.constant(texts, tf.string),
@@ -214,11 +469,16 @@ def check_matches_tokenizer(
   )
   got_ids, got_types = got_ids.to_list(), got_types.to_list()
   for i, text in enumerate(texts):
-    want_types = expected.get("token_type_ids", [None] * len(texts))[i]
     want_ids = expected["input_ids"][i]
-    if got_ids[i] == want_ids and (
-        want_types is None or got_types[i] == want_types
-    ):
+    if got_ids[i] == want_ids:
+      if with_types and got_types[i] != expected["token_type_ids"][i]:
+        raise ValueError(
+            f"In-graph packing gives token types {got_types[i][:12]} on text "
+            f"{text[:80]!r} but the model's tokenizer gives "
+            f"{expected['token_type_ids'][i][:12]}; refusing to train or "
+            "export a model that would be served different inputs than it "
+            "was trained on."
+        )
       continue
     at = next(
         (j for j, (a, b) in enumerate(zip(got_ids[i], want_ids)) if a != b),

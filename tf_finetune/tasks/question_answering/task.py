@@ -56,6 +56,7 @@ class QuestionAnswering(encoder_lib.EncoderTask):
 
   name = "question_answering"
   per_token = True
+  splits_words = True
   checked_output = "score"
   input_names = ("question", "context")
 
