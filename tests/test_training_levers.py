@@ -464,7 +464,7 @@ def test_xla_step_matches_the_plain_step(tiny_bert_dir):
     )
 
 
-def test_ema_weights_are_validated_kept_and_exported(
+def test_ema_weights_are_validated_and_kept(
     tmp_path, tiny_bert_dir, sentiment_files
 ):
   def run(name, **train):
@@ -497,6 +497,98 @@ def test_ema_weights_are_validated_kept_and_exported(
       raw.history["val_loss"], rel=1e-3
   )
   assert summary.history["loss"] == pytest.approx(raw.history["loss"], rel=1e-4)
+
+
+def _unnumbered(name):
+  """`name` without Keras' instance numbers ("text_classifier_3/" ->
+  "text_classifier/"; the layer indices "layer_._0/" stay) and the model's
+  prefix of a reloaded backbone's names."""
+  name = re.sub(r"(?<!\.)_\d+/", "/", name)
+  return re.sub(r"^text_classifier/(?=tf_bert_model/)", "", name)
+
+
+class _RecordWeights(tf_keras.callbacks.Callback):
+  """At each epoch's end, by name: the raw weights and the optimizer's
+  averages; and the head kernel's average computed here from its value
+  after every step (Keras starts the average at the initial weights and
+  takes average = decay x average + (1 - decay) x weight after each step).
+  """
+
+  def __init__(self, ema_decay):
+    super().__init__()
+    self.ema_decay = ema_decay
+    self.raw, self.averaged, self.head_average = [], [], []
+
+  def on_train_begin(self, logs=None):
+    self._head_average = self.model.head.kernel.numpy().astype(np.float64)
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._head_average = self.ema_decay * self._head_average + (
+        1 - self.ema_decay
+    ) * self.model.head.kernel.numpy().astype(np.float64)
+
+  def on_epoch_end(self, epoch, logs=None):
+    optimizer = self.model.optimizer
+    variables = [v for v in self.model.weights if v.trainable]
+    self.raw.append({_unnumbered(v.name): v.numpy().copy() for v in variables})
+    self.averaged.append(
+        {
+            _unnumbered(v.name): optimizer.moving_average_of(v).numpy().copy()
+            for v in variables
+        }
+    )
+    self.head_average.append(self._head_average.copy())
+
+
+@pytest.mark.parametrize("ema_decay, validation", [(0.9, True), (0.5, False)])
+def test_the_export_holds_the_moving_averages(
+    tmp_path, tiny_bert_dir, sentiment_files, monkeypatch, ema_decay, validation
+):
+  """The SavedModel holds the averaged weights, not the raw ones: with
+  validation those of the best epoch, without it those of the last; and the
+  head kernel's average is the one of --ema_decay, computed step by step."""
+  recorder = _RecordWeights(ema_decay)
+  task_class = type(tasks.get_task(config_lib.task_config()))
+  own_callbacks = task_class.training_callbacks
+  monkeypatch.setattr(
+      task_class,
+      "training_callbacks",
+      lambda self, model, config: own_callbacks(self, model, config)
+      + [recorder],
+  )
+  data = {"train_file": sentiment_files["train"], "batch_size": 16}
+  if validation:
+    data["validation_file"] = sentiment_files["validation"]
+  summary = training.train(
+      _run_config(
+          tiny_bert_dir,
+          tmp_path / "run",
+          epochs=2,
+          learning_rate=3e-3,
+          ema_decay=ema_decay,
+          early_stopping_metric="val_loss",
+          export=True,
+          data=data,
+      )
+  )
+  epoch = summary.best_epoch - 1 if validation else -1
+  averaged, raw = recorder.averaged[epoch], recorder.raw[epoch]
+  loaded = tf.saved_model.load(summary.export_dir)
+  exported = {
+      _unnumbered(v.name): v.numpy()
+      for v in loaded.signatures["serving_default"].variables
+  }
+  compared = 0
+  for name, average in averaged.items():
+    if np.array_equal(average, raw[name]):
+      continue  # Not moved (the unused pooler): says nothing.
+    np.testing.assert_array_equal(exported[name], average, err_msg=name)
+    compared += 1
+  head = "text_classifier/classifier/kernel:0"
+  np.testing.assert_allclose(
+      exported[head], recorder.head_average[epoch], rtol=1e-5, atol=1e-8
+  )
+  assert compared > len(averaged) // 2, (compared, sorted(exported))
 
 
 def test_moving_averages_swap_in_and_back(tiny_bert_dir):
