@@ -1,5 +1,6 @@
 """tasks/regression.py: scores, correlations, losses, a fit and an export."""
 
+import csv
 import json
 import os
 
@@ -249,8 +250,29 @@ def test_tune_accepts_regression_and_refuses_tasks_without_folds(tmp_path):
         task=config_lib.task_config(task=task),
     )
 
+  rows = [
+      {"text": row["text"], "label": float(row["label"])}
+      for row in csv.DictReader(open(path))
+  ]
   folds = tuning.write_folds(config("regression"), 2)
   assert len(folds) == 2
+
+  def read(path):
+    return [json.loads(line) for line in open(path)]
+
+  # Each example validates in exactly one fold and trains in the other,
+  # with its text and score as read.
+  validated = []
+  for fold in folds:
+    train, validation = read(fold["train"]), read(fold["validation"])
+    assert validation and train
+    for row in train + validation:
+      row["label"] = float(row["label"])
+    assert sorted(map(json.dumps, train + validation)) == sorted(
+        map(json.dumps, rows)
+    )
+    validated += validation
+  assert sorted(map(json.dumps, validated)) == sorted(map(json.dumps, rows))
   with pytest.raises(
       ValueError, match="--task=token_classification is not " "supported"
   ):
