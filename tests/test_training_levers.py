@@ -161,6 +161,95 @@ def test_accumulation_handles_a_last_batch_that_does_not_split_evenly(
     )
 
 
+def _dense_gradients(model, inputs, labels):
+  """The batch-mean loss's gradients, computed apart from train_step, with
+  sparse embedding gradients made dense (duplicate rows summed) and zeros
+  for the unused pooler."""
+  variables = model.trainable_variables
+  with tf.GradientTape() as tape:
+    logits = model(inputs, training=True)
+    loss = tf.reduce_mean(sparse_cross_entropy()(labels, logits))
+  return [
+      tf.zeros_like(variable)
+      if gradient is None
+      else tf.convert_to_tensor(gradient)
+      for variable, gradient in zip(variables, tape.gradient(loss, variables))
+  ]
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_logged_grad_norm_is_the_norm_of_the_whole_batch_gradient(
+    tiny_bert_dir, mirrored
+):
+  inputs, labels = _batch()
+  # Token ids repeat within the batch: the word-embedding gradient has
+  # duplicate rows, whose unmerged norm is not the gradient's.
+  assert len(np.unique(inputs["input_ids"])) < np.size(inputs["input_ids"])
+  reference = _compiled(tiny_bert_dir)
+  expected = float(
+      tf.linalg.global_norm(_dense_gradients(reference, inputs, labels))
+  )
+  strategy = (
+      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else None
+  )
+  model = _compiled(tiny_bert_dir, strategy)
+  for name, value in _weights(reference).items():
+    np.testing.assert_array_equal(_weights(model)[name], value, err_msg=name)
+  with training.precision_policy("fp32"):
+    logs = model.train_on_batch(inputs, labels, return_dict=True)
+  assert logs["grad_norm"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_clipping_scales_the_gradient_to_the_clip_norm(tiny_bert_dir):
+  """Adam's first step, by hand, from the clipped gradient g' = g x c / |g|:
+  m = (1 - b1) g', v = (1 - b2) g'^2, and the weight moves by
+  lr sqrt(1 - b2) / (1 - b1) x m / (sqrt(v) + eps). A large eps makes the
+  move proportional to g', so a step from the unclipped gradient would be
+  several times longer."""
+  inputs, labels = _batch()
+  learning_rate, epsilon = 1e-2, 1.0
+  reference = _compiled(tiny_bert_dir)
+  gradients = _dense_gradients(reference, inputs, labels)
+  norm = float(tf.linalg.global_norm(gradients))
+  clip_norm = norm / 4
+  model = _compiled(
+      tiny_bert_dir,
+      clip_norm=clip_norm,
+      learning_rate=learning_rate,
+      adam_epsilon=epsilon,
+      weight_decay=0.0,
+  )
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  _train_step(model, inputs, labels)
+  beta_1, beta_2 = 0.9, 0.999
+  alpha = learning_rate * np.sqrt(1 - beta_2) / (1 - beta_1)
+  expected_moves = []
+  for gradient in gradients:
+    clipped = gradient.numpy().astype(np.float64) * clip_norm / norm
+    m = (1 - beta_1) * clipped
+    v = (1 - beta_2) * clipped**2
+    expected_moves.append(-alpha * m / (np.sqrt(v) + epsilon))
+  largest = max(np.abs(expected).max() for expected in expected_moves)
+  moves = []
+  for variable, old, expected in zip(
+      model.trainable_variables, before, expected_moves
+  ):
+    move = variable.numpy() - old
+    # Storing the new weight rounds it to float32; gradients that are zero
+    # in exact arithmetic (the attention keys' biases) are rounding noise.
+    atol = 2 * np.spacing(np.abs(old).max()) + 1e-6 * largest
+    np.testing.assert_allclose(
+        move, expected, rtol=1e-3, atol=atol, err_msg=variable.name
+    )
+    moves.append(move)
+  # The step is the one of a gradient of norm clip_norm: a quarter of the
+  # unclipped one.
+  step = np.sqrt(sum(np.sum(move**2) for move in moves))
+  assert step == pytest.approx(
+      learning_rate * np.sqrt(1 - beta_2) * clip_norm / epsilon, rel=0.01
+  )
+
+
 def test_frozen_layers_and_embeddings_stay_bit_identical(tiny_bert_dir):
   model = _compiled(
       tiny_bert_dir, freeze_layers=1, freeze_embeddings=True, weight_decay=0.1
