@@ -86,26 +86,35 @@ def _train_step(model, inputs, labels, precision="fp32"):
     model.train_on_batch(inputs, labels)
 
 
-# Per-variable tolerance: the largest difference over the largest move. In
-# bf16 a few small bias updates differ by several percent (summation order
-# under bfloat16 rounding) while the update as a whole agrees to about 0.1%.
+# What accumulation guarantees, measured on 28 batches of two tiny BERTs:
+# - fp32: every variable's update equals the whole batch's to 1e-4 of its
+#   largest move (measured: float32 rounding, 4e-7 of the whole update).
+# - bf16: the update as a whole, to 0.5% of its norm (measured at most
+#   0.3%), and every weight's move to 2.5% of the largest move of any
+#   weight (measured at most 1.6%). Nothing holds per variable: the small
+#   gradients of some biases are differences of nearly equal bfloat16 terms,
+#   and their moves differed by up to half.
 @pytest.mark.parametrize(
-    "mirrored, precision, tolerance",
-    [(False, "fp32", 1e-4), (True, "fp32", 1e-4), (False, "bf16", 0.25)],
+    "mirrored, precision, per_variable, per_weight, whole",
+    [
+        (False, "fp32", 1e-4, 1e-4, 1e-4),
+        (True, "fp32", 1e-4, 1e-4, 1e-4),
+        (False, "bf16", None, 0.025, 0.005),
+    ],
 )
 def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
-    tiny_bert_dir, mirrored, precision, tolerance
+    tiny_bert_dir, mirrored, precision, per_variable, per_weight, whole
 ):
   """4 micro-batches of 2 == 1 batch of 8 (and 2 replicas x 2 x 2)."""
   # A large Adam epsilon makes the first update proportional to the
-  # gradient (lr * g / (|g| + 1)) instead of its sign, so the comparison
-  # measures the gradients rather than rounding noise on tiny ones.
+  # gradient (lr * g / (|g| + 1)) instead of its sign, and without clipping
+  # to its scale too, so the comparison measures the gradients rather than
+  # rounding noise on tiny ones.
   inputs, labels = _batch()
-  whole = _compiled(
-      tiny_bert_dir, precision=precision, adam_epsilon=1.0, learning_rate=0.5
-  )
-  before = _weights(whole)
-  _train_step(whole, inputs, labels, precision)
+  options = dict(adam_epsilon=1.0, learning_rate=0.5, clip_norm=0.0)
+  whole_batch = _compiled(tiny_bert_dir, precision=precision, **options)
+  before = _weights(whole_batch)
+  _train_step(whole_batch, inputs, labels, precision)
   strategy = (
       tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else None
   )
@@ -113,36 +122,34 @@ def test_accumulated_micro_batches_give_the_update_of_the_whole_batch(
       tiny_bert_dir,
       strategy,
       precision=precision,
-      adam_epsilon=1.0,
-      learning_rate=0.5,
       grad_accum_steps=2 if mirrored else 4,
+      **options,
   )
   _train_step(accumulated, inputs, labels, precision)
-  expected, actual = _weights(whole), _weights(accumulated)
+  expected, actual = _weights(whole_batch), _weights(accumulated)
   assert expected.keys() == actual.keys()
+  steps = {name: value - before[name] for name, value in expected.items()}
+  largest_move = max(np.abs(step).max() for step in steps.values())
   moved = 0
   for name, value in expected.items():
-    step = np.abs(value - before[name]).max()
-    difference = np.abs(actual[name] - value).max()
+    difference = np.abs(actual[name] - value)
     # Storing the new weight rounds it to float32: allow two units in the
-    # last place of the weight on top of the relative error of the update.
+    # last place of the weight on top of the error of the update.
     rounding = 2 * np.spacing(np.abs(value).astype(np.float32)).max()
-    assert difference <= tolerance * max(step, 1e-6) + rounding, name
-    moved += step > 0
+    assert difference.max() <= per_weight * largest_move + rounding, name
+    if per_variable is not None:
+      step = np.abs(steps[name]).max()
+      assert difference.max() <= per_variable * max(step, 1e-6) + rounding, name
+    moved += np.abs(steps[name]).max() > 0
   assert moved > len(expected) // 2  # The step did change the weights.
-  update = np.sqrt(
-      sum(
-          np.sum((value - before[name]) ** 2)
-          for name, value in expected.items()
-      )
-  )
+  update = np.sqrt(sum(np.sum(step**2) for step in steps.values()))
   difference = np.sqrt(
       sum(
           np.sum((actual[name] - value) ** 2)
           for name, value in expected.items()
       )
   )
-  assert difference <= min(tolerance, 0.01) * update
+  assert difference <= whole * update
 
 
 def test_accumulation_handles_a_last_batch_that_does_not_split_evenly(
@@ -570,7 +577,7 @@ def test_ema_weights_are_validated_and_kept(
                 "validation_file": sentiment_files["validation"],
                 "batch_size": 16,
             },
-            **train
+            **train,
         )
     )
 
