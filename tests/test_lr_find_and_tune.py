@@ -30,6 +30,18 @@ def test_suggestion_is_a_tenth_of_the_lowest_loss_rate():
   assert picks["steepest"] == 1e-2
 
 
+def test_a_curve_lowest_at_its_first_step_gets_a_suggestion():
+  """The loss only rose: the lowest point is the first rate (no slope to
+  take before it)."""
+  rates = [1e-5, 1e-4, 1e-3, 1e-2]
+  picks = lr_range_test.suggest_learning_rate(rates, [0.5, 0.6, 0.9, 2.0])
+  assert picks == pytest.approx(
+      {"suggested": 1e-6, "lowest_loss": 1e-5, "steepest": 1e-5}
+  )
+  picks = lr_range_test.suggest_learning_rate(rates, [0.6, 0.5, 0.9, 2.0])
+  assert picks["lowest_loss"] == 1e-4 and picks["steepest"] == 1e-5
+
+
 def test_lr_find_writes_plot_and_suggestion(
     tmp_path, tiny_bert_dir, sentiment_files, capsys
 ):
