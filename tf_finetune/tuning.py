@@ -146,6 +146,25 @@ def stratified_folds(labels: list[str], num_folds: int, seed: int) -> list[int]:
   return fold_of
 
 
+def score_bins(
+    scores: list[float], num_folds: int, max_bins: int = 10
+) -> list[str]:
+  """Stratification labels of regression scores: their quantile bins.
+
+  Every distinct score a class of its own would give each "class" one
+  example; bins of neighbouring scores, each of at least `num_folds`
+  examples, spread low, middle and high scores over every fold. With 40
+  scores and 4 folds: 10 bins of 4, one of each bin in every fold.
+  """
+  count = len(scores)
+  num_bins = max(1, min(max_bins, count // num_folds))
+  order = sorted(range(count), key=lambda index: scores[index])
+  bins = [0] * count
+  for rank, index in enumerate(order):
+    bins[index] = rank * num_bins // count
+  return [f"bin_{bin_index:02d}" for bin_index in bins]
+
+
 def _write_jsonl(path: str, rows: list[dict]) -> None:
   text = io.StringIO()
   for row in rows:
@@ -154,7 +173,8 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 
 def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
-  """Splits the training data into stratified folds written as JSONL."""
+  """Splits the training data into stratified folds written as JSONL
+  (regression: stratified by quantile bins of the scores)."""
   if config.task.task not in ("classification", "regression"):
     raise ValueError(
         f"tune splits text-level data into folds; "
@@ -164,7 +184,10 @@ def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
   examples = tasks.get_task(config.task).read(config.data, "train")
   if examples.labels is None:
     raise ValueError(f"{examples.source} has no labels.")
-  fold_of = stratified_folds(examples.labels, num_folds, config.train.seed)
+  strata = examples.labels
+  if config.task.task == "regression":
+    strata = score_bins([float(label) for label in strata], num_folds)
+  fold_of = stratified_folds(strata, num_folds, config.train.seed)
   rows = []
   for index in range(len(examples)):
     row = {"text": examples.texts[index], "label": examples.labels[index]}
