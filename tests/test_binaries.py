@@ -7,9 +7,11 @@ import re
 import shutil
 
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import TINY_TRAIN_FLAGS, run_binary, run_python, write_rows
+from tf_finetune import config as config_lib, optimization
 from tf_finetune import evaluate, export, predict, reporting, train
 
 
@@ -72,6 +74,43 @@ def test_tensorboard_has_per_step_learning_rate_and_epoch_metrics(trained_run):
   } <= train_tags
   # Same tags in train/ and validation/: one chart per metric, two curves.
   assert {"epoch_loss", "epoch_accuracy"} <= tags("validation")
+
+
+def test_tensorboard_learning_rates_are_those_the_updates_used(trained_run):
+  """Update k (0-based) uses schedule(k): the point at step s (s updates
+  done) shows schedule(s - 1), an epoch's point its last update's rate."""
+  config = config_lib.read_config(trained_run)
+  summary = json.load(open(os.path.join(trained_run, "summary.json")))
+  steps_per_epoch = summary["steps_per_epoch"]
+  schedule = optimization.create_schedule(
+      config.train,
+      summary["global_steps"],
+      steps_per_epoch=steps_per_epoch,
+  )
+
+  def scalars(tag):
+    found = {}
+    directory = os.path.join(trained_run, "logs", "train")
+    for name in os.listdir(directory):
+      events = event_accumulator.EventAccumulator(
+          os.path.join(directory, name), size_guidance={"tensors": 0}
+      )
+      events.Reload()
+      if tag in events.Tags()["tensors"]:
+        for event in events.Tensors(tag):
+          found[event.step] = float(tf.make_ndarray(event.tensor_proto))
+    return found
+
+  per_step = scalars("learning_rate")
+  assert sorted(per_step) == list(range(5, summary["global_steps"] + 1, 5))
+  for step, rate in per_step.items():
+    assert rate == pytest.approx(float(schedule(step - 1)), rel=1e-5), step
+  per_epoch = scalars("epoch_learning_rate")
+  assert sorted(per_epoch) == list(range(summary["epochs_run"]))
+  for epoch, rate in per_epoch.items():
+    last_update = (epoch + 1) * steps_per_epoch - 1
+    expected = float(schedule(last_update))
+    assert rate == pytest.approx(expected, rel=1e-5), epoch
 
 
 def test_summary_reports_the_stop_and_the_curves(trained_run):

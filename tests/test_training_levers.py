@@ -1,6 +1,7 @@
 """Each optimization lever of the train flags, on the tiny BERT."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -703,6 +704,66 @@ def test_moving_averages_swap_in_and_back(tiny_bert_dir):
   assert any(not np.array_equal(inside[n], raw[n]) for n in raw)
   for name, value in _weights(model).items():
     np.testing.assert_array_equal(value, raw[name])
+
+
+def _scalars(log_dir, tag):
+  """{step: value} of a scalar in the TensorBoard event files of log_dir."""
+  found = {}
+  for name in sorted(os.listdir(log_dir)):
+    for record in tf.data.TFRecordDataset(os.path.join(log_dir, name)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag == tag:
+          found[event.step] = float(tf.make_ndarray(value.tensor))
+  return found
+
+
+def test_the_logged_learning_rate_is_the_one_each_step_used(
+    tmp_path, tiny_bert_dir
+):
+  """Warmup over 4 steps from 0 to 1e-3, two epochs of two steps: the
+  steps' rates are 0, 2.5e-4, 5e-4 and 7.5e-4, and an epoch's is its last
+  step's. The first step, at rate 0, leaves the weights alone."""
+  model = _compiled(
+      tiny_bert_dir,
+      learning_rate=1e-3,
+      schedule="linear",
+      warmup_steps=4,
+      weight_decay=0.0,
+  )
+  step_logger = callbacks.StepLogger(
+      str(tmp_path), every_steps=1, total_steps=100, global_batch_size=BATCH
+  )
+  tensorboard = callbacks.TensorBoard(str(tmp_path), profile_batch=0)
+  inputs, labels = _batch(size=2 * BATCH)
+  before = _weights(model)
+
+  class FirstStep(tf_keras.callbacks.Callback):
+
+    def on_train_batch_end(self, batch, logs=None):
+      if not hasattr(self, "after"):
+        self.after = _weights(self.model)
+
+  first_step = FirstStep()
+  with training.precision_policy("fp32"):
+    model.fit(
+        inputs,
+        labels,
+        batch_size=BATCH,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[step_logger, tensorboard, first_step],
+    )
+  train_logs = str(tmp_path / "train")
+  assert _scalars(train_logs, "learning_rate") == pytest.approx(
+      {1: 0.0, 2: 2.5e-4, 3: 5e-4, 4: 7.5e-4}
+  )
+  assert _scalars(train_logs, "epoch_learning_rate") == pytest.approx(
+      {0: 2.5e-4, 1: 7.5e-4}
+  )
+  for name, value in first_step.after.items():
+    np.testing.assert_array_equal(value, before[name], err_msg=name)
 
 
 def test_steps_per_execution_runs_several_steps_per_call(tiny_bert_dir):
