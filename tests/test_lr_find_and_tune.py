@@ -105,12 +105,48 @@ def test_grid_values_are_typed_and_checked():
       "epochs": [2, 3],
       "l2_sp": [0.0, 0.01],
   }
+  # Optional fields take their declared type: a model name, a step count.
+  assert tuning.parse_grid(["model=bert-base-cased", "warmup_steps=100"]) == {
+      "model": ["bert-base-cased"],
+      "warmup_steps": [100],
+  }
   with pytest.raises(ValueError, match="'learnin_rate' is not a training"):
     tuning.parse_grid(["learnin_rate=1e-5"])
   with pytest.raises(ValueError, match="'fast' for epochs is not a int"):
     tuning.parse_grid(["epochs=fast"])
   with pytest.raises(ValueError, match="must look like"):
     tuning.parse_grid(["learning_rate"])
+
+
+def test_grid_values_stay_inside_the_trials_directory(tmp_path):
+  """--grid=model=a/../../x names a directory under trials/, not a path
+  out of it."""
+  from tf_finetune import config as config_lib
+
+  model_dir = tmp_path / "cv"
+  config = config_lib.RunConfig(
+      model_dir=str(model_dir),
+      data=config_lib.DataConfig(train_file="train.csv"),
+      model=config_lib.ModelConfig(model="m"),
+  )
+  paths = {"train": "train.jsonl", "validation": "validation.jsonl"}
+  grid = tuning.parse_grid(["model=a/../../x,/abs/m,a%2F..%2F..%2Fx"])
+  trials = os.path.realpath(model_dir / "trials")
+  directories = []
+  for point in tuning.grid_points(grid):
+    trial = tuning.fold_config(config, point, 0, paths)
+    directory = os.path.realpath(os.path.dirname(trial.model_dir))
+    assert os.path.dirname(directory) == trials, trial.model_dir
+    assert trial.model.model == point["model"]  # The value itself is kept.
+    directories.append(os.path.basename(directory))
+  assert directories == [
+      "model=a%2F..%2F..%2Fx",
+      "model=%2Fabs%2Fm",
+      "model=a%252F..%252F..%252Fx",
+  ]
+  # Plain values read as they are.
+  point = {"learning_rate": 3e-05, "epochs": 2}
+  assert tuning.point_directory(point) == "learning_rate=3e-05,epochs=2"
 
 
 def test_tune_cross_validates_resumes_and_refits(

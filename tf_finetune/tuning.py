@@ -26,6 +26,8 @@ import os
 import random
 import subprocess
 import sys
+import typing
+import urllib.parse
 from typing import Any, Optional
 
 import numpy as np
@@ -60,10 +62,9 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
     section = _section_of(name, spec)
     if name in grid:
       raise ValueError(f"--grid names {name!r} twice.")
-    field = next(f for f in dataclasses.fields(section) if f.name == name)
+    kind = _field_type(section, name)
     grid[name] = [
-        _convert(value.strip(), field.default, name)
-        for value in values.split(",")
+        _convert(value.strip(), kind, name) for value in values.split(",")
     ]
   if not grid:
     raise ValueError(
@@ -79,8 +80,18 @@ def _section_of(name: str, spec: str):
   raise ValueError(f"--grid={spec!r}: {name!r} is not a training flag.")
 
 
-def _convert(value: str, default, name: str):
-  kind = type(default) if default is not None else float
+def _field_type(section, name: str) -> type:
+  """The declared type of a config field, Optional[X] read as X (so
+  --grid=model=... gives strings and --grid=warmup_steps=... integers)."""
+  hint = typing.get_type_hints(section)[name]
+  if typing.get_origin(hint) is typing.Union:
+    kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+    if len(kinds) == 1:
+      hint = kinds[0]
+  return hint if hint in (bool, int, float, str) else float
+
+
+def _convert(value: str, kind: type, name: str):
   try:
     if kind is bool:
       if value.lower() not in ("true", "false", "1", "0"):
@@ -103,6 +114,14 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def point_name(point: dict[str, Any]) -> str:
   return ",".join(f"{name}={value}" for name, value in point.items())
+
+
+def point_directory(point: dict[str, Any]) -> str:
+  """The point's name as one directory name: every character but letters,
+  digits and "=,+-_." percent-encoded, so a value holding "/" or ".."
+  (--grid=model=a/../../x -> model=a%2F..%2F..%2Fx) stays inside its
+  parent; distinct points keep distinct names."""
+  return urllib.parse.quote(point_name(point), safe="=,+-_.")
 
 
 def with_params(config: RunConfig, point: dict[str, Any], **data) -> RunConfig:
@@ -228,7 +247,7 @@ def fold_config(
   return dataclasses.replace(
       trial,
       model_dir=os.path.join(
-          config.model_dir, "trials", point_name(point), f"fold_{fold}"
+          config.model_dir, "trials", point_directory(point), f"fold_{fold}"
       ),
       export_dir=None,
       train=dataclasses.replace(trial.train, export=False),
@@ -417,7 +436,7 @@ def _write_hparams(log_dir: str, grid, results: dict) -> None:
     )
   for row in results["points"]:
     with tf.summary.create_file_writer(
-        os.path.join(log_dir, point_name(row["params"]))
+        os.path.join(log_dir, point_directory(row["params"]))
     ).as_default():
       hp.hparams(row["params"], trial_id=point_name(row["params"]))
       tf.summary.scalar(metric, row["mean"], step=1)
