@@ -24,7 +24,22 @@ def test_suggestion_is_a_tenth_of_the_lowest_loss_rate():
   picks = lr_range_test.suggest_learning_rate(rates, smoothed)
   assert picks["lowest_loss"] == 1e-2
   assert picks["suggested"] == pytest.approx(1e-3)
-  assert picks["steepest"] in (1e-3, 1e-2)
+  # Slopes against log(rate) (np.gradient: one-sided at the ends, central
+  # inside), in units of 1/ln(10): -0.01, -0.05, -0.145, -0.20. The last
+  # segment, 0.60 -> 0.40, is the steepest.
+  assert picks["steepest"] == 1e-2
+
+
+def test_a_curve_lowest_at_its_first_step_gets_a_suggestion():
+  """The loss only rose: the lowest point is the first rate (no slope to
+  take before it)."""
+  rates = [1e-5, 1e-4, 1e-3, 1e-2]
+  picks = lr_range_test.suggest_learning_rate(rates, [0.5, 0.6, 0.9, 2.0])
+  assert picks == pytest.approx(
+      {"suggested": 1e-6, "lowest_loss": 1e-5, "steepest": 1e-5}
+  )
+  picks = lr_range_test.suggest_learning_rate(rates, [0.6, 0.5, 0.9, 2.0])
+  assert picks["lowest_loss"] == 1e-4 and picks["steepest"] == 1e-5
 
 
 def test_lr_find_writes_plot_and_suggestion(
@@ -49,7 +64,24 @@ def test_lr_find_writes_plot_and_suggestion(
   assert all(b > a for a, b in zip(rates, rates[1:]))
   # A rate of 10 makes the loss explode: the test stops early.
   assert results["stopped_on_divergence"] is True
-  assert 1e-7 < results["suggested"] < 1.0
+  # The curve: each step's loss at a rate rising geometrically from 1e-7
+  # to 10 over 40 steps, smoothed (bias-corrected moving average, 0.9).
+  assert rates == pytest.approx(
+      [1e-7 * (10 / 1e-7) ** (step / 39) for step in range(len(rates))],
+      rel=1e-4,
+  )
+  losses, smoothed = results["losses"], results["smoothed_losses"]
+  assert len(losses) == len(smoothed) == len(rates)
+  average = 0.0
+  for step, loss in enumerate(losses):
+    average = 0.9 * average + 0.1 * loss
+    assert smoothed[step] == pytest.approx(average / (1 - 0.9 ** (step + 1)))
+  # It stopped once the smoothed loss passed 4 times its lowest value, and
+  # the suggestion is a tenth of the rate of that lowest value.
+  lowest = smoothed.index(min(smoothed))
+  assert smoothed[-1] > 4 * min(smoothed) >= max(smoothed[:-1])
+  assert results["lowest_loss"] == rates[lowest]
+  assert results["suggested"] == pytest.approx(rates[lowest] / 10)
   assert (model_dir / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
   assert f"--learning_rate={results['suggested']:.2g}" in (
       capsys.readouterr().out
@@ -73,12 +105,48 @@ def test_grid_values_are_typed_and_checked():
       "epochs": [2, 3],
       "l2_sp": [0.0, 0.01],
   }
+  # Optional fields take their declared type: a model name, a step count.
+  assert tuning.parse_grid(["model=bert-base-cased", "warmup_steps=100"]) == {
+      "model": ["bert-base-cased"],
+      "warmup_steps": [100],
+  }
   with pytest.raises(ValueError, match="'learnin_rate' is not a training"):
     tuning.parse_grid(["learnin_rate=1e-5"])
   with pytest.raises(ValueError, match="'fast' for epochs is not a int"):
     tuning.parse_grid(["epochs=fast"])
   with pytest.raises(ValueError, match="must look like"):
     tuning.parse_grid(["learning_rate"])
+
+
+def test_grid_values_stay_inside_the_trials_directory(tmp_path):
+  """--grid=model=a/../../x names a directory under trials/, not a path
+  out of it."""
+  from tf_finetune import config as config_lib
+
+  model_dir = tmp_path / "cv"
+  config = config_lib.RunConfig(
+      model_dir=str(model_dir),
+      data=config_lib.DataConfig(train_file="train.csv"),
+      model=config_lib.ModelConfig(model="m"),
+  )
+  paths = {"train": "train.jsonl", "validation": "validation.jsonl"}
+  grid = tuning.parse_grid(["model=a/../../x,/abs/m,a%2F..%2F..%2Fx"])
+  trials = os.path.realpath(model_dir / "trials")
+  directories = []
+  for point in tuning.grid_points(grid):
+    trial = tuning.fold_config(config, point, 0, paths)
+    directory = os.path.realpath(os.path.dirname(trial.model_dir))
+    assert os.path.dirname(directory) == trials, trial.model_dir
+    assert trial.model.model == point["model"]  # The value itself is kept.
+    directories.append(os.path.basename(directory))
+  assert directories == [
+      "model=a%2F..%2F..%2Fx",
+      "model=%2Fabs%2Fm",
+      "model=a%252F..%252F..%252Fx",
+  ]
+  # Plain values read as they are.
+  point = {"learning_rate": 3e-05, "epochs": 2}
+  assert tuning.point_directory(point) == "learning_rate=3e-05,epochs=2"
 
 
 def test_tune_cross_validates_resumes_and_refits(

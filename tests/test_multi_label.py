@@ -46,6 +46,28 @@ def test_micro_and_macro_f1_match_hand_computed_values():
   assert float(macro.result()) == pytest.approx(0.5)
 
 
+def test_training_f1_predicts_at_the_threshold_flag():
+  """Probabilities 0.7 on the true labels, 0.3 on the false ones: at
+  --threshold=0.5 every decision is right; at 0.8 nothing is predicted."""
+  targets = np.array([[1, 0], [0, 1], [1, 1]])
+  logits = np.where(targets, np.log(0.7 / 0.3), np.log(0.3 / 0.7))
+  results = {}
+  for threshold in (0.5, 0.8, 0.25):
+    task = tasks.get_task(
+        config_lib.task_config(task="multi_label", threshold=threshold)
+    )
+    task.bind(TaskState(label_vocab=("a", "b")))
+    micro, macro = task.keras_metrics()
+    for metric in (micro, macro):
+      metric.update_state(targets, logits)
+    results[threshold] = (float(micro.result()), float(macro.result()))
+  assert results[0.5] == pytest.approx((1.0, 1.0))
+  assert results[0.8] == pytest.approx((0.0, 0.0))
+  # At 0.25 every label is predicted: 4 true positives, 6 predicted, 4
+  # actual; per label 2 x 2 / (3 + 2) and 2 x 2 / (3 + 2).
+  assert results[0.25] == pytest.approx((0.8, 0.8))
+
+
 def test_threshold_tuning_picks_the_best_micro_f1():
   targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
   # True labels score 0.3-0.4, false ones 0.1-0.2: any threshold in

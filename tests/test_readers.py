@@ -26,7 +26,9 @@ def test_reads_each_format(tmp_path, suffix):
   examples = _read(path)
   assert examples.texts == ["good film", "bad film"]
   assert examples.labels == ["positive", "negative"]
-  assert examples.line_numbers == [2, 3] if suffix != ".jsonl" else [1, 2]
+  # A JSONL file has no header line.
+  expected_lines = [1, 2] if suffix == ".jsonl" else [2, 3]
+  assert examples.line_numbers == expected_lines
 
 
 def test_reads_sentence_pairs(tmp_path):

@@ -1,5 +1,7 @@
 """tasks/regression.py: scores, correlations, losses, a fit and an export."""
 
+import csv
+import dataclasses
 import json
 import os
 
@@ -249,9 +251,70 @@ def test_tune_accepts_regression_and_refuses_tasks_without_folds(tmp_path):
         task=config_lib.task_config(task=task),
     )
 
+  rows = [
+      {"text": row["text"], "label": float(row["label"])}
+      for row in csv.DictReader(open(path))
+  ]
   folds = tuning.write_folds(config("regression"), 2)
   assert len(folds) == 2
+
+  def read(path):
+    return [json.loads(line) for line in open(path)]
+
+  # Each example validates in exactly one fold and trains in the other,
+  # with its text and score as read.
+  validated = []
+  for fold in folds:
+    train, validation = read(fold["train"]), read(fold["validation"])
+    assert validation and train
+    for row in train + validation:
+      row["label"] = float(row["label"])
+    assert sorted(map(json.dumps, train + validation)) == sorted(
+        map(json.dumps, rows)
+    )
+    validated += validation
+  assert sorted(map(json.dumps, validated)) == sorted(map(json.dumps, rows))
   with pytest.raises(
       ValueError, match="--task=token_classification is not " "supported"
   ):
     tuning.write_folds(config("token_classification"), 2)
+
+
+def test_tune_folds_spread_the_scores_by_quantile(tmp_path, caplog):
+  """40 distinct scores in 4 folds: each fold holds one of every 4
+  neighbouring scores (quantile bins), not one "class" per distinct float
+  dealt out in the string order of the scores ("13.36" before "2.37")."""
+  from tf_finetune import tuning
+
+  scores = [round(0.037 * i * i, 2) for i in range(40)]
+  rows = [
+      {"text": f"text {i}", "label": score} for i, score in enumerate(scores)
+  ]
+  path = write_rows(str(tmp_path / "train.jsonl"), rows)
+  config = config_lib.RunConfig(
+      model_dir=str(tmp_path / "cv"),
+      data=config_lib.DataConfig(train_file=path),
+      model=config_lib.ModelConfig(model="m"),
+      task=config_lib.task_config(task="regression"),
+  )
+  with caplog.at_level("WARNING"):
+    folds = tuning.write_folds(config, 4)
+  assert "rarest label" not in caplog.text
+  fold_of = {}
+  for fold, paths in enumerate(folds):
+    for line in open(paths["validation"]):
+      fold_of[float(json.loads(line)["label"])] = fold
+  assert sorted(fold_of) == scores
+  for start in range(0, 40, 4):
+    assert sorted(fold_of[s] for s in scores[start : start + 4]) == [0, 1, 2, 3]
+  # A different seed deals each bin out differently.
+  reseeded = dataclasses.replace(
+      config,
+      model_dir=str(tmp_path / "cv2"),
+      train=dataclasses.replace(config.train, seed=7),
+  )
+  other = {}
+  for fold, paths in enumerate(tuning.write_folds(reseeded, 4)):
+    for line in open(paths["validation"]):
+      other[float(json.loads(line)["label"])] = fold
+  assert other != fold_of

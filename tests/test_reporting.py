@@ -30,6 +30,27 @@ def test_falling_validation_loss_is_not_overfitting():
   assert found["message"].startswith("No sign of overfitting")
 
 
+def test_gaps_have_the_signs_their_words_say():
+  """Validation loss 0.5 against training 0.4, training accuracy 0.9
+  against validation 0.8: both gaps +0.1, as the message says."""
+  history = {
+      "loss": [0.7, 0.4],
+      "val_loss": [0.6, 0.5],
+      "accuracy": [0.6, 0.9],
+      "val_accuracy": [0.6, 0.8],
+  }
+  found = reporting.diagnose_overfitting(
+      history, monitor="val_loss", best_epoch=2
+  )
+  assert found["loss_gap"] == pytest.approx(0.1)
+  assert found["accuracy_gap"] == pytest.approx(0.1)
+  assert found["message"] == (
+      "No sign of overfitting: validation loss 0.5000 at the last epoch "
+      "against its lowest 0.5000 (epoch 2); at epoch 2, validation minus "
+      "training loss: +0.1000, training minus validation accuracy: +0.1000."
+  )
+
+
 def test_tasks_without_accuracy_get_a_message_without_it():
   history = {
       "loss": [5.2, 5.0],
@@ -43,7 +64,8 @@ def test_tasks_without_accuracy_get_a_message_without_it():
   assert "accuracy_gap" not in found
   assert found["message"] == (
       "No sign of overfitting: validation loss 5.0000 at the last epoch "
-      "against its lowest 5.0000 (epoch 2)."
+      "against its lowest 5.0000 (epoch 2); at epoch 2, validation minus "
+      "training loss: +0.0000."
   )
 
 

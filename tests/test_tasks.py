@@ -24,6 +24,7 @@ from tf_finetune import (
     serving,
     tasks,
 )
+from tf_finetune.data import readers
 
 
 def _mock_tfds(name, split, task="classification", **data):
@@ -307,3 +308,35 @@ def test_glue_predictions_for_names_and_scores():
       ValueError, match="--glue_tsv is for classification " "and regression"
   ):
     prediction.glue_prediction({"predicted_tags": ["O"]}, ["O", "B-X"])
+
+
+def test_glue_wnli_predictions_are_0_and_1_rte_and_qnli_names(tmp_path):
+  """TFDS glue/wnli labels are (not_entailment, entailment), RTE's and
+  QNLI's the same two; WNLI.tsv holds 0/1 (1: entailment), RTE.tsv and
+  QNLI.tsv the names."""
+  wnli_vocab = ["not_entailment", "entailment"]
+  rte_vocab = ["entailment", "not_entailment"]
+  predictions = [
+      {"predicted_label": "entailment"},
+      {"predicted_label": "not_entailment"},
+  ]
+  examples = readers.Examples(
+      texts=["a", "b"],
+      text_pairs=["c", "d"],
+      labels=None,
+      rows=[{"idx": 7}, {"idx": 8}],
+      line_numbers=[2, 3],
+      source="test.tsv",
+  )
+  written = {}
+  for name, vocab in (
+      ("WNLI.tsv", wnli_vocab),
+      ("RTE.tsv", rte_vocab),
+      ("QNLI.tsv", rte_vocab),
+  ):
+    path = str(tmp_path / name)
+    prediction.write_glue_tsv(path, examples, predictions, vocab)
+    written[name] = open(path).read()
+  assert written["WNLI.tsv"] == "index\tprediction\n7\t1\n8\t0\n"
+  names = "index\tprediction\n7\tentailment\n8\tnot_entailment\n"
+  assert written["RTE.tsv"] == written["QNLI.tsv"] == names

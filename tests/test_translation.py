@@ -411,6 +411,96 @@ def test_generation_shapes_greedy_and_beam(tiny_seq2seq):
     )
 
 
+def _bigram_seq2seq(next_token_probabilities: dict) -> object:
+  """A T5 whose next token depends only on the previous one.
+
+  The decoder's attention and feed-forward outputs are zero, so its last
+  hidden state is the normalized embedding of the previous token; with
+  one-hot embeddings the untied output layer holds log p(next | previous)
+  row by row. Token 0 is the pad and decoder start, 1 the end; a row given
+  as {token: p} shares the rest of its mass evenly, other rows end with 0.9.
+  """
+  import transformers
+
+  vocab, width = 8, 16
+  config = transformers.T5Config(
+      vocab_size=vocab,
+      d_model=width,
+      d_kv=8,
+      d_ff=16,
+      num_layers=1,
+      num_decoder_layers=1,
+      num_heads=2,
+      dropout_rate=0.0,
+      feed_forward_proj="relu",
+      tie_word_embeddings=False,
+      pad_token_id=0,
+      eos_token_id=1,
+      decoder_start_token_id=0,
+  )
+  seq2seq = transformers.TFT5ForConditionalGeneration(config)
+  seq2seq(input_ids=tf.constant([[2, 1]]), decoder_input_ids=tf.constant([[0]]))
+  probabilities = np.full((vocab, vocab), 0.1 / (vocab - 1))
+  probabilities[:, 1] = 0.9
+  for previous, row in next_token_probabilities.items():
+    rest = [token for token in range(vocab) if token not in row]
+    probabilities[previous, rest] = (1 - sum(row.values())) / len(rest)
+    for token, probability in row.items():
+      probabilities[previous, token] = probability
+  for variable in seq2seq.weights:
+    name = variable.name
+    if name.startswith("shared"):
+      variable.assign(np.eye(vocab, width))
+    elif "lm_head" in name:
+      # RMS normalization makes the one-hot embedding sqrt(width) long.
+      kernel = np.zeros((width, vocab))
+      kernel[:vocab] = np.log(probabilities) / np.sqrt(width)
+      variable.assign(kernel)
+    elif "decoder" in name and ("/o/kernel" in name or "/wo/kernel" in name):
+      variable.assign(tf.zeros_like(variable))
+  return seq2seq
+
+
+@pytest.mark.parametrize(
+    "table, greedy, beam",
+    [
+        # Greedy takes 2 (0.5), then ends at 0.24: 0.12. Two beams also keep
+        # 2's runner-up 3 (0.4), which ends at 0.9: 0.36, the better one.
+        (
+            {
+                0: {2: 0.5, 3: 0.4},
+                2: {1: 0.24, 4: 0.18, 5: 0.18, 6: 0.18, 7: 0.18},
+                3: {1: 0.9},
+            },
+            [2],
+            [3],
+        ),
+        # 2 then the end (0.45) beats 3 then the end (0.2): they agree.
+        ({0: {2: 0.5, 3: 0.4}, 2: {1: 0.9}, 3: {1: 0.5}}, [2], [2]),
+    ],
+)
+def test_beam_search_finds_the_likelier_translation_greedy_misses(
+    table, greedy, beam
+):
+  seq2seq = _bigram_seq2seq(table)
+  sources = [[5, 6, 1], [7, 1], [4, 4, 4, 4, 1]]
+
+  def translate(num_beams):
+    generated = translation.generate_ids(
+        seq2seq,
+        sources,
+        batch_size=2,
+        num_beams=num_beams,
+        max_new_tokens=4,
+        pad_id=0,
+    )
+    return [translation.strip_generated([row], 1, 0)[0] for row in generated]
+
+  assert translate(1) == [greedy] * len(sources)
+  assert translate(2) == [beam] * len(sources)
+  assert translate(3) == [beam] * len(sources)
+
+
 def test_bleu_and_chrf_on_known_examples():
   perfect = translation.translation_metrics(
       ["el gato ve el perro"], ["el gato ve el perro"]
@@ -448,8 +538,20 @@ def test_training_lowers_loss_and_evaluates(translation_run):
     results = json.load(f)
   assert set(results) == {"validation", "test"}
   assert results["test"]["num_examples"] == 16
-  assert 0.0 <= results["test"]["bleu"] <= 100.0
-  assert results["test"]["chrf"] > 0.0
+  # The reported scores are those of the model's translations of the test
+  # sources against their references, recomputed here with sacreBLEU.
+  import sacrebleu
+
+  test_rows = make_parallel_rows(16, seed=3)
+  trained = artifacts.load_trained(translation_run)
+  hypotheses = translation.PythonTranslator(
+      trained.model, trained.config.task
+  ).translate([row["source"] for row in test_rows])
+  references = [[row["target"] for row in test_rows]]
+  bleu = sacrebleu.corpus_bleu(hypotheses, references).score
+  chrf = sacrebleu.corpus_chrf(hypotheses, references).score
+  assert results["test"]["bleu"] == pytest.approx(bleu, abs=1e-4)
+  assert results["test"]["chrf"] == pytest.approx(chrf, abs=1e-4)
   assert os.path.isfile(
       os.path.join(translation_run, "tokenizer", "spiece.model")
   )
@@ -516,8 +618,15 @@ def test_evaluate_and_predict_binaries(
   ]
   assert len(records) == 16
   assert set(records[0]) == {"source", "target", "translation"}
-  assert records[0]["translation"] == lines[0] or isinstance(
-      records[0]["translation"], str
+  # Both files hold the model's translations of their sources, in order.
+  trained = artifacts.load_trained(translation_run)
+  translator = translation.PythonTranslator(trained.model, trained.config.task)
+  assert lines[:-1] == translator.translate([r["source"] for r in rows])
+  test_rows = make_parallel_rows(16, seed=3)
+  assert [r["source"] for r in records] == [r["source"] for r in test_rows]
+  assert [r["target"] for r in records] == [r["target"] for r in test_rows]
+  assert [r["translation"] for r in records] == translator.translate(
+      [r["source"] for r in test_rows]
   )
 
 

@@ -69,11 +69,13 @@ def suggest_learning_rate(rates: list[float], smoothed: list[float]) -> dict:
         "--lr_find_steps or --lr_find_max."
     )
   lowest = int(np.argmin(smoothed))
-  slopes = np.gradient(
-      np.asarray(smoothed[: lowest + 1] or smoothed[:1]),
-      np.log(np.asarray(rates[: lowest + 1] or rates[:1])),
-  )
-  steepest = int(np.argmin(slopes)) if lowest >= 2 else 0
+  steepest = 0  # A curve that never fell has no descent before its lowest.
+  if lowest >= 2:
+    slopes = np.gradient(
+        np.asarray(smoothed[: lowest + 1]),
+        np.log(np.asarray(rates[: lowest + 1])),
+    )
+    steepest = int(np.argmin(slopes))
   return {
       "suggested": rates[lowest] / 10.0,
       "lowest_loss": rates[lowest],
@@ -132,6 +134,13 @@ def find_learning_rate(
   ]
   rates = [rate for rate, _ in finite]
   picks = suggest_learning_rate(rates, recorder.smoothed)
+  if picks["lowest_loss"] == rates[0]:
+    logging.warning(
+        "The smoothed loss was lowest at the first rate, %.3g: it never "
+        "fell, and the suggestion is below the tested range; lower "
+        "--lr_find_min.",
+        rates[0],
+    )
   results = {
       **picks,
       "steps_run": len(recorder.losses),

@@ -136,10 +136,18 @@ GLUE_BINARY_LABELS = (
     ("not_equivalent", "equivalent"),
     ("not_duplicate", "duplicate"),
 )
+# WNLI's submission holds 0/1 too (1: entailment), but RTE and QNLI, whose
+# submissions hold the names, have the same two labels: the submission
+# file's name, WNLI.tsv, tells them apart.
+GLUE_WNLI_LABELS = ("not_entailment", "entailment")
+GLUE_WNLI_FILENAME = "WNLI.tsv"
 
 
-def glue_prediction(prediction: dict, label_vocab: Sequence[str]) -> str:
-  """One prediction as the GLUE leaderboard wants it."""
+def glue_prediction(
+    prediction: dict, label_vocab: Sequence[str], filename: str = ""
+) -> str:
+  """One prediction as the GLUE leaderboard wants it in the submission file
+  `filename` (e.g. "MRPC.tsv"; its name matters for WNLI only)."""
   if "predicted_score" in prediction:
     return f"{prediction['predicted_score']:.3f}"
   if "predicted_label" not in prediction:
@@ -148,7 +156,10 @@ def glue_prediction(prediction: dict, label_vocab: Sequence[str]) -> str:
         "models (GLUE has no multi-label or tagging task)."
     )
   label = prediction["predicted_label"]
-  for names in GLUE_BINARY_LABELS:
+  binary = list(GLUE_BINARY_LABELS)
+  if os.path.basename(filename) == GLUE_WNLI_FILENAME:
+    binary.append(GLUE_WNLI_LABELS)
+  for names in binary:
     if set(label_vocab) == set(names):
       return str(names.index(label))
   return label
@@ -164,7 +175,9 @@ def write_glue_tsv(
   then one line per example.
 
   The index is the example's `idx` (TFDS, GLUE's own files call it `index`)
-  column when the input has one, else its position.
+  column when the input has one, else its position. Name the file as the
+  leaderboard does (CoLA.tsv, MRPC.tsv, WNLI.tsv, ...): WNLI's 0/1 are told
+  from RTE's and QNLI's label names by it.
   """
   if not path.endswith(".tsv"):
     raise ValueError(
@@ -174,6 +187,6 @@ def write_glue_tsv(
   lines = ["index\tprediction"]
   for position, (row, prediction) in enumerate(zip(examples.rows, predictions)):
     index = row.get("idx", row.get("index", position))
-    lines.append(f"{index}\t{glue_prediction(prediction, label_vocab)}")
+    lines.append(f"{index}\t{glue_prediction(prediction, label_vocab, path)}")
   io_utils.write_text_atomically(path, "\n".join(lines) + "\n")
   logging.info("Wrote %d GLUE predictions to %s.", len(predictions), path)

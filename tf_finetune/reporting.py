@@ -21,9 +21,10 @@ def diagnose_overfitting(
 
   Returns:
     "overfitting" (bool or None without validation data), "message" (one
-    sentence for the log), and the train-minus-validation gaps of loss and
-    accuracy at the kept epoch ("loss_gap", "accuracy_gap"; a positive
-    accuracy gap means training accuracy is higher).
+    sentence for the log), and the gaps at the kept epoch, each positive
+    when the model does better on its training data: "loss_gap", validation
+    minus training loss, and "accuracy_gap", training minus validation
+    accuracy.
   """
   train_loss = history.get("loss", [])
   val_loss = history.get("val_loss", [])
@@ -63,11 +64,12 @@ def diagnose_overfitting(
     result["message"] = (
         f"No sign of overfitting: validation loss {val_loss[-1]:.4f} at the "
         f"last epoch against its lowest {val_loss[lowest]:.4f} (epoch "
-        f"{lowest + 1})"
+        f"{lowest + 1}); at epoch {kept + 1}, validation minus training "
+        f"loss: {result['loss_gap']:+.4f}"
     )
     if "accuracy_gap" in result:
       result["message"] += (
-          f"; training minus validation accuracy at epoch {kept + 1}: "
+          f", training minus validation accuracy: "
           f"{result['accuracy_gap']:+.4f}"
       )
     result["message"] += "."

@@ -26,6 +26,8 @@ import os
 import random
 import subprocess
 import sys
+import typing
+import urllib.parse
 from typing import Any, Optional
 
 import numpy as np
@@ -60,10 +62,9 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
     section = _section_of(name, spec)
     if name in grid:
       raise ValueError(f"--grid names {name!r} twice.")
-    field = next(f for f in dataclasses.fields(section) if f.name == name)
+    kind = _field_type(section, name)
     grid[name] = [
-        _convert(value.strip(), field.default, name)
-        for value in values.split(",")
+        _convert(value.strip(), kind, name) for value in values.split(",")
     ]
   if not grid:
     raise ValueError(
@@ -79,8 +80,18 @@ def _section_of(name: str, spec: str):
   raise ValueError(f"--grid={spec!r}: {name!r} is not a training flag.")
 
 
-def _convert(value: str, default, name: str):
-  kind = type(default) if default is not None else float
+def _field_type(section, name: str) -> type:
+  """The declared type of a config field, Optional[X] read as X (so
+  --grid=model=... gives strings and --grid=warmup_steps=... integers)."""
+  hint = typing.get_type_hints(section)[name]
+  if typing.get_origin(hint) is typing.Union:
+    kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+    if len(kinds) == 1:
+      hint = kinds[0]
+  return hint if hint in (bool, int, float, str) else float
+
+
+def _convert(value: str, kind: type, name: str):
   try:
     if kind is bool:
       if value.lower() not in ("true", "false", "1", "0"):
@@ -103,6 +114,14 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def point_name(point: dict[str, Any]) -> str:
   return ",".join(f"{name}={value}" for name, value in point.items())
+
+
+def point_directory(point: dict[str, Any]) -> str:
+  """The point's name as one directory name: every character but letters,
+  digits and "=,+-_." percent-encoded, so a value holding "/" or ".."
+  (--grid=model=a/../../x -> model=a%2F..%2F..%2Fx) stays inside its
+  parent; distinct points keep distinct names."""
+  return urllib.parse.quote(point_name(point), safe="=,+-_.")
 
 
 def with_params(config: RunConfig, point: dict[str, Any], **data) -> RunConfig:
@@ -146,6 +165,25 @@ def stratified_folds(labels: list[str], num_folds: int, seed: int) -> list[int]:
   return fold_of
 
 
+def score_bins(
+    scores: list[float], num_folds: int, max_bins: int = 10
+) -> list[str]:
+  """Stratification labels of regression scores: their quantile bins.
+
+  Every distinct score a class of its own would give each "class" one
+  example; bins of neighbouring scores, each of at least `num_folds`
+  examples, spread low, middle and high scores over every fold. With 40
+  scores and 4 folds: 10 bins of 4, one of each bin in every fold.
+  """
+  count = len(scores)
+  num_bins = max(1, min(max_bins, count // num_folds))
+  order = sorted(range(count), key=lambda index: scores[index])
+  bins = [0] * count
+  for rank, index in enumerate(order):
+    bins[index] = rank * num_bins // count
+  return [f"bin_{bin_index:02d}" for bin_index in bins]
+
+
 def _write_jsonl(path: str, rows: list[dict]) -> None:
   text = io.StringIO()
   for row in rows:
@@ -154,7 +192,8 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
 
 
 def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
-  """Splits the training data into stratified folds written as JSONL."""
+  """Splits the training data into stratified folds written as JSONL
+  (regression: stratified by quantile bins of the scores)."""
   if config.task.task not in ("classification", "regression"):
     raise ValueError(
         f"tune splits text-level data into folds; "
@@ -164,7 +203,10 @@ def write_folds(config: RunConfig, num_folds: int) -> list[dict[str, str]]:
   examples = tasks.get_task(config.task).read(config.data, "train")
   if examples.labels is None:
     raise ValueError(f"{examples.source} has no labels.")
-  fold_of = stratified_folds(examples.labels, num_folds, config.train.seed)
+  strata = examples.labels
+  if config.task.task == "regression":
+    strata = score_bins([float(label) for label in strata], num_folds)
+  fold_of = stratified_folds(strata, num_folds, config.train.seed)
   rows = []
   for index in range(len(examples)):
     row = {"text": examples.texts[index], "label": examples.labels[index]}
@@ -205,7 +247,7 @@ def fold_config(
   return dataclasses.replace(
       trial,
       model_dir=os.path.join(
-          config.model_dir, "trials", point_name(point), f"fold_{fold}"
+          config.model_dir, "trials", point_directory(point), f"fold_{fold}"
       ),
       export_dir=None,
       train=dataclasses.replace(trial.train, export=False),
@@ -394,7 +436,7 @@ def _write_hparams(log_dir: str, grid, results: dict) -> None:
     )
   for row in results["points"]:
     with tf.summary.create_file_writer(
-        os.path.join(log_dir, point_name(row["params"]))
+        os.path.join(log_dir, point_directory(row["params"]))
     ).as_default():
       hp.hparams(row["params"], trial_id=point_name(row["params"]))
       tf.summary.scalar(metric, row["mean"], step=1)

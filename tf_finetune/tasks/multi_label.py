@@ -65,14 +65,22 @@ def best_threshold(targets: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 class MultiLabelF1(tf_keras.metrics.Metric):
-  """Streaming micro or macro F1 of sigmoid outputs at probability 0.5."""
+  """Streaming micro or macro F1 of logits, a label predicted when its
+  probability (sigmoid of its logit) reaches `threshold`."""
 
   def __init__(
-      self, num_labels: int, average: str = "micro", name=None, **kwargs
+      self,
+      num_labels: int,
+      average: str = "micro",
+      name=None,
+      *,
+      threshold: float = 0.5,
+      **kwargs,
   ):
     super().__init__(name=name or f"{average}_f1", dtype="float32", **kwargs)
     self.num_labels = num_labels
     self.average = average
+    self.threshold = float(threshold)
     # Rows: true positives, predicted, actual; one column per label.
     self.counts = self.add_weight(
         "counts", shape=(3, num_labels), initializer="zeros", dtype=tf.float32
@@ -80,7 +88,9 @@ class MultiLabelF1(tf_keras.metrics.Metric):
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     targets = tf.cast(y_true, tf.float32)
-    predicted = tf.cast(y_pred >= 0.0, tf.float32)  # logit 0 = probability 0.5
+    # As the export decides: the float32 probability against the threshold.
+    probabilities = tf.sigmoid(tf.cast(y_pred, tf.float32))
+    predicted = tf.cast(probabilities >= self.threshold, tf.float32)
     self.counts.assign_add(
         tf.stack(
             [
@@ -109,6 +119,7 @@ class MultiLabelF1(tf_keras.metrics.Metric):
         **super().get_config(),
         "num_labels": self.num_labels,
         "average": self.average,
+        "threshold": self.threshold,
     }
 
 
@@ -243,9 +254,12 @@ class MultiLabel(text.TextTask):
     return binary_cross_entropy
 
   def keras_metrics(self):
+    # Training and validation during fit use --threshold; a threshold tuned
+    # on validation data is chosen after fit, for evaluation and export.
+    threshold = self.config.threshold
     return [
-        MultiLabelF1(self.head_size(), "micro"),
-        MultiLabelF1(self.head_size(), "macro"),
+        MultiLabelF1(self.head_size(), "micro", threshold=threshold),
+        MultiLabelF1(self.head_size(), "macro", threshold=threshold),
     ]
 
   def predict(self, model, encoded, *, batch_size):

@@ -42,7 +42,7 @@ def fit_callbacks(
       nan_guard,
       history,
       # Keras sends the summaries of non-chief workers to scratch itself.
-      tf_keras.callbacks.TensorBoard(
+      callbacks.TensorBoard(
           os.path.join(model_dir, artifacts.LOG_DIR), profile_batch=0
       ),
       callbacks.StepLogger(
