@@ -478,15 +478,6 @@ def _backbone_kernels(model, power):
 # on the tiny BERT (lr 1e-2): L2-SP keeps the kernels 30x closer to the
 # pretrained ones, backbone L2 shrinks their squared norm 15x, backbone L1
 # their L1 norm 3.5x, head L2 and L1 the head kernel's norms 3x.
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "TextClassifier.train_step divides the penalty by the replica count "
-        "outside its GradientTape, so the penalty's gradients are None and "
-        "no penalty moves a weight; dividing inside the tape fixes it "
-        "(tf_finetune/models/classifier.py). Remove this mark with the fix."
-    ),
-)
 @pytest.mark.parametrize(
     "penalty, measure",
     [

@@ -323,14 +323,16 @@ class TextClassifier(tf_keras.Model):
     else:
       gradients = self._data_gradients(inputs, labels, variables, global_batch)
     if self.losses:
+      # The division stays inside the tape: outside it the tape records
+      # nothing and every penalty gradient would be None.
       with tf.GradientTape() as tape:
-        penalty = tf.add_n(self.losses)
-      penalty_gradients = tape.gradient(penalty / replicas, variables)
+        penalty = tf.add_n(self.losses) / replicas
+      penalty_gradients = tape.gradient(penalty, variables)
       gradients = [
           g if p is None else (p if g is None else tf.convert_to_tensor(g) + p)
           for g, p in zip(gradients, penalty_gradients)
       ]
-      self.penalty_tracker.update_state(penalty)
+      self.penalty_tracker.update_state(penalty * replicas)
     pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
     gradients = [g for g, _ in pairs]
     if replicas > 1:
