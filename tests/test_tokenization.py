@@ -268,7 +268,7 @@ def _set(path, value):
                     "normalized": True,
                 }
             ),
-            "added token '!' with normalized",
+            "added token '!', which is not a special token",
         ),
         (
             lambda spec: spec["added_tokens"].pop(),

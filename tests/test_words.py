@@ -137,7 +137,9 @@ def test_a_100000_character_text_splits_quickly():
 
 
 def _encoder():
-  return TextEncoder(vocab=make_vocab(), lower_case=True, max_seq_length=32)
+  return TextEncoder.wordpiece(
+      vocab=make_vocab(), lower_case=True, max_seq_length=32
+  )
 
 
 def test_question_answering_spans_split_at_unicode_whitespace():

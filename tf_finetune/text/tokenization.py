@@ -188,6 +188,7 @@ def subword_tokenizer_from_hf(tokenizer) -> tuple[str, tf.Module]:
         vocab=wordpiece["vocab"],
         lower_case=wordpiece["lower_case"],
         unk_token=tokenizer.unk_token,
+        special_tokens=wordpiece["special_tokens"],
     )
   pre_tokenizer = spec.get("pre_tokenizer") or {}
   kinds = {pre_tokenizer.get("type")} | {
@@ -243,6 +244,11 @@ class TextEncoder(tf.Module):
     # The first and last special tokens of one text: [CLS] and [SEP].
     self.cls_id = specials[0] if specials else pad_id
     self.sep_id = specials[-1] if specials else pad_id
+
+  @property
+  def lower_case(self) -> bool:
+    """Whether the tokenizer lowercases and strips accents (WordPiece)."""
+    return bool(getattr(self._tokenizer, "lower_case", False))
 
   @classmethod
   def wordpiece(

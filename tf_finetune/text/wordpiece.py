@@ -90,6 +90,7 @@ class WordPiece(tf.Module):
       vocab: Sequence[str],
       lower_case: bool,
       unk_token: str = "[UNK]",
+      special_tokens: Optional[Sequence[str]] = None,
       name: Optional[str] = None,
   ):
     """Builds the tokenizer.
@@ -100,6 +101,8 @@ class WordPiece(tf.Module):
       lower_case: Whether the tokenizer is uncased: it strips accents and
         lowercases (BERT's uncased tokenizers do both).
       unk_token: The token of a word that cannot be split into pieces.
+      special_tokens: Tokens matched as written in raw text (default:
+        BERT's special tokens that are in the vocabulary).
       name: The module's name.
 
     Raises:
@@ -115,7 +118,9 @@ class WordPiece(tf.Module):
       )
     self.lower_case = lower_case
     self.unk_token = unk_token
-    self.special_tokens = tuple(t for t in SPECIAL_TOKENS if t in vocab)
+    if special_tokens is None:
+      special_tokens = SPECIAL_TOKENS
+    self.special_tokens = tuple(t for t in special_tokens if t in vocab)
     _check_token_lengths(vocab)
     if lower_case:
       _check_uncased_alphabet(vocab)
@@ -268,8 +273,14 @@ def spec_from_hf_tokenizer(tokenizer) -> dict[str, Any]:
   if ids != list(range(len(ids))):
     raise TokenizerNotSupportedError("The tokenizer's ids are not 0..N-1.")
   tokens = [token for token, _ in vocab]
-  _check_added_tokens(spec.get("added_tokens") or [], tokens)
-  return {"vocab": tokens, "lower_case": lower_case}
+  special_tokens = _check_added_tokens(
+      spec.get("added_tokens") or [], tokens, lower_case
+  )
+  return {
+      "vocab": tokens,
+      "lower_case": lower_case,
+      "special_tokens": special_tokens,
+  }
 
 
 def _check_normalizer(normalizer: dict[str, Any]) -> bool:
@@ -297,9 +308,21 @@ def _check_normalizer(normalizer: dict[str, Any]) -> bool:
 
 
 def _check_added_tokens(
-    added: Sequence[dict[str, Any]], vocab: Sequence[str]
-) -> None:
-  """Added tokens must be BERT's special tokens, matched as written."""
+    added: Sequence[dict[str, Any]], vocab: Sequence[str], lower_case: bool
+) -> tuple[str, ...]:
+  """The special tokens matched in raw text, as the tokenizer matches them.
+
+  BERT's special tokens in the vocabulary must all be added tokens. A family's
+  other special tokens (MPNet's <s>, <mask>) are matched when the tokenizer
+  matches them as written (or on normalized text they survive unchanged);
+  one it matches with stripped whitespace around it (MPNet's <mask>) is
+  read as plain text, the one place the graph differs, and only for text
+  that spells it out.
+
+  Raises:
+    TokenizerNotSupportedError: an added token that is not special, or a
+      BERT special token the tokenizer does not match.
+  """
   expected = {t for t in SPECIAL_TOKENS if t in vocab}
   missing = expected - {token.get("content") for token in added}
   if missing:
@@ -308,17 +331,28 @@ def _check_added_tokens(
         "text; in-graph tokenization matches every one of BERT's special "
         "tokens in the vocabulary."
     )
+  matched = []
   for token in added:
     content = token.get("content")
-    flags = [
-        key
-        for key in ("single_word", "lstrip", "rstrip", "normalized")
-        if token.get(key)
-    ]
-    if content not in expected or not token.get("special") or flags:
+    if not token.get("special"):
       raise TokenizerNotSupportedError(
-          f"The tokenizer has the added token {content!r}"
-          f"{' with ' + ', '.join(flags) if flags else ''}; in-graph "
-          f"tokenization matches only BERT's special tokens "
-          f"({', '.join(sorted(expected))}), as written."
+          f"The tokenizer has the added token {content!r}, which is not a "
+          "special token; in-graph tokenization matches special tokens only."
       )
+    stripped = any(
+        token.get(key) for key in ("single_word", "lstrip", "rstrip")
+    )
+    changed = (
+        token.get("normalized") and lower_case and (content != content.lower())
+    )
+    if content in expected and stripped:
+      raise TokenizerNotSupportedError(
+          f"The tokenizer matches {content!r} with the whitespace around "
+          "it; in-graph tokenization matches BERT's special tokens as "
+          "written."
+      )
+    # A token matched on normalized text that normalization changes ("[UNK]"
+    # lowercased) never matches: both sides read it as plain text.
+    if not (stripped or changed):
+      matched.append(content)
+  return tuple(matched)
