@@ -818,10 +818,11 @@ def test_keras_state_is_what_keras_keeps_and_checkpoints():
     # First step from zero slots, g = 2: m = (1 - 0.9) g, v = (1 - 0.999) g^2.
     np.testing.assert_allclose(state.momentum.numpy(), 0.2, rtol=1e-6)
     np.testing.assert_allclose(state.velocity.numpy(), 0.004, rtol=1e-4)
-    # The average starts at the weights: 0.5 * before + 0.5 * after.
+    # The average starts at the weights; the first update's decay is the
+    # ramp's 2 / 11 (below --ema_decay=0.5).
     np.testing.assert_allclose(
         state.average.numpy(),
-        0.5 * before[name] + 0.5 * variable.numpy(),
+        2 / 11 * before[name] + 9 / 11 * variable.numpy(),
         rtol=1e-6,
     )
     assert optimizer.moving_average_of(variable) is state.average
@@ -830,6 +831,50 @@ def test_keras_state_is_what_keras_keeps_and_checkpoints():
   assert len(
       {optimizer._keras_state(v).key for v in variables.values()}
   ) == len(variables)
+
+
+def test_adam_is_bias_corrected_every_step():
+  """Under a constant gradient g every update is rate * g / |g|, from the
+  first: Adam's bias correction divides m and v by 1 - beta^t. Without it
+  (the original BERT optimizer) the first update would be
+  rate * 0.1 / sqrt(0.001) = 3.2 x rate, the tenth still 2.1 x rate."""
+  optimizer = _adamw(weight_decay=0.0)
+  variable = tf.Variable(np.array([1.0, -2.0], np.float32), name="w")
+  moves = []
+  for _ in range(10):
+    before = variable.numpy()
+    optimizer.apply_gradients([(tf.constant([3.0, -0.5]), variable)])
+    moves.append(before - variable.numpy())
+  np.testing.assert_allclose(
+      np.array(moves), np.tile([0.1, -0.1], (10, 1)), rtol=1e-4
+  )
+
+
+def test_moving_average_is_debiased_by_the_ramp():
+  """The average after each update is the ramped average of the recorded
+  weights, min(decay, (1 + n) / (10 + n)) at update n, so the starting
+  weights keep a share of 10! (n + 1)! / (n + 10)!, not decay^n."""
+  decay, updates = 0.999, 40
+  optimizer = _adamw(ema_decay=decay, weight_decay=0.0)
+  start = np.array([1.0, -2.0])
+  variable = tf.Variable(start.astype(np.float32), name="w")
+  expected, share = start.copy(), 1.0
+  for n in range(1, updates + 1):
+    optimizer.apply_gradients([(tf.constant([1.0, 1.0]), variable)])
+    ramp = min(decay, (1 + n) / (10 + n))
+    expected = ramp * expected + (1 - ramp) * variable.numpy()
+    share *= ramp
+    np.testing.assert_allclose(
+        optimizer.moving_average_of(variable).numpy(),
+        expected,
+        rtol=1e-5,
+        err_msg=f"update {n}",
+    )
+  assert share < 1e-8  # Keras' fixed decay would leave 0.999^40 = 0.96.
+  # The weights moved by 0.1 per update; the average sits near the end of
+  # the path, 40 x 0.1 = 4 from the start, not at the start.
+  average = optimizer.moving_average_of(variable).numpy()
+  assert np.all(start - average > 3.0), average
 
 
 def _dense_variables():
