@@ -279,6 +279,11 @@ def create_optimizer(
     lr_multipliers: Per-variable learning-rate factors by variable name
       (layer-wise decay, see `models.backbone.layerwise_lr_multipliers`).
   """
+  if not config.resolved:
+    raise ValueError(
+        f"--recipe={config.recipe} has not chosen its settings yet; "
+        "training.prepare() resolves them from the training data."
+    )
   return AdamW(
       learning_rate=learning_rate
       or create_schedule(config, total_steps, steps_per_epoch=steps_per_epoch),

@@ -41,6 +41,8 @@ from tf_finetune.config.groups import (
 from tf_finetune.config.training import (
     DISTRIBUTIONS,
     PRECISIONS,
+    RECIPE_SETTINGS,
+    RECIPES,
     SCHEDULES,
     UNFREEZE_SCHEDULES,
     TrainConfig,

@@ -30,6 +30,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNFREEZE_SCHEDULES = ("none", "gradual")
 
 
+RECIPES = ("none", "recommended")
+
+# Settings that --recipe may choose when the user leaves them unset, and
+# their plain defaults (what an unset setting means without a recipe).
+RECIPE_SETTINGS = {"reinit_layers": 0, "min_steps": 0, "ema_decay": 0.0}
+
+
 def early_stopping_metrics() -> tuple[str, ...]:
   """--early_stopping_metric values: "auto" (the task's default) and every
   registered task's metrics."""
@@ -57,6 +64,21 @@ class TrainConfig:
   """Optimization, learning-rate schedule, callbacks and hardware."""
 
   epochs: int = setting(3, "Passes over the training data.")
+  min_steps: Optional[int] = setting(
+      None,
+      "Train for at least N updates: when --epochs x steps per epoch is "
+      "fewer, the run trains for more epochs (early stopping still ends it "
+      "when validation stops improving; the schedule spans the longer run). "
+      "Unset: 0 (off), or what --recipe chooses.",
+  )
+  recipe: str = setting(
+      "none",
+      "recommended: choose --reinit_layers, --min_steps and --ema_decay "
+      "from the number of training examples (see README); settings given "
+      "on the command line are kept. none: unset settings take their plain "
+      "defaults.",
+      choices=RECIPES,
+  )
   learning_rate: float = setting(
       5e-5, "Peak learning rate, reached at the end of warmup."
   )
@@ -98,6 +120,12 @@ class TrainConfig:
   freeze_layers: int = setting(
       0, "Keep the bottom N encoder layers at their pretrained values."
   )
+  reinit_layers: Optional[int] = setting(
+      None,
+      "Re-initialize the top N encoder layers (and the pooler when the head "
+      "reads it) before training, as the model's config initializes a new "
+      "model. Unset: 0 (off), or what --recipe chooses.",
+  )
   unfreeze_schedule: str = setting(
       "none",
       "gradual: train only the head (and pooler) in the first epoch, "
@@ -116,10 +144,12 @@ class TrainConfig:
       "before one update: the same update with less memory.",
   )
   jit_compile: bool = setting(False, "XLA-compile the training step.")
-  ema_decay: float = setting(
-      0.0,
+  ema_decay: Optional[float] = setting(
+      None,
       "Keep an exponential moving average of the weights with this decay "
-      "(e.g. 0.999), validate and export it; 0 turns it off.",
+      "(e.g. 0.999), validate and export it; 0 turns it off. Update n uses "
+      "min(decay, (1 + n) / (10 + n)), so the starting weights fade out "
+      "within the first updates. Unset: 0, or what --recipe chooses.",
   )
   weight_decay: float = setting(
       0.01, "AdamW decoupled weight decay (LayerNorm and biases excluded)."
@@ -185,9 +215,30 @@ class TrainConfig:
   )
   export: bool = setting(True, "Export a SavedModel when training ends.")
 
+  @property
+  def resolved(self) -> bool:
+    """Whether every setting --recipe may choose holds a number."""
+    return all(getattr(self, name) is not None for name in RECIPE_SETTINGS)
+
   def __post_init__(self):
     check_choices(self)
+    if self.recipe == "none":
+      # Frozen: unset settings take their plain defaults in place, so every
+      # consumer (and config.json) sees numbers; a recipe fills them later,
+      # once the data size is known (training.recipes).
+      for name, default in RECIPE_SETTINGS.items():
+        if getattr(self, name) is None:
+          object.__setattr__(self, name, default)
     require(self.epochs >= 1, f"--epochs={self.epochs} must be at least 1.")
+    require(
+        self.min_steps is None or self.min_steps >= 0,
+        f"--min_steps={self.min_steps} must be non-negative (0 = off).",
+    )
+    require(
+        self.reinit_layers is None or self.reinit_layers >= 0,
+        f"--reinit_layers={self.reinit_layers} must be non-negative "
+        "(0 = off).",
+    )
     require(
         0.0 < self.learning_rate < 1.0,
         f"--learning_rate={self.learning_rate} must be in (0, 1); "
@@ -236,7 +287,7 @@ class TrainConfig:
         f"--grad_accum_steps={self.grad_accum_steps} must be at least 1.",
     )
     require(
-        0.0 <= self.ema_decay < 1.0,
+        self.ema_decay is None or 0.0 <= self.ema_decay < 1.0,
         f"--ema_decay={self.ema_decay} must be in [0, 1); 0.999 is usual, "
         "0 turns it off.",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import tensorflow as tf
 import transformers
 from absl import logging
 
@@ -169,6 +170,10 @@ def check_tokenizer_fits(tokenizer, backbone_config, model: str) -> None:
 _LAYER_STACK_PATHS = (("encoder", "layer"), ("transformer", "layer"))
 
 
+# Model types whose encoder applies one layer's weights at every depth.
+SHARED_LAYER_MODEL_TYPES = frozenset({"albert"})
+
+
 def _main_layer(backbone):
   prefix = getattr(backbone, "base_model_prefix", None)
   main = getattr(backbone, prefix, None) if prefix else None
@@ -257,3 +262,88 @@ def penalized_variables(backbone, *, include_embeddings: bool) -> list:
       if len(variable.shape) >= 2
       and (include_embeddings or variable.name not in embedding_names)
   ]
+
+
+def _pooler(backbone):
+  return getattr(_main_layer(backbone), "pooler", None)
+
+
+def _initial_value(variable, std: float, seed: tuple[int, int]) -> tf.Tensor:
+  """What a new model of the family starts `variable` at (its config's
+  initialization): kernels N(0, std^2), biases 0, LayerNorm scales 1 and
+  offsets 0."""
+  short_name = variable.name.split("/")[-1].split(":")[0]
+  in_layer_norm = any(
+      part in variable.name for part in ("LayerNorm", "layer_norm")
+  )
+  if short_name.endswith("bias") or short_name == "beta":
+    return tf.zeros(variable.shape, variable.dtype)
+  if short_name == "gamma" or (in_layer_norm and short_name == "weight"):
+    return tf.ones(variable.shape, variable.dtype)
+  if len(variable.shape) >= 2:
+    return tf.random.stateless_normal(
+        variable.shape, seed=seed, stddev=std, dtype=variable.dtype
+    )
+  raise ValueError(
+      f"--reinit_layers: no known initialization for {variable.name} "
+      f"(shape {variable.shape})."
+  )
+
+
+def reinitialize_top_layers(
+    backbone, num_layers: int, *, include_pooler: bool, seed: int
+) -> list[str]:
+  """Re-initializes the top `num_layers` encoder layers (and the pooler).
+
+  As Zhang et al. (2021) re-initialize BERT's top layers for few-sample
+  fine-tuning: kernels from N(0, initializer_range^2) of the model's config,
+  biases and LayerNorm offsets 0, LayerNorm scales 1. The embeddings and
+  the lower layers keep their pretrained values. Each variable's draw is
+  seeded by `seed` and its position, so a resumed run (and L2-SP's anchors)
+  start from the same values.
+
+  Args:
+    backbone: The Hugging Face TF encoder, its variables built.
+    num_layers: Layers to re-initialize, from the top.
+    include_pooler: Also the pooler (when the head reads its output).
+    seed: The run's seed.
+
+  Returns:
+    The names of the re-initialized variables.
+
+  Raises:
+    ValueError: for an encoder that shares one layer across depths
+      (ALBERT), or `num_layers` beyond the encoder's layers.
+  """
+  model_type = getattr(backbone.config, "model_type", "")
+  if model_type in SHARED_LAYER_MODEL_TYPES:
+    raise ValueError(
+        f"--reinit_layers={num_layers} is not possible with {model_type} "
+        "models: every depth runs the same shared layer, so its top layers "
+        "cannot be re-initialized alone; use --reinit_layers=0."
+    )
+  layers = encoder_layers(backbone)
+  if num_layers > len(layers):
+    raise ValueError(
+        f"--reinit_layers={num_layers} is more than the encoder's "
+        f"{len(layers)} layers."
+    )
+  std = float(backbone.config.initializer_range)
+  variables = [
+      v for layer in layers[len(layers) - num_layers :] for v in layer.weights
+  ]
+  pooler = _pooler(backbone)
+  if include_pooler and pooler is not None:
+    variables += pooler.weights
+  for index, variable in enumerate(variables):
+    variable.assign(_initial_value(variable, std, (seed, index)))
+  logging.info(
+      "Re-initialized the top %d of %d encoder layers%s (%d variables, "
+      "kernels N(0, %g^2)).",
+      num_layers,
+      len(layers),
+      " and the pooler" if include_pooler and pooler is not None else "",
+      len(variables),
+      std,
+  )
+  return [variable.name for variable in variables]

@@ -276,7 +276,7 @@ class EncoderTask(base.Task):
     """The pretrained backbone with a fresh head, compiled for fine-tuning.
 
     Applies every optimization lever of the config: dropout overrides,
-    backbone penalties (L1/L2 or L2-SP), layer-wise learning rates, frozen
+    re-initialized top layers, backbone penalties (L1/L2 or L2-SP), layer-wise learning rates, frozen
     layers, label smoothing, gradient accumulation, EMA, XLA.
     """
     model_config, train_config = config.model, config.train
@@ -298,6 +298,15 @@ class EncoderTask(base.Task):
         per_token=self.per_token,
         loss_fn=self.loss_fn(train_config),
     )
+    if train_config.reinit_layers:
+      # Before L2-SP takes its anchors and the optimizer its averages: both
+      # start from the re-initialized values.
+      backbone_lib.reinitialize_top_layers(
+          backbone,
+          train_config.reinit_layers,
+          include_pooler=not self.per_token and model.pooling == "pooler",
+          seed=train_config.seed,
+      )
     add_backbone_penalties(model, model_config)
     optimizer = optimization.create_optimizer(
         train_config,

@@ -215,6 +215,7 @@ _CLASSIFIER_ONLY = (
     ("train", "grad_accum_steps", 1),
     ("train", "layerwise_lr_decay", 1.0),
     ("train", "freeze_layers", 0),
+    ("train", "reinit_layers", 0),
     ("train", "freeze_embeddings", False),
     ("train", "unfreeze_schedule", "none"),
     ("model", "backbone_l1", 0.0),
@@ -358,8 +359,9 @@ class TranslationSettings(TaskConfig):
       )
     for group, name, allowed in _CLASSIFIER_ONLY:
       value = getattr(getattr(run, group), name)
+      # None: unset, for --recipe to fill (with the allowed value).
       require(
-          value == allowed,
+          value == allowed or value is None,
           f"--{name}={value!r} is not supported with --task=translation "
           f"(leave it at {allowed!r}).",
       )

@@ -23,6 +23,8 @@ from tf_finetune import distribution as distribution_lib
 from tf_finetune.config import RunConfig
 from tf_finetune.data import pipeline
 from tf_finetune.tasks.base import PreparedData, TrainedModel
+from tf_finetune.tasks.encoder import EncoderTask
+from tf_finetune.training import recipes
 from tf_finetune.training.fit_callbacks import fit_callbacks
 from tf_finetune.training.fit_record import FitRecord, write_fit_record
 from tf_finetune.training.precision import precision_policy, resolve_precision
@@ -36,12 +38,19 @@ def get_strategy(
 
 
 def prepare(config: RunConfig) -> PreparedData:
-  """Phase 1: the task reads, checks and encodes the splits.
+  """Phase 1: the task reads, checks and encodes the splits; --recipe
+  chooses its settings from the number of training examples.
 
   Raises:
     ValueError: for bad files, columns, labels or model, naming the flag.
   """
-  return tasks.get_task(config.task).prepare(config)
+  prepared = tasks.get_task(config.task).prepare(config)
+  prepared.config = recipes.resolve(
+      prepared.config,
+      len(prepared.examples["train"]),
+      encoder_head=isinstance(prepared.task, EncoderTask),
+  )
+  return prepared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +64,7 @@ class BatchPlan:
     eval_batch: Examples per evaluation step: batch_size x replicas.
     steps_per_epoch: Updates per epoch.
     total_steps: Updates in the whole run.
+    epochs: Epochs to train: --epochs, or more to reach --min_steps.
   """
 
   replicas: int
@@ -62,6 +72,7 @@ class BatchPlan:
   eval_batch: int
   steps_per_epoch: int
   total_steps: int
+  epochs: int
 
 
 def plan_batches(
@@ -76,12 +87,25 @@ def plan_batches(
   accumulation = train_config.grad_accum_steps
   global_batch = data.batch_size * accumulation * replicas
   steps_per_epoch = pipeline.num_batches(num_train_examples, global_batch)
+  epochs = recipes.extended_epochs(
+      train_config.epochs, steps_per_epoch, train_config.min_steps
+  )
+  if epochs != train_config.epochs:
+    logging.info(
+        "--min_steps=%d: training for %d epochs instead of %d (%d steps "
+        "per epoch).",
+        train_config.min_steps,
+        epochs,
+        train_config.epochs,
+        steps_per_epoch,
+    )
   plan = BatchPlan(
       replicas=replicas,
       global_batch=global_batch,
       eval_batch=data.batch_size * replicas,
       steps_per_epoch=steps_per_epoch,
-      total_steps=steps_per_epoch * train_config.epochs,
+      total_steps=steps_per_epoch * epochs,
+      epochs=epochs,
   )
   logging.info(
       "Strategy %s with %d replica(s): %d per replica x %d "
@@ -191,7 +215,7 @@ def fit(
     model.fit(
         training_dataset(config, prepared, plan),
         validation_data=validation,
-        epochs=train_config.epochs,
+        epochs=plan.epochs,
         callbacks=run_callbacks,
         verbose=2,
     )

@@ -1,0 +1,350 @@
+"""Few training examples: --reinit_layers, --min_steps and --recipe."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import transformers
+
+from conftest import make_tiny_bert, run_binary
+from tf_finetune import config as config_lib
+from tf_finetune import tasks, train, training
+from tf_finetune.models import backbone as backbone_lib
+from tf_finetune.tasks.base import PreparedData, TaskState
+from tf_finetune.training import recipes
+
+# The re-initialization's std, in the checkpoint's config; its weights are
+# moved away from anything an initializer gives (noise of std 0.1 on every
+# weight: biases are not 0, LayerNorm scales not 1).
+INITIALIZER_RANGE = 0.05
+NOISE = 0.1
+
+
+def _perturb(model, seed):
+  rng = np.random.default_rng(seed)
+  for variable in model.weights:
+    variable.assign_add(
+        rng.normal(0.0, NOISE, variable.shape).astype(np.float32)
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+  """The tiny BERT with every weight perturbed and initializer_range 0.05."""
+  directory = make_tiny_bert(str(tmp_path_factory.mktemp("perturbed")))
+  model = transformers.TFBertModel.from_pretrained(directory)
+  _perturb(model, seed=0)
+  model.config.initializer_range = INITIALIZER_RANGE
+  model.save_pretrained(directory)
+  return directory
+
+
+def _run_config(model_dir="unused", *, model=None, data=None, **train_options):
+  options = dict(
+      learning_rate=1e-3,
+      warmup_ratio=0.0,
+      early_stopping_patience=0,
+      precision="fp32",
+      export=False,
+  )
+  options.update(train_options)
+  return config_lib.RunConfig(
+      model_dir=str(model_dir),
+      data=config_lib.DataConfig(
+          **{
+              "train_file": "unused.csv",
+              "max_seq_length": 32,
+              "batch_size": 16,
+              **(data or {}),
+          }
+      ),
+      model=config_lib.ModelConfig(dropout=0.0, **(model or {})),
+      train=config_lib.TrainConfig(**options),
+  )
+
+
+def _built(model_path, *, pooling, **train_options):
+  """The classifier as training builds it (task.build_model)."""
+  config = _run_config(
+      model={"model": model_path, "pooling": pooling}, **train_options
+  )
+  task = tasks.get_task(config.task)
+  task.bind(TaskState(label_vocab=("0", "1")))
+  tokenizer = backbone_lib.load_tokenizer(model_path)
+  prepared = PreparedData(config, {}, {}, tokenizer, None, task)
+  with training.precision_policy("fp32"):
+    return task.build_model(config, prepared, total_steps=10, steps_per_epoch=1)
+
+
+def _by_name(variables, root):
+  """Values by the name below the main layer ("encoder/layer_._1/...")."""
+  return {v.name.split(f"/{root}/", 1)[1]: v.numpy() for v in variables}
+
+
+def _check_reinitialized(name, value, before):
+  """`value` is what the config's initialization gives, far from `before`."""
+  short = name.split("/")[-1]
+  if short.startswith("kernel"):
+    assert np.std(value) == pytest.approx(INITIALIZER_RANGE, rel=0.1), name
+    assert abs(np.mean(value)) < 0.1 * INITIALIZER_RANGE, name
+    assert np.std(value - before) > NOISE, name  # A new draw.
+  elif short.startswith(("bias", "beta")):
+    np.testing.assert_array_equal(value, 0.0, err_msg=name)
+  elif short.startswith("gamma"):
+    np.testing.assert_array_equal(value, 1.0, err_msg=name)
+  else:
+    raise AssertionError(f"unexpected variable {name}")
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "mean"])
+def test_reinit_layers_restart_the_top_layers_from_the_config(
+    checkpoint_dir, pooling
+):
+  """--reinit_layers=1 on a 2-layer checkpoint: the top layer (and the
+  pooler, when the head reads it) starts as the config initializes a new
+  model; the bottom layer and the embeddings are the checkpoint's."""
+  model = _built(checkpoint_dir, pooling=pooling, reinit_layers=1)
+  built = _by_name(model.backbone.weights, "bert")
+  pretrained = _by_name(
+      transformers.TFBertModel.from_pretrained(checkpoint_dir).weights, "bert"
+  )
+  assert built.keys() == pretrained.keys()
+  reinitialized = 0
+  for name, value in built.items():
+    top = name.startswith("encoder/layer_._1/") or (
+        pooling == "pooler" and name.startswith("pooler/")
+    )
+    if top:
+      _check_reinitialized(name, value, pretrained[name])
+      reinitialized += 1
+    else:
+      np.testing.assert_array_equal(value, pretrained[name], err_msg=name)
+  assert reinitialized == 16 + 2 * (pooling == "pooler")
+  # The optimizer's moving averages and L2-SP start from the same values;
+  # the run's seed makes them the same in a resumed run.
+  again = _by_name(
+      _built(checkpoint_dir, pooling=pooling, reinit_layers=1).backbone.weights,
+      "bert",
+  )
+  for name, value in built.items():
+    np.testing.assert_array_equal(again[name], value, err_msg=name)
+
+
+TINY = dict(num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+FAMILY_CONFIGS = {
+    "distilbert": lambda: transformers.DistilBertConfig(
+        vocab_size=50, dim=32, n_layers=2, n_heads=2, hidden_dim=64
+    ),
+    "roberta": lambda: transformers.RobertaConfig(
+        vocab_size=50, hidden_size=32, **TINY
+    ),
+    # LayerNorm scales named weight (MobileBERT's NoNorm).
+    "mobilebert": lambda: transformers.MobileBertConfig(
+        vocab_size=50,
+        embedding_size=16,
+        hidden_size=32,
+        intra_bottleneck_size=16,
+        true_hidden_size=16,
+        num_feedforward_networks=1,
+        **TINY,
+    ),
+    # Attention biases named q_bias and v_bias.
+    "deberta": lambda: transformers.DebertaConfig(
+        vocab_size=50, hidden_size=32, **TINY
+    ),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILY_CONFIGS))
+def test_reinit_layers_in_other_families(model_type):
+  config = FAMILY_CONFIGS[model_type]()
+  config.initializer_range = INITIALIZER_RANGE
+  backbone = transformers.TFAutoModel.from_config(config)
+  backbone(backbone.dummy_inputs)
+  _perturb(backbone, seed=1)
+  before = {v.name: v.numpy() for v in backbone.weights}
+  top = backbone_lib.encoder_layers(backbone)[-1]
+  names = backbone_lib.reinitialize_top_layers(
+      backbone, 1, include_pooler=False, seed=3
+  )
+  assert sorted(names) == sorted(v.name for v in top.weights)
+  for variable in backbone.weights:
+    value, name = variable.numpy(), variable.name
+    if name not in names:
+      np.testing.assert_array_equal(value, before[name], err_msg=name)
+    elif len(value.shape) >= 2:
+      assert np.std(value) == pytest.approx(INITIALIZER_RANGE, rel=0.15), name
+    elif name.endswith(("gamma:0", "LayerNorm/weight:0")):
+      np.testing.assert_array_equal(value, 1.0, err_msg=name)
+    else:
+      np.testing.assert_array_equal(value, 0.0, err_msg=name)
+
+
+def test_reinit_layers_refuses_a_shared_layer_and_too_many_layers(
+    tiny_bert_dir,
+):
+  albert = transformers.TFAutoModel.from_config(
+      transformers.AlbertConfig(
+          vocab_size=50, embedding_size=16, hidden_size=32, **TINY
+      )
+  )
+  albert(albert.dummy_inputs)
+  with pytest.raises(ValueError, match=r"^--reinit_layers=1 .*albert.*shared"):
+    backbone_lib.reinitialize_top_layers(
+        albert, 1, include_pooler=False, seed=0
+    )
+  with pytest.raises(
+      ValueError, match=r"^--reinit_layers=3 is more than the encoder's 2"
+  ):
+    _built(tiny_bert_dir, pooling="mean", reinit_layers=3)
+  with pytest.raises(ValueError, match=r"^--reinit_layers=-1 must be"):
+    config_lib.TrainConfig(reinit_layers=-1)
+
+
+def test_min_steps_plan():
+  assert recipes.extended_epochs(3, 112, 1000) == 9
+  assert recipes.extended_epochs(3, 112, 336) == 3  # Already enough.
+  assert recipes.extended_epochs(3, 112, 0) == 3
+  config = _run_config(model={"model": "unused"}, epochs=2, min_steps=30)
+  plan = training.plan_batches(config, 192, tf.distribute.get_strategy())
+  # 192 examples / 16 = 12 steps per epoch; 2 x 12 < 30 -> 3 epochs.
+  assert (plan.steps_per_epoch, plan.epochs, plan.total_steps) == (12, 3, 36)
+  with pytest.raises(ValueError, match=r"^--min_steps=-5 must be"):
+    config_lib.TrainConfig(min_steps=-5)
+
+
+def _scalars(log_dir, tag):
+  """{step: value} of a scalar in the TensorBoard event files of log_dir."""
+  found = {}
+  for name in sorted(os.listdir(log_dir)):
+    for record in tf.data.TFRecordDataset(os.path.join(log_dir, name)):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag == tag:
+          found[event.step] = float(tf.make_ndarray(value.tensor))
+  return found
+
+
+def test_min_steps_trains_longer_under_early_stopping(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
+  """--epochs=1 --min_steps=30 with 12 steps per epoch plans 3 epochs and
+  a linear decay over 36 steps; early stopping (patience 1, and no epoch
+  after the first improves by 10) still ends the run after epoch 2."""
+  summary = training.train(
+      _run_config(
+          tmp_path / "run",
+          model={"model": tiny_bert_dir, "pooling": "mean"},
+          data={
+              "train_file": sentiment_files["train"],
+              "validation_file": sentiment_files["validation"],
+          },
+          epochs=1,
+          min_steps=30,
+          schedule="linear",
+          early_stopping_metric="val_loss",
+          early_stopping_patience=1,
+          early_stopping_min_delta=10.0,
+          log_every_steps=1,
+      )
+  )
+  assert summary.epochs_run == 2  # More than --epochs=1...
+  assert summary.early_stopping_fired  # ...fewer than the 3 planned.
+  assert summary.global_steps == 24
+  rates = _scalars(str(tmp_path / "run" / "logs" / "train"), "learning_rate")
+  # Update k used 1e-3 x (1 - (k - 1) / 36); a schedule over the 12 steps
+  # of --epochs=1 would be at 0 from update 13 on.
+  for step in (1, 12, 13, 24):
+    assert rates[step] == pytest.approx(1e-3 * (1 - (step - 1) / 36)), step
+
+
+def _recipe_config(model, **train_options):
+  return _run_config(
+      model={"model": model}, recipe="recommended", **train_options
+  )
+
+
+def test_recommended_recipe_rule(tiny_bert_dir, tmp_path):
+  few = recipes.resolve(_recipe_config(tiny_bert_dir), 999, encoder_head=True)
+  enough = recipes.resolve(
+      _recipe_config(tiny_bert_dir), 1000, encoder_head=True
+  )
+  chosen = lambda config: {  # noqa: E731
+      name: getattr(config.train, name) for name in config_lib.RECIPE_SETTINGS
+  }
+  # 2 encoder layers: one re-initialized (a sixth of the depth, at least 1).
+  assert chosen(few) == {
+      "reinit_layers": 1,
+      "min_steps": 1000,
+      "ema_decay": 0.99,
+  }
+  assert chosen(enough) == {
+      "reinit_layers": 0,
+      "min_steps": 0,
+      "ema_decay": 0.0,
+  }
+  # Settings given are kept, also when they equal the plain default.
+  given = recipes.resolve(
+      _recipe_config(tiny_bert_dir, ema_decay=0.0, reinit_layers=2),
+      10,
+      encoder_head=True,
+  )
+  assert chosen(given) == {
+      "reinit_layers": 2,
+      "min_steps": 1000,
+      "ema_decay": 0.0,
+  }
+  # No layers to re-initialize: a task without an encoder head, ALBERT.
+  no_head = recipes.resolve(
+      _recipe_config(tiny_bert_dir), 10, encoder_head=False
+  )
+  assert no_head.train.reinit_layers == 0
+  albert_dir = str(tmp_path / "albert")
+  transformers.AlbertConfig(vocab_size=50, **TINY).save_pretrained(albert_dir)
+  assert recipes.reinit_layers_for(albert_dir) == 0
+  # Without a recipe an unset setting is its plain default.
+  assert chosen(_run_config(model={"model": tiny_bert_dir})) == {
+      "reinit_layers": 0,
+      "min_steps": 0,
+      "ema_decay": 0.0,
+  }
+
+
+def test_recipe_from_the_command_line_keeps_the_flags_given(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
+  """192 training examples: the recipe re-initializes a layer; the flags
+  given (--min_steps=24, --ema_decay=0, the plain default) are kept, and
+  the run trains the 24 steps (2 epochs of 12, not --epochs=1)."""
+  model_dir = tmp_path / "run"
+  code = run_binary(
+      train,
+      [
+          f"--model={tiny_bert_dir}",
+          f"--train_file={sentiment_files['train']}",
+          f"--model_dir={model_dir}",
+          "--recipe=recommended",
+          "--min_steps=24",
+          "--ema_decay=0",
+          "--epochs=1",
+          "--batch_size=16",
+          "--max_seq_length=32",
+          "--pooling=mean",
+          "--noexport",
+      ],
+  )
+  assert code == 0
+  with open(model_dir / "config.json", encoding="utf-8") as f:
+    saved = json.load(f)["train"]
+  assert saved["recipe"] == "recommended"
+  assert (saved["reinit_layers"], saved["min_steps"], saved["ema_decay"]) == (
+      1,
+      24,
+      0.0,
+  )
+  with open(model_dir / "summary.json", encoding="utf-8") as f:
+    summary = json.load(f)
+  assert (summary["epochs_run"], summary["global_steps"]) == (2, 24)
