@@ -837,7 +837,7 @@ def test_adam_is_bias_corrected_every_step():
   """Under a constant gradient g every update is rate * g / |g|, from the
   first: Adam's bias correction divides m and v by 1 - beta^t. Without it
   (the original BERT optimizer) the first update would be
-  rate * 0.1 / sqrt(0.001) = 3.2 x rate, the tenth still 2.1 x rate."""
+  rate * 0.1 / sqrt(0.001) = 3.2 x rate, the tenth 6.5 x rate."""
   optimizer = _adamw(weight_decay=0.0)
   variable = tf.Variable(np.array([1.0, -2.0], np.float32), name="w")
   moves = []
