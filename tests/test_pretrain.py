@@ -194,7 +194,10 @@ def test_training_masks_change_every_epoch_and_validation_masks_do_not(
       text_files=corpus,
       validation_fraction=0.25,
       model=config_lib.ModelConfig(model=tiny_bert_dir),
-      data=config_lib.DataConfig(max_seq_length=32, batch_size=8),
+      # The same batches every epoch (no shuffle): only the masks can change.
+      data=config_lib.DataConfig(
+          max_seq_length=32, batch_size=8, bucketing=False, shuffle_buffer=1
+      ),
   )
   prepared = pretraining_data.prepare(config)
   assert len(prepared.texts["train"]) == 45
@@ -376,3 +379,73 @@ def test_bad_input_fails_in_one_line(
   assert error.startswith("pretrain: error: ")
   assert message in error
   assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def _tiny_masked_lm():
+  import transformers
+
+  tf.random.set_seed(0)
+  return transformers.TFBertForMaskedLM(
+      transformers.BertConfig(
+          vocab_size=len(VOCAB),
+          hidden_size=32,
+          num_hidden_layers=1,
+          num_attention_heads=2,
+          intermediate_size=64,
+          hidden_dropout_prob=0.0,
+          attention_probs_dropout_prob=0.0,
+      )
+  )
+
+
+def _one_step(strategy, weights, batch):
+  """Weights before and after one SGD step of a tiny masked-LM model under
+  `strategy` (from `weights`, or fresh ones), and the logged loss."""
+  import tf_keras
+
+  from tf_finetune.models.masked_lm import MaskedLanguageModel
+
+  with strategy.scope():
+    model = MaskedLanguageModel(_tiny_masked_lm())
+    model(model.dummy_inputs())
+    if weights is not None:
+      model.mlm.set_weights(weights)
+    start = model.mlm.get_weights()
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.5))
+  history = model.fit(
+      tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0
+  ).history
+  return start, model.mlm.get_weights(), history["loss"][0]
+
+
+def test_the_loss_is_the_mean_over_the_targets_of_all_replicas():
+  from tf_finetune.models.masked_lm import masked_token_losses
+
+  rows, _ = _random_rows(4, seed=6)
+  features, targets = _batch(rows)
+  # One target in the first half of the batch (the first replica's), five
+  # in the second: a mean per replica would weigh them differently.
+  chosen = np.zeros(targets.shape, bool)
+  chosen[0, 1] = True
+  chosen[2, 1:4] = chosen[3, 1:3] = True
+  labels = tf.where(chosen, targets, IGNORED)
+  start, after_one, loss_one = _one_step(
+      tf.distribute.get_strategy(), None, (features, labels)
+  )
+  _, after_two, loss_two = _one_step(
+      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+      start,
+      (features, labels),
+  )
+  mlm = _tiny_masked_lm()
+  mlm(features)
+  mlm.set_weights(start)
+  expected = float(
+      tf.reduce_sum(masked_token_losses(labels, mlm(features).logits)) / 6.0
+  )
+  assert loss_one == pytest.approx(expected, rel=1e-4)
+  assert loss_two == pytest.approx(expected, rel=1e-4)
+  moved = [not np.allclose(a, b) for a, b in zip(start, after_one)]
+  assert sum(moved) > len(start) // 2
+  for one, two in zip(after_one, after_two):
+    np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6)
