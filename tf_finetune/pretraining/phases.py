@@ -36,6 +36,14 @@ def limit_steps(plan: BatchPlan, max_steps: int) -> BatchPlan:
   """`plan` with at most `max_steps` updates (0: no limit)."""
   if not max_steps or max_steps >= plan.total_steps:
     return plan
+  logging.info(
+      "--max_steps=%d: training stops after %d of those %d steps; the "
+      "learning-rate schedule spans the %d.",
+      max_steps,
+      max_steps,
+      plan.total_steps,
+      max_steps,
+  )
   return dataclasses.replace(plan, total_steps=max_steps)
 
 
