@@ -228,3 +228,48 @@ def test_a_setting_of_another_task_is_refused(tmp_path):
   config = flag_definitions.run_config_from_flags(flag_values)
   assert config.task.doc_stride == 64
   assert type(config.task).__name__ == "QuestionAnsweringSettings"
+
+
+def test_pretrain_flags_are_its_settings_and_the_shared_ones(tmp_path):
+  flag_values = flags.FlagValues()
+  flag_definitions.define_pretrain_flags(flag_values)
+  shared = (
+      config_lib.PRETRAIN_DATA_FLAGS
+      + config_lib.PRETRAIN_MODEL_FLAGS
+      + config_lib.PRETRAIN_TRAIN_FLAGS
+  )
+  own = [field.name for field in _settings(config_lib.PretrainConfig)]
+  assert sorted(flag_values) == sorted(own + list(shared))
+  # Fine-tuning's head, task and early stopping have no pretraining flag.
+  assert not {"pooling", "task", "early_stopping_patience"} & set(flag_values)
+  flag_values(
+      [
+          "pretrain",
+          "--model=bert-base-uncased",
+          "--text_files=a.txt,b/*.txt",
+          f"--model_dir={tmp_path}",
+          "--masking=whole_word",
+          "--mask_probability=0.2",
+          "--max_steps=7",
+          "--max_seq_length=64",
+          "--hidden_dropout=0.2",
+          "--learning_rate=3e-5",
+      ]
+  )
+  config = flag_definitions.pretrain_config_from_flags(flag_values)
+  assert config == config_lib.PretrainConfig(
+      model_dir=str(tmp_path),
+      text_files="a.txt,b/*.txt",
+      masking="whole_word",
+      mask_probability=0.2,
+      max_steps=7,
+      data=config_lib.DataConfig(max_seq_length=64),
+      model=config_lib.ModelConfig(
+          model="bert-base-uncased", hidden_dropout=0.2
+      ),
+      train=config_lib.TrainConfig(learning_rate=3e-5),
+  )
+  # Pretraining keeps its last weights and exports nothing.
+  assert not config.train.restore_best_weights
+  assert config.train.early_stopping_patience == 0
+  assert not config.train.export

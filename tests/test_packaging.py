@@ -26,6 +26,7 @@ HELP_FLAGS = {
     "tf_finetune.export": ["model_dir", "export_dir"],
     "tf_finetune.lr_find": ["model_dir", "lr_find_steps"],
     "tf_finetune.tune": ["model_dir", "cv_folds", "grid", "refit"],
+    "tf_finetune.pretrain": ["model_dir", "text_files", "mask_probability"],
 }
 
 

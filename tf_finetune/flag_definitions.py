@@ -1,7 +1,7 @@
 """Command-line flags of the binaries, and their translation into configs.
 
 Only the binaries (train.py, evaluate.py, predict.py, export.py, lr_find.py,
-tune.py) import this module; the library takes the typed configs built here.
+tune.py, pretrain.py) import this module; the library takes the typed configs built here.
 The flags of the run configuration are generated from the fields of the config
 dataclasses (made by `config.setting`): a flag's name, type, default, allowed
 values and help text all come from its field, so the two cannot drift apart.
@@ -217,15 +217,42 @@ def config_from_flags(
     if dataclasses.is_dataclass(field_type):
       values[field.name] = config_from_flags(field_type, flag_values)
       continue
-    value = flag_values[field.name].value
-    if (
-        value == ""
-        and optional
-        and field.default not in (None, dataclasses.MISSING)
-    ):
-      value = None
-    values[field.name] = value
+    values[field.name] = _setting_value(field, optional, flag_values)
   return config_cls(**values)
+
+
+def _setting_value(
+    field: dataclasses.Field, optional: bool, flag_values: flags.FlagValues
+) -> Any:
+  """The value of the flag of `field`; '' unsets an optional string."""
+  value = flag_values[field.name].value
+  if (
+      value == ""
+      and optional
+      and field.default not in (None, dataclasses.MISSING)
+  ):
+    value = None
+  return value
+
+
+def settings_from_flags(
+    config_cls: type,
+    names: Iterable[str],
+    flag_values: Optional[flags.FlagValues] = None,
+) -> dict[str, Any]:
+  """The values of the flags of some fields of `config_cls`, by field name.
+
+  For binaries that define only some of a config's flags
+  (`define_config_flags(config_cls, names)`); the other fields keep their
+  defaults.
+  """
+  flag_values = FLAGS if flag_values is None else flag_values
+  flag_types = _flag_types(config_cls)
+  fields = {field.name: field for field in dataclasses.fields(config_cls)}
+  return {
+      name: _setting_value(fields[name], flag_types[name][1], flag_values)
+      for name in names
+  }
 
 
 def run_config_from_flags(
@@ -259,3 +286,56 @@ def run_main(program: str, argv, main: Callable[[], object]) -> None:
     logging.error("%s", e)
     print(f"{program}: error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def _pretrain_groups() -> dict[str, tuple[type, tuple[str, ...]]]:
+  """PretrainConfig's groups: field -> (class, the settings with flags)."""
+  return {
+      "data": (config_lib.DataConfig, config_lib.PRETRAIN_DATA_FLAGS),
+      "model": (config_lib.ModelConfig, config_lib.PRETRAIN_MODEL_FLAGS),
+      "train": (config_lib.TrainConfig, config_lib.PRETRAIN_TRAIN_FLAGS),
+  }
+
+
+def _pretrain_own_settings() -> list[str]:
+  """The settings of PretrainConfig itself (not of its groups)."""
+  return [
+      field.name
+      for field in dataclasses.fields(config_lib.PretrainConfig)
+      if field.name not in _pretrain_groups()
+  ]
+
+
+def define_pretrain_flags(
+    flag_values: Optional[flags.FlagValues] = None,
+) -> None:
+  """Defines the flags of the pretrain binary (`config.PretrainConfig`)."""
+  define_config_flags(
+      config_lib.PretrainConfig,
+      _pretrain_own_settings(),
+      flag_values=flag_values,
+  )
+  for group_cls, names in _pretrain_groups().values():
+    define_config_flags(group_cls, names, flag_values=flag_values)
+
+
+def pretrain_config_from_flags(
+    flag_values: Optional[flags.FlagValues] = None,
+) -> config_lib.PretrainConfig:
+  """Builds the validated pretraining config from parsed flags."""
+  flag_values = FLAGS if flag_values is None else flag_values
+  if not flag_values.model_dir:
+    raise ValueError(
+        "--model_dir is required: the directory pretraining writes the "
+        "backbone, logs and backups to."
+    )
+  groups = {
+      name: group_cls(**settings_from_flags(group_cls, names, flag_values))
+      for name, (group_cls, names) in _pretrain_groups().items()
+  }
+  return config_lib.PretrainConfig(
+      **groups,
+      **settings_from_flags(
+          config_lib.PretrainConfig, _pretrain_own_settings(), flag_values
+      ),
+  )

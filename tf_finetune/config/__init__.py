@@ -10,7 +10,8 @@ would change. A run writes its resolved config to `<model_dir>/config.json` so
 that evaluation, prediction and export rebuild exactly what was trained.
 
 Modules: `fields` (`setting` and the checks), `groups` (data, model, task),
-`training` (how a run trains); this module holds the run's config and its
+`training` (how a run trains), `pretraining` (the pretrain binary's run:
+the groups above plus its own settings); this module holds the run's config and its
 config.json.
 """
 
@@ -37,6 +38,13 @@ from tf_finetune.config.groups import (
     ModelConfig,
     TaskConfig,
     task_config,
+)
+from tf_finetune.config.pretraining import (
+    MASKINGS,
+    PRETRAIN_DATA_FLAGS,
+    PRETRAIN_MODEL_FLAGS,
+    PRETRAIN_TRAIN_FLAGS,
+    PretrainConfig,
 )
 from tf_finetune.config.training import (
     DISTRIBUTIONS,

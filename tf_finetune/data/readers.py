@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import io
 import json
 import os
@@ -438,3 +439,53 @@ def check_labels_known(
           f"{examples.source}:{line}: label {label!r} (from {flag}) was never "
           f"seen in training; the model knows: {', '.join(label_vocab)}."
       )
+
+
+def read_text_files(patterns: str, flag: str = "--text_files") -> Examples:
+  """Reads plain UTF-8 text files holding one text per line.
+
+  Lines end as `text_lines` reads them ("\\n", with or without a "\\r"
+  before it); blank lines (only whitespace) are skipped, as the blank lines
+  between documents of a corpus.
+
+  Args:
+    patterns: Comma-separated paths or glob patterns ("corpus/*.txt").
+    flag: The flag that named them, for messages.
+
+  Returns:
+    Examples without labels, files in pattern order (each pattern's matches
+    sorted), lines in file order; `source` names the files.
+
+  Raises:
+    ValueError: for a pattern that matches no file, a file that is not
+      UTF-8 (naming its line), or files without text.
+  """
+  paths = []
+  for pattern in (p.strip() for p in patterns.split(",")):
+    if not pattern:
+      continue
+    if not glob.has_magic(pattern):
+      paths.append(pattern)  # read_text names it if it does not exist.
+      continue
+    files = [
+        path for path in sorted(glob.glob(pattern)) if os.path.isfile(path)
+    ]
+    if not files:
+      raise ValueError(f"{flag}: {pattern!r} matches no file.")
+    paths.extend(files)
+  texts, lines, rows = [], [], []
+  for path in dict.fromkeys(paths):
+    for number, line in enumerate(
+        text_lines(read_text(path, flag, universal_newlines=False)), 1
+    ):
+      if line.strip():
+        texts.append(line)
+        lines.append(number)
+        rows.append({"file": path})
+  if not texts:
+    raise ValueError(
+        f"{flag}={patterns!r} holds no text (only blank lines); expected "
+        "one text per line."
+    )
+  source = paths[0] if len(paths) == 1 else f"{flag} ({len(paths)} files)"
+  return Examples(source, texts, None, None, lines, rows)
