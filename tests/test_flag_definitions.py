@@ -14,6 +14,8 @@ GROUPS = (
     config_lib.ModelConfig,
     config_lib.TrainConfig,
     config_lib.TaskConfig,
+    # Settings several tasks share, declared once.
+    task_settings.LongDocumentSettings,
 ) + tuple(tasks.settings_class(name) for name in tasks.names())
 
 
@@ -24,15 +26,16 @@ def _train_flags() -> flags.FlagValues:
 
 
 def _settings(config_cls) -> list[dataclasses.Field]:
-  """The fields of `config_cls` that are no nested config (a task's
-  settings: without the --task they all inherit)."""
+  """The fields `config_cls` declares that are no nested config (a task's
+  settings: without the --task they all inherit, nor the settings it shares
+  with other tasks through a base class)."""
   types = typing.get_type_hints(config_cls)
-  inherited = (
-      set()
-      if config_cls is config_lib.TaskConfig
-      or not issubclass(config_cls, config_lib.TaskConfig)
-      else {"task"}
-  )
+  inherited = {
+      field.name
+      for base in config_cls.__bases__
+      if dataclasses.is_dataclass(base)
+      for field in dataclasses.fields(base)
+  }
   return [
       field
       for field in dataclasses.fields(config_cls)

@@ -13,7 +13,9 @@ Signatures (each task's server documents its own outputs):
       -> the task's outputs.
   serve_token_ids (encoder tasks): input_ids, attention_mask and, for
       families with segment ids (BERT, ALBERT, ELECTRA, DeBERTa),
-      token_type_ids (int32 [batch, seq_len]) -> the same outputs.
+      token_type_ids (int32 [batch, seq_len]) -> the same outputs. A model
+      that reads long texts in windows (--long_document=chunks) pools its
+      windows in serving_default; here each row is one window.
 Every export also has two functions that are not signatures, for Python
 clients such as `predict`: `get_label_vocab()` and `get_task()`.
 Tokenization runs in the graph with tensorflow-text ops, so a loading process
@@ -37,6 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_finetune import io_utils
+from tf_finetune.text.long_documents import CHUNK_MASK
 from tf_finetune.text.tokenization import TextEncoder
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -102,7 +105,9 @@ class EncoderServer(Server):
   family has segment ids, token_type_ids) beside serving_default; by
   default serving_default packs the text (and pair) in the graph and
   answers as `serve_ids`, whose `token_type_ids` is None for families
-  without segment ids.
+  without segment ids. An encoder that reads long texts in windows gives
+  [batch, windows, seq_len] inputs and CHUNK_MASK, which `serve_ids` passes
+  to the model as `chunk_mask` (one pooled row of logits per text).
   """
 
   def __init__(
@@ -120,11 +125,16 @@ class EncoderServer(Server):
     self.model = model
     self.encoder = encoder
 
-  def logits(self, input_ids, attention_mask, token_type_ids=None) -> tf.Tensor:
-    """The head's float32 outputs for packed inputs."""
+  def logits(
+      self, input_ids, attention_mask, token_type_ids=None, chunk_mask=None
+  ) -> tf.Tensor:
+    """The head's float32 outputs for packed inputs (per text, pooled over
+    its windows, when given `chunk_mask`)."""
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
       inputs["token_type_ids"] = token_type_ids
+    if chunk_mask is not None:
+      inputs[CHUNK_MASK] = chunk_mask
     logits = self.model(inputs, training=False)
     return tf.cast(logits, tf.float32)
 
@@ -136,10 +146,14 @@ class EncoderServer(Server):
 
   def serve(self, text, text_pair=None):
     features = self.encoder.encode(text, text_pair)
+    windows = {}
+    if CHUNK_MASK in features:
+      windows["chunk_mask"] = features[CHUNK_MASK]
     return self.serve_ids(
         features["input_ids"],
         features["attention_mask"],
         features.get("token_type_ids"),
+        **windows,
     )
 
   def signatures(self) -> dict:

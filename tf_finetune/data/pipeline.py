@@ -6,6 +6,12 @@ examples of similar length (length-sorted windows of shuffled data), which on
 the Rotten Tomatoes snippets cuts padding from 1.93 padded tokens per real
 token (per-batch padding) to about 1.03; evaluation sorts by length and
 restores the original order afterwards.
+
+Texts longer than `max_seq_length` are truncated by the encoder's rule, or,
+read in windows (`--long_document=chunks`), each example holds its windows:
+a batch is then [batch, windows, seq_len] with a CHUNK_MASK [batch,
+windows], padded to the longest document of the batch. The log says how
+many texts lost tokens, and how many (`long_documents.TruncationStats`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import tensorflow as tf
 from absl import logging
 
 from tf_finetune.data.readers import Examples
+from tf_finetune.text import long_documents
+from tf_finetune.text.long_documents import CHUNK_MASK
 from tf_finetune.text.tokenization import MODEL_INPUTS, TextEncoder
 
 # Rows tokenized per call; bounds the size of the intermediate ragged tensors.
@@ -36,9 +44,11 @@ class EncodedExamples:
   """Token ids of a set of examples.
 
   Attributes:
-    input_ids: int32 RaggedTensor [num_examples, (length)].
-    token_type_ids: int32 RaggedTensor [num_examples, (length)].
-    lengths: int64 array [num_examples] of packed lengths.
+    input_ids: int32 RaggedTensor [num_examples, (length)], or [num_examples,
+      (windows), (length)] with `chunked`.
+    token_type_ids: int32 RaggedTensor shaped as input_ids.
+    lengths: int64 array [num_examples] of packed lengths (of all windows
+      of an example, with `chunked`).
     label_ids: The task's targets, one row per example: int32 [num_examples]
       class ids, float32 [num_examples] scores or [num_examples, labels]
       0/1 targets, or an int32 RaggedTensor [num_examples, (length)] of
@@ -50,6 +60,8 @@ class EncodedExamples:
     pad_id: The token id that pads input_ids in a batch.
     model_inputs: The inputs batches hold, as the model's family takes
       them (no token_type_ids for DistilBERT or RoBERTa).
+    chunked: Each example is a document of windows; batches add CHUNK_MASK.
+    truncation_stats: What the examples lost to max_seq_length.
   """
 
   input_ids: tf.RaggedTensor
@@ -61,6 +73,8 @@ class EncodedExamples:
   word_positions: Optional[list] = None
   pad_id: int = 0
   model_inputs: tuple[str, ...] = MODEL_INPUTS
+  chunked: bool = False
+  truncation_stats: Optional[long_documents.TruncationStats] = None
 
   def __len__(self) -> int:
     return len(self.lengths)
@@ -71,35 +85,49 @@ def encode_examples(
     encoder: TextEncoder,
     label_vocab: Optional[Sequence[str]] = None,
 ) -> EncodedExamples:
-  """Tokenizes and packs every example; maps labels to ids."""
-  id_chunks, type_chunks, truncated = [], [], 0
+  """Tokenizes and packs every example; maps labels to ids.
+
+  Logs how many examples lost tokens to max_seq_length and what share of
+  all tokens they lost (with windows: windows per document too).
+  """
+  id_chunks, type_chunks, content_lengths = [], [], []
+  pair = examples.text_pairs is not None
+  chunked = encoder.chunks and not pair
   for start in range(0, len(examples), _ENCODE_CHUNK):
     stop = start + _ENCODE_CHUNK
     first = encoder.tokenize(tf.constant(examples.texts[start:stop]))
     second = None
-    full_length = first.row_lengths()
-    if examples.text_pairs is not None:
+    content = first.row_lengths()
+    if pair:
       second = encoder.tokenize(tf.constant(examples.text_pairs[start:stop]))
-      full_length += second.row_lengths()
-    full_length += encoder.num_special_tokens(second is not None)
-    truncated += int(
-        tf.reduce_sum(tf.cast(full_length > encoder.max_seq_length, tf.int32))
-    )
-    input_ids, type_ids = encoder.pack(first, second)
+      content += second.row_lengths()
+    content_lengths.append(content.numpy())
+    if chunked:
+      input_ids, type_ids = encoder.pack_windows(first)
+    else:
+      input_ids, type_ids = encoder.pack(first, second)
     id_chunks.append(input_ids)
     type_chunks.append(type_ids)
   input_ids = tf.concat(id_chunks, axis=0)
   type_ids = tf.concat(type_chunks, axis=0)
-  if truncated:
+  # A pair's budget is what the pair template's special tokens leave; its
+  # longest-first truncation keeps min(a + b, budget) tokens.
+  budget = max(encoder.max_seq_length - encoder.num_special_tokens(pair), 0)
+  stats = long_documents.truncation_stats(
+      np.concatenate(content_lengths) if content_lengths else np.zeros(0),
+      budget,
+      encoder.long_documents if not pair else long_documents.LongDocuments(),
+  )
+  if stats.num_truncated or chunked:
     logging.info(
-        "%s: %d of %d examples (%.1f%%) were longer than "
-        "--max_seq_length=%d tokens and were truncated.",
-        examples.source,
-        truncated,
-        len(examples),
-        100.0 * truncated / len(examples),
-        encoder.max_seq_length,
+        "%s",
+        stats.describe(
+            examples.source, encoder.long_documents, encoder.max_seq_length
+        ),
     )
+  lengths = input_ids.row_lengths()
+  if chunked:
+    lengths = tf.reduce_sum(input_ids.row_lengths(axis=2), axis=1)
   label_ids = None
   if label_vocab is not None and examples.labels is not None:
     index = {label: i for i, label in enumerate(label_vocab)}
@@ -109,11 +137,13 @@ def encode_examples(
   return EncodedExamples(
       input_ids,
       type_ids,
-      input_ids.row_lengths().numpy(),
+      lengths.numpy(),
       label_ids,
-      truncated,
+      stats.num_truncated,
       pad_id=encoder.pad_id,
       model_inputs=encoder.model_inputs,
+      chunked=chunked,
+      truncation_stats=stats,
   )
 
 
@@ -133,6 +163,49 @@ def _to_model_inputs(model_inputs, input_ids, type_ids, length, *labels):
   }
   features = {name: features[name] for name in model_inputs}
   return (features, labels[0]) if labels else features
+
+
+def _to_chunked_model_inputs(
+    model_inputs, input_ids, type_ids, attention_mask, chunk_mask, *labels
+):
+  """The model's inputs of a padded batch of documents' windows."""
+  features = {
+      "input_ids": input_ids,
+      "attention_mask": attention_mask,
+      "token_type_ids": type_ids,
+  }
+  features = {name: features[name] for name in model_inputs}
+  features[CHUNK_MASK] = chunk_mask
+  return (features, labels[0]) if labels else features
+
+
+def _dense_windows(input_ids, type_ids, length, *labels):
+  """One document's ragged windows [(windows), (length)] as dense tensors
+  [windows, length], with their attention mask and a chunk mask [windows]
+  of ones (a batch pads both with zeros)."""
+  del length  # Sorted by; the batch needs the masks instead.
+  return (
+      input_ids.to_tensor(),
+      type_ids.to_tensor(),
+      tf.ones_like(input_ids, tf.int32).to_tensor(),
+      tf.ones_like(input_ids.row_lengths(), tf.int32),
+  ) + labels
+
+
+def _batching(encoded: EncodedExamples, pad_id: int, with_labels: bool):
+  """(map before padded_batch or None, padding values, map after it)."""
+  label_padding = (_label_padding(encoded),) if with_labels else ()
+  if encoded.chunked:
+    return (
+        _dense_windows,
+        (pad_id, 0, 0, 0) + label_padding,
+        functools.partial(_to_chunked_model_inputs, encoded.model_inputs),
+    )
+  return (
+      None,
+      (pad_id, 0, 0) + label_padding,
+      functools.partial(_to_model_inputs, encoded.model_inputs),
+  )
 
 
 def _components(encoded: EncodedExamples, order=None):
@@ -161,7 +234,8 @@ def _label_padding(encoded: EncodedExamples) -> tf.Tensor:
 
 
 def _dataset_of(components) -> tf.data.Dataset:
-  """One element per example; ragged rows become dense 1-D tensors."""
+  """One element per example; ragged rows become dense 1-D tensors (a
+  document's windows stay ragged)."""
   return tf.data.Dataset.from_tensor_slices(components).map(
       lambda *example: example
   )
@@ -184,7 +258,10 @@ def _shard_by_example(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _sort_window(input_ids, type_ids, lengths, labels):
-  """Sorts one window of examples by length (stable: ties keep the shuffle)."""
+  """Sorts one window of examples by length (stable: ties keep the shuffle).
+
+  `input_ids` and `type_ids` are ragged [examples, (length)] or, for
+  documents in windows, [examples, (windows), (length)]."""
   order = tf.argsort(lengths, stable=True)
   return (
       tf.gather(input_ids, order),
@@ -221,11 +298,15 @@ def training_dataset(
 
   Returns:
     Dataset of (features, label_ids): features a dict of int32
-    [batch, seq_len] tensors (`encoded.model_inputs`), label_ids int32
-    [batch].
+    [batch, seq_len] tensors (`encoded.model_inputs`; [batch, windows,
+    seq_len] and CHUNK_MASK [batch, windows] for documents in windows),
+    label_ids int32 [batch].
   """
   if encoded.label_ids is None:
     raise ValueError("Training examples need labels.")
+  densify, padding_values, to_model_inputs = _batching(
+      encoded, pad_id, with_labels=True
+  )
   dataset = _dataset_of(_components(encoded))
   dataset = dataset.shuffle(
       min(len(encoded), shuffle_buffer),
@@ -235,9 +316,9 @@ def training_dataset(
   if bucketing:
     dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
     dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
-  dataset = dataset.padded_batch(
-      batch_size, padding_values=(pad_id, 0, 0, _label_padding(encoded))
-  )
+  if densify is not None:
+    dataset = dataset.map(densify)
+  dataset = dataset.padded_batch(batch_size, padding_values=padding_values)
   if bucketing:
     # Without this, each window's batches would come shortest to longest.
     dataset = dataset.shuffle(
@@ -253,8 +334,7 @@ def training_dataset(
   )
   return _shard_by_example(
       dataset.map(
-          functools.partial(_to_model_inputs, encoded.model_inputs),
-          num_parallel_calls=tf.data.AUTOTUNE,
+          to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE
       ).prefetch(tf.data.AUTOTUNE)
   )
 
@@ -282,16 +362,16 @@ def inference_dataset(
     raise ValueError("Evaluation examples need labels.")
   if pad_id is None:
     pad_id = encoded.pad_id
-  dataset = _dataset_of(components).padded_batch(
-      batch_size,
-      padding_values=(pad_id, 0, 0)
-      + ((_label_padding(encoded),) if with_labels else ()),
+  densify, padding_values, to_model_inputs = _batching(
+      encoded, pad_id, with_labels
   )
+  dataset = _dataset_of(components)
+  if densify is not None:
+    dataset = dataset.map(densify)
+  dataset = dataset.padded_batch(batch_size, padding_values=padding_values)
   return (
       _shard_by_example(
-          dataset.map(
-              functools.partial(_to_model_inputs, encoded.model_inputs)
-          ).prefetch(tf.data.AUTOTUNE)
+          dataset.map(to_model_inputs).prefetch(tf.data.AUTOTUNE)
       ),
       order,
   )

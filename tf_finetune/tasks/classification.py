@@ -83,8 +83,10 @@ class ClassifierServer(serving.EncoderServer):
     label_id (int32 [batch]). serve_token_ids: the same outputs.
   """
 
-  def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    logits = self.logits(input_ids, attention_mask, token_type_ids)
+  def serve_ids(
+      self, input_ids, attention_mask, token_type_ids, chunk_mask=None
+  ):
+    logits = self.logits(input_ids, attention_mask, token_type_ids, chunk_mask)
     label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return {
         "probabilities": tf.nn.softmax(logits),

@@ -24,9 +24,11 @@ from tf_finetune import artifacts, callbacks, optimization, serving
 from tf_finetune import config as config_lib
 from tf_finetune.data import labels, readers
 from tf_finetune.models import backbone as backbone_lib
+from tf_finetune.models.chunked import ChunkedTextClassifier
 from tf_finetune.models.classifier import TextClassifier
 from tf_finetune.tasks import base
 from tf_finetune.text import families
+from tf_finetune.text.long_documents import LongDocuments
 from tf_finetune.text.tokenization import (
     TRICKY_TEXTS,
     TextEncoder,
@@ -48,6 +50,7 @@ def build_classifier(
     grad_accum_steps: int = 1,
     per_token: bool = False,
     loss_fn: Optional[Callable] = None,
+    chunk_pooling: Optional[str] = None,
 ) -> TextClassifier:
   """The task model on `backbone`, its variables created.
 
@@ -60,15 +63,15 @@ def build_classifier(
     grad_accum_steps: Micro-batches per update.
     per_token: A head on every token (token classification).
     loss_fn: The task's per-example loss; default cross-entropy.
+    chunk_pooling: For documents read in windows: how their logits are
+      pooled ("mean" or "max"); None: one window per example.
   """
   pooling = model_config.pooling
   if not per_token:  # A head on every token pools nothing.
     pooling = families.resolve_pooling(
         pooling, families.family_of(backbone.config.model_type)
     )
-  model = TextClassifier(
-      backbone,
-      head_size,
+  settings = dict(
       pooling=pooling,
       dropout=model_config.dropout,
       l1=model_config.l1,
@@ -79,6 +82,12 @@ def build_classifier(
       per_token=per_token,
       loss_fn=loss_fn,
   )
+  if chunk_pooling is None:
+    model = TextClassifier(backbone, head_size, **settings)
+  else:
+    model = ChunkedTextClassifier(
+        backbone, head_size, chunk_pooling=chunk_pooling, **settings
+    )
   model(model.dummy_inputs())  # Creates the head's variables.
   return model
 
@@ -173,6 +182,15 @@ class EncoderTask(base.Task):
   def head_size(self) -> int:
     return len(self.state.label_vocab)
 
+  def long_documents(self) -> LongDocuments:
+    """How a text longer than --max_seq_length is read: its head is kept."""
+    return LongDocuments()
+
+  def chunk_pooling(self) -> Optional[str]:
+    """How window logits are pooled, when texts are read in windows."""
+    policy = self.long_documents()
+    return policy.pooling if policy.chunks else None
+
   def loss_fn(self, train: config_lib.TrainConfig) -> Optional[Callable]:
     """(labels, logits) -> float32 [batch]; None: cross-entropy."""
     del train
@@ -248,7 +266,10 @@ class EncoderTask(base.Task):
     """
     try:
       encoder = TextEncoder.from_hf_tokenizer(
-          tokenizer, max_seq_length, model_inputs=family.model_inputs
+          tokenizer,
+          max_seq_length,
+          model_inputs=family.model_inputs,
+          long_documents=self.long_documents(),
       )
     except TokenizerNotSupportedError as e:
       raise ValueError(f"--model={model!r} ({family.name}): {e}") from e
@@ -297,6 +318,7 @@ class EncoderTask(base.Task):
         grad_accum_steps=train_config.grad_accum_steps,
         per_token=self.per_token,
         loss_fn=self.loss_fn(train_config),
+        chunk_pooling=self.chunk_pooling(),
     )
     if train_config.reinit_layers:
       # Before L2-SP takes its anchors and the optimizer its averages: both
@@ -380,6 +402,7 @@ class EncoderTask(base.Task):
         config.train.seed,
         per_token=self.per_token,
         loss_fn=self.loss_fn(config.train),
+        chunk_pooling=self.chunk_pooling(),
     )
     artifacts.restore_weights(model, weights_dir)
     return base.TrainedModel(config, self, tokenizer, encoder, model)

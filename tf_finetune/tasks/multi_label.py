@@ -148,9 +148,11 @@ class MultiLabelServer(serving.EncoderServer):
     self.delimiter = delimiter
     self.get_threshold = tf.function(lambda: self.threshold, input_signature=[])
 
-  def serve_ids(self, input_ids, attention_mask, token_type_ids):
+  def serve_ids(
+      self, input_ids, attention_mask, token_type_ids, chunk_mask=None
+  ):
     probabilities = tf.sigmoid(
-        self.logits(input_ids, attention_mask, token_type_ids)
+        self.logits(input_ids, attention_mask, token_type_ids, chunk_mask)
     )
     predicted = probabilities >= self.threshold
     names = tf.broadcast_to(self.label_vocab, tf.shape(predicted))

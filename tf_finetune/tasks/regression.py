@@ -127,10 +127,11 @@ def regression_loss(kind: str, delta: float):
 class RegressionServer(serving.EncoderServer):
   """The score of each text (or pair): score (float32 [batch])."""
 
-  def serve_ids(self, input_ids, attention_mask, token_type_ids):
-    return {
-        "score": self.logits(input_ids, attention_mask, token_type_ids)[:, 0]
-    }
+  def serve_ids(
+      self, input_ids, attention_mask, token_type_ids, chunk_mask=None
+  ):
+    logits = self.logits(input_ids, attention_mask, token_type_ids, chunk_mask)
+    return {"score": logits[:, 0]}
 
 
 class Regression(text.TextTask):

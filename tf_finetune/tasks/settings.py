@@ -24,18 +24,130 @@ from tf_finetune.config import (
 )
 
 REGRESSION_LOSSES = ("mse", "huber")
+# Which tokens of a text longer than --max_seq_length are kept.
+TRUNCATIONS = ("head", "tail", "head_tail")
+# How a text longer than --max_seq_length is read.
+LONG_DOCUMENT_MODES = ("truncate", "chunks")
+# How the head's logits of a document's windows become one.
+CHUNK_POOLINGS = ("mean", "max")
 TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
 # --model_config value naming the built-in small from-scratch translator.
 DEFAULT_MODEL_CONFIG = "default"
 
 
-@dataclasses.dataclass(frozen=True)
-class ClassificationSettings(TaskConfig):
-  """--task=classification: one label per text or pair (no own settings)."""
+_WHOLE_TEXT_TASKS = "--task=classification, regression and multi_label"
 
 
 @dataclasses.dataclass(frozen=True)
-class RegressionSettings(TaskConfig):
+class LongDocumentSettings(TaskConfig):
+  """How the whole-text tasks read texts longer than --max_seq_length.
+
+  Classification, regression and multi-label share these settings; the
+  packing code applies them, so training, evaluation, prediction and the
+  exported SavedModel read a long text the same way.
+  """
+
+  truncation: str = setting(
+      "head",
+      f"{_WHOLE_TEXT_TASKS}: which tokens of a text longer than "
+      "--max_seq_length are kept: the first ones (head), the last ones "
+      "(tail), or both ends (head_tail, --head_share of them from the "
+      "start). Sun et al. (2019) found head+tail best on long reviews and "
+      "news. Sentence pairs are cut longest-first from the end (head only).",
+      choices=TRUNCATIONS,
+  )
+  head_share: float = setting(
+      0.25,
+      "--truncation=head_tail: the fraction of the token budget kept from "
+      "the start of the text (rounded half up), the rest from its end; "
+      "0.25 of BERT's 510 keeps 128 + 382 tokens, the split of Sun et al. "
+      "(2019).",
+  )
+  long_document: str = setting(
+      "truncate",
+      f"{_WHOLE_TEXT_TASKS}: a text longer than --max_seq_length is "
+      "truncated (--truncation), or read in overlapping windows of "
+      "--max_seq_length tokens (chunks), each with its own special tokens, "
+      "the head's logits pooled over a document's windows into one "
+      "prediction; in training (the loss is on the pooled logits), "
+      "evaluation, prediction and the export alike.",
+      choices=LONG_DOCUMENT_MODES,
+  )
+  chunk_stride: int = setting(
+      0,
+      "--long_document=chunks: tokens each window repeats from the end of "
+      "the one before (the overlap, as the Hugging Face tokenizers' "
+      "stride).",
+  )
+  chunk_pooling: str = setting(
+      "mean",
+      "--long_document=chunks: how the head's logits over a document's "
+      "windows become its prediction: their mean or their elementwise max.",
+      choices=CHUNK_POOLINGS,
+  )
+  max_chunks: int = setting(
+      8,
+      "--long_document=chunks: most windows per document, which bounds "
+      "memory (a batch holds at most --batch_size x --max_chunks windows); "
+      "a longer document is first cut to what these windows hold, as "
+      "--truncation says.",
+  )
+
+  def __post_init__(self):
+    super().__post_init__()
+    require(
+        0.0 <= self.head_share <= 1.0,
+        f"--head_share={self.head_share} must be in [0, 1]: the fraction "
+        "of the kept tokens that come from the start of the text.",
+    )
+    require(
+        self.chunk_stride >= 0,
+        f"--chunk_stride={self.chunk_stride} must be at least 0 (tokens "
+        "a window shares with the one before).",
+    )
+    require(
+        self.max_chunks >= 1,
+        f"--max_chunks={self.max_chunks} must be at least 1.",
+    )
+
+  @property
+  def chunks(self) -> bool:
+    return self.long_document == "chunks"
+
+  def check_run(self, run: RunConfig) -> None:
+    """Pairs keep head truncation; windows need dynamic shapes (no XLA)."""
+    super().check_run(run)
+    pair = run.data.text_pair_column
+    require(
+        not pair or (self.truncation == "head" and not self.chunks),
+        f"--truncation={self.truncation} --long_document="
+        f"{self.long_document} is for single texts; sentence pairs "
+        f"(--text_pair_column={pair!r}) are cut longest-first from the end: "
+        "use --truncation=head --long_document=truncate.",
+    )
+    require(
+        self.chunk_stride < run.data.max_seq_length - 2 or not self.chunks,
+        f"--chunk_stride={self.chunk_stride} must be smaller than the "
+        f"tokens a window holds (--max_seq_length={run.data.max_seq_length} "
+        "less the special tokens).",
+    )
+    train = run.train
+    require(
+        not self.chunks
+        or not (train.jit_compile or train.distribution == "tpu"),
+        "--long_document=chunks runs the encoder on each document's windows "
+        "(a number known only at run time), which XLA cannot compile; drop "
+        "--jit_compile and --distribution=tpu.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSettings(LongDocumentSettings):
+  """--task=classification: one label per text or pair."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionSettings(LongDocumentSettings):
   """--task=regression: a number per text or pair."""
 
   regression_loss: str = setting(
@@ -54,7 +166,7 @@ class RegressionSettings(TaskConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiLabelSettings(TaskConfig):
+class MultiLabelSettings(LongDocumentSettings):
   """--task=multi_label: any number of labels per text or pair."""
 
   label_delimiter: Optional[str] = setting(

@@ -16,6 +16,7 @@ import numpy as np
 from tf_finetune.config import DataConfig
 from tf_finetune.data import pipeline, readers
 from tf_finetune.tasks import encoder
+from tf_finetune.text.long_documents import LongDocuments
 
 # TFDS text features of the data sets with a known layout: (text, text pair,
 # label). A run whose --text_column is not a feature of the data set gets
@@ -102,7 +103,23 @@ def read_text_split(
 
 
 class TextTask(encoder.EncoderTask):
-  """A task predicting for a whole text or text pair."""
+  """A task predicting for a whole text or text pair.
+
+  A text longer than --max_seq_length is truncated (--truncation) or read
+  in windows (--long_document=chunks), as the task's settings say
+  (`settings.LongDocumentSettings`); pairs keep head truncation.
+  """
+
+  def long_documents(self) -> LongDocuments:
+    policy = LongDocuments.from_settings(self.config)
+    if self.state.text_pair and not policy.is_default:
+      raise ValueError(
+          f"--truncation={policy.truncation} --long_document="
+          f"{self.config.long_document} is for single texts; sentence pairs "
+          "are cut longest-first from the end: use --truncation=head "
+          "--long_document=truncate."
+      )
+    return policy
 
   def resolve_data(self, data):
     if not data.tfds_name or data.train_file:

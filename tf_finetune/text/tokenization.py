@@ -23,7 +23,8 @@ from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
-from tf_finetune.text import bpe, families, sentencepiece
+from tf_finetune.text import bpe, families, long_documents, sentencepiece
+from tf_finetune.text.long_documents import CHUNK_MASK, LongDocuments
 from tf_finetune.text.wordpiece import (
     TokenizerNotSupportedError,
     WordPiece,
@@ -213,10 +214,13 @@ class TextEncoder(tf.Module):
   """Raw strings to packed model inputs: [CLS] a [SEP] (b [SEP]) for BERT.
 
   Holds a sub-word tokenizer of any supported type and the checkpoint
-  tokenizer's template of special tokens. Truncation follows the Hugging
-  Face "longest_first" rule exactly: with a budget of B tokens for two
-  segments of lengths a <= b, the shorter keeps min(a, B // 2) and the
-  longer the rest (ties give the extra token to the second segment).
+  tokenizer's template of special tokens. A pair's truncation follows the
+  Hugging Face "longest_first" rule exactly: with a budget of B tokens for
+  two segments of lengths a <= b, the shorter keeps min(a, B // 2) and the
+  longer the rest (ties give the extra token to the second segment). One
+  text longer than its budget is truncated, or split into windows, as
+  `long_documents` says (`long_documents.LongDocuments`; by default its
+  first tokens are kept, as the Hugging Face tokenizers keep them).
   """
 
   def __init__(
@@ -228,6 +232,7 @@ class TextEncoder(tf.Module):
       pad_id: int,
       tokenizer_type: str,
       model_inputs: Sequence[str] = MODEL_INPUTS,
+      long_documents: LongDocuments = long_documents.HEAD_TRUNCATION,
       name: Optional[str] = None,
   ):
     super().__init__(name=name)
@@ -244,6 +249,18 @@ class TextEncoder(tf.Module):
     # The first and last special tokens of one text: [CLS] and [SEP].
     self.cls_id = specials[0] if specials else pad_id
     self.sep_id = specials[-1] if specials else pad_id
+    self.long_documents = long_documents
+    long_documents.check_budget(self.budget, max_seq_length)
+
+  @property
+  def budget(self) -> int:
+    """Tokens of one text that fit one input: 128 - 2 for [CLS] a [SEP]."""
+    return max(self.max_seq_length - self.num_special_tokens(), 0)
+
+  @property
+  def chunks(self) -> bool:
+    """Whether a long text is read in windows (`encode` adds CHUNK_MASK)."""
+    return self.long_documents.chunks
 
   @property
   def lower_case(self) -> bool:
@@ -262,6 +279,7 @@ class TextEncoder(tf.Module):
       pad_token: str = "[PAD]",
       unk_token: str = "[UNK]",
       model_inputs: Sequence[str] = MODEL_INPUTS,
+      long_documents: LongDocuments = long_documents.HEAD_TRUNCATION,
   ) -> TextEncoder:
     """A BERT-style encoder from a WordPiece vocabulary."""
     vocab = list(vocab)
@@ -280,6 +298,7 @@ class TextEncoder(tf.Module):
         pad_id=index[pad_token],
         tokenizer_type=families.WORDPIECE,
         model_inputs=model_inputs,
+        long_documents=long_documents,
     )
 
   @classmethod
@@ -289,6 +308,7 @@ class TextEncoder(tf.Module):
       max_seq_length: int,
       *,
       model_inputs: Optional[Sequence[str]] = None,
+      long_documents: LongDocuments = long_documents.HEAD_TRUNCATION,
   ) -> TextEncoder:
     """Builds the encoder from a `transformers` fast tokenizer.
 
@@ -297,11 +317,13 @@ class TextEncoder(tf.Module):
       max_seq_length: Tokens per example, special tokens included.
       model_inputs: The inputs the model takes (its family's); default
         those the tokenizer returns.
+      long_documents: How a text longer than one input is read.
 
     Raises:
       TokenizerNotSupportedError: for a tokenizer that cannot be reproduced
         in the graph, naming its type and why.
-      ValueError: for a max_seq_length beyond the model's.
+      ValueError: for a max_seq_length beyond the model's, or windows
+        that do not advance.
     """
     limit = getattr(tokenizer, "model_max_length", None) or max_seq_length
     if max_seq_length > limit:
@@ -325,6 +347,7 @@ class TextEncoder(tf.Module):
         pad_id=tokenizer.pad_token_id,
         tokenizer_type=tokenizer_type,
         model_inputs=model_inputs,
+        long_documents=long_documents,
     )
 
   @property
@@ -357,16 +380,23 @@ class TextEncoder(tf.Module):
     Returns:
       (input_ids, token_type_ids), int32 RaggedTensors [batch, (length)] with
       length <= max_seq_length.
+
+    Raises:
+      ValueError: for a pair when long texts are not head-truncated.
     """
     batch = first.nrows()
     if second is None:
       items = self.template.single
       segments = {
-          "A": _keep_first(
-              first, max(self.max_seq_length - self.num_special_tokens(), 0)
-          )
+          "A": long_documents.keep(first, self.budget, self.long_documents)
       }
     else:
+      if not self.long_documents.is_default:
+        raise ValueError(
+            "Sentence pairs are truncated longest-first from the end; "
+            "--truncation=head --long_document=truncate is the only choice "
+            "for them."
+        )
       items = self.template.pair
       # The segments share what the special tokens leave: 128 - 3 = 125
       # for BERT's [CLS] a [SEP] b [SEP], 128 - 4 for RoBERTa's.
@@ -387,6 +417,10 @@ class TextEncoder(tf.Module):
           "A": _keep_first(first, keep_a),
           "B": _keep_first(second, keep_b),
       }
+    return self._join(items, segments, batch)
+
+  def _join(self, items, segments, batch):
+    """The template's items with its segments put in: (ids, types)."""
     ids, types = [], []
     for token, type_id in items:
       if isinstance(token, str):
@@ -397,11 +431,42 @@ class TextEncoder(tf.Module):
       types.append(tf.ones_like(part) * type_id)
     return tf.concat(ids, axis=1), tf.concat(types, axis=1)
 
+  def pack_windows(
+      self, first: tf.RaggedTensor
+  ) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """Splits each text into windows, each packed with the special tokens.
+
+    Args:
+      first: int32 RaggedTensor [batch, (a)] of token ids.
+
+    Returns:
+      (input_ids, token_type_ids), int32 RaggedTensors [batch, (windows),
+      (length)] with 1 <= windows <= max_chunks, length <= max_seq_length.
+      Truncating rather than chunking, each text is one window (`pack`).
+    """
+    if not self.chunks:
+      ids, types = self.pack(first)
+      return (
+          tf.RaggedTensor.from_uniform_row_length(ids, 1),
+          tf.RaggedTensor.from_uniform_row_length(types, 1),
+      )
+    windows = long_documents.windows(first, self.budget, self.long_documents)
+    ids, types = self._join(
+        self.template.single, {"A": windows.values}, windows.values.nrows()
+    )
+    return windows.with_values(ids), windows.with_values(types)
+
   def encode_ragged(
       self, texts: tf.Tensor, text_pairs: Optional[tf.Tensor] = None
   ) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
     second = None if text_pairs is None else self.tokenize(text_pairs)
     return self.pack(self.tokenize(texts), second)
+
+  def encode_windows(
+      self, texts: tf.Tensor
+  ) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """(input_ids, token_type_ids) [batch, (windows), (length)] of texts."""
+    return self.pack_windows(self.tokenize(texts))
 
   def encode(
       self, texts: tf.Tensor, text_pairs: Optional[tf.Tensor] = None
@@ -415,11 +480,24 @@ class TextEncoder(tf.Module):
     Returns:
       Dict of int32 Tensors [batch, seq_len], one per model input:
       input_ids, attention_mask and, where the model takes them,
-      token_type_ids.
+      token_type_ids. Reading long texts in windows, the inputs are
+      [batch, windows, seq_len] (padded with whole windows of padding) and
+      CHUNK_MASK [batch, windows] marks each text's windows.
     """
-    input_ids, type_ids = self.encode_ragged(texts, text_pairs)
+    if not self.chunks:
+      input_ids, type_ids = self.encode_ragged(texts, text_pairs)
+      features = pad_inputs(input_ids, type_ids, self.pad_id)
+      return {name: features[name] for name in self.model_inputs}
+    if text_pairs is not None:
+      raise ValueError(
+          "--long_document=chunks reads single texts, not sentence pairs."
+      )
+    input_ids, type_ids = self.encode_windows(texts)
     features = pad_inputs(input_ids, type_ids, self.pad_id)
-    return {name: features[name] for name in self.model_inputs}
+    features = {name: features[name] for name in self.model_inputs}
+    windows = input_ids.row_lengths(axis=2)  # [batch, (windows)]
+    features[CHUNK_MASK] = tf.ones_like(windows, tf.int32).to_tensor(0)
+    return features
 
 
 def _keep_first(ids: tf.RaggedTensor, limit) -> tf.RaggedTensor:
@@ -449,11 +527,23 @@ def check_matches_tokenizer(
 ) -> None:
   """Raises ValueError unless `encoder` gives `tokenizer`'s ids on `texts`.
 
-  Token types are compared too where the model takes them.
+  Token types are compared too where the model takes them. Texts that are
+  not head-truncated (`encoder.long_documents`) are compared window by
+  window with what the tokenizer gives when it truncates and splits them
+  the same way (`long_documents.reference_windows`).
   """
   texts = list(texts)
   pairs = None if text_pairs is None else list(text_pairs)
   with_types = families.TOKEN_TYPE_IDS in encoder.model_inputs
+  if not encoder.long_documents.is_default:
+    if pairs is not None:
+      raise ValueError(
+          "Sentence pairs are truncated longest-first from the end; "
+          "--truncation=head --long_document=truncate is the only choice "
+          "for them."
+      )
+    _check_windows(encoder, tokenizer, texts, with_types)
+    return
   if pairs is None:
     expected = tokenizer(
         texts,
@@ -495,4 +585,35 @@ def check_matches_tokenizer(
         f"{text[:80]!r} at token {at}: expected ids {want_ids[at:at + 5]}, "
         f"got {got_ids[i][at:at + 5]}; refusing to train or export a model "
         "that would be served different ids than it was trained on."
+    )
+
+
+def _check_windows(
+    encoder: TextEncoder, tokenizer, texts: list[str], with_types: bool
+) -> None:
+  """check_matches_tokenizer for truncation rules and windows of one text."""
+  expected = long_documents.reference_windows(
+      tokenizer, texts, encoder.max_seq_length, encoder.long_documents
+  )
+  got_ids, got_types = encoder.encode_windows(tf.constant(texts, tf.string))
+  got_ids, got_types = got_ids.to_list(), got_types.to_list()
+  for i, text in enumerate(texts):
+    want_ids = [ids for ids, _ in expected[i]]
+    want_types = [types for _, types in expected[i]]
+    if got_ids[i] == want_ids and (
+        not with_types or got_types[i] == want_types
+    ):
+      continue
+    window = next(
+        (j for j, (a, b) in enumerate(zip(got_ids[i], want_ids)) if a != b),
+        min(len(got_ids[i]), len(want_ids)),
+    )
+    raise ValueError(
+        f"In-graph tokenization (--truncation="
+        f"{encoder.long_documents.truncation}, chunks: "
+        f"{encoder.long_documents.chunks}) differs from the model's "
+        f"tokenizer on text {text[:80]!r}: {len(got_ids[i])} window(s) "
+        f"against {len(want_ids)}, first differing at window {window}; "
+        "refusing to train or export a model that would be served different "
+        "ids than it was trained on."
     )
