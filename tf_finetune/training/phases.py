@@ -107,9 +107,27 @@ def plan_batches(
 
 
 def training_dataset(
-    config: RunConfig, prepared: PreparedData, plan: BatchPlan
+    config: RunConfig,
+    prepared: PreparedData,
+    plan: BatchPlan,
+    *,
+    start: tuple[int, int] = (0, 0),
 ) -> tf.data.Dataset:
-  """The shuffled, bucketed batches of one epoch of training examples."""
+  """The shuffled, bucketed batches of the run's epochs, back to back.
+
+  Args:
+    config: The run.
+    prepared: Its examples.
+    plan: Its batches.
+    start: (0-based epoch, batches of it already trained on): where a
+      resumed run starts; the batches before are left out.
+  """
+  epochs = config.train.epochs
+  epoch, batch = start
+  if epoch >= epochs:
+    # Backed up after its last epoch: Keras trains no more; any dataset
+    # does.
+    epoch, batch = epochs - 1, 0
   return pipeline.training_dataset(
       prepared.encoded["train"],
       batch_size=plan.global_batch,
@@ -117,6 +135,9 @@ def training_dataset(
       seed=config.train.seed,
       pad_id=prepared.encoder.pad_id,
       shuffle_buffer=config.data.shuffle_buffer,
+      epochs=epochs,
+      start_epoch=epoch,
+      start_batch=batch,
   )
 
 
@@ -187,11 +208,26 @@ def fit(
         output_dir=output_dir,
     )
     run_callbacks += task.training_callbacks(model, config)
+    # The batches from where the backup (if any) resumes: Keras restores the
+    # weights and counts the steps, but would start the data afresh.
+    resume = callbacks.resume_point(
+        os.path.join(config.model_dir, artifacts.BACKUP_DIR),
+        plan.steps_per_epoch,
+    )
+    if resume != (0, 0):
+      logging.info(
+          "Resuming from the backup in epoch %d after %d of its %d steps.",
+          resume[0] + 1,
+          resume[1],
+          plan.steps_per_epoch,
+      )
     start = time.time()
     model.fit(
-        training_dataset(config, prepared, plan),
+        training_dataset(config, prepared, plan, start=resume),
         validation_data=validation,
         epochs=train_config.epochs,
+        # One dataset of all epochs: Keras keeps its iterator across them.
+        steps_per_epoch=plan.steps_per_epoch,
         callbacks=run_callbacks,
         verbose=2,
     )
