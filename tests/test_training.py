@@ -295,7 +295,7 @@ def _final_weights(model_dir):
 
 
 def test_killed_run_resumes_from_its_backup(
-    tmp_path, tiny_bert_dir, sentiment_files, caplog
+    tmp_path, tiny_bert_dir, sentiment_files, caplog, capsys
 ):
   """SIGKILL mid-epoch, rerun the same command: it goes on with the batches
   it would have trained on and ends with the weights of an uninterrupted
@@ -317,6 +317,18 @@ def test_killed_run_resumes_from_its_backup(
   # step 16, the fourth of the second epoch.
   _kill_when_logged(args, "Step 17/36")
   assert os.listdir(model_dir / "backup")  # The backup survived.
+
+  # Another learning rate would continue this run's state with other
+  # settings: refused, naming the change, before anything is touched.
+  backup_files = sorted(os.listdir(model_dir / "backup" / "chief"))
+  assert run_binary(train_binary, args[3:] + ["--learning_rate=1e-3"]) == 2
+  captured = capsys.readouterr().err.strip().splitlines()[-1]
+  assert captured == (
+      "train: error: --learning_rate changed from 0.003 to 0.001 since the "
+      f"run in {model_dir} was interrupted; pass --overwrite_model_dir to "
+      "start fresh or choose a new --model_dir."
+  )
+  assert sorted(os.listdir(model_dir / "backup" / "chief")) == backup_files
 
   # The same command again (in this process, to save starting Python).
   caplog.set_level("INFO")
@@ -393,17 +405,84 @@ def test_run_killed_after_training_resumes_at_evaluation(
   ] == ["1"]
 
 
-def test_a_changed_config_trains_again(
-    tmp_path, tiny_bert_dir, sentiment_files
+def _finished(model_dir):
+  return json.load(open(model_dir / "training_finished.json"))
+
+
+def test_a_rerun_with_other_data_or_settings_is_refused(
+    tmp_path, tiny_bert_dir, caplog
 ):
+  """train.csv regenerated at the same path, or another learning rate, after
+  a finished run: refused in one line; --overwrite_model_dir trains anew;
+  a change of what only outputs use reuses the weights."""
   model_dir = tmp_path / "run"
-  files = {"train": sentiment_files["train"]}  # No evaluation: quicker.
-  first = training.train(_config(model_dir, tiny_bert_dir, files, epochs=1))
-  second = training.train(
-      _config(model_dir, tiny_bert_dir, files, epochs=1, learning_rate=1e-3)
+  train_file = write_rows(
+      str(tmp_path / "train.csv"), make_sentiment_rows(64, seed=1)
   )
-  assert first.weights_fingerprint != second.weights_fingerprint
-  assert second.history["loss"] and second.global_steps == 12
+  config = _config(model_dir, tiny_bert_dir, {"train": train_file}, epochs=1)
+  first = training.train(config)
+  assert first.global_steps == 4  # 64 examples / 16.
+
+  # Another log frequency, output files elsewhere: the same run.
+  caplog.set_level("INFO")
+  same = training.train(
+      dataclasses.replace(
+          config,
+          train=dataclasses.replace(config.train, log_every_steps=1),
+          export_dir=str(tmp_path / "exports"),
+      )
+  )
+  assert "Training already finished" in caplog.text
+  assert same.weights_fingerprint == first.weights_fingerprint
+
+  with pytest.raises(ValueError) as refused:
+    training.train(
+        dataclasses.replace(
+            config,
+            train=dataclasses.replace(config.train, learning_rate=1e-3),
+        )
+    )
+  assert str(refused.value) == (
+      "--learning_rate changed from 0.003 to 0.001 since the run in "
+      f"{model_dir} finished; pass --overwrite_model_dir to start fresh or "
+      "choose a new --model_dir."
+  )
+
+  recorded = _finished(model_dir)["fingerprint"]["data"]["--train_file"]
+  assert recorded["bytes"] == os.path.getsize(train_file)
+  write_rows(train_file, make_sentiment_rows(64, seed=5))  # Regenerated.
+  with pytest.raises(
+      ValueError,
+      match=rf"^--train_file='{train_file}' changed \({recorded['bytes']} "
+      rf"bytes, SHA-256 {recorded['sha256'][:12]}\.\.\. then; \d+ bytes, "
+      r"SHA-256 [0-9a-f]{12}\.\.\. now\) since the run in .* finished; "
+      r"pass --overwrite_model_dir to start fresh or choose a new "
+      r"--model_dir\.$",
+  ):
+    training.train(config)
+  assert (
+      _finished(model_dir)["weights_fingerprint"] == first.weights_fingerprint
+  )
+
+  caplog.clear()
+  fresh = training.train(dataclasses.replace(config, overwrite_model_dir=True))
+  assert "Training already finished" not in caplog.text
+  assert fresh.global_steps == 4
+  assert fresh.weights_fingerprint != first.weights_fingerprint
+  assert (
+      _finished(model_dir)["fingerprint"]["data"]["--train_file"]["sha256"]
+      != recorded["sha256"]
+  )
+  assert not os.path.exists(model_dir / "backup")
+  # The new data is now the run's: the same command reuses it, and
+  # --overwrite_model_dir trains it again.
+  assert training.train(config).weights_fingerprint == (
+      fresh.weights_fingerprint
+  )
+  caplog.clear()
+  training.train(dataclasses.replace(config, overwrite_model_dir=True))
+  assert "Training already finished" not in caplog.text
+  assert "Epoch 1:" in caplog.text
 
 
 def _tiny_model():

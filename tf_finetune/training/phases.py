@@ -23,6 +23,7 @@ from tf_finetune import distribution as distribution_lib
 from tf_finetune.config import RunConfig
 from tf_finetune.data import pipeline
 from tf_finetune.tasks.base import PreparedData, TrainedModel
+from tf_finetune.training import fingerprint as fingerprint_lib
 from tf_finetune.training.fit_callbacks import fit_callbacks
 from tf_finetune.training.fit_record import FitRecord, write_fit_record
 from tf_finetune.training.precision import precision_policy, resolve_precision
@@ -178,9 +179,14 @@ def fit(
     prepared: PreparedData,
     strategy: tf.distribute.Strategy,
     plan: BatchPlan,
+    *,
+    fingerprint: Optional[dict] = None,
 ) -> FitRecord:
   """Phase 3: builds and fits the model, keeps the best epoch, saves the
   final weights.
+
+  `fingerprint` (`training.fingerprint.run_fingerprint`) is recorded with
+  the backup and with the record of the finished fit.
 
   Every worker of a multi-worker run runs all of this (saving a checkpoint
   is collective); only the chief writes to model_dir.
@@ -200,6 +206,8 @@ def fit(
     if chief:
       task.save_run_files(config.model_dir, config, prepared, model)
       artifacts.remove_file(config.model_dir, artifacts.FIT_RECORD_FILENAME)
+      if fingerprint is not None:
+        fingerprint_lib.write_backup_record(config.model_dir, fingerprint)
     run_callbacks, nan_guard, history, best, early_stopping = fit_callbacks(
         config,
         validation is not None,
@@ -247,13 +255,13 @@ def fit(
   callbacks.save_weights_atomically(
       model, os.path.join(output_dir, artifacts.FINAL_WEIGHTS_DIR)
   )
-  fingerprint = distribution_lib.weights_fingerprint(model)
+  weights_fingerprint = distribution_lib.weights_fingerprint(model)
   worker = distribution_lib.worker_name(strategy)
   logging.info(
       "%sTrained weights after %d steps: SHA-256 %s.",
       worker.capitalize() + ": " if worker else "",
       global_steps,
-      fingerprint,
+      weights_fingerprint,
   )
   record = FitRecord(
       history=history.history,
@@ -262,10 +270,19 @@ def fit(
       stopped_early=bool(early_stopping and early_stopping.stopped_epoch),
       global_steps=global_steps,
       train_seconds=round(train_seconds, 1),
-      weights_fingerprint=fingerprint,
+      weights_fingerprint=weights_fingerprint,
+      fingerprint=fingerprint,
   )
   if chief:
     write_fit_record(config, record)
+    # The backup is gone (Keras deletes it when fit returns); so goes its
+    # record.
+    backup_dir = os.path.join(config.model_dir, artifacts.BACKUP_DIR)
+    artifacts.remove_file(backup_dir, fingerprint_lib.FILENAME)
+    try:
+      os.rmdir(backup_dir)
+    except OSError:
+      pass  # Not empty: something else is kept there.
   distribution_lib.remove_scratch(config.model_dir, strategy)
   return record
 
