@@ -418,6 +418,7 @@ def run_ours(job: dict) -> dict:
     model.fit(
         train_dataset,
         epochs=plan["epochs_to_run"],
+        steps_per_epoch=batches.steps_per_epoch,
         callbacks=[keras_timing_callback(timer)],
         verbose=0,
     )

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,12 +18,13 @@ from tf_finetune import config as config_lib, distribution, training
 _WORKER_FLAGS = [
     "--max_seq_length=32",
     "--batch_size=16",
-    "--epochs=1",
+    "--epochs=2",
     "--learning_rate=3e-3",
     "--pooling=mean",
     "--dropout=0",
     "--early_stopping_patience=0",
     "--log_every_steps=1",
+    "--save_every_steps=1",
     "--precision=fp32",
     "--noexport",
 ]
@@ -68,31 +70,9 @@ def _start_workers(args, count, tmp_path):
   return processes, logs
 
 
-@pytest.fixture
-def small_files(tmp_path):
-  # 100 examples at 32 per step: 3 full steps and one of 4 per epoch.
-  return {
-      split: write_rows(
-          str(tmp_path / f"{split}.csv"), make_sentiment_rows(count, seed=seed)
-      )
-      for split, count, seed in (("train", 100, 1), ("validation", 40, 2))
-  }
-
-
-def test_two_workers_train_like_one_process_with_the_same_global_batch(
-    tmp_path, tiny_bert_dir, small_files
-):
-  model_dir = tmp_path / "run"
-  args = [
-      f"--model={tiny_bert_dir}",
-      f"--train_file={small_files['train']}",
-      f"--validation_file={small_files['validation']}",
-      f"--model_dir={model_dir}",
-      "--distribution=multi_worker",
-      *_WORKER_FLAGS,
-  ]
-  processes, logs = _start_workers(args, 2, tmp_path)
-  deadline = time.time() + 240
+def _wait_all(processes, logs, *, timeout=240):
+  """Waits for the workers to end; returns their logs."""
+  deadline = time.time() + timeout
   try:
     for process in processes:
       process.wait(timeout=max(1, deadline - time.time()))
@@ -106,8 +86,65 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
     log.seek(0)
     outputs.append(log.read())
     log.close()
+  return outputs
+
+
+def _kill_when_logged(processes, logs, marker, *, timeout=240):
+  """SIGKILLs worker 1 once the chief logged `marker`, then the chief (it
+  cannot go on alone)."""
+  deadline = time.time() + timeout
+  chief_log = logs[0].name
+  while marker not in open(chief_log).read():
+    assert time.time() < deadline, f"{marker!r} was not logged in time"
+    assert processes[0].poll() is None, open(chief_log).read()[-3000:]
+    time.sleep(0.2)
+  processes[1].send_signal(signal.SIGKILL)
+  processes[1].wait()
+  processes[0].send_signal(signal.SIGKILL)
+  _wait_all(processes, logs)
+  assert [process.returncode for process in processes] == [-9, -9]
+
+
+@pytest.fixture
+def small_files(tmp_path):
+  # 100 examples at 32 per step: 3 full steps and one of 4 per epoch.
+  return {
+      split: write_rows(
+          str(tmp_path / f"{split}.csv"), make_sentiment_rows(count, seed=seed)
+      )
+      for split, count, seed in (("train", 100, 1), ("validation", 40, 2))
+  }
+
+
+def test_two_workers_killed_and_rerun_train_like_one_process(
+    tmp_path, tiny_bert_dir, small_files
+):
+  model_dir = tmp_path / "run"
+  args = [
+      f"--model={tiny_bert_dir}",
+      f"--train_file={small_files['train']}",
+      f"--validation_file={small_files['validation']}",
+      f"--model_dir={model_dir}",
+      "--distribution=multi_worker",
+      *_WORKER_FLAGS,
+  ]
+  # Killed in the second epoch (steps 5 to 8), worker 1 first; then both
+  # are started again, as after a machine's failure.
+  killed, logs = _start_workers(args, 2, tmp_path)
+  _kill_when_logged(killed, logs, "Step 6/8")
+  assert os.listdir(model_dir / "backup" / "chief")
+  processes, logs = _start_workers(args, 2, tmp_path)
+  outputs = _wait_all(processes, logs)
   for index, (process, output) in enumerate(zip(processes, outputs)):
     assert process.returncode == 0, f"worker {index}:\n{output[-3000:]}"
+  # Both resumed from the chief's backup in the second epoch, no later
+  # than the kill.
+  resumed = [
+      re.findall(r"Resuming from the backup in epoch 2 after (\d) of", output)
+      for output in outputs
+  ]
+  assert resumed[0] and resumed[0] == resumed[1], outputs
+  assert 1 <= int(resumed[0][0]) <= 2
 
   # Only the chief (worker 0) wrote the run; worker 1's scratch is gone.
   assert os.path.isfile(model_dir / "checkpoints/final/weights.index")
@@ -123,16 +160,17 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
       if name.startswith("events.out.tfevents")
   ]
   assert events
-  assert all(f".{processes[0].pid}." in name for name in events), events
+  chiefs = (f".{killed[0].pid}.", f".{processes[0].pid}.")
+  assert all(any(pid in name for pid in chiefs) for name in events), events
   summary = json.load(open(model_dir / "summary.json"))
   assert summary["replicas"] == 2
   assert summary["global_batch_size"] == 32
-  assert summary["global_steps"] == 4  # 3 steps of 32 and one of 4.
+  assert summary["global_steps"] == 8  # 2 x (3 steps of 32 and one of 4).
 
   # The same weights on both workers.
   fingerprints = [
       re.findall(
-          r"Worker (\d): Trained weights after 4 steps: "
+          r"Worker (\d): Trained weights after 8 steps: "
           r"SHA-256 ([0-9a-f]{64})",
           output,
       )
@@ -142,7 +180,9 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
   assert fingerprints[0][0][1] == fingerprints[1][0][1]
   assert summary["weights_fingerprint"] == fingerprints[0][0][1]
 
-  # One process, one device, 32 per step: the same losses.
+  # One process, one device, 32 per step: the same losses (those of the
+  # training steps in the first epoch: the second's were averaged over the
+  # steps after the resumption only) and validation results.
   flags = dict(arg[2:].split("=", 1) for arg in _WORKER_FLAGS if "=" in arg)
   single = training.train(
       config_lib.RunConfig(
@@ -157,7 +197,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
               model=tiny_bert_dir, pooling="mean", dropout=0.0
           ),
           train=config_lib.TrainConfig(
-              epochs=1,
+              epochs=int(flags["epochs"]),
               learning_rate=float(flags["learning_rate"]),
               early_stopping_patience=0,
               precision="fp32",
@@ -167,8 +207,13 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
       )
   )
   assert single.global_batch_size == 32 and single.replicas == 1
-  for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
-    assert summary["history"][name] == pytest.approx(
+  history = summary["history"]
+  for name in ("loss", "accuracy"):
+    assert history[name][0] == pytest.approx(
+        single.history[name][0], rel=1e-3, abs=1e-4
+    ), name
+  for name in ("val_loss", "val_accuracy"):
+    assert history[name] == pytest.approx(
         single.history[name], rel=1e-3, abs=1e-4
     ), name
 

@@ -71,22 +71,42 @@ def test_num_batches_is_exact(encoded, bucketing):
   assert counted == pipeline.num_batches(len(encoded), 16)
 
 
+def _epochs_dataset(encoded, seed, **start):
+  return pipeline.training_dataset(
+      encoded,
+      batch_size=16,
+      bucketing=True,
+      seed=seed,
+      pad_id=0,
+      shuffle_buffer=10_000,
+      epochs=3,
+      **start,
+  )
+
+
 def test_seeded_shuffle_is_reproducible_and_fresh_each_epoch(encoded):
+  steps = pipeline.num_batches(len(encoded), 16)
+
   def epochs(seed):
-    dataset = pipeline.training_dataset(
-        encoded,
-        batch_size=16,
-        bucketing=True,
-        seed=seed,
-        pad_id=0,
-        shuffle_buffer=10_000,
-    )
-    return [_orders(dataset) for _ in range(2)]
+    batches = _orders(_epochs_dataset(encoded, seed))
+    assert len(batches) == 3 * steps
+    return [batches[i * steps : (i + 1) * steps] for i in range(3)]
 
   first_run, second_run = epochs(7), epochs(7)
   assert first_run == second_run  # Same seed, same sequence of epochs.
   assert first_run[0] != first_run[1]  # Yet every epoch is reshuffled.
   assert epochs(8)[0] != first_run[0]
+
+
+def test_a_resumed_run_gets_the_batches_from_where_it_stopped(encoded):
+  """Epoch 2, batch 3 onwards: the same batches, in the same order, as the
+  rest of an uninterrupted run's, whatever was iterated before."""
+  steps = pipeline.num_batches(len(encoded), 16)
+  whole = _orders(_epochs_dataset(encoded, 7))
+  _orders(_epochs_dataset(encoded, 7))  # This process drew more shuffles.
+  resumed = _epochs_dataset(encoded, 7, start_epoch=1, start_batch=3)
+  assert resumed.cardinality() == 2 * steps - 3
+  assert _orders(resumed) == whole[steps + 3 :]
 
 
 def test_every_example_is_seen_once_per_epoch(encoded):

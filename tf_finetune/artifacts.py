@@ -11,10 +11,12 @@ backbone/config.json the encoder architecture (translation: the
 checkpoints/best/    weights of the best validation epoch
 checkpoints/final/   the weights training ended with (best, if validated)
 logs/                TensorBoard event files
-backup/              state to resume a killed run (removed when done)
+backup/              state to resume a killed run (removed when done),
+                     with the run's fingerprint (fingerprint.json)
 history.json         per-epoch metrics, kept across resumptions
-training_finished.json  the config and results of a finished fit, so a
-                     run killed while evaluating or exporting resumes there
+training_finished.json  the config, fingerprint and results of a finished
+                     fit, so a run killed while evaluating or exporting
+                     resumes there
 eval_results.json    validation and test metrics
 summary.json         epochs run, best epoch, why training stopped, the
                      overfitting diagnosis, speed
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Callable, Optional
 
 import tf_keras
@@ -86,6 +89,16 @@ def remove_file(model_dir: str, filename: str) -> None:
     os.remove(os.path.join(model_dir, filename))
   except FileNotFoundError:
     pass
+
+
+def remove_run_state(model_dir: str) -> None:
+  """Removes what a training run left to resume or reuse in `model_dir`:
+  its backup, checkpoints, history, TensorBoard logs and the record of a
+  finished fit. Exports stay."""
+  for name in (BACKUP_DIR, "checkpoints", LOG_DIR):
+    shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+  for filename in (HISTORY_FILENAME, FIT_RECORD_FILENAME):
+    remove_file(model_dir, filename)
 
 
 def write_task_state(model_dir: str, state: dict[str, Any]) -> str:

@@ -159,6 +159,18 @@ class BackupAndRestore(tf_keras.callbacks.BackupAndRestore):
     super().__init__(backup_dir, **kwargs)
     self.kept_after_non_finite_loss = False
 
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    # Keras computes where to resume from the backup's epoch and batch as
+    # this run's save_freq says, not as the backup was made: a backup made
+    # mid-epoch (every N steps) resumed with save_freq="epoch" would skip
+    # the rest of its epoch. Resume as the backup was made, as
+    # `resume_point` does (`_save_freq` is read only for this).
+    state = self._training_state
+    state._save_freq = (
+        1 if int(state._ckpt_saved_batch.numpy()) >= 0 else ("epoch")
+    )
+
   def _loss_is_finite(self, logs) -> bool:
     loss = (logs or {}).get("loss")
     return loss is None or math.isfinite(float(loss))
@@ -178,6 +190,34 @@ class BackupAndRestore(tf_keras.callbacks.BackupAndRestore):
       logging.info("The last good backup is kept in %s.", self.backup_dir)
       self.delete_checkpoint = False
     super().on_train_end(logs)
+
+
+def resume_point(backup_dir: str, steps_per_epoch: int) -> tuple[int, int]:
+  """Where a run resumed from the backup in `backup_dir` starts.
+
+  Keras' rule (`WorkerTrainingState.maybe_load_initial_counters_from_ckpt`):
+  after a backup made mid-epoch, the next batch of that epoch; after one
+  made at the last batch or the end of an epoch, the next epoch.
+
+  Args:
+    backup_dir: The `BackupAndRestore` directory (model_dir/backup).
+    steps_per_epoch: Batches per epoch.
+
+  Returns:
+    (0-based epoch, batches of it already trained on); (0, 0) without a
+    backup.
+  """
+  latest = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+  if not latest:
+    return 0, 0
+  reader = tf.train.load_checkpoint(latest)
+  epoch, batch = (
+      int(reader.get_tensor(f"ckpt_saved_{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+      for name in ("epoch", "batch")
+  )
+  if 0 <= batch < steps_per_epoch - 1:
+    return epoch, batch + 1
+  return max(epoch + 1, 0), 0
 
 
 def _moving_average_pairs(model: tf_keras.Model):
@@ -405,6 +445,67 @@ class PersistentHistory(tf_keras.callbacks.Callback):
     for name, value in (logs or {}).items():
       self.history.setdefault(name, []).append(float(value))
     io_utils.write_text_atomically(self._path, json.dumps(self.history) + "\n")
+
+
+class ResumableEarlyStopping(tf_keras.callbacks.EarlyStopping):
+  """Keras' EarlyStopping that a resumed run continues.
+
+  Keras counts the epochs without improvement afresh in every `fit`, so a
+  run resumed from its backup would stop later than an uninterrupted one.
+  This one rebuilds the count and the best value, by Keras' own rule, from
+  the monitored values of the epochs completed before the one the run
+  resumes in: those of the chief's `history.json`, which every worker of a
+  multi-worker run reads, so that all stop together.
+
+  The weights of the best epoch are not held in memory (Keras'
+  `restore_best_weights`): `BestWeightsCheckpoint` keeps them on disk.
+  """
+
+  def __init__(self, history_path: str, **kwargs):
+    super().__init__(restore_best_weights=False, **kwargs)
+    self._history_path = history_path
+    self._first_epoch = True
+
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    self._first_epoch = True
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if not self._first_epoch:
+      return
+    self._first_epoch = False
+    if not epoch:
+      return
+    values = (read_json_record(self._history_path) or {}).get(self.monitor)
+    if not isinstance(values, list) or len(values) < epoch:
+      logging.warning(
+          "Resumed at epoch %d, but %s has no %s for the epochs before it; "
+          "early stopping counts from here.",
+          epoch + 1,
+          self._history_path,
+          self.monitor,
+      )
+      return
+    for past_epoch, value in enumerate(values[:epoch]):
+      if past_epoch < self.start_from_epoch:
+        continue
+      # Keras' on_epoch_end, without stopping: the run went on after it.
+      self.wait += 1
+      if self._is_improvement(float(value), self.best):
+        self.best, self.best_epoch = float(value), past_epoch
+        if self.baseline is None or self._is_improvement(
+            float(value), self.baseline
+        ):
+          self.wait = 0
+    logging.info(
+        "Resumed early stopping: best %s %.4f in epoch %d, %d epoch(s) "
+        "without improvement since (patience %d).",
+        self.monitor,
+        self.best,
+        self.best_epoch + 1,
+        self.wait,
+        self.patience,
+    )
 
 
 class EpochSummary(tf_keras.callbacks.Callback):

@@ -167,3 +167,14 @@ def weights_fingerprint(model: tf.Module) -> str:
     digest.update(variable.name.encode("utf-8"))
     digest.update(variable.numpy().tobytes())
   return digest.hexdigest()
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+  """Waits until every worker of a multi-worker run gets here (a one-value
+  all-reduce); a no-op for the other strategies."""
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    strategy.reduce(
+        tf.distribute.ReduceOp.SUM,
+        strategy.run(lambda: tf.constant(1.0)),
+        axis=None,
+    )

@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from tf_finetune import io_utils, tasks
 from tf_finetune.config.fields import (
+    CHANGES_WEIGHTS,
     CHOICES,
     HELP,
     Choices,
@@ -68,6 +69,7 @@ class RunConfig:
       dataclasses.MISSING,
       "Where the run writes its checkpoints, TensorBoard "
       "logs, results, config and SavedModels.",
+      changes_weights=False,
   )
   data: DataConfig
   model: ModelConfig
@@ -76,8 +78,17 @@ class RunConfig:
       None,
       "Base directory of exported SavedModels (default: "
       "<model_dir>/export).",
+      changes_weights=False,
   )
   task: TaskConfig = dataclasses.field(default_factory=lambda: task_config())
+  overwrite_model_dir: bool = setting(
+      False,
+      "Start afresh in --model_dir: drop the backup of an interrupted run "
+      "and the checkpoints, history and record of a finished one (earlier "
+      "exports stay). Without it, a rerun resumes or reuses the run there, "
+      "and refuses if its settings or data changed.",
+      changes_weights=False,
+  )
 
   def __post_init__(self):
     require(bool(self.model_dir), "--model_dir is required.")

@@ -14,10 +14,20 @@ HELP = "help"
 CHOICES = "choices"
 
 
+# Whether a different value trains different weights (see `setting`).
+CHANGES_WEIGHTS = "changes_weights"
+
+
 Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 
-def setting(default: Any, help: str, *, choices: Choices | None = None) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: Choices | None = None,
+    changes_weights: bool = True,
+) -> Any:
   """A config field that is also a command-line flag of the same name.
 
   The flag's type follows the field's annotation (str, int, float, bool, or
@@ -31,11 +41,16 @@ def setting(default: Any, help: str, *, choices: Choices | None = None) -> Any:
     choices: The only values allowed (or a function returning them when
       asked); the flag becomes an enum and `__post_init__` checks the field
       against them.
+    changes_weights: Whether a different value trains different weights.
+      False for where outputs go and for what only evaluation, prediction
+      or export use: a run resumed or reused with another value is the
+      same run (see `training.fingerprint`).
 
   Returns:
-    A `dataclasses.field` carrying `help` and `choices` in its metadata.
+    A `dataclasses.field` carrying `help`, `choices` and `changes_weights`
+    in its metadata.
   """
-  metadata = {HELP: help}
+  metadata = {HELP: help, CHANGES_WEIGHTS: changes_weights}
   if choices is not None:
     metadata[CHOICES] = choices if callable(choices) else tuple(choices)
   return dataclasses.field(default=default, metadata=metadata)

@@ -19,31 +19,37 @@ class DataConfig:
   """Where the examples come from and how they become batches."""
 
   train_file: Optional[str] = setting(
-      None, "Training examples: .csv, .tsv or .jsonl."
+      None, "Training examples: .csv, .tsv or .jsonl.", changes_weights=False
   )
   validation_file: Optional[str] = setting(
       None,
       "Validation examples, in the format of --train_file; early "
       "stopping and the best checkpoint watch them.",
+      changes_weights=False,
   )
   test_file: Optional[str] = setting(
       None,
       "Test examples, in the format of --train_file, evaluated once "
       "when training ends.",
+      changes_weights=False,
   )
   tfds_name: Optional[str] = setting(
       None,
       "TensorFlow Datasets name used instead of the files, e.g. " "glue/sst2.",
   )
   tfds_data_dir: Optional[str] = setting(
-      None, "Where TensorFlow Datasets keeps its prepared data."
+      None,
+      "Where TensorFlow Datasets keeps its prepared data.",
+      changes_weights=False,
   )
   tfds_train_split: str = setting("train", "Split of --tfds_name for training.")
   tfds_validation_split: Optional[str] = setting(
       "validation", "Split of --tfds_name for validation ('' for none)."
   )
   tfds_test_split: Optional[str] = setting(
-      None, "Split of --tfds_name evaluated once when training ends."
+      None,
+      "Split of --tfds_name evaluated once when training ends.",
+      changes_weights=False,
   )
   text_column: str = setting(
       "text", "Column (or TFDS feature) holding the text."
@@ -123,6 +129,7 @@ class ModelConfig:
       False,
       "Allow loading pickled PyTorch .bin weights (can run code; only "
       "for files you trust).",
+      changes_weights=False,
   )
   hidden_dropout: Optional[float] = setting(
       None, "Replace the pretrained config's hidden dropout rate."

@@ -188,22 +188,29 @@ class TrainConfig:
       "multi_worker trains on the cluster described by the TF_CONFIG "
       "environment variable; tpu on --tpu.",
       choices=DISTRIBUTIONS,
+      changes_weights=False,
   )
   tpu: Optional[str] = setting(
       None,
       "The TPU of --distribution=tpu: its name, a grpc:// address, or "
       "'local' on a TPU VM.",
+      changes_weights=False,
   )
   save_every_steps: int = setting(
       0,
       "Back up the run every N steps so that a killed run resumes when "
       "started again (0: every epoch).",
+      changes_weights=False,
   )
   log_every_steps: int = setting(
-      50, "Write the loss and learning rate to TensorBoard every N steps."
+      50,
+      "Write the loss and learning rate to TensorBoard every N steps.",
+      changes_weights=False,
   )
   steps_per_execution: int = setting(
-      1, "Training steps run per call into the TensorFlow runtime."
+      1,
+      "Training steps run per call into the TensorFlow runtime.",
+      changes_weights=False,
   )
   precision: str = setting(
       "auto",
@@ -213,7 +220,9 @@ class TrainConfig:
       "compute capability 8.0 or newer), else fp32.",
       choices=PRECISIONS,
   )
-  export: bool = setting(True, "Export a SavedModel when training ends.")
+  export: bool = setting(
+      True, "Export a SavedModel when training ends.", changes_weights=False
+  )
 
   @property
   def resolved(self) -> bool:

@@ -271,6 +271,12 @@ def _sort_window(input_ids, type_ids, lengths, labels):
   )
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+  """The shuffle seed of 0-based `epoch`."""
+  # A prime stride keeps the epochs' seeds apart from each other's +1.
+  return seed + 7919 * epoch
+
+
 def training_dataset(
     encoded: EncodedExamples,
     *,
@@ -279,8 +285,17 @@ def training_dataset(
     seed: int,
     pad_id: int,
     shuffle_buffer: int,
+    epochs: int = 1,
+    start_epoch: int = 0,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
-  """Shuffled (fresh order every epoch, reproducible per seed) batches.
+  """The shuffled batches of a run's epochs, back to back.
+
+  Each epoch is shuffled with a seed of its own, made from `seed` and the
+  epoch's number, so epoch e holds the same batches in the same order
+  whichever process makes it: a run resumed in epoch e, batch b starts
+  from `start_epoch=e, start_batch=b` and sees exactly the batches an
+  uninterrupted run would have seen from there on.
 
   With bucketing, each epoch is shuffled, cut into windows of
   `WINDOW_BATCHES` batches, each window sorted by length and cut into
@@ -295,41 +310,60 @@ def training_dataset(
     seed: Seeds the shuffles; each epoch still gets a new order.
     pad_id: The tokenizer's [PAD] id.
     shuffle_buffer: Largest shuffle buffer; the whole set when it fits.
+    epochs: Epochs of the run.
+    start_epoch: The 0-based epoch the batches start in.
+    start_batch: Batches of `start_epoch` already trained on, skipped.
 
   Returns:
     Dataset of (features, label_ids): features a dict of int32
     [batch, seq_len] tensors (`encoded.model_inputs`; [batch, windows,
     seq_len] and CHUNK_MASK [batch, windows] for documents in windows),
-    label_ids int32 [batch].
+    label_ids int32 [batch]; `num_batches(len(encoded), batch_size)`
+    batches per epoch.
   """
   if encoded.label_ids is None:
     raise ValueError("Training examples need labels.")
+  steps_per_epoch = num_batches(len(encoded), batch_size)
+  if not (0 <= start_epoch < epochs and 0 <= start_batch < steps_per_epoch):
+    raise ValueError(
+        f"Cannot start in epoch {start_epoch + 1}, batch {start_batch + 1} "
+        f"of a run of {epochs} epoch(s) of {steps_per_epoch} batches."
+    )
   densify, padding_values, to_model_inputs = _batching(
       encoded, pad_id, with_labels=True
   )
-  dataset = _dataset_of(_components(encoded))
-  dataset = dataset.shuffle(
-      min(len(encoded), shuffle_buffer),
-      seed=seed,
-      reshuffle_each_iteration=True,
-  )
-  if bucketing:
-    dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
-    dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
-  if densify is not None:
-    dataset = dataset.map(densify)
-  dataset = dataset.padded_batch(batch_size, padding_values=padding_values)
-  if bucketing:
-    # Without this, each window's batches would come shortest to longest.
-    dataset = dataset.shuffle(
-        WINDOW_BATCHES, seed=seed + 1, reshuffle_each_iteration=True
+  examples = _dataset_of(_components(encoded))
+  buffer = min(len(encoded), shuffle_buffer)
+
+  def one_epoch(epoch):
+    epoch_seed = _epoch_seed(seed, epoch)
+    dataset = examples.shuffle(
+        buffer, seed=epoch_seed, reshuffle_each_iteration=False
     )
+    if bucketing:
+      dataset = dataset.ragged_batch(batch_size * WINDOW_BATCHES)
+      dataset = dataset.map(_sort_window).unbatch().map(lambda *x: x)
+    if densify is not None:
+      dataset = dataset.map(densify)
+    dataset = dataset.padded_batch(batch_size, padding_values=padding_values)
+    if bucketing:
+      # Without this, each window's batches would come shortest to longest.
+      dataset = dataset.shuffle(
+          WINDOW_BATCHES, seed=epoch_seed + 1, reshuffle_each_iteration=False
+      )
+    return dataset
+
+  # One dataset per epoch, built here: each epoch's seeds are Python ints
+  # (tf.data's shuffle takes a tensor seed only with a global seed set).
+  dataset = functools.reduce(
+      tf.data.Dataset.concatenate,
+      [one_epoch(epoch) for epoch in range(start_epoch, epochs)],
+  ).skip(start_batch)
   # Windowing hides the batch count from tf.data; state it, so Keras knows
-  # the epoch length (progress, BackupAndRestore mid-epoch) and recreates the
-  # iterator, with a fresh shuffle, every epoch.
+  # how many batches there are.
   dataset = dataset.apply(
       tf.data.experimental.assert_cardinality(
-          num_batches(len(encoded), batch_size)
+          (epochs - start_epoch) * steps_per_epoch - start_batch
       )
   )
   return _shard_by_example(

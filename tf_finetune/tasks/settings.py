@@ -183,11 +183,13 @@ class MultiLabelSettings(LongDocumentSettings):
       0.5,
       "--task=multi_label: a label is predicted when its probability is "
       "at least this.",
+      changes_weights=False,
   )
   tune_threshold: bool = setting(
       True,
       "--task=multi_label: pick the threshold with the best validation "
       "micro-F1 and save it with the model and its export.",
+      changes_weights=False,
   )
 
   def __post_init__(self):
@@ -271,10 +273,14 @@ class QuestionAnsweringSettings(TaskConfig):
       "--max_seq_length).",
   )
   max_answer_length: int = setting(
-      30, "--task=question_answering: longest answer, in tokens."
+      30,
+      "--task=question_answering: longest answer, in tokens.",
+      changes_weights=False,
   )
   n_best_size: int = setting(
-      20, "--task=question_answering: start and end candidates per window."
+      20,
+      "--task=question_answering: start and end candidates per window.",
+      changes_weights=False,
   )
   allow_no_answer: bool = setting(
       False,
@@ -286,6 +292,7 @@ class QuestionAnsweringSettings(TaskConfig):
       "--task=question_answering with --allow_no_answer: answer nothing "
       "when the no-answer score beats the best span's by more than this; "
       "unset: chosen on the validation data for the best F1.",
+      changes_weights=False,
   )
 
   def __post_init__(self):
@@ -318,6 +325,8 @@ def _target_file(split: str) -> Optional[str]:
       f"From plain line-aligned files: the target-language lines of "
       f"--{split}_file (which then holds the source-language lines, one "
       "per line).",
+      # Its contents count, for the training and validation splits.
+      changes_weights=False,
   )
 
 
@@ -378,6 +387,7 @@ class TranslationSettings(TaskConfig):
       1,
       "--task=translation: beam width of evaluation and prediction (1: "
       "greedy decoding).",
+      changes_weights=False,
   )
   vocab_size: int = setting(
       8000,
@@ -390,12 +400,14 @@ class TranslationSettings(TaskConfig):
       "--task=translation: XLA-compile generation in evaluation and "
       "prediction. Decoding gets faster once compiled, but every new batch "
       "shape compiles again, so it pays off on large sets only.",
+      changes_weights=False,
   )
   no_repeat_ngram_size: int = setting(
       0,
       "--task=translation: evaluation and prediction never repeat an "
       "n-gram of this size within a translation (e.g. 3); 0 turns it off. "
       "The SavedModel decodes without it.",
+      changes_weights=False,
   )
   train_target_file: Optional[str] = _target_file("train")
   validation_target_file: Optional[str] = _target_file("validation")

@@ -12,16 +12,18 @@ file atomically.
 
 Modules: `phases` (prepare, plan_batches, the datasets, build_model, fit,
 evaluate, export), `summary` (RunSummary, summarize), `fit_callbacks`,
-`fit_record` (resuming after training) and `precision`.
+`fit_record` (resuming after training), `fingerprint` (what a run's
+weights depend on, checked on reruns) and `precision`.
 """
 
 from __future__ import annotations
 
 import tf_keras
 
+from tf_finetune import artifacts, io_utils
 from tf_finetune import distribution as distribution_lib
-from tf_finetune import io_utils
 from tf_finetune.config import RunConfig
+from tf_finetune.training import fingerprint
 from tf_finetune.training.fit_record import FitRecord, finished_fit
 from tf_finetune.training.phases import (
     BatchPlan,
@@ -48,12 +50,14 @@ def train(config: RunConfig) -> RunSummary:
 
   Rerunning the same config resumes: from the last backup if training was
   killed, from the saved weights (evaluation and export) if it had finished.
+  A rerun whose settings or data would train other weights is refused
+  (`fingerprint`), unless `overwrite_model_dir` starts afresh.
   In a multi-worker run the other workers return after training, with a
   summary of their steps and weights only.
 
   Raises:
-    ValueError: for bad input (files, columns, labels, model, TF_CONFIG),
-      before anything in `model_dir` is changed.
+    ValueError: for bad input (files, columns, labels, model, TF_CONFIG)
+      or a changed rerun, before anything in `model_dir` is changed.
     callbacks.NonFiniteLossError: when the loss became NaN or Inf.
   """
   io_utils.check_writable(config.model_dir, "--model_dir")
@@ -65,8 +69,17 @@ def train(config: RunConfig) -> RunSummary:
   prepared = prepare(config)
   config = prepared.config
   plan = plan_batches(config, len(prepared.encoded["train"]), strategy)
-  record = finished_fit(config, chief=chief) or fit(
-      config, prepared, strategy, plan
+  run_fingerprint = fingerprint.run_fingerprint(
+      config, prepared.encoded, plan.replicas
+  )
+  if config.overwrite_model_dir:
+    if chief:
+      artifacts.remove_run_state(config.model_dir)
+    distribution_lib.barrier(strategy)  # No worker reads what goes.
+  else:
+    fingerprint.check_unchanged(config.model_dir, run_fingerprint)
+  record = finished_fit(config, run_fingerprint, chief=chief) or fit(
+      config, prepared, strategy, plan, fingerprint=run_fingerprint
   )
   if not chief:
     return RunSummary(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-import tf_keras
-
 from tf_finetune import (
     artifacts,
     callbacks,
@@ -65,12 +63,13 @@ def fit_callbacks(
     )
     found.append(best)
     if train.early_stopping_patience:
-      early_stopping = tf_keras.callbacks.EarlyStopping(
+      early_stopping = callbacks.ResumableEarlyStopping(
+          # The chief's history, also on the other workers.
+          os.path.join(model_dir, artifacts.HISTORY_FILENAME),
           monitor=train.early_stopping_metric,
           mode=mode,
           patience=train.early_stopping_patience,
           min_delta=train.early_stopping_min_delta,
-          restore_best_weights=train.restore_best_weights,
           verbose=1,
       )
       found.append(early_stopping)

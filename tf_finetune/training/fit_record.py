@@ -16,6 +16,7 @@ from tf_finetune import (
     callbacks,
     io_utils,
 )
+from tf_finetune import config as config_lib
 from tf_finetune.config import RunConfig
 
 
@@ -32,6 +33,7 @@ class FitRecord:
     train_seconds: Time in `fit` (of the last attempt, if resumed).
     weights_fingerprint: SHA-256 of the trained weights.
     export_dir: The SavedModel exported from these weights, once exported.
+    fingerprint: What the weights depend on (`fingerprint.run_fingerprint`).
   """
 
   history: dict[str, list[float]]
@@ -42,6 +44,7 @@ class FitRecord:
   train_seconds: float
   weights_fingerprint: str
   export_dir: Optional[str] = None
+  fingerprint: Optional[dict] = None
 
 
 def write_fit_record(config: RunConfig, record: FitRecord) -> None:
@@ -52,18 +55,23 @@ def write_fit_record(config: RunConfig, record: FitRecord) -> None:
   )
 
 
-def finished_fit(config: RunConfig, *, chief: bool) -> Optional[FitRecord]:
-  """The record of a finished `fit` of this same config in model_dir, if any.
+def finished_fit(
+    config: RunConfig, fingerprint: dict, *, chief: bool
+) -> Optional[FitRecord]:
+  """The record of a finished `fit` of this same run in model_dir, if any.
 
   A run killed after training (while evaluating or exporting) and started
-  again with the same command goes straight to evaluation and export: its
-  backup is gone, and without this record it would train from scratch.
+  again goes straight to evaluation and export: its backup is gone, and
+  without this record it would train from scratch. The same run: the same
+  `fingerprint` (settings that only evaluation or export use may differ;
+  the config saved in model_dir becomes this one).
   """
   record = callbacks.read_json_record(
       os.path.join(config.model_dir, artifacts.FIT_RECORD_FILENAME)
   )
-  if not record or record.pop("config", None) != json.loads(config.to_json()):
+  if not record or record.get("fingerprint") != fingerprint:
     return None
+  record.pop("config", None)
   final = os.path.join(config.model_dir, artifacts.FINAL_WEIGHTS_DIR)
   if chief:
     io_utils.recover_staged_directory(final)
@@ -74,8 +82,10 @@ def finished_fit(config: RunConfig, *, chief: bool) -> Optional[FitRecord]:
   except TypeError:
     return None
   logging.info(
-      "Training already finished in %s (%d steps); using its " "saved weights.",
+      "Training already finished in %s (%d steps); using its saved weights.",
       config.model_dir,
       record.global_steps,
   )
+  if chief:
+    config_lib.write_config(config, config.model_dir)
   return record

@@ -24,6 +24,7 @@ from tf_finetune.config import RunConfig
 from tf_finetune.data import pipeline
 from tf_finetune.tasks.base import PreparedData, TrainedModel
 from tf_finetune.tasks.encoder import EncoderTask
+from tf_finetune.training import fingerprint as fingerprint_lib
 from tf_finetune.training import recipes
 from tf_finetune.training.fit_callbacks import fit_callbacks
 from tf_finetune.training.fit_record import FitRecord, write_fit_record
@@ -131,9 +132,27 @@ def plan_batches(
 
 
 def training_dataset(
-    config: RunConfig, prepared: PreparedData, plan: BatchPlan
+    config: RunConfig,
+    prepared: PreparedData,
+    plan: BatchPlan,
+    *,
+    start: tuple[int, int] = (0, 0),
 ) -> tf.data.Dataset:
-  """The shuffled, bucketed batches of one epoch of training examples."""
+  """The shuffled, bucketed batches of the run's epochs, back to back.
+
+  Args:
+    config: The run.
+    prepared: Its examples.
+    plan: Its batches.
+    start: (0-based epoch, batches of it already trained on): where a
+      resumed run starts; the batches before are left out.
+  """
+  epochs = plan.epochs
+  epoch, batch = start
+  if epoch >= epochs:
+    # Backed up after its last epoch: Keras trains no more; any dataset
+    # does.
+    epoch, batch = epochs - 1, 0
   return pipeline.training_dataset(
       prepared.encoded["train"],
       batch_size=plan.global_batch,
@@ -141,6 +160,9 @@ def training_dataset(
       seed=config.train.seed,
       pad_id=prepared.encoder.pad_id,
       shuffle_buffer=config.data.shuffle_buffer,
+      epochs=epochs,
+      start_epoch=epoch,
+      start_batch=batch,
   )
 
 
@@ -181,9 +203,14 @@ def fit(
     prepared: PreparedData,
     strategy: tf.distribute.Strategy,
     plan: BatchPlan,
+    *,
+    fingerprint: Optional[dict] = None,
 ) -> FitRecord:
   """Phase 3: builds and fits the model, keeps the best epoch, saves the
   final weights.
+
+  `fingerprint` (`training.fingerprint.run_fingerprint`) is recorded with
+  the backup and with the record of the finished fit.
 
   Every worker of a multi-worker run runs all of this (saving a checkpoint
   is collective); only the chief writes to model_dir.
@@ -203,6 +230,8 @@ def fit(
     if chief:
       task.save_run_files(config.model_dir, config, prepared, model)
       artifacts.remove_file(config.model_dir, artifacts.FIT_RECORD_FILENAME)
+      if fingerprint is not None:
+        fingerprint_lib.write_backup_record(config.model_dir, fingerprint)
     run_callbacks, nan_guard, history, best, early_stopping = fit_callbacks(
         config,
         validation is not None,
@@ -211,11 +240,26 @@ def fit(
         output_dir=output_dir,
     )
     run_callbacks += task.training_callbacks(model, config)
+    # The batches from where the backup (if any) resumes: Keras restores the
+    # weights and counts the steps, but would start the data afresh.
+    resume = callbacks.resume_point(
+        os.path.join(config.model_dir, artifacts.BACKUP_DIR),
+        plan.steps_per_epoch,
+    )
+    if resume != (0, 0):
+      logging.info(
+          "Resuming from the backup in epoch %d after %d of its %d steps.",
+          resume[0] + 1,
+          resume[1],
+          plan.steps_per_epoch,
+      )
     start = time.time()
     model.fit(
-        training_dataset(config, prepared, plan),
+        training_dataset(config, prepared, plan, start=resume),
         validation_data=validation,
         epochs=plan.epochs,
+        # One dataset of all epochs: Keras keeps its iterator across them.
+        steps_per_epoch=plan.steps_per_epoch,
         callbacks=run_callbacks,
         verbose=2,
     )
@@ -235,13 +279,13 @@ def fit(
   callbacks.save_weights_atomically(
       model, os.path.join(output_dir, artifacts.FINAL_WEIGHTS_DIR)
   )
-  fingerprint = distribution_lib.weights_fingerprint(model)
+  weights_fingerprint = distribution_lib.weights_fingerprint(model)
   worker = distribution_lib.worker_name(strategy)
   logging.info(
       "%sTrained weights after %d steps: SHA-256 %s.",
       worker.capitalize() + ": " if worker else "",
       global_steps,
-      fingerprint,
+      weights_fingerprint,
   )
   record = FitRecord(
       history=history.history,
@@ -250,10 +294,19 @@ def fit(
       stopped_early=bool(early_stopping and early_stopping.stopped_epoch),
       global_steps=global_steps,
       train_seconds=round(train_seconds, 1),
-      weights_fingerprint=fingerprint,
+      weights_fingerprint=weights_fingerprint,
+      fingerprint=fingerprint,
   )
   if chief:
     write_fit_record(config, record)
+    # The backup is gone (Keras deletes it when fit returns); so goes its
+    # record.
+    backup_dir = os.path.join(config.model_dir, artifacts.BACKUP_DIR)
+    artifacts.remove_file(backup_dir, fingerprint_lib.FILENAME)
+    try:
+      os.rmdir(backup_dir)
+    except OSError:
+      pass  # Not empty: something else is kept there.
   distribution_lib.remove_scratch(config.model_dir, strategy)
   return record
 
