@@ -122,7 +122,8 @@ class TrainConfig:
       "(e.g. 0.999), validate and export it; 0 turns it off.",
   )
   weight_decay: float = setting(
-      0.01, "AdamW decoupled weight decay (LayerNorm and biases excluded)."
+      0.01,
+      "AdamW decoupled weight decay (normalization layers and biases excluded).",
   )
   clip_norm: float = setting(
       1.0, "Global gradient-norm clipping; 0 turns it off."

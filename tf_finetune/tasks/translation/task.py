@@ -235,6 +235,7 @@ class Translation(base.Task):
         total_steps,
         steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate,
+        model=model,
     )
     model.compile(
         optimizer=optimizer,
