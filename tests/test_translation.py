@@ -343,6 +343,74 @@ def test_model_loss_ignores_padding_length(tiny_seq2seq):
   np.testing.assert_allclose(short, padded, rtol=1e-5)
 
 
+def test_update_takes_the_mean_over_the_global_batchs_tokens():
+  """Two replicas, one with 8 target tokens and one with 1: one SGD step on
+  both is the single-device step on the mean over all 9 tokens (the mean
+  of the two replicas' means would give the 1-token example half)."""
+  import tf_keras
+  import transformers
+
+  model_config = transformers.T5Config(
+      vocab_size=30,
+      d_model=16,
+      d_kv=8,
+      d_ff=16,
+      num_layers=1,
+      num_heads=2,
+      dropout_rate=0.0,
+      pad_token_id=0,
+      eos_token_id=1,
+      decoder_start_token_id=0,
+  )
+  inputs = {
+      "input_ids": tf.constant([[5, 6, 7, 1], [8, 1, 0, 0]]),
+      "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 0, 0]]),
+  }
+  labels = tf.constant(
+      [[3, 4, 5, 6, 7, 8, 9, 1], [1, -1, -1, -1, -1, -1, -1, -1]]
+  )
+  tf.random.set_seed(1)
+  reference = translation.Seq2SeqModel(translation.build_seq2seq(model_config))
+  reference(reference.dummy_inputs())
+  initial = reference.get_weights()
+  with tf.GradientTape() as tape:
+    loss_sum, tokens = reference._loss(inputs, labels, training=True)
+    mean = loss_sum / tokens
+  assert float(tokens) == 9.0
+  gradients = tape.gradient(mean, reference.trainable_variables)
+  expected = [
+      variable.numpy() - tf.convert_to_tensor(gradient).numpy()
+      for variable, gradient in zip(reference.trainable_variables, gradients)
+  ]
+  # Gradients reduced by copying to one device, not by collective ops (see
+  # tests/test_optimization.py).
+  strategy = tf.distribute.MirroredStrategy(
+      ["/cpu:0", "/cpu:1"],
+      cross_device_ops=tf.distribute.ReductionToOneDevice(),
+  )
+  with strategy.scope():
+    model = translation.Seq2SeqModel(translation.build_seq2seq(model_config))
+    model(model.dummy_inputs())
+    model.set_weights(initial)
+    model.compile(optimizer=tf_keras.optimizers.SGD(learning_rate=1.0))
+  # One global batch of 2: one example per replica.
+  model.fit(
+      tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(2),
+      epochs=1,
+      verbose=0,
+  )
+  assert model.optimizer.iterations.numpy() == 1
+  assert len(model.trainable_variables) == len(expected)
+  for variable, weights in zip(model.trainable_variables, expected):
+    np.testing.assert_allclose(
+        variable.numpy(), weights, atol=1e-5, err_msg=variable.name
+    )
+  # The logged loss is the same token mean.
+  np.testing.assert_allclose(
+      model.history.history["loss"][0], float(mean), rtol=1e-4
+  )
+
+
 # Vocabulary, generation, metrics.
 def test_sentencepiece_round_trip_and_generated_ids_stripping():
   rows = make_parallel_rows(40, seed=5)
