@@ -6,6 +6,7 @@ SentencePiece vocabulary of a few hundred pieces trained on the test's own
 sentences: the from-scratch path a user without a checkpoint takes.
 """
 
+import importlib.util
 import json
 import os
 import random
@@ -724,6 +725,101 @@ def test_export_translates_raw_strings_in_a_fresh_process(translation_run):
   ).translate(texts)
   assert served == expected
   assert all(isinstance(text, str) for text in served)
+
+
+def _pretrained_t5_dirs(directory) -> tuple[str, str]:
+  """A tiny pretrained T5 with its tokenizer, saved twice: with TF weights,
+  and with PyTorch weights only (pytorch_model.bin: converted from the TF
+  ones where PyTorch is installed, placeholder bytes otherwise)."""
+  import shutil
+
+  import transformers
+
+  rows = make_parallel_rows(40, seed=7)
+  vocab = translation.SentencePieceVocab.train(
+      [r["source"] for r in rows] + [r["target"] for r in rows], 60
+  )
+  vocab.save(str(directory))
+  tokenizer = transformers.T5TokenizerFast(
+      vocab_file=str(directory / translation.SPIECE_FILENAME), extra_ids=0
+  )
+  config = transformers.T5Config(
+      vocab_size=len(tokenizer),
+      d_model=16,
+      d_kv=8,
+      d_ff=16,
+      num_layers=1,
+      num_heads=2,
+      pad_token_id=tokenizer.pad_token_id,
+      eos_token_id=tokenizer.eos_token_id,
+      decoder_start_token_id=tokenizer.pad_token_id,
+  )
+  seq2seq = transformers.TFT5ForConditionalGeneration(config)
+  seq2seq(seq2seq.dummy_inputs)
+  tf_dir, pt_dir = str(directory / "tf"), str(directory / "pt")
+  seq2seq.save_pretrained(tf_dir)
+  tokenizer.save_pretrained(tf_dir)
+  if importlib.util.find_spec("torch"):
+    transformers.T5ForConditionalGeneration.from_pretrained(
+        tf_dir, from_tf=True
+    ).save_pretrained(pt_dir, safe_serialization=False)
+  else:
+    os.makedirs(pt_dir)
+    shutil.copy(os.path.join(tf_dir, "config.json"), pt_dir)
+    with open(os.path.join(pt_dir, "pytorch_model.bin"), "wb") as f:
+      f.write(b"not loaded")
+  tokenizer.save_pretrained(pt_dir)
+  return tf_dir, pt_dir
+
+
+def test_pickled_pretrained_translator_needs_allow_pickle_weights(tmp_path):
+  """As for encoders: a local model with only pytorch_model.bin is refused
+  without --allow_pickle_weights and read from PyTorch with it."""
+  from tf_finetune import tasks
+
+  tf_dir, pt_dir = _pretrained_t5_dirs(tmp_path)
+  assert set(os.listdir(pt_dir)) & {"tf_model.h5", "model.safetensors"} == set()
+  train_file = write_rows(
+      str(tmp_path / "t.tsv"), make_parallel_rows(8, seed=8)
+  )
+
+  def run_config(model, allow_pickle_weights):
+    return config_lib.RunConfig(
+        model_dir=str(tmp_path / "m"),
+        data=data_config(train_file=train_file),
+        model=config_lib.ModelConfig(
+            model=model, allow_pickle_weights=allow_pickle_weights
+        ),
+        task=task_config(),
+    )
+
+  def build(model, allow_pickle_weights=False):
+    config = run_config(model, allow_pickle_weights)
+    task = tasks.get_task(config.task)
+    prepared = task.prepare(config)
+    return task.build_model(
+        config, prepared, total_steps=1, steps_per_epoch=1
+    ).seq2seq
+
+  with pytest.raises(
+      ValueError,
+      match=r"--model='.*pt' only has pickled PyTorch weights .* "
+      r"--allow_pickle_weights",
+  ):
+    build(pt_dir)
+  if not importlib.util.find_spec("torch"):
+    # The flag lets the PyTorch reader run; without PyTorch installed the
+    # error says what to install.
+    with pytest.raises(
+        ValueError,
+        match=r"--model='.*pt' has PyTorch weights \(pytorch_model.bin\), "
+        r"and reading them needs PyTorch: pip install torch",
+    ):
+      build(pt_dir, allow_pickle_weights=True)
+    return
+  from_tf, from_pt = build(tf_dir), build(pt_dir, allow_pickle_weights=True)
+  for expected, loaded in zip(from_tf.weights, from_pt.weights):
+    np.testing.assert_allclose(loaded.numpy(), expected.numpy(), atol=1e-6)
 
 
 def test_pretrained_vocabularies_export_only_with_sentencepiece(
