@@ -605,7 +605,14 @@ def test_training_lowers_loss_and_evaluates(translation_run):
   assert history["val_token_accuracy"][-1] > history["val_token_accuracy"][0]
   with open(os.path.join(translation_run, "eval_results.json")) as f:
     results = json.load(f)
-  assert set(results) == {"validation", "test"}
+  assert set(results) == {"selection", "validation", "test"}
+  # The best validation epoch was kept: validation BLEU is a selection
+  # number, test BLEU held out.
+  assert results["selection"] == {
+      "kept_epoch": "validation",
+      "validation_metrics": "selection",
+      "test_metrics": "held out",
+  }
   assert results["test"]["num_examples"] == 16
   # The reported scores are those of the model's translations of the test
   # sources against their references, recomputed here with sacreBLEU.

@@ -28,12 +28,16 @@ _NORM_LAYERS = (
 _NORM_CLASS_ENDINGS = ("Norm", "Normalization")
 
 
+def _layers_in(module) -> list:
+  return [m for m in module.submodules if isinstance(m, tf_keras.layers.Layer)]
+
+
 def _is_norm_layer(layer) -> bool:
   if isinstance(layer, _NORM_LAYERS):
     return True
   # A leaf: Hubert's "TFHubertEncoderStableLayerNorm" is an encoder.
-  return type(layer).__name__.endswith(_NORM_CLASS_ENDINGS) and not list(
-      layer._flatten_layers(include_self=False)  # pylint: disable=protected-access
+  return type(layer).__name__.endswith(_NORM_CLASS_ENDINGS) and not _layers_in(
+      layer
   )
 
 
@@ -61,7 +65,7 @@ def no_decay_variable_names(model: tf_keras.Model) -> list[str]:
     with `re.search` against each variable's name.
   """
   excluded = {}
-  for layer in model._flatten_layers(include_self=True):  # pylint: disable=protected-access
+  for layer in [model] + _layers_in(model):
     if _is_norm_layer(layer):
       variables = layer.trainable_weights
     else:

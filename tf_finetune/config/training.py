@@ -123,7 +123,8 @@ class TrainConfig:
   )
   weight_decay: float = setting(
       0.01,
-      "AdamW decoupled weight decay (normalization layers and biases excluded).",
+      "AdamW decoupled weight decay (not on normalization layers or "
+      "biases).",
   )
   clip_norm: float = setting(
       1.0, "Global gradient-norm clipping; 0 turns it off."
