@@ -34,7 +34,7 @@ def test_training_writes_every_output(trained_run):
       "negative\npositive\n"
   )
   results = json.load(open(os.path.join(trained_run, "eval_results.json")))
-  assert set(results) == {"validation", "test"}
+  assert set(results) == {"selection", "validation", "test"}
   assert set(results["test"]["per_class"]) == {"negative", "positive"}
   assert {"precision", "recall", "f1", "support"} <= set(
       results["test"]["per_class"]["positive"]

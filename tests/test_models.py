@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import shutil
 
@@ -131,6 +132,23 @@ def test_pickled_weights_are_refused_by_default(tiny_bert_dir, tmp_path):
       ValueError, match=r"pickled PyTorch weights .* " r"--allow_pickle_weights"
   ):
     backbone_lib.load_backbone(str(tmp_path))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is not None,
+    reason="PyTorch is installed: the placeholder would be read",
+)
+def test_allowed_pickled_weights_without_pytorch_say_what_to_install(
+    tiny_bert_dir, tmp_path
+):
+  shutil.copy(os.path.join(tiny_bert_dir, "config.json"), tmp_path)
+  (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+  with pytest.raises(
+      ValueError,
+      match=r"has PyTorch weights \(pytorch_model.bin\), and reading them "
+      r"needs PyTorch: pip install torch",
+  ):
+    backbone_lib.load_backbone(str(tmp_path), allow_pickle_weights=True)
 
 
 def test_model_directory_without_weights(tiny_bert_dir, tmp_path):

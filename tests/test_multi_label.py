@@ -176,6 +176,29 @@ def test_fit_tunes_and_saves_the_threshold(multi_label_run):
   assert summary["best_metric"].keys() == {"val_micro_f1"}
 
 
+def test_validation_reports_the_tuned_threshold_as_selection(multi_label_run):
+  """The threshold was tuned on validation: there the headline metrics are
+  at --threshold, the tuned ones under a key saying they are selection
+  numbers; the test split is scored at the tuned threshold, held out."""
+  state = json.load(open(os.path.join(multi_label_run, "task_state.json")))
+  results = json.load(open(os.path.join(multi_label_run, "eval_results.json")))
+  assert results["selection"] == {
+      "kept_epoch": "validation",
+      "threshold": "validation",
+      "validation_metrics": "selection",
+      "test_metrics": "held out",
+  }
+  validation, test = results["validation"], results["test"]
+  assert validation["threshold"] == 0.5
+  assert validation["micro_f1"] == validation["micro_f1_at_0.5"]
+  tuned = validation["selection_at_tuned_threshold"]
+  assert tuned["threshold"] == state["threshold"]
+  # The tuned threshold is the best of the candidates on validation.
+  assert tuned["micro_f1"] >= validation["micro_f1"]
+  assert "selection_at_tuned_threshold" not in test
+  assert test["threshold"] == state["threshold"]
+
+
 def test_export_returns_the_labels_above_the_saved_threshold(
     multi_label_run, tmp_path
 ):

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -701,7 +702,7 @@ MIRRORED = pytest.mark.parametrize(
 )
 
 
-def _adamw(**options):
+def _adamw(model=None, **options):
   """AdamW at rate 0.1, halved for the variables named slow/*."""
   options = {
       "learning_rate": 0.1,
@@ -716,6 +717,7 @@ def _adamw(**options):
       TrainConfig(**options),
       total_steps=10,
       lr_multipliers={"slow/kernel:0": 0.5, "slow/bias:0": 0.5},
+      model=model,
   )
 
 
@@ -960,3 +962,131 @@ def test_optimizer_config_round_trips_through_json():
     np.testing.assert_allclose(
         theirs.numpy(), mine.numpy(), rtol=1e-6, err_msg=mine.name
     )
+
+
+def _tiny_seq2seq(model_type):
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  sizes = dict(
+      vocab_size=40,
+      d_model=16,
+      encoder_layers=1,
+      decoder_layers=1,
+      encoder_attention_heads=2,
+      decoder_attention_heads=2,
+      encoder_ffn_dim=32,
+      decoder_ffn_dim=32,
+      max_position_embeddings=32,
+      pad_token_id=0,
+      decoder_start_token_id=0,
+  )
+  config = {
+      "bart": lambda: transformers.BartConfig(**sizes),
+      "marian": lambda: transformers.MarianConfig(**sizes),
+      "t5": lambda: transformers.T5Config(
+          vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2
+      ),
+  }[model_type]()
+  model = transformers.TFAutoModelForSeq2SeqLM.from_config(config)
+  ids = tf.constant([[3, 4, 1]])
+  model(input_ids=ids, decoder_input_ids=ids)
+  return model
+
+
+def _tiny_encoder(model_type):
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  config = transformers.AutoConfig.for_model(
+      model_type,
+      vocab_size=40,
+      hidden_size=16,
+      embedding_size=16,
+      intra_bottleneck_size=16,
+      true_hidden_size=16,
+      num_feedforward_networks=1,
+      num_hidden_layers=1,
+      num_attention_heads=2,
+      intermediate_size=32,
+      max_position_embeddings=32,
+  )
+  model = transformers.TFAutoModel.from_config(config)
+  model(model.dummy_inputs)
+  return model
+
+
+def _is_norm_or_bias(name):
+  """What the variable is, from `transformers`' naming of these families:
+  a norm's scale or offset, or a bias (BART's final_logits_bias, T5's
+  relative_attention_bias table, as Hugging Face's Trainer counts them)."""
+  path = name.rsplit(":", 1)[0]
+  return bool(
+      re.search(r"/(gamma|beta)$|bias(/embeddings)?$|[Nn]orm/weight$", path)
+  )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _tiny_seq2seq("bart"),
+        lambda: _tiny_seq2seq("t5"),
+        lambda: _tiny_seq2seq("marian"),
+        lambda: _tiny_encoder("mobilebert"),
+    ],
+    ids=["bart", "t5", "marian", "mobilebert"],
+)
+def test_weight_decay_skips_every_norm_and_bias_of_a_model(build):
+  model = build()
+  optimizer = optimization.create_optimizer(
+      TrainConfig(weight_decay=0.01), total_steps=10, model=model
+  )
+  optimizer.build(model.trainable_variables)
+  decays = {
+      v.name: optimizer._keras_state(v).decays
+      for v in model.trainable_variables
+  }
+  wrong = sorted(
+      name for name, decay in decays.items() if decay == _is_norm_or_bias(name)
+  )
+  assert not wrong, f"decay on norms/biases or none on kernels: {wrong}"
+  # Both kinds are there: norms and biases kept, kernels and embeddings
+  # decayed.
+  assert any(decays.values()) and not all(decays.values())
+
+
+@MIRRORED
+def test_norm_found_by_its_layer_is_not_decayed_on_any_replica(mirrored):
+  # A norm whose name says nothing ("embedding_scale"): zero gradients, so
+  # only decay moves a weight; the kernel moves on every replica, the norm
+  # and the bias on none.
+  strategy = (
+      tf.distribute.MirroredStrategy(
+          ["/cpu:0", "/cpu:1"],
+          cross_device_ops=tf.distribute.ReductionToOneDevice(),
+      )
+      if mirrored
+      else tf.distribute.get_strategy()
+  )
+  with strategy.scope():
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Dense(2, bias_initializer="ones", name="dense"),
+            tf_keras.layers.LayerNormalization(name="embedding_scale"),
+        ]
+    )
+    model.build([None, 2])
+    optimizer = _adamw(model=model)
+  before = {v.name: v.numpy() for v in model.trainable_variables}
+
+  @tf.function
+  def step():
+    optimizer.apply_gradients(
+        (tf.zeros_like(v), v) for v in model.trainable_variables
+    )
+
+  strategy.run(step)
+  for variable in model.trainable_variables:
+    copies = strategy.experimental_local_results(variable)
+    assert len(copies) == (2 if mirrored else 1)
+    for copy in copies:
+      moved = not np.allclose(copy.numpy(), before[variable.name])
+      assert moved == variable.name.startswith("dense/kernel"), copy.name

@@ -243,6 +243,42 @@ def test_null_threshold_maximizes_f1():
   assert f1 == pytest.approx(1.0)
 
 
+def test_best_threshold_scores_as_the_v2_script_names_them():
+  # Best spans and no-answer score - span score of four questions (the last
+  # two unanswerable). Answered: F1 1, 2/3, 0, 0; EM 1, 0, 0, 0; unanswered:
+  # 0, 0, 1, 1. Answering the lowest two (threshold between 0.2 and 0.5)
+  # gives F1 (1 + 2/3 + 1 + 1) / 4; EM is best answering only the first
+  # (between -1 and 0.2): (1 + 0 + 1 + 1) / 4.
+  scores = qa.best_threshold_scores(
+      ["Denver Broncos", "the dog barked", "cat", "dog"],
+      [[{"text": "Broncos"}, {"text": "Denver Broncos"}], [{"text": "dog"}]]
+      + [[], []],
+      np.array([-1.0, 0.2, 0.5, 3.0]),
+  )
+  assert scores == pytest.approx(
+      {
+          "best_f1": 100 * (1 + 2 / 3 + 1 + 1) / 4,
+          "best_f1_thresh": 0.35,
+          "best_exact": 75.0,
+          "best_exact_thresh": -0.4,
+      }
+  )
+  v2 = qa.squad_scores(
+      ["Broncos", ""], [[{"text": "Broncos"}], []], exact_key="exact"
+  )
+  assert v2.keys() == {
+      "exact",
+      "f1",
+      "total",
+      "HasAns_exact",
+      "HasAns_f1",
+      "HasAns_total",
+      "NoAns_exact",
+      "NoAns_f1",
+      "NoAns_total",
+  }
+
+
 def test_reads_the_real_squad_fixture():
   examples = _task().read_file(FIXTURE, "--train_file", with_labels=True)
   assert len(examples) == 5
@@ -507,6 +543,37 @@ def test_fit_lowers_the_loss_and_answers(qa_run):
   assert test["HasAns_total"] + test["NoAns_total"] == 48
   state = json.load(open(os.path.join(model_dir, "task_state.json")))
   assert test["null_score_threshold"] == state["null_score_threshold"]
+
+
+def test_results_say_the_validation_split_chose_the_threshold(qa_run):
+  """Named as the SQuAD v2.0 script: exact and f1 at the threshold used, and
+  best_* at the threshold best for the split itself. Validation chose the
+  threshold (its best_f1_thresh) and the kept epoch: its metrics are
+  labelled selection metrics, the test split's held out."""
+  model_dir, _ = qa_run
+  results = json.load(open(os.path.join(model_dir, "eval_results.json")))
+  state = json.load(open(os.path.join(model_dir, "task_state.json")))
+  selection = {
+      "kept_epoch": "validation",
+      "no_answer_threshold": "validation",
+      "validation_metrics": "selection",
+      "test_metrics": "held out",
+  }
+  assert results["selection"] == selection
+  summary = json.load(open(os.path.join(model_dir, "summary.json")))
+  assert summary["selection"] == selection
+  names = {"exact", "f1", "best_exact", "best_exact_thresh", "best_f1"}
+  for split in ("validation", "test"):
+    assert names | {"best_f1_thresh", "HasAns_exact"} <= results[split].keys()
+    assert "exact_match" not in results[split]
+    assert results[split]["null_score_threshold"] == pytest.approx(
+        state["null_score_threshold"]
+    )
+  validation = results["validation"]
+  assert validation["best_f1_thresh"] == pytest.approx(
+      state["null_score_threshold"]
+  )
+  assert validation["f1"] == pytest.approx(validation["best_f1"])
 
 
 def test_evaluate_and_predict_binaries_on_squad_files(qa_run, tmp_path, capsys):

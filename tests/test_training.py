@@ -115,6 +115,17 @@ def test_early_stopping_stops_and_restores_the_best_weights(
   # The weights kept are the best epoch's: evaluating them reproduces it.
   results = json.load(open(model_dir / "eval_results.json"))
   assert results["validation"]["loss"] == pytest.approx(min(val_loss), rel=1e-3)
+  # Validation chose when to stop and which epoch to keep: its metrics are
+  # selection metrics.
+  assert (
+      results["selection"]
+      == summary.selection
+      == {
+          "kept_epoch": "validation",
+          "stopping_epoch": "validation",
+          "validation_metrics": "selection",
+      }
+  )
   best = tf.train.load_checkpoint(str(model_dir / "checkpoints/best/weights"))
   final = tf.train.load_checkpoint(str(model_dir / "checkpoints/final/weights"))
   kernels = [
@@ -143,6 +154,11 @@ def test_last_epoch_is_kept_without_restore_best_weights(
   )
   assert summary.kept_epoch == 2
   results = json.load(open(model_dir / "eval_results.json"))
+  # Nothing was chosen on validation: its metrics are held out too.
+  assert results["selection"] == {
+      "kept_epoch": "last epoch",
+      "validation_metrics": "held out",
+  }
   assert results["validation"]["loss"] == pytest.approx(
       summary.history["val_loss"][-1], rel=1e-3
   )
@@ -626,4 +642,87 @@ def test_resumed_early_stopping_stops_at_the_epoch_of_an_uninterrupted_run(
   assert resumed.best == pytest.approx(history["val_loss"][0])
   np.testing.assert_allclose(
       resumed_history["val_loss"], history["val_loss"], rtol=1e-6
+  )
+
+
+@pytest.mark.parametrize(
+    "task, chosen, record_best, train, expected",
+    [
+        # A threshold tuned on validation makes it a selection split even
+        # when the last epoch is kept.
+        (
+            dict(task="multi_label", label_delimiter="|"),
+            {"threshold": 0.3, "tuned": True},
+            None,
+            dict(restore_best_weights=False),
+            {"kept_epoch": "last epoch", "threshold": "validation"},
+        ),
+        (
+            dict(task="multi_label", label_delimiter="|"),
+            {"threshold": 0.5, "tuned": False},
+            2,
+            dict(restore_best_weights=False),
+            {"kept_epoch": "last epoch", "threshold": "--threshold"},
+        ),
+        (
+            dict(task="question_answering", allow_no_answer=True),
+            {"null_score_threshold": -1.5},
+            2,
+            dict(early_stopping_patience=2),
+            {
+                "kept_epoch": "validation",
+                "stopping_epoch": "validation",
+                "no_answer_threshold": "validation",
+            },
+        ),
+        (
+            dict(
+                task="question_answering",
+                allow_no_answer=True,
+                null_score_threshold=0.0,
+            ),
+            {"null_score_threshold": 0.0},
+            None,
+            {},
+            {
+                "kept_epoch": "last epoch",
+                "no_answer_threshold": "--null_score_threshold",
+            },
+        ),
+    ],
+    ids=["tuned_threshold", "given_threshold", "qa_tuned", "qa_given"],
+)
+def test_selection_says_which_data_chose_what(
+    task, chosen, record_best, train, expected
+):
+  from tf_finetune import tasks
+  from tf_finetune.tasks.base import TaskState
+  from tf_finetune.training.fit_record import FitRecord
+
+  task_config = config_lib.task_config(**task)
+  bound = tasks.get_task(task_config)
+  bound.bind(TaskState(label_vocab=("a", "b"), chosen=chosen))
+  config = config_lib.RunConfig(
+      model_dir="m",
+      data=config_lib.DataConfig(train_file="t.csv"),
+      model=config_lib.ModelConfig(model="m"),
+      train=config_lib.TrainConfig(**{"early_stopping_patience": 0, **train}),
+      task=task_config,
+  )
+  record = FitRecord(
+      history={},
+      best_epoch=record_best,
+      best_metric=None,
+      stopped_early=False,
+      global_steps=1,
+      train_seconds=1.0,
+      weights_fingerprint="",
+  )
+  selected_on_validation = "validation" in expected.values()
+  assert training.selection(
+      config, record, bound, ["validation", "test"]
+  ) == dict(
+      expected,
+      validation_metrics="selection" if selected_on_validation else "held out",
+      test_metrics="held out",
   )

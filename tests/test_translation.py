@@ -6,6 +6,7 @@ SentencePiece vocabulary of a few hundred pieces trained on the test's own
 sentences: the from-scratch path a user without a checkpoint takes.
 """
 
+import importlib.util
 import json
 import os
 import random
@@ -343,6 +344,74 @@ def test_model_loss_ignores_padding_length(tiny_seq2seq):
   np.testing.assert_allclose(short, padded, rtol=1e-5)
 
 
+def test_update_takes_the_mean_over_the_global_batchs_tokens():
+  """Two replicas, one with 8 target tokens and one with 1: one SGD step on
+  both is the single-device step on the mean over all 9 tokens (the mean
+  of the two replicas' means would give the 1-token example half)."""
+  import tf_keras
+  import transformers
+
+  model_config = transformers.T5Config(
+      vocab_size=30,
+      d_model=16,
+      d_kv=8,
+      d_ff=16,
+      num_layers=1,
+      num_heads=2,
+      dropout_rate=0.0,
+      pad_token_id=0,
+      eos_token_id=1,
+      decoder_start_token_id=0,
+  )
+  inputs = {
+      "input_ids": tf.constant([[5, 6, 7, 1], [8, 1, 0, 0]]),
+      "attention_mask": tf.constant([[1, 1, 1, 1], [1, 1, 0, 0]]),
+  }
+  labels = tf.constant(
+      [[3, 4, 5, 6, 7, 8, 9, 1], [1, -1, -1, -1, -1, -1, -1, -1]]
+  )
+  tf.random.set_seed(1)
+  reference = translation.Seq2SeqModel(translation.build_seq2seq(model_config))
+  reference(reference.dummy_inputs())
+  initial = reference.get_weights()
+  with tf.GradientTape() as tape:
+    loss_sum, tokens = reference._loss(inputs, labels, training=True)
+    mean = loss_sum / tokens
+  assert float(tokens) == 9.0
+  gradients = tape.gradient(mean, reference.trainable_variables)
+  expected = [
+      variable.numpy() - tf.convert_to_tensor(gradient).numpy()
+      for variable, gradient in zip(reference.trainable_variables, gradients)
+  ]
+  # Gradients reduced by copying to one device, not by collective ops (see
+  # tests/test_optimization.py).
+  strategy = tf.distribute.MirroredStrategy(
+      ["/cpu:0", "/cpu:1"],
+      cross_device_ops=tf.distribute.ReductionToOneDevice(),
+  )
+  with strategy.scope():
+    model = translation.Seq2SeqModel(translation.build_seq2seq(model_config))
+    model(model.dummy_inputs())
+    model.set_weights(initial)
+    model.compile(optimizer=tf_keras.optimizers.SGD(learning_rate=1.0))
+  # One global batch of 2: one example per replica.
+  model.fit(
+      tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(2),
+      epochs=1,
+      verbose=0,
+  )
+  assert model.optimizer.iterations.numpy() == 1
+  assert len(model.trainable_variables) == len(expected)
+  for variable, weights in zip(model.trainable_variables, expected):
+    np.testing.assert_allclose(
+        variable.numpy(), weights, atol=1e-5, err_msg=variable.name
+    )
+  # The logged loss is the same token mean.
+  np.testing.assert_allclose(
+      model.history.history["loss"][0], float(mean), rtol=1e-4
+  )
+
+
 # Vocabulary, generation, metrics.
 def test_sentencepiece_round_trip_and_generated_ids_stripping():
   rows = make_parallel_rows(40, seed=5)
@@ -536,7 +605,14 @@ def test_training_lowers_loss_and_evaluates(translation_run):
   assert history["val_token_accuracy"][-1] > history["val_token_accuracy"][0]
   with open(os.path.join(translation_run, "eval_results.json")) as f:
     results = json.load(f)
-  assert set(results) == {"validation", "test"}
+  assert set(results) == {"selection", "validation", "test"}
+  # The best validation epoch was kept: validation BLEU is a selection
+  # number, test BLEU held out.
+  assert results["selection"] == {
+      "kept_epoch": "validation",
+      "validation_metrics": "selection",
+      "test_metrics": "held out",
+  }
   assert results["test"]["num_examples"] == 16
   # The reported scores are those of the model's translations of the test
   # sources against their references, recomputed here with sacreBLEU.
@@ -656,6 +732,101 @@ def test_export_translates_raw_strings_in_a_fresh_process(translation_run):
   ).translate(texts)
   assert served == expected
   assert all(isinstance(text, str) for text in served)
+
+
+def _pretrained_t5_dirs(directory) -> tuple[str, str]:
+  """A tiny pretrained T5 with its tokenizer, saved twice: with TF weights,
+  and with PyTorch weights only (pytorch_model.bin: converted from the TF
+  ones where PyTorch is installed, placeholder bytes otherwise)."""
+  import shutil
+
+  import transformers
+
+  rows = make_parallel_rows(40, seed=7)
+  vocab = translation.SentencePieceVocab.train(
+      [r["source"] for r in rows] + [r["target"] for r in rows], 60
+  )
+  vocab.save(str(directory))
+  tokenizer = transformers.T5TokenizerFast(
+      vocab_file=str(directory / translation.SPIECE_FILENAME), extra_ids=0
+  )
+  config = transformers.T5Config(
+      vocab_size=len(tokenizer),
+      d_model=16,
+      d_kv=8,
+      d_ff=16,
+      num_layers=1,
+      num_heads=2,
+      pad_token_id=tokenizer.pad_token_id,
+      eos_token_id=tokenizer.eos_token_id,
+      decoder_start_token_id=tokenizer.pad_token_id,
+  )
+  seq2seq = transformers.TFT5ForConditionalGeneration(config)
+  seq2seq(seq2seq.dummy_inputs)
+  tf_dir, pt_dir = str(directory / "tf"), str(directory / "pt")
+  seq2seq.save_pretrained(tf_dir)
+  tokenizer.save_pretrained(tf_dir)
+  if importlib.util.find_spec("torch"):
+    transformers.T5ForConditionalGeneration.from_pretrained(
+        tf_dir, from_tf=True
+    ).save_pretrained(pt_dir, safe_serialization=False)
+  else:
+    os.makedirs(pt_dir)
+    shutil.copy(os.path.join(tf_dir, "config.json"), pt_dir)
+    with open(os.path.join(pt_dir, "pytorch_model.bin"), "wb") as f:
+      f.write(b"not loaded")
+  tokenizer.save_pretrained(pt_dir)
+  return tf_dir, pt_dir
+
+
+def test_pickled_pretrained_translator_needs_allow_pickle_weights(tmp_path):
+  """As for encoders: a local model with only pytorch_model.bin is refused
+  without --allow_pickle_weights and read from PyTorch with it."""
+  from tf_finetune import tasks
+
+  tf_dir, pt_dir = _pretrained_t5_dirs(tmp_path)
+  assert set(os.listdir(pt_dir)) & {"tf_model.h5", "model.safetensors"} == set()
+  train_file = write_rows(
+      str(tmp_path / "t.tsv"), make_parallel_rows(8, seed=8)
+  )
+
+  def run_config(model, allow_pickle_weights):
+    return config_lib.RunConfig(
+        model_dir=str(tmp_path / "m"),
+        data=data_config(train_file=train_file),
+        model=config_lib.ModelConfig(
+            model=model, allow_pickle_weights=allow_pickle_weights
+        ),
+        task=task_config(),
+    )
+
+  def build(model, allow_pickle_weights=False):
+    config = run_config(model, allow_pickle_weights)
+    task = tasks.get_task(config.task)
+    prepared = task.prepare(config)
+    return task.build_model(
+        config, prepared, total_steps=1, steps_per_epoch=1
+    ).seq2seq
+
+  with pytest.raises(
+      ValueError,
+      match=r"--model='.*pt' only has pickled PyTorch weights .* "
+      r"--allow_pickle_weights",
+  ):
+    build(pt_dir)
+  if not importlib.util.find_spec("torch"):
+    # The flag lets the PyTorch reader run; without PyTorch installed the
+    # error says what to install.
+    with pytest.raises(
+        ValueError,
+        match=r"--model='.*pt' has PyTorch weights \(pytorch_model.bin\), "
+        r"and reading them needs PyTorch: pip install torch",
+    ):
+      build(pt_dir, allow_pickle_weights=True)
+    return
+  from_tf, from_pt = build(tf_dir), build(pt_dir, allow_pickle_weights=True)
+  for expected, loaded in zip(from_tf.weights, from_pt.weights):
+    np.testing.assert_allclose(loaded.numpy(), expected.numpy(), atol=1e-6)
 
 
 def test_pretrained_vocabularies_export_only_with_sentencepiece(

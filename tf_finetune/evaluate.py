@@ -9,7 +9,7 @@ F1 and the confusion matrix; translation: BLEU and chrF of generated
 translations) under --split_name in eval_results.json.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tf_finetune import config as config_lib, flag_definitions
 from tf_finetune.tasks import settings as task_settings
@@ -76,7 +76,7 @@ def main(argv) -> None:
 def run() -> None:
   define_flags()
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
-  app.run(main)
+  flag_definitions.app_run(main)
 
 
 if __name__ == "__main__":

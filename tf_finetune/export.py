@@ -7,7 +7,7 @@ Writes <export_dir>/<next version>/ atomically, with a `serving_default`
 signature on raw text and a `serve_token_ids` signature on token ids.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tf_finetune import flag_definitions
 
@@ -50,7 +50,7 @@ def main(argv) -> None:
 def run() -> None:
   define_flags()
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
-  app.run(main)
+  flag_definitions.app_run(main)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Optional
 from absl import app, flags, logging
 
 from tf_finetune import config as config_lib
+from tf_finetune import console
 from tf_finetune import tasks
 
 FLAGS = flags.FLAGS
@@ -266,6 +267,13 @@ def run_config_from_flags(
         "its checkpoints, logs and exports to."
     )
   return config_from_flags(config_lib.RunConfig, flag_values)
+
+
+def app_run(main: Callable[[list], object]) -> None:
+  """absl's `app.run(main)`, with TensorFlow's start-up notices filtered
+  out of stderr (see `console`) before `main` imports TensorFlow."""
+  console.filter_tensorflow_noise()
+  app.run(main)
 
 
 def run_main(program: str, argv, main: Callable[[], object]) -> None:

@@ -10,7 +10,7 @@ lr_find.json to --model_dir and prints the suggested --learning_rate. No
 model is kept.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tf_finetune import flag_definitions
 
@@ -53,7 +53,7 @@ def run() -> None:
       flags.DEFINE_float, "lr_find_max", 1.0, "Learning rate of the last step."
   )
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
-  app.run(main)
+  flag_definitions.app_run(main)
 
 
 if __name__ == "__main__":

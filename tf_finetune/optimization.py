@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple, Sequence
 
 import tensorflow as tf
@@ -11,8 +12,68 @@ from tf_finetune import schedules
 from tf_finetune.config import TrainConfig
 
 # Variables that decoupled weight decay leaves alone (BERT's convention):
-# LayerNorm scales and offsets and every bias. Matched as name substrings.
+# LayerNorm scales and offsets and every bias. Matched as name substrings
+# when no model is given; `no_decay_variable_names` finds them in a model
+# by what they are (BART's `layernorm_embedding` has neither part).
 NO_DECAY_NAME_PARTS = ("LayerNorm", "layer_norm", "bias")
+
+# Keras' normalization layers; `transformers` norms (TFT5LayerNorm,
+# MobileBERT's TFNoNorm, TFMistralRMSNorm) are layers of their own whose
+# class names end like these.
+_NORM_LAYERS = (
+    tf_keras.layers.LayerNormalization,
+    tf_keras.layers.BatchNormalization,
+    tf_keras.layers.GroupNormalization,
+)
+_NORM_CLASS_ENDINGS = ("Norm", "Normalization")
+
+
+def _layers_in(module) -> list:
+  return [m for m in module.submodules if isinstance(m, tf_keras.layers.Layer)]
+
+
+def _is_norm_layer(layer) -> bool:
+  if isinstance(layer, _NORM_LAYERS):
+    return True
+  # A leaf: Hubert's "TFHubertEncoderStableLayerNorm" is an encoder.
+  return type(layer).__name__.endswith(_NORM_CLASS_ENDINGS) and not _layers_in(
+      layer
+  )
+
+
+def _exact_name_pattern(variable) -> str:
+  """A regex matching `variable`'s name and its replicas' copies' names
+  ("dense/bias:0", "dense/bias/replica_1:0")."""
+  base = variable.name.rsplit(":", 1)[0]
+  return "^" + re.escape(base) + r"(/replica_\d+)?:\d+$"
+
+
+def no_decay_variable_names(model: tf_keras.Model) -> list[str]:
+  """Name patterns of `model`'s variables that weight decay skips.
+
+  Every variable of a normalization layer (Keras' LayerNormalization, as
+  BART's `layernorm_embedding` is, and `transformers`' own norm layers such
+  as T5's) and every layer's `bias`, found by what the layer is rather than
+  by its name, plus the name parts of NO_DECAY_NAME_PARTS (biases kept
+  outside a `bias` attribute, like BART's `final_logits_bias`).
+
+  Args:
+    model: A built model (its variables exist).
+
+  Returns:
+    Regexes for `AdamW(no_weight_decay_names=...)`, which Keras matches
+    with `re.search` against each variable's name.
+  """
+  excluded = {}
+  for layer in [model] + _layers_in(model):
+    if _is_norm_layer(layer):
+      variables = layer.trainable_weights
+    else:
+      bias = getattr(layer, "bias", None)
+      variables = [bias] if isinstance(bias, tf.Variable) else []
+    for variable in variables:
+      excluded[variable.name] = _exact_name_pattern(variable)
+  return list(NO_DECAY_NAME_PARTS) + sorted(excluded.values())
 
 
 # The schedule names (TrainConfig.schedule); see schedules.py.
@@ -268,8 +329,9 @@ def create_optimizer(
     steps_per_epoch: int = 1,
     learning_rate=None,
     lr_multipliers: dict[str, float] | None = None,
+    model: tf_keras.Model | None = None,
 ) -> tf_keras.optimizers.Optimizer:
-  """AdamW with decoupled weight decay that skips LayerNorm and biases.
+  """AdamW with decoupled weight decay that skips norms and biases.
 
   Args:
     config: The training config.
@@ -278,6 +340,9 @@ def create_optimizer(
     learning_rate: A schedule replacing the config's (the range test's).
     lr_multipliers: Per-variable learning-rate factors by variable name
       (layer-wise decay, see `models.backbone.layerwise_lr_multipliers`).
+    model: The built model to be trained: weight decay skips its norm
+      layers and biases (`no_decay_variable_names`). Without it, the
+      variables named as in NO_DECAY_NAME_PARTS.
   """
   if not config.resolved:
     raise ValueError(
@@ -293,7 +358,11 @@ def create_optimizer(
       use_ema=config.ema_decay > 0,  # Debiased: see AdamW.ema_decay_at.
       ema_momentum=config.ema_decay or 0.99,
       lr_multipliers=lr_multipliers,
-      no_weight_decay_names=NO_DECAY_NAME_PARTS,
+      no_weight_decay_names=(
+          no_decay_variable_names(model)
+          if model is not None
+          else NO_DECAY_NAME_PARTS
+      ),
       # XLA-compiling the update on CPU costs seconds of compilation and was
       # not measured faster there; --jit_compile compiles the whole step.
       jit_compile=False,

@@ -26,7 +26,7 @@ With --glue_tsv it writes the GLUE leaderboard's submission format instead:
       --text_pair_column="#2 String" --output_file=MRPC.tsv --glue_tsv
 """
 
-from absl import app, flags
+from absl import flags
 
 from tf_finetune import flag_definitions
 
@@ -128,7 +128,7 @@ def main(argv) -> None:
 def run() -> None:
   define_flags()
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
-  app.run(main)
+  flag_definitions.app_run(main)
 
 
 if __name__ == "__main__":

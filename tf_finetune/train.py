@@ -10,7 +10,7 @@ Writes checkpoints, TensorBoard logs, eval_results.json and a SavedModel
 the same flags resumes it.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tf_finetune import flag_definitions
 
@@ -34,7 +34,7 @@ def main(argv) -> None:
 def run() -> None:
   flag_definitions.define_train_flags()
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
-  app.run(main)
+  flag_definitions.app_run(main)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ with --refit, retrains the best point on all the training data in
 Rerunning the same command resumes an interrupted sweep.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tf_finetune import flag_definitions
 
@@ -60,7 +60,7 @@ def run() -> None:
       "Retrain the best point on all training data.",
   )
   flags.adopt_module_key_flags(flag_definitions)  # Listed by --help.
-  app.run(main)
+  flag_definitions.app_run(main)
 
 
 if __name__ == "__main__":

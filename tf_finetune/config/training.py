@@ -152,7 +152,9 @@ class TrainConfig:
       "within the first updates. Unset: 0, or what --recipe chooses.",
   )
   weight_decay: float = setting(
-      0.01, "AdamW decoupled weight decay (LayerNorm and biases excluded)."
+      0.01,
+      "AdamW decoupled weight decay (not on normalization layers or "
+      "biases).",
   )
   clip_norm: float = setting(
       1.0, "Global gradient-norm clipping; 0 turns it off."

@@ -65,6 +65,15 @@ def _check_local_model(path: str, allow_pickle_weights: bool) -> bool:
   )
 
 
+def pytorch_needed(model: str) -> ValueError:
+  """The error for PyTorch weights when PyTorch is not installed."""
+  return ValueError(
+      f"--model={model!r} has PyTorch weights (pytorch_model.bin), and "
+      "reading them needs PyTorch: pip install torch, or convert them to "
+      "model.safetensors."
+  )
+
+
 def load_model_config(model: str, **overrides):
   """The checkpoint's `transformers` config (config.json), e.g. BertConfig.
 
@@ -114,6 +123,10 @@ def load_backbone(
     backbone = transformers.TFAutoModel.from_pretrained(
         model, config=config, from_pt=from_pt, trust_remote_code=False
     )
+  except ImportError as e:
+    if from_pt:
+      raise pytorch_needed(model) from e
+    raise
   except OSError as e:
     raise ValueError(
         f"--model={model!r} could not be loaded: " f"{str(e).splitlines()[0]}"

@@ -236,6 +236,12 @@ class Task(abc.ABC):
     del examples, encoded, outputs
     return {}
 
+  def selection(self) -> dict[str, str]:
+    """What chose each post-hoc value of the bound run, by value name:
+    "validation" for a value chosen on validation data, else the flag
+    that set it (eval_results.json's "selection" block)."""
+    return {}
+
   @abc.abstractmethod
   def metrics(
       self,

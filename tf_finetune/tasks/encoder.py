@@ -338,6 +338,7 @@ class EncoderTask(base.Task):
         lr_multipliers=backbone_lib.layerwise_lr_multipliers(
             backbone, train_config.layerwise_lr_decay
         ),
+        model=model,
     )
     # Slots for every variable now, before any is frozen: layers unfrozen
     # later must find theirs (optimizer variables cannot be created mid-fit).

@@ -7,7 +7,10 @@ sigmoid output per label trained with binary cross-entropy. A label is
 predicted when its probability reaches the threshold: `--threshold`, or,
 with `--tune_threshold`, the one that maximizes micro-F1 on the validation
 data; the threshold is saved with the model (task_state.json) and built into
-the export, which returns the labels above it.
+the export, which returns the labels above it. On the data that tuned it the
+tuned threshold is the best by construction, so there eval_results.json
+gives the metrics at `--threshold`, and those at the tuned threshold under
+"selection_at_tuned_threshold".
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ def f1_scores(targets: np.ndarray, predicted: np.ndarray) -> dict:
       "macro_f1": float(np.mean(per_label_f1)),
       "per_label_f1": per_label_f1,
   }
+
+
+def _exact_match(
+    targets: np.ndarray, probabilities: np.ndarray, threshold: float
+) -> float:
+  """The share of examples whose every label is right at `threshold`."""
+  return float(
+      np.mean(np.all((probabilities >= threshold) == (targets > 0.5), axis=1))
+  )
 
 
 def best_threshold(targets: np.ndarray, probabilities: np.ndarray) -> float:
@@ -284,22 +296,35 @@ class MultiLabel(text.TextTask):
         "candidates": list(CANDIDATE_THRESHOLDS),
     }
 
+  def selection(self):
+    return {
+        "threshold": (
+            "validation" if self.state.chosen.get("tuned") else "--threshold"
+        )
+    }
+
   def metrics(self, examples, encoded, outputs):
-    threshold = self.threshold
+    """The metrics at the threshold in use. On the data that tuned it, the
+    headline metrics are at --threshold, and those at the tuned threshold
+    (selection numbers: it is the best there by construction) are under
+    "selection_at_tuned_threshold"."""
     targets = encoded.label_ids
+    chosen = self.state.chosen
+    tuned_here = bool(chosen.get("tuned")) and (
+        chosen.get("tuned_on") == examples.source
+    )
+    threshold = self.config.threshold if tuned_here else self.threshold
     scores = f1_scores(targets, outputs >= threshold)
     clipped = np.clip(outputs, 1e-7, 1 - 1e-7)
     loss = -np.mean(
         targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)
     )
     per_label = scores.pop("per_label_f1")
-    return {
+    results = {
         "num_examples": int(len(targets)),
         "threshold": threshold,
         **scores,
-        "exact_match": float(
-            np.mean(np.all((outputs >= threshold) == (targets > 0.5), axis=1))
-        ),
+        "exact_match": _exact_match(targets, outputs, threshold),
         "micro_f1_at_0.5": f1_scores(targets, outputs >= 0.5)["micro_f1"],
         "loss": float(loss),
         "per_label": {
@@ -310,14 +335,29 @@ class MultiLabel(text.TextTask):
             for i, label in enumerate(self.state.label_vocab)
         },
     }
+    if tuned_here:
+      tuned = f1_scores(targets, outputs >= self.threshold)
+      results["selection_at_tuned_threshold"] = {
+          "threshold": self.threshold,
+          "micro_f1": tuned["micro_f1"],
+          "macro_f1": tuned["macro_f1"],
+          "exact_match": _exact_match(targets, outputs, self.threshold),
+      }
+    return results
 
   def describe(self, metrics):
-    return (
+    line = (
         f"micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
         f"{metrics['macro_f1']:.4f}  at threshold "
-        f"{metrics['threshold']:.2f}  ({metrics['num_examples']} "
-        "examples)"
+        f"{metrics['threshold']:.2f}"
     )
+    tuned = metrics.get("selection_at_tuned_threshold")
+    if tuned:
+      line += (
+          f"; at the threshold tuned on these examples, {tuned['threshold']:.2f}"
+          f": micro-F1 {tuned['micro_f1']:.4f} (selection)"
+      )
+    return line + f"  ({metrics['num_examples']} examples)"
 
   def server(self, trained):
     return MultiLabelServer(

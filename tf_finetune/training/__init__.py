@@ -4,7 +4,8 @@
 encodes the data), `plan_batches` (global batch and steps for the
 strategy), `fit` (builds the task's model inside the strategy's scope and
 fits it with Keras callbacks, keeping the best validation epoch),
-`evaluate` (the saved weights, as evaluate/predict/export load them),
+`evaluate` (the saved weights, as evaluate/predict/export load them, and
+which data chose what: `selection`),
 `export` (a SavedModel) and `summarize` (summary.json, curves, the
 overfitting verdict). Benchmarks and the learning-rate range test call the
 same phases. Everything goes to `config.model_dir` (see `artifacts`), each
@@ -34,6 +35,7 @@ from tf_finetune.training.phases import (
     get_strategy,
     plan_batches,
     prepare,
+    selection,
     training_dataset,
     validation_dataset,
 )
@@ -87,6 +89,14 @@ def train(config: RunConfig) -> RunSummary:
         global_steps=record.global_steps,
         weights_fingerprint=record.weights_fingerprint,
     )
-  trained, eval_results = evaluate(config, prepared, plan)
+  trained, eval_results = evaluate(config, prepared, plan, record)
   export_dir = export(config, trained, prepared, record)
-  return summarize(config, prepared, plan, record, eval_results, export_dir)
+  return summarize(
+      config,
+      prepared,
+      plan,
+      record,
+      eval_results,
+      export_dir,
+      selection=selection(config, record, trained.task, list(eval_results)),
+  )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -22,7 +22,7 @@ from tf_finetune import (
 from tf_finetune import distribution as distribution_lib
 from tf_finetune.config import RunConfig
 from tf_finetune.data import pipeline
-from tf_finetune.tasks.base import PreparedData, TrainedModel
+from tf_finetune.tasks.base import PreparedData, Task, TrainedModel
 from tf_finetune.tasks.encoder import EncoderTask
 from tf_finetune.training import fingerprint as fingerprint_lib
 from tf_finetune.training import recipes
@@ -311,8 +311,49 @@ def fit(
   return record
 
 
+def selection(
+    config: RunConfig,
+    record: FitRecord,
+    task: Task,
+    splits: Sequence[str],
+) -> dict[str, str]:
+  """Which data chose what in a run: the "selection" block of
+  eval_results.json and summary.json.
+
+  Args:
+    config: The run config.
+    record: How training went (the best epoch).
+    task: The task, bound to the run's chosen values.
+    splits: The evaluated splits.
+
+  Returns:
+    What chose the kept epoch, the stopping epoch (with early stopping)
+    and each value the task chose after training ("validation", or the
+    flag or rule that set it); then, per evaluated split, whether its
+    metrics are "selection" metrics (the split chose something above) or
+    "held out".
+  """
+  train_config = config.train
+  restored = record.best_epoch is not None and train_config.restore_best_weights
+  chosen = {"kept_epoch": "validation" if restored else "last epoch"}
+  if "validation" in splits and train_config.early_stopping_patience:
+    chosen["stopping_epoch"] = "validation"
+  chosen.update(task.selection())
+  selected_on_validation = "validation" in chosen.values()
+  for split in splits:
+    chosen[f"{split}_metrics"] = (
+        "selection"
+        if split == "validation" and selected_on_validation
+        else "held out"
+    )
+  return chosen
+
+
 def evaluate(
-    config: RunConfig, prepared: PreparedData, plan: BatchPlan
+    config: RunConfig,
+    prepared: PreparedData,
+    plan: BatchPlan,
+    record: FitRecord,
 ) -> tuple[TrainedModel, dict[str, dict]]:
   """Phase 4: evaluates the saved weights on the validation and test splits.
 
@@ -320,6 +361,9 @@ def evaluate(
   float32 model (bf16 compute is for training speed; serving stays float32
   so it runs well on any CPU). Values the task chooses on validation data
   (a multi-label threshold) are chosen first, saved, and bound.
+  eval_results.json also says which data chose what (`selection`): the
+  validation split's metrics are selection metrics when it chose the kept
+  epoch or a threshold; the test split's are held out.
 
   Returns:
     (the loaded run, split name -> the task's metrics).
@@ -349,7 +393,12 @@ def evaluate(
       for split, split_outputs in outputs.items()
   }
   artifacts.write_json(
-      config.model_dir, artifacts.EVAL_RESULTS_FILENAME, eval_results
+      config.model_dir,
+      artifacts.EVAL_RESULTS_FILENAME,
+      {
+          "selection": selection(config, record, task, list(eval_results)),
+          **eval_results,
+      },
   )
   for split, results in eval_results.items():
     logging.info("%s: %s", split, task.describe(results))

@@ -45,6 +45,9 @@ class RunSummary:
     curves_png: The plot of the curves, or None.
     export_dir: The SavedModel version directory, or None.
     eval_results: Split name -> the task's metrics.
+    selection: Which data chose the kept epoch and the task's post-hoc
+      values, and which splits' metrics are selection metrics or held out
+      (see `phases.selection`).
     worker: A non-chief worker's name (its summary has steps and weights
       only), or None.
   """
@@ -68,6 +71,7 @@ class RunSummary:
   curves_png: Optional[str] = None
   export_dir: Optional[str] = None
   eval_results: dict = dataclasses.field(default_factory=dict)
+  selection: dict = dataclasses.field(default_factory=dict)
   worker: Optional[str] = None
 
   def to_json_dict(self) -> dict:
@@ -86,6 +90,8 @@ def summarize(
     record: FitRecord,
     eval_results: dict[str, dict],
     export_dir: Optional[str],
+    *,
+    selection: Optional[dict] = None,
 ) -> RunSummary:
   """Phase 6: the run summary, the overfitting verdict and the curves."""
   train_config = config.train
@@ -135,6 +141,7 @@ def summarize(
       ),
       export_dir=export_dir,
       eval_results=eval_results,
+      selection=dict(selection or {}),
   )
   logging.info(
       "Training stopped after %d epoch(s) (%s); kept epoch %s. %s",

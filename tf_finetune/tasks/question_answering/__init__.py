@@ -34,11 +34,14 @@ beats the best span's score by more than `--null_score_threshold` (chosen
 on validation data for the best F1 unless given, saved in task_state.json
 and in the export).
 
-Metrics are those of the official SQuAD evaluation script: exact match and
+Metrics are those of the official SQuAD evaluation scripts: exact match and
 F1 in percent, answers normalized (lowercase, punctuation and the articles
 a/an/the removed, whitespace collapsed), the best over the gold answers; an
-unanswerable question's gold answer is the empty string; with v2.0 data
-also the HasAns/NoAns breakdown.
+unanswerable question's gold answer is the empty string. With
+`--allow_no_answer` they are named as the v2.0 script names them: `exact`
+and `f1` at the threshold used, the HasAns/NoAns breakdown, and `best_exact`,
+`best_f1` with their thresholds (`best_*_thresh`), the scores at the
+threshold best for the scored questions themselves.
 
 The export takes raw `question` and `context` strings and returns the
 `answer` text, its `score`, its character offsets `start` and `end` (-1 and
@@ -54,6 +57,7 @@ from __future__ import annotations
 from tf_finetune.tasks.question_answering.metrics import (
     PositionAccuracy,
     best_null_threshold,
+    best_threshold_scores,
     exact_match_score,
     f1_score,
     gold_texts,

@@ -52,7 +52,10 @@ def gold_texts(answers: Sequence[dict]) -> list[str]:
 
 
 def squad_scores(
-    predictions: Sequence[str], gold_answers: Sequence[Sequence[dict]]
+    predictions: Sequence[str],
+    gold_answers: Sequence[Sequence[dict]],
+    *,
+    exact_key: str = "exact_match",
 ) -> dict:
   """Exact match and F1 in percent, with the HasAns/NoAns breakdown.
 
@@ -60,6 +63,8 @@ def squad_scores(
     predictions: The predicted answer of each question ("" for none).
     gold_answers: Each question's answers (dicts with "text"); [] for an
       unanswerable question.
+    exact_key: The name of exact match: "exact_match" as the SQuAD v1.1
+      script, "exact" as the v2.0 script ("HasAns_exact", ...).
   """
   exact, f1, has_answer = [], [], []
   for prediction, answers in zip(predictions, gold_answers):
@@ -70,13 +75,13 @@ def squad_scores(
   exact, f1 = np.array(exact), np.array(f1)
   has_answer = np.array(has_answer, dtype=bool)
   scores = {
-      "exact_match": 100.0 * float(exact.mean()) if len(exact) else 0.0,
+      exact_key: 100.0 * float(exact.mean()) if len(exact) else 0.0,
       "f1": 100.0 * float(f1.mean()) if len(f1) else 0.0,
       "total": len(exact),
   }
   for name, mask in (("HasAns", has_answer), ("NoAns", ~has_answer)):
     if mask.any():
-      scores[f"{name}_exact_match"] = 100.0 * float(exact[mask].mean())
+      scores[f"{name}_{exact_key}"] = 100.0 * float(exact[mask].mean())
       scores[f"{name}_f1"] = 100.0 * float(f1[mask].mean())
       scores[f"{name}_total"] = int(mask.sum())
   return scores
@@ -107,6 +112,45 @@ def best_null_threshold(
           else float(diffs[rank]) + 1.0
       )
   return best_threshold, best_total / len(order)
+
+
+def best_threshold_scores(
+    predictions: Sequence[str],
+    gold_answers: Sequence[Sequence[dict]],
+    null_minus_span: np.ndarray,
+) -> dict:
+  """The SQuAD v2.0 script's `best_exact`, `best_f1` and their thresholds.
+
+  Each is the score at the no-answer threshold best for these very
+  questions: an oracle choice, a selection number on any data, unlike
+  `exact` and `f1` at a threshold chosen elsewhere.
+
+  Args:
+    predictions: The best span's answer of each question (never "").
+    gold_answers: Each question's answers; [] for an unanswerable one.
+    null_minus_span: float [questions], no-answer score - span score; a
+      question is answered when it is <= the threshold.
+
+  Returns:
+    {"best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"},
+    scores in percent.
+  """
+  golds = [gold_texts(answers) for answers in gold_answers]
+  empty = np.array([float(gold == [""]) for gold in golds])
+  scores = {}
+  for name, score in (("exact", exact_match_score), ("f1", f1_score)):
+    answered = np.array(
+        [
+            max(score(prediction, g) for g in gold)
+            for prediction, gold in zip(predictions, golds)
+        ]
+    )
+    threshold, best = best_null_threshold(
+        np.asarray(null_minus_span, np.float64), answered, empty
+    )
+    scores[f"best_{name}"] = 100.0 * best
+    scores[f"best_{name}_thresh"] = threshold
+  return scores
 
 
 class PositionAccuracy(tf_keras.metrics.Metric):

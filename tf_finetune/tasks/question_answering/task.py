@@ -14,9 +14,7 @@ from tf_finetune.data import pipeline, readers
 from tf_finetune.tasks import encoder as encoder_lib
 from tf_finetune.tasks.question_answering.metrics import (
     PositionAccuracy,
-    best_null_threshold,
-    f1_score,
-    gold_texts,
+    best_threshold_scores,
     span_loss,
     squad_scores,
 )
@@ -352,46 +350,66 @@ class QuestionAnswering(encoder_lib.EncoderTask):
       return {}
     if self.config.null_score_threshold is not None:
       return {"null_score_threshold": self.config.null_score_threshold}
-    golds = [gold_texts(answers) for answers in examples.labels]
-    f1_answered = np.array(
-        [
-            max(f1_score(a, g) for g in gold)
-            for a, gold in zip(outputs["answer"], golds)
-        ]
-    )
-    f1_empty = np.array([float(gold == [""]) for gold in golds])
-    threshold, best_f1 = best_null_threshold(
-        np.asarray(outputs["null_score"]) - np.asarray(outputs["score"]),
-        f1_answered,
-        f1_empty,
+    best = best_threshold_scores(
+        outputs["answer"], examples.labels, _null_minus_span(outputs)
     )
     logging.info(
-        "No-answer threshold %.4f: validation F1 %.2f.",
-        threshold,
-        100.0 * best_f1,
+        "No-answer threshold %.4f: F1 %.2f on %s, which chose it.",
+        best["best_f1_thresh"],
+        best["best_f1"],
+        examples.source,
     )
-    return {"null_score_threshold": threshold}
+    return {
+        "null_score_threshold": best["best_f1_thresh"],
+        "tuned_on": examples.source,
+    }
+
+  def selection(self):
+    if not self.config.allow_no_answer:
+      return {}
+    if self.config.null_score_threshold is not None:
+      chosen_by = "--null_score_threshold"
+    elif "null_score_threshold" in self.state.chosen:
+      chosen_by = "validation"
+    else:
+      chosen_by = "default (no validation data)"
+    return {"no_answer_threshold": chosen_by}
 
   def metrics(self, examples, encoded, outputs):
-    scores = squad_scores(self.final_answers(outputs), examples.labels)
+    if not self.config.allow_no_answer:
+      scores = squad_scores(self.final_answers(outputs), examples.labels)
+    else:
+      # As the SQuAD v2.0 script: `exact` and `f1` at the threshold used;
+      # `best_*` at the threshold best for these questions themselves.
+      scores = squad_scores(
+          self.final_answers(outputs), examples.labels, exact_key="exact"
+      )
+      scores.update(
+          best_threshold_scores(
+              outputs["answer"], examples.labels, _null_minus_span(outputs)
+          )
+      )
+      scores["null_score_threshold"] = self.threshold
     scores.update(
         num_examples=len(examples),
         num_windows=len(encoded),
         num_truncated_questions=encoded.num_truncated,
     )
-    if self.config.allow_no_answer:
-      scores["null_score_threshold"] = self.threshold
     return scores
 
   def describe(self, metrics):
-    line = (
-        f"exact match: {metrics['exact_match']:.2f}  F1: "
-        f"{metrics['f1']:.2f}"
-    )
+    exact = metrics.get("exact", metrics.get("exact_match"))
+    line = f"exact match: {exact:.2f}  F1: {metrics['f1']:.2f}"
     if "NoAns_f1" in metrics and "HasAns_f1" in metrics:
       line += (
           f"  (HasAns F1 {metrics['HasAns_f1']:.2f}, NoAns F1 "
           f"{metrics['NoAns_f1']:.2f})"
+      )
+    if "best_f1" in metrics:
+      line += (
+          f"  at no-answer threshold {metrics['null_score_threshold']:.4f}"
+          f"; best F1 {metrics['best_f1']:.2f} at "
+          f"{metrics['best_f1_thresh']:.4f}"
       )
     return line + f"  ({metrics['num_examples']} questions)"
 
@@ -438,3 +456,8 @@ class QuestionAnswering(encoder_lib.EncoderTask):
         path, json.dumps(answers, ensure_ascii=False, indent=2) + "\n"
     )
     logging.info("Wrote %d answers to %s.", len(answers), path)
+
+
+def _null_minus_span(outputs: dict) -> np.ndarray:
+  """float [questions]: no-answer score - best span score."""
+  return np.asarray(outputs["null_score"]) - np.asarray(outputs["score"])

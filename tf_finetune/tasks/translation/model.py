@@ -126,6 +126,8 @@ class Seq2SeqModel(tf_keras.Model):
     ).logits
 
   def _loss(self, inputs, labels, training):
+    """(the summed token loss, the number of real target tokens) of the
+    batch, float32 scalars; the logged metrics take the batch in."""
     decoder_input_ids = shift_targets(
         labels, decoder_start_id=self.decoder_start_id, pad_id=self.pad_id
     )
@@ -141,7 +143,7 @@ class Seq2SeqModel(tf_keras.Model):
         labels, logits, label_smoothing=self.label_smoothing
     )
     tokens = tf.reduce_sum(mask)
-    loss = tf.reduce_sum(losses) / tf.maximum(tokens, 1.0)
+    loss_sum = tf.reduce_sum(losses)
     correct = tf.cast(
         tf.equal(
             tf.argmax(logits, axis=-1, output_type=tf.int32),
@@ -149,20 +151,29 @@ class Seq2SeqModel(tf_keras.Model):
         ),
         tf.float32,
     )
-    self.loss_tracker.update_state(loss, sample_weight=tokens)
+    self.loss_tracker.update_state(
+        loss_sum / tf.maximum(tokens, 1.0), sample_weight=tokens
+    )
     self.accuracy_tracker.update_state(correct, sample_weight=mask)
-    return loss
+    return loss_sum, tokens
 
   def train_step(self, data):
     inputs, labels = data
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    replica = tf.distribute.get_replica_context()
+    replicas = replica.num_replicas_in_sync
     with tf.GradientTape() as tape:
-      loss = self._loss(inputs, labels, training=True)
+      loss_sum, tokens = self._loss(inputs, labels, training=True)
+      # The mean over the real target tokens of the whole global batch:
+      # replicas' gradients are summed, so each divides its own sum by the
+      # global count. 2 replicas with 30 and 2 tokens: each sum / 32; a
+      # replica with a short (or empty) final shard weighs by its tokens.
+      global_tokens = replica.all_reduce(
+          tf.distribute.ReduceOp.SUM, tf.stop_gradient(tokens)
+      )
+      loss = loss_sum / tf.maximum(global_tokens, 1.0)
       if self.losses:
-        loss += tf.add_n(self.losses)
-      # Replicas' gradients are summed: each contributes its share of the
-      # mean (2 replicas: half of each one's mean token loss).
-      loss = loss / replicas
+        # Each replica holds the whole penalty: its share is 1 / replicas.
+        loss += tf.add_n(self.losses) / replicas
     self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
     return {metric.name: metric.result() for metric in self.metrics}
 

@@ -207,8 +207,18 @@ class Translation(base.Task):
           )
       )
     else:
+      # PyTorch .bin weights only with --allow_pickle_weights, as encoders.
+      from_pt = backbone_lib.check_model_source(
+          model_config.model, model_config.allow_pickle_weights
+      )
       try:
-        seq2seq = seq2seq_class().from_pretrained(model_config.model)
+        seq2seq = seq2seq_class().from_pretrained(
+            model_config.model, from_pt=from_pt, trust_remote_code=False
+        )
+      except ImportError as e:
+        if from_pt:
+          raise backbone_lib.pytorch_needed(model_config.model) from e
+        raise
       except (OSError, ValueError) as e:
         raise ValueError(
             f"--model={model_config.model!r} is not a TF "
@@ -235,6 +245,7 @@ class Translation(base.Task):
         total_steps,
         steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate,
+        model=model,
     )
     model.compile(
         optimizer=optimizer,
