@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Optional
 from absl import app, flags, logging
 
 from tf_finetune import config as config_lib
-from tf_finetune import tasks
+from tf_finetune import io_utils, tasks
 
 FLAGS = flags.FLAGS
 
@@ -242,7 +242,8 @@ def run_config_from_flags(
 
 
 def run_main(program: str, argv, main: Callable[[], object]) -> None:
-  """Runs a binary's body; user errors become one line and exit code 2.
+  """Runs a binary's body; user errors and a full disk become one line and
+  exit code 2.
 
   Args:
     program: The binary's name, for messages.
@@ -255,7 +256,7 @@ def run_main(program: str, argv, main: Callable[[], object]) -> None:
   logging.set_verbosity(logging.INFO)
   try:
     main()
-  except ValueError as e:
+  except (ValueError, io_utils.DiskFullError) as e:
     logging.error("%s", e)
     print(f"{program}: error: {e}", file=sys.stderr)
     sys.exit(2)
