@@ -217,11 +217,44 @@ def staged_directory(final_path: str, *, replace: bool) -> Iterator[str]:
   _swap_into_place(staging, final_path)
 
 
+def link_directory(final_path: str, target: str) -> None:
+  """Makes `final_path` a relative symlink to its sibling `target`.
+
+  An existing `final_path` (a directory or a link) is replaced only once the
+  new link exists, as `staged_directory` replaces directories.
+  """
+  parent = os.path.dirname(os.path.abspath(final_path))
+  name = os.path.basename(final_path)
+  remove_stale_staging(parent, name)
+  while True:
+    tmp_path = os.path.join(parent, _staging_prefix(name) + os.urandom(4).hex())
+    try:
+      os.symlink(os.path.relpath(target, parent), tmp_path)
+      break
+    except FileExistsError:
+      continue
+  try:
+    _swap_into_place(tmp_path, final_path)
+  except BaseException:
+    _remove(tmp_path)
+    raise
+
+
 def recover_staged_directory(final_path: str) -> None:
   """Restores `<final_path>.old` if a crash happened between two renames."""
   old = final_path + ".old"
   if not os.path.lexists(final_path) and os.path.lexists(old):
     os.rename(old, final_path)
+
+
+def remove_empty_directory(directory: str) -> None:
+  """Removes `directory` if it exists and is empty."""
+  with contextlib.suppress(FileNotFoundError):
+    try:
+      os.rmdir(directory)
+    except OSError as e:
+      if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+        raise
 
 
 # Written and synced by the writability check: a disk without a free block
