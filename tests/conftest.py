@@ -307,3 +307,32 @@ def train_task(
   code = run_binary(train, args + flags + list(task_flags))
   assert code == 0
   return model_dir
+
+
+def make_length_server(scale: float = 1.0):
+  """A real export without a model: answers each text's length x `scale`."""
+  from tf_finetune import serving
+
+  class LengthServer(serving.Server):
+
+    def __init__(self):
+      super().__init__(task_name="length")
+      self.scale = tf.Variable(scale, dtype=tf.float32)
+
+    def serve(self, text):
+      length = tf.cast(tf.strings.length(text), tf.float32)
+      return {"length": length * self.scale}
+
+  return LengthServer()
+
+
+def export_length_server(export_base: str, scale: float = 1.0) -> str:
+  """Exports `make_length_server(scale)`; returns the version directory."""
+  from tf_finetune import serving
+
+  return serving.export_server(
+      make_length_server(scale),
+      export_base=export_base,
+      sample_inputs={"text": ["a", "bb", "a longer text"]},
+      checked_output="length",
+  )

@@ -46,8 +46,12 @@ def test_training_writes_every_output(trained_run):
   assert os.path.isfile(
       os.path.join(trained_run, "export", "1", "saved_model.pb")
   )
-  # BackupAndRestore empties its directory after a completed run.
-  assert os.listdir(os.path.join(trained_run, "backup")) == []
+  # A finished run leaves no backup; the best epoch's weights (restored at
+  # the end) are written once, and checkpoints/final refers to them.
+  assert not os.path.exists(os.path.join(trained_run, "backup"))
+  assert (
+      os.readlink(os.path.join(trained_run, "checkpoints", "final")) == "best"
+  )
 
 
 def test_tensorboard_has_per_step_learning_rate_and_epoch_metrics(trained_run):

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras
 
 from conftest import make_sentiment_rows, run_binary, write_rows
-from tf_finetune import callbacks, config as config_lib, training
+from tf_finetune import artifacts, callbacks, config as config_lib, training
 from tf_finetune import train as train_binary
 from tf_finetune.data import readers
 
@@ -162,6 +162,61 @@ def test_last_epoch_is_kept_without_restore_best_weights(
   assert results["validation"]["loss"] == pytest.approx(
       summary.history["val_loss"][-1], rel=1e-3
   )
+  # Validation chose the last epoch: its weights are written once, and
+  # checkpoints/final refers to them (the evaluation above loaded them).
+  assert summary.best_epoch == 2
+  assert os.readlink(model_dir / "checkpoints/final") == "best"
+  # A kept checkpoint holds the weights only: Adam's two slots per weight
+  # would make it about 3x.
+  weights = artifacts.load_trained(str(model_dir)).model.weights
+  weight_bytes = sum(w.numpy().nbytes for w in weights)
+  data = model_dir / "checkpoints/best/weights.data-00000-of-00001"
+  assert weight_bytes <= os.path.getsize(data) < 1.05 * weight_bytes
+  assert not os.path.exists(model_dir / "backup")
+
+
+def test_without_restore_best_weights_final_keeps_the_last_epoch(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
+  """The best epoch is not the last: checkpoints/final is its own copy of
+  the last epoch's weights (no optimizer state), not a link to best."""
+  flipped = [
+      dict(row, label="negative" if row["label"] == "positive" else "positive")
+      for row in make_sentiment_rows(64, seed=2)
+  ]
+  files = dict(
+      sentiment_files,
+      validation=write_rows(str(tmp_path / "flipped.csv"), flipped),
+  )
+  model_dir = tmp_path / "run"
+  summary = training.train(
+      _config(
+          model_dir,
+          tiny_bert_dir,
+          files,
+          epochs=3,
+          restore_best_weights=False,
+          early_stopping_metric="val_loss",
+      )
+  )
+  assert summary.best_epoch < 3
+  final = model_dir / "checkpoints/final"
+  assert final.is_dir() and not final.is_symlink()
+  results = json.load(open(model_dir / "eval_results.json"))
+  assert results["validation"]["loss"] == pytest.approx(
+      summary.history["val_loss"][-1], rel=1e-3
+  )
+  sizes = [
+      os.path.getsize(
+          model_dir / f"checkpoints/{name}/weights.data-00000-of-00001"
+      )
+      for name in ("best", "final")
+  ]
+  assert sizes[0] == sizes[1]
+  names = tf.train.load_checkpoint(
+      str(final / "weights")
+  ).get_variable_to_shape_map()
+  assert not [name for name in names if "optimizer" in name]
 
 
 def test_non_finite_loss_stops_with_step_and_learning_rate():
@@ -725,4 +780,16 @@ def test_selection_says_which_data_chose_what(
       expected,
       validation_metrics="selection" if selected_on_validation else "held out",
       test_metrics="held out",
+  )
+
+
+def test_final_referring_to_a_missing_best_fails_in_one_line(tmp_path):
+  checkpoints = tmp_path / "checkpoints"
+  checkpoints.mkdir()
+  os.symlink("best", checkpoints / "final")
+  with pytest.raises(ValueError) as raised:
+    artifacts.final_weights_dir(str(tmp_path))
+  assert str(raised.value) == (
+      f"--model_dir={str(tmp_path)!r}: checkpoints/final refers to "
+      "checkpoints/best, which has no weights; train again."
   )

@@ -9,10 +9,13 @@ backbone/config.json the encoder architecture (translation: the
                      encoder-decoder's; tokenizer/ then holds its
                      tokenizer or the run's spiece.model)
 checkpoints/best/    weights of the best validation epoch
-checkpoints/final/   the weights training ended with (best, if validated)
+checkpoints/final/   the weights training ended with; a symlink to best
+                     when they are the best epoch's (kept checkpoints hold
+                     the weights only, no optimizer state)
 logs/                TensorBoard event files
-backup/              state to resume a killed run (removed when done),
-                     with the run's fingerprint (fingerprint.json)
+backup/              weights and optimizer state to resume a killed run,
+                     with the run's fingerprint (fingerprint.json);
+                     removed when training finishes
 history.json         per-epoch metrics, kept across resumptions
 training_finished.json  the config, fingerprint and results of a finished
                      fit, so a run killed while evaluating or exporting
@@ -61,20 +64,47 @@ def save_directories(
       save(staging)
 
 
+def save_final_weights(model: tf_keras.Model, output_dir: str, *, best: bool):
+  """Writes checkpoints/final: a link to checkpoints/best when `best` (the
+  model holds the best epoch's weights), else the model's weights."""
+  final_dir = os.path.join(output_dir, FINAL_WEIGHTS_DIR)
+  if best:
+    io_utils.link_directory(
+        final_dir, os.path.join(output_dir, BEST_WEIGHTS_DIR)
+    )
+  else:
+    callbacks.save_weights_atomically(model, final_dir)
+
+
 def final_weights_dir(model_dir: str) -> str:
-  """checkpoints/final of a finished run.
+  """checkpoints/final of a finished run (or checkpoints/best, which it
+  refers to).
 
   Raises:
     ValueError: when training has not finished there.
   """
   weights_dir = os.path.join(model_dir, FINAL_WEIGHTS_DIR)
   io_utils.recover_staged_directory(weights_dir)
-  if not os.path.isfile(callbacks.weights_path(weights_dir) + ".index"):
+  if os.path.islink(weights_dir):
+    weights_dir = os.path.join(
+        os.path.dirname(weights_dir), os.readlink(weights_dir)
+    )
+    if not has_weights(weights_dir):
+      raise ValueError(
+          f"--model_dir={model_dir!r}: {FINAL_WEIGHTS_DIR} refers to "
+          f"{os.path.relpath(weights_dir, model_dir)}, which has no "
+          "weights; train again."
+      )
+  if not has_weights(weights_dir):
     raise ValueError(
         f"--model_dir={model_dir!r} has no trained weights in "
         f"{FINAL_WEIGHTS_DIR}; did training finish?"
     )
   return weights_dir
+
+
+def has_weights(weights_dir: str) -> bool:
+  return os.path.isfile(callbacks.weights_path(weights_dir) + ".index")
 
 
 def write_json(model_dir: str, filename: str, values: dict[str, Any]) -> str:
@@ -116,10 +146,12 @@ def read_task_state(model_dir: str) -> dict[str, Any]:
 def restore_weights(model: tf_keras.Model, weights_dir: str) -> None:
   """Loads weights saved by `callbacks.save_weights_atomically`.
 
-  Every variable of `model` must be found; the optimizer's slots, saved with
-  training checkpoints, may be left unused.
+  Every variable of `model` but its optimizer's must be found; optimizer
+  state in the checkpoint (older runs saved it) is left unused.
   """
-  status = model.load_weights(callbacks.weights_path(weights_dir))
+  status = callbacks.weights_checkpoint(model).read(
+      callbacks.weights_path(weights_dir)
+  )
   status.assert_existing_objects_matched().expect_partial()
 
 

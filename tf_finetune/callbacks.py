@@ -20,10 +20,42 @@ from tf_finetune.optimization import current_learning_rate
 WEIGHTS_PREFIX = "weights"
 
 
+def weights_checkpoint(model: tf_keras.Model) -> tf.train.Checkpoint:
+  """`model`'s variables without its optimizer's, under the names
+  `model.save_weights` gives them, so `model.load_weights` reads it.
+
+  Adam keeps two slots per weight: a checkpoint with the optimizer is about
+  3x the weights. Only the backup, which resumes training, needs them.
+  """
+  # pylint: disable=protected-access
+  children = model._trackable_children(save_type="checkpoint")
+  return tf.train.Checkpoint(
+      **{
+          name: child
+          for name, child in children.items()
+          if child is not model.optimizer
+      }
+  )
+
+
+def write_weights(model: tf_keras.Model, directory: str) -> None:
+  """Writes `model`'s weights (no optimizer state) to `directory`."""
+  path = os.path.join(directory, WEIGHTS_PREFIX)
+  weights_checkpoint(model).write(path)
+  # `checkpoint`, as model.save_weights writes it: tf.train.latest_checkpoint
+  # finds the weights.
+  tf.__internal__.train.update_checkpoint_state(
+      save_dir=directory,
+      model_checkpoint_path=path,
+      save_relative_paths=True,
+      all_model_checkpoint_paths=[path],
+  )
+
+
 def save_weights_atomically(model: tf_keras.Model, directory: str) -> None:
   """Writes `model`'s weights to `directory`, replacing it only when done."""
   with io_utils.staged_directory(directory, replace=True) as staging:
-    model.save_weights(os.path.join(staging, WEIGHTS_PREFIX))
+    write_weights(model, staging)
 
 
 def weights_path(directory: str) -> str:
@@ -318,7 +350,8 @@ class GradualUnfreezing(tf_keras.callbacks.Callback):
 
 
 class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
-  """Saves the weights of the best epoch so far, atomically.
+  """Saves the weights of the best epoch so far (no optimizer state),
+  atomically.
 
   The best value and its epoch are saved with the weights (best.json), so a
   run resumed from its backup still knows which epoch was best before it was
@@ -374,7 +407,7 @@ class BestWeightsCheckpoint(tf_keras.callbacks.Callback):
       self.best, self.best_epoch = float(value), epoch + 1
       with io_utils.staged_directory(self._directory, replace=True) as staging:
         with moving_averages_swapped_in(self.model):
-          self.model.save_weights(os.path.join(staging, WEIGHTS_PREFIX))
+          write_weights(self.model, staging)
         io_utils.write_text_atomically(
             os.path.join(staging, self.RECORD_FILENAME),
             json.dumps(

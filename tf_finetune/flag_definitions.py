@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterable, Optional
 from absl import app, flags, logging
 
 from tf_finetune import config as config_lib
-from tf_finetune import console
-from tf_finetune import tasks
+from tf_finetune import console, io_utils, tasks
 
 FLAGS = flags.FLAGS
 
@@ -277,7 +276,8 @@ def app_run(main: Callable[[list], object]) -> None:
 
 
 def run_main(program: str, argv, main: Callable[[], object]) -> None:
-  """Runs a binary's body; user errors become one line and exit code 2.
+  """Runs a binary's body; user errors and a full disk become one line and
+  exit code 2.
 
   Args:
     program: The binary's name, for messages.
@@ -290,7 +290,7 @@ def run_main(program: str, argv, main: Callable[[], object]) -> None:
   logging.set_verbosity(logging.INFO)
   try:
     main()
-  except ValueError as e:
+  except (ValueError, io_utils.DiskFullError) as e:
     logging.error("%s", e)
     print(f"{program}: error: {e}", file=sys.stderr)
     sys.exit(2)

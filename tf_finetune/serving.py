@@ -5,8 +5,13 @@ Layout written under the export base directory:
   <export_dir>/<version>/saved_model.pb, variables/, assets/
 
 Versions are integers (1, 2, ...) as TF Serving expects; an existing version
-is never overwritten and a version directory appears only once complete (it
-is written to a hidden sibling directory, verified, then renamed).
+is never overwritten and a version directory appears only once complete: it
+is written to a hidden directory in the export base, verified, then renamed
+to the next free number (of two concurrent exporters, each gets its own
+number). Staging directories of killed exporters are removed by the next
+export. Files and directories get the modes of an ordinary write (0644 and
+0755 under umask 022), so a TF Serving process of another user can read
+them.
 
 Signatures (each task's server documents its own outputs):
   serving_default: text (string [batch]) [, text_pair (string [batch])]
@@ -30,6 +35,7 @@ the first live request does not pay for graph initialization.
 from __future__ import annotations
 
 import abc
+import errno
 import os
 import re
 from typing import Optional, Sequence
@@ -45,6 +51,10 @@ from tf_finetune.text.tokenization import TextEncoder
 DEFAULT_SIGNATURE = "serving_default"
 TOKEN_IDS_SIGNATURE = "serve_token_ids"
 _VERSION_PATTERN = re.compile(r"^\d+$")
+# A version being written is `.version.tmp-<host>-<pid>-<random>` in the
+# export base until it is complete and verified.
+STAGING_NAME = "version"
+_MAX_VERSION_ATTEMPTS = 100
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH_SIZES = (1, 8, 64)
 
@@ -228,6 +238,33 @@ def next_version(export_base: str) -> int:
   return max(versions, default=0) + 1
 
 
+def publish_version(staging: str, export_base: str) -> str:
+  """Renames the complete `staging` directory to the next free version.
+
+  rename(2) never replaces a non-empty directory, so of two exporters that
+  take the same number one wins and the other takes the next: neither
+  replaces the other's version.
+
+  Returns:
+    The version directory.
+  """
+  for _ in range(_MAX_VERSION_ATTEMPTS):
+    version_dir = os.path.join(export_base, str(next_version(export_base)))
+    if os.path.lexists(version_dir):
+      continue  # Appeared since the listing; list again.
+    try:
+      os.rename(staging, version_dir)
+    except OSError as e:
+      if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+        continue  # Another exporter took this number first.
+      raise
+    return version_dir
+  raise RuntimeError(
+      f"Could not take a new version number in {export_base}: other "
+      f"exporters took {_MAX_VERSION_ATTEMPTS} in a row; export again."
+  )
+
+
 def latest_version_dir(export_base: str) -> Optional[str]:
   if not os.path.isdir(export_base):
     return None
@@ -264,12 +301,14 @@ def export_server(
 
   Raises:
     RuntimeError: when the reloaded SavedModel answers differently.
+    io_utils.DiskFullError: when the disk is full; no version is left.
   """
   names = list(server.input_names)
   inputs = {name: tf.constant(list(sample_inputs[name])[:16]) for name in names}
   expected = server.serve(*inputs.values())[checked_output].numpy()
-  version_dir = os.path.join(export_base, str(next_version(export_base)))
-  with io_utils.staged_directory(version_dir, replace=False) as staging:
+  with io_utils.staging_directory(
+      export_base, STAGING_NAME, f"a new version in {export_base}"
+  ) as staging:
     tf.saved_model.save(server, staging, signatures=server.signatures())
     write_warmup_requests(
         staging, *[sample_inputs[name] for name in names], input_names=names
@@ -287,6 +326,7 @@ def export_server(
           "from the trained model's; the export was "
           "discarded."
       )
+    version_dir = publish_version(staging, export_base)
   logging.info(
       "Exported SavedModel version %s to %s.",
       os.path.basename(version_dir),

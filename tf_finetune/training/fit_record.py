@@ -75,7 +75,7 @@ def finished_fit(
   final = os.path.join(config.model_dir, artifacts.FINAL_WEIGHTS_DIR)
   if chief:
     io_utils.recover_staged_directory(final)
-  if not os.path.isfile(callbacks.weights_path(final) + ".index"):
+  if not artifacts.has_weights(final):  # Follows a link to best.
     return None
   try:
     record = FitRecord(**record)

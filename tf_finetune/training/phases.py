@@ -16,6 +16,7 @@ from absl import logging
 from tf_finetune import (
     artifacts,
     callbacks,
+    io_utils,
     optimization,
     tasks,
 )
@@ -268,17 +269,21 @@ def fit(
   if nan_guard.message:
     raise callbacks.NonFiniteLossError(nan_guard.message)
 
-  if (
-      best is not None
-      and best.best_epoch is not None
-      and train_config.restore_best_weights
-  ):
-    artifacts.restore_weights(
-        model, os.path.join(output_dir, artifacts.BEST_WEIGHTS_DIR)
-    )
-  callbacks.save_weights_atomically(
-      model, os.path.join(output_dir, artifacts.FINAL_WEIGHTS_DIR)
-  )
+  # The final weights are the best epoch's when they were restored, or when
+  # the last epoch was the best (without EMA, whose best weights are the
+  # averages): then checkpoints/final refers to checkpoints/best instead of
+  # holding a second copy.
+  holds_best = False
+  if best is not None and best.best_epoch is not None:
+    epochs_run = len(history.history.get("loss", []))
+    if train_config.restore_best_weights:
+      artifacts.restore_weights(
+          model, os.path.join(output_dir, artifacts.BEST_WEIGHTS_DIR)
+      )
+      holds_best = True
+    else:
+      holds_best = best.best_epoch == epochs_run and not train_config.ema_decay
+  artifacts.save_final_weights(model, output_dir, best=holds_best)
   weights_fingerprint = distribution_lib.weights_fingerprint(model)
   worker = distribution_lib.worker_name(strategy)
   logging.info(
