@@ -16,7 +16,6 @@ from absl import logging
 from tf_finetune import (
     artifacts,
     callbacks,
-    io_utils,
     optimization,
     tasks,
 )
