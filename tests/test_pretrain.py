@@ -207,7 +207,9 @@ def test_training_masks_change_every_epoch_and_validation_masks_do_not(
   assert len(first) == len(second) == 45
   assert first.keys() == second.keys()
   differ = sum(first[key] != second[key] for key in first)
-  assert differ > 0.8 * len(first)
+  # Short texts can draw the same mask twice by chance; a mask fixed across
+  # epochs differs on none.
+  assert differ > 0.5 * len(first)
   validation = pretraining_data.validation_batches(prepared, 8)
   assert _original_and_chosen(validation) == _original_and_chosen(validation)
 
@@ -432,8 +434,13 @@ def test_the_loss_is_the_mean_over_the_targets_of_all_replicas():
   start, after_one, loss_one = _one_step(
       tf.distribute.get_strategy(), None, (features, labels)
   )
+  # Gradients reduced by copying to one device, not by collective ops (see
+  # tests/test_optimization.py).
   _, after_two, loss_two = _one_step(
-      tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+      tf.distribute.MirroredStrategy(
+          ["/cpu:0", "/cpu:1"],
+          cross_device_ops=tf.distribute.ReductionToOneDevice(),
+      ),
       start,
       (features, labels),
   )

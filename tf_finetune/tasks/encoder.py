@@ -230,6 +230,13 @@ class EncoderTask(base.Task):
     if not self.per_token:
       families.resolve_pooling(config.model.pooling, family)
     tokenizer = backbone_lib.load_tokenizer(config.model.model)
+    # Before anything in model_dir changes (a rerun's fingerprint check,
+    # --overwrite_model_dir), not when the model is built.
+    backbone_lib.check_tokenizer_fits(
+        tokenizer,
+        backbone_lib.load_model_config(config.model.model),
+        config.model.model,
+    )
     encoder = self.text_encoder(
         tokenizer, data.max_seq_length, family, model=config.model.model
     )
