@@ -14,8 +14,8 @@ from typing import Optional
 import numpy as np
 
 from tf_finetune.config import DataConfig
-from tf_finetune.data import pipeline, readers
-from tf_finetune.tasks import encoder
+from tf_finetune.data import pipeline, readers, shards, streaming
+from tf_finetune.tasks import encoder, streamed_text
 
 # TFDS text features of the data sets with a known layout: (text, text pair,
 # label). A run whose --text_column is not a feature of the data set gets
@@ -72,7 +72,8 @@ def read_text_split(
   Args:
     data: The data config.
     split: "train", "validation" or "test".
-    path: A file that replaces the config's file for this split.
+    path: A file (or glob, or comma-separated list of shards) that replaces
+      the config's file for this split.
     with_labels: Read the label column.
 
   Returns:
@@ -80,7 +81,7 @@ def read_text_split(
   """
   path = path or getattr(data, f"{split}_file")
   if path:
-    return readers.read_file(
+    return shards.read_examples(
         path,
         text_column=data.text_column,
         text_pair_column=data.text_pair_column,
@@ -103,6 +104,15 @@ def read_text_split(
 
 class TextTask(encoder.EncoderTask):
   """A task predicting for a whole text or text pair."""
+
+  # Whether the task's data can be streamed (`data.streaming`).
+  supports_streaming = False
+
+  def prepare(self, config):
+    data = self.resolve_data(config.data)
+    if not streaming.use_streaming(data, supported=self.supports_streaming):
+      return super().prepare(config)
+    return streamed_text.prepare(self, dataclasses.replace(config, data=data))
 
   def resolve_data(self, data):
     if not data.tfds_name or data.train_file:
@@ -129,6 +139,13 @@ class TextTask(encoder.EncoderTask):
       self, model, encoded: pipeline.EncodedExamples, *, batch_size: int
   ) -> np.ndarray:
     """float32 [num_examples, head_size] logits, in input order."""
+    if isinstance(encoded, streaming.StreamedSplit):
+      return model.predict(
+          streaming.inference_dataset(
+              encoded, batch_size=batch_size, with_labels=False
+          ),
+          verbose=0,
+      ).astype(np.float32)
     dataset, order = pipeline.inference_dataset(
         encoded, batch_size=batch_size, with_labels=False
     )
