@@ -332,3 +332,37 @@ def test_streaming_trains_like_in_memory(
   assert metrics["confusion_matrix"] == expected["confusion_matrix"]
   for name in ("num_examples", "accuracy", "macro_f1", "loss"):
     assert metrics[name] == pytest.approx(expected[name], abs=1e-5)
+
+
+def test_given_labels_and_steps_skip_the_counting_pass(tmp_path, tiny_bert_dir):
+  import tensorflow as tf
+  from tf_finetune import tasks, training
+
+  rows = make_sentiment_rows(300, seed=9)
+  train = write_rows(str(tmp_path / "train.csv"), rows)
+  with open(train, "a", encoding="utf-8") as f:
+    f.write("a,row,too long\n")  # Line 302, past the first 256 examples.
+
+  def prepare(**data):
+    config = config_lib.RunConfig(
+        model_dir=str(tmp_path / "run"),
+        data=config_lib.DataConfig(
+            train_file=train, streaming=True, max_seq_length=32, **data
+        ),
+        model=config_lib.ModelConfig(model=tiny_bert_dir, pooling="mean"),
+    )
+    task = tasks.get_task(config.task)
+    return config, task.prepare(config)
+
+  with pytest.raises(ValueError, match=rf"^--train_file: {train}:302: "):
+    prepare(labels="negative,positive")
+  with pytest.raises(ValueError, match=r"label 'positive' .* not one of"):
+    prepare(labels="negative,neutral", steps_per_epoch=5)
+  config, prepared = prepare(labels="positive,negative", steps_per_epoch=5)
+  assert prepared.task.state.label_vocab == ("positive", "negative")
+  assert prepared.encoded["train"].num_examples is None
+  plan = training.plan_batches(config, 0, tf.distribute.get_strategy())
+  assert (plan.steps_per_epoch, plan.total_steps) == (
+      5,
+      5 * config.train.epochs,
+  )
