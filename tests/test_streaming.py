@@ -366,3 +366,57 @@ def test_given_labels_and_steps_skip_the_counting_pass(tmp_path, tiny_bert_dir):
       5,
       5 * config.train.epochs,
   )
+
+
+def test_cached_tokens_are_reused_and_keyed_by_inputs_and_tokenizer(
+    tmp_path, tiny_bert_dir
+):
+  import dataclasses
+  import glob
+
+  from tf_finetune.models import backbone
+  from tf_finetune.tasks import streamed_text
+
+  rows = make_sentiment_rows(45, seed=7)
+  paths = _split_rows(rows, str(tmp_path / "data"), 4)
+
+  def prefix(fingerprint="tokenizer"):
+    return streaming.cache_prefix(
+        str(tmp_path / "cache"),
+        "train",
+        paths,
+        columns=COLUMNS,
+        label_vocab=("negative", "positive"),
+        skip_bad_records=False,
+        tokenizer_fingerprint=fingerprint,
+    )
+
+  split = dataclasses.replace(_split(paths, len(rows)), cache_prefix=prefix())
+  first = collections.Counter(
+      example
+      for batch in _training_batches(split, seed=3, steps=6)
+      for example in batch
+  )
+  assert sum(first.values()) == 45
+  assert glob.glob(split.cache_prefix + "-worker0*")
+  for path in paths:  # From now on only the cache can give the examples.
+    os.remove(path)
+  again = collections.Counter(
+      example
+      for batch in _training_batches(split, seed=5, steps=6)
+      for example in batch
+  )
+  assert again == first
+
+  # Other inputs or another tokenizer: another cache.
+  _split_rows(rows[:-1], str(tmp_path / "data"), 4)
+  assert prefix() != split.cache_prefix
+  assert prefix("other tokenizer") != prefix()
+  tokenizer = backbone.load_tokenizer(tiny_bert_dir)
+  fingerprints = {
+      streamed_text.tokenizer_fingerprint(
+          tokenizer, TextEncoder.from_hf_tokenizer(tokenizer, length)
+      )
+      for length in (16, 32)
+  }
+  assert len(fingerprints) == 2

@@ -96,6 +96,13 @@ class DataConfig:
       "Streaming: updates per epoch; default from the counting pass over "
       "the training files (ceil(rows / global batch)).",
   )
+  cache_dir: Optional[str] = setting(
+      None,
+      "Streaming: keep the tokenized examples in files in this directory, "
+      "written during the first full pass and read by later epochs and "
+      "runs; named by a fingerprint of the shards (names, sizes, times), "
+      "columns, labels and tokenizer, so changed inputs get new files.",
+  )
   skip_bad_records: bool = setting(
       False,
       "Streaming: skip records that cannot be read (wrong field count, bad "

@@ -9,10 +9,10 @@ on every pass.
 Each shard is parsed by a Python generator (`shards.iter_examples`, the
 csv/json modules with the in-memory readers' strict checks; quoted CSV
 fields may hold line breaks, which `tf.io.decode_csv` cannot read), one
-generator per shard, interleaved by tf.data. Tokenization, packing, length
-bucketing (length-sorted windows of `pipeline.WINDOW_BATCHES` batches),
-shuffling (a buffer of --shuffle_buffer examples) and padding run in the
-graph. Memory holds the shuffle buffer, one window and the prefetched
+generator per shard, interleaved by tf.data. Tokenization and packing
+(optionally cached in files, --cache_dir), length bucketing (length-sorted
+windows of `pipeline.WINDOW_BATCHES` batches), shuffling (a buffer of
+--shuffle_buffer examples) and padding run in the graph. Memory holds the shuffle buffer, one window and the prefetched
 batches, whatever the number of rows.
 """
 
@@ -21,7 +21,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
+import json
 import math
+import os
 import time
 from typing import Any, Optional, Sequence
 
@@ -268,6 +271,8 @@ class StreamedSplit:
     label_ids: int32 [num_examples] label ids (evaluation splits), or None.
     skip_bad_records: Skip bad records, as the counting pass did.
     skipped_records: Bad records the counting pass skipped.
+    cache_prefix: Where the tokenized examples are cached (a path prefix of
+      tf.data cache files; see `cache_prefix`), or None.
   """
 
   shards: tuple[str, ...]
@@ -279,6 +284,7 @@ class StreamedSplit:
   label_ids: Optional[np.ndarray] = None
   skip_bad_records: bool = False
   skipped_records: int = 0
+  cache_prefix: Optional[str] = None
 
   def __len__(self) -> int:
     return self.num_examples or 0
@@ -290,6 +296,58 @@ class StreamedSplit:
   @property
   def pad_id(self) -> int:
     return self.encoder.pad_id
+
+
+def cache_prefix(
+    cache_dir: str,
+    split_name: str,
+    paths: Sequence[str],
+    *,
+    columns: shards.Columns,
+    label_vocab: Sequence[str],
+    skip_bad_records: bool,
+    tokenizer_fingerprint: str,
+) -> str:
+  """The path prefix of a split's tokenized-example cache.
+
+  Named by a SHA-256 of what the tokenized examples depend on: each shard's
+  path, size and modification time, the columns, the label vocabulary,
+  whether bad records are skipped, and the tokenizer (its own fingerprint,
+  which must cover the vocabulary, packing and max_seq_length).
+  """
+  described = {
+      "shards": [
+          [os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns]
+          for p in paths
+      ],
+      "columns": dataclasses.astuple(columns),
+      "labels": list(label_vocab),
+      "skip_bad_records": skip_bad_records,
+      "tokenizer": tokenizer_fingerprint,
+  }
+  digest = hashlib.sha256(json.dumps(described).encode("utf-8")).hexdigest()
+  return os.path.join(cache_dir, f"{split_name}-{digest[:16]}")
+
+
+def _cached(split: StreamedSplit, dataset, reading: str):
+  """`dataset` of tokenized examples, cached in files if the split says so.
+
+  tf.data writes the cache while a pass reads to the end and reads it
+  instead of `dataset` afterwards (an unfinished pass writes nothing).
+  `reading` names what is read ("worker0": a worker's shards; "labelled",
+  "unlabelled": every shard, in order).
+  """
+  if split.cache_prefix is None:
+    return dataset
+  prefix = f"{split.cache_prefix}-{reading}"
+  os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
+  logging.info(
+      "%s: tokenized examples %s %s.",
+      split.flag,
+      "read from" if os.path.exists(prefix + ".index") else "cached in",
+      prefix,
+  )
+  return dataset.cache(prefix)
 
 
 def _generate(split: StreamedSplit, with_labels: bool, path: bytes):
@@ -422,21 +480,22 @@ def training_dataset(
         policy,
         ", ".join(paths),
     )
-  files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
-      len(paths), seed=seed, reshuffle_each_iteration=True
-  )
+  files = tf.data.Dataset.from_tensor_slices(paths)
+  if split.cache_prefix is None:
+    # A cache holds one order of the shards; the shuffle buffer mixes it.
+    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
   dataset = files.interleave(
       functools.partial(_shard_examples, split, True),
       cycle_length=min(len(paths), _CYCLE_LENGTH),
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
   )
+  dataset = _cached(split, _encoded(split, dataset), f"worker{worker_index}")
   if split.num_examples:
     shuffle_buffer = min(shuffle_buffer, split.num_examples)
   dataset = dataset.shuffle(
       shuffle_buffer, seed=seed, reshuffle_each_iteration=True
   )
-  dataset = _encoded(split, dataset)
   if bucketing:
     dataset = dataset.ragged_batch(batch_size * pipeline.WINDOW_BATCHES)
     dataset = dataset.map(pipeline._sort_window).unbatch()  # noqa: SLF001
@@ -479,7 +538,11 @@ def inference_dataset(
       functools.partial(_shard_examples, split, with_labels),
       cycle_length=1,
   )
-  dataset = _encoded(split, dataset)
+  dataset = _cached(
+      split,
+      _encoded(split, dataset),
+      "labelled" if with_labels else "unlabelled",
+  )
   dataset = dataset.padded_batch(
       batch_size, padding_values=(split.pad_id, 0, 0, 0)
   )

@@ -11,6 +11,8 @@ beyond the first `streaming.SAMPLE_SIZE`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 from absl import logging
 
@@ -94,6 +96,20 @@ def prepare(task, config) -> base.PreparedData:
   )
   sample = train_scan.sample
   check_matches_tokenizer(encoder, tokenizer, sample.texts, sample.text_pairs)
+  caches = {}
+  if data.cache_dir:
+    caches = {
+        split: streaming.cache_prefix(
+            data.cache_dir,
+            split,
+            paths[split],
+            columns=columns,
+            label_vocab=label_vocab,
+            skip_bad_records=data.skip_bad_records,
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer, encoder),
+        )
+        for split in scans
+    }
   encoded = {
       split: streaming.StreamedSplit(
           shards=tuple(paths[split]),
@@ -107,6 +123,7 @@ def prepare(task, config) -> base.PreparedData:
           label_ids=found.label_ids,
           skip_bad_records=data.skip_bad_records,
           skipped_records=found.skipped,
+          cache_prefix=caches.get(split),
       )
       for split, found in scans.items()
   }
@@ -114,6 +131,26 @@ def prepare(task, config) -> base.PreparedData:
   if not count_rows:
     examples["train"] = dataclasses.replace(examples["train"], num_examples=0)
   return base.PreparedData(config, examples, encoded, tokenizer, encoder, task)
+
+
+def tokenizer_fingerprint(tokenizer, encoder) -> str:
+  """SHA-256 of what tokenizes and packs: the model tokenizer's own
+  definition (vocabulary, normalization) and the encoder's template,
+  max_seq_length and model inputs."""
+  backend = getattr(tokenizer, "backend_tokenizer", None)
+  if backend is not None:
+    definition = backend.to_str()
+  else:
+    definition = json.dumps(sorted(tokenizer.get_vocab().items()))
+  described = json.dumps(
+      [
+          definition,
+          repr(encoder.template),
+          encoder.max_seq_length,
+          list(encoder.model_inputs),
+      ]
+  )
+  return hashlib.sha256(described.encode("utf-8")).hexdigest()
 
 
 def skipped_records(prepared: base.PreparedData) -> dict[str, int]:
