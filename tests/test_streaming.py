@@ -294,9 +294,26 @@ def test_streaming_trains_like_in_memory(
     return config, training.train(config)
 
   memory_config, memory = run("memory", sentiment_files)
+  cache_dir = tmp_path / "cache"
   streamed_config, streamed = run(
-      "streamed", split_files, streaming=True, skip_bad_records=True
+      "streamed",
+      split_files,
+      streaming=True,
+      skip_bad_records=True,
+      cache_dir=str(cache_dir),
   )
+  # Tokenized once into the cache: training, validation, test predictions.
+  cached = sorted(
+      name.split("-")[0] + "-" + name.split("-")[2].split(".")[0]
+      for name in os.listdir(cache_dir)
+      if name.endswith(".index")
+  )
+  assert cached == [
+      "test-unlabelled",
+      "train-worker0",
+      "validation-labelled",
+      "validation-unlabelled",
+  ]
   with open(tmp_path / "streamed" / "summary.json") as f:
     assert json.load(f)["skipped_records"] == {
         "train": 1,
@@ -315,7 +332,8 @@ def test_streaming_trains_like_in_memory(
     assert abs(got["accuracy"] - want["accuracy"]) <= 0.1
     assert abs(got["loss"] - want["loss"]) <= 0.15
 
-  # The streamed run's weights, evaluated through both readers.
+  # The streamed run's weights, evaluated through both readers (the
+  # streamed one from the cache of the run).
   trained = artifacts.load_trained(str(tmp_path / "streamed"))
   task = trained.task
   examples = text.read_text_split(streamed_config.data, "test")
