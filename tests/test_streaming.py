@@ -438,3 +438,18 @@ def test_cached_tokens_are_reused_and_keyed_by_inputs_and_tokenizer(
       for length in (16, 32)
   }
   assert len(fingerprints) == 2
+
+
+def test_a_shard_that_is_not_utf8_names_its_line(tmp_path):
+  path = str(tmp_path / "b.csv.gz")
+  with gzip.open(path, "wb") as f:
+    f.write(b'text,label\r\n"two\r\nlines",positive\r\nok,negative\n')
+    f.write(b"caf\xe9,positive\n" + b"more,negative\n" * 40000)
+  with pytest.raises(ValueError) as raised:
+    streaming.scan(
+        [path], flag="--train_file", columns=COLUMNS, skip_bad_records=True
+    )
+  assert str(raised.value) == (
+      f"--train_file: {path}:5: the file is not valid UTF-8 (byte 0xe9); "
+      "save it as UTF-8."
+  )

@@ -16,6 +16,7 @@ naming the shard and line (the record number, counted from 1, for TFRecord).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import glob
@@ -23,6 +24,7 @@ import gzip
 import io
 import json
 import os
+import re
 from typing import IO, Iterator, Optional
 
 from tf_finetune.data import readers
@@ -135,13 +137,39 @@ def iter_records(path: str, flag: str) -> Iterator[tuple[int, dict]]:
       yield from _jsonl_records(path, compressed)
     else:
       yield from _delimited_records(
-          path, compressed, "\t" if fmt == "tsv" else ","
+          path, flag, compressed, "\t" if fmt == "tsv" else ","
       )
   except UnicodeDecodeError as e:
+    line, byte = _first_undecodable(path, compressed)
     raise ValueError(
-        f"{path}: the file is not valid UTF-8 (byte 0x{e.object[e.start]:02x}"
-        "); save it as UTF-8."
+        f"{path}:{line}: the file is not valid UTF-8 (byte 0x{byte:02x}); "
+        "save it as UTF-8."
     ) from e
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _first_undecodable(path: str, compressed: bool) -> tuple[int, int]:
+  r"""(line, byte) of a file's first byte that is not UTF-8; lines end at
+  "\r\n", "\r" or "\n", as `readers.position` counts them. Reads the file
+  again, a chunk at a time: the text decoder reads ahead of the records."""
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  line, after_cr = 1, False
+  with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+    while chunk := f.read(1 << 20):
+      try:
+        text = decoder.decode(chunk)
+        byte = None
+      except UnicodeDecodeError as e:
+        text, byte = e.object[: e.start].decode("utf-8"), e.object[e.start]
+      line += len(_LINE_BREAK.findall(text))
+      if after_cr and text.startswith("\n"):
+        line -= 1  # The "\n" of a "\r\n" split between chunks.
+      if byte is not None:
+        return line, byte
+      after_cr = text.endswith("\r") or (after_cr and not text)
+  return line, 0
 
 
 def _jsonl_records(path, compressed):
@@ -176,7 +204,7 @@ def _jsonl_records(path, compressed):
 _MAX_FIELD_SIZE = 2**31 - 1
 
 
-def _delimited_records(path, compressed, delimiter):
+def _delimited_records(path, flag, compressed, delimiter):
   # A shard may be larger than memory, so no field limit below the largest:
   # csv's default (131,072 characters) refuses long documents. Raising the
   # process-wide limit refuses nothing that was accepted before.
@@ -187,7 +215,7 @@ def _delimited_records(path, compressed, delimiter):
     try:
       header = next(reader, None)
       if header is None:
-        raise ValueError(f"{path}: the file is empty.")
+        raise ValueError(f"{flag}={path!r} is empty.")
       yield 0, {"__header__": header}
       start = reader.line_num + 1
       for fields in reader:

@@ -143,7 +143,20 @@ class _Labeller:
     self.skipped = 0
 
   def examples(self, path: str):
-    """(line, text, pair, label, label id) of the usable examples."""
+    """(line, text, pair, label, label id) of the usable examples.
+
+    Raises:
+      ValueError: for a bad record (unless skipped) or an unreadable shard,
+        naming the flag, the shard and the line.
+    """
+    try:
+      yield from self._examples(path)
+    except ValueError as e:
+      if str(e).startswith(f"{self.flag}: "):
+        raise
+      raise ValueError(f"{self.flag}: {e}") from e
+
+  def _examples(self, path: str):
     for line, example in shards.iter_examples(path, self.flag, self.columns):
       if not isinstance(example, shards.BadRecord):
         text, pair, label = example
