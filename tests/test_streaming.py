@@ -252,7 +252,7 @@ def test_streaming_trains_like_in_memory(
   batches come in another order)."""
   import numpy as np
   import tensorflow as tf
-  from tf_finetune import artifacts, training
+  from tf_finetune import artifacts, evaluation, training
   from tf_finetune.data import readers
   from tf_finetune.tasks import text
 
@@ -345,6 +345,17 @@ def test_streaming_trains_like_in_memory(
       trained.model, prepared.encoded["test"], batch_size=8
   )
   np.testing.assert_allclose(from_shards, in_memory, atol=1e-5)
+  # The evaluate binary's library call streams as the run did: a bad record
+  # added since is skipped (--skip_bad_records), not refused.
+  with open(shard_dir / "test-0.csv", "a", encoding="utf-8") as f:
+    f.write("one,field,too many\n")
+  evaluated = evaluation.evaluate_model_dir(
+      str(tmp_path / "streamed"), eval_file=split_files["test"]
+  )
+  assert evaluated["num_examples"] == 64
+  assert evaluated["accuracy"] == pytest.approx(
+      streamed.eval_results["test"]["accuracy"], abs=1e-6
+  )
   metrics = task.metrics(examples, prepared.encoded["test"], from_shards)
   expected = streamed.eval_results["test"]
   assert metrics["confusion_matrix"] == expected["confusion_matrix"]
@@ -453,3 +464,15 @@ def test_a_shard_that_is_not_utf8_names_its_line(tmp_path):
       f"--train_file: {path}:5: the file is not valid UTF-8 (byte 0xe9); "
       "save it as UTF-8."
   )
+
+
+def test_predictions_are_not_written_to_compressed_or_tfrecord_files(tmp_path):
+  from tf_finetune.data import readers, writers
+
+  examples = readers.Examples("in.csv", ["a"], None, None, [2], [{"text": "a"}])
+  for name in ("out.csv.gz", "out.tfrecord"):
+    with pytest.raises(ValueError, match=r"predictions are written as plain"):
+      writers.write_prediction_rows(
+          str(tmp_path / name), examples, [{"predicted_label": "x"}]
+      )
+  assert not os.listdir(tmp_path)

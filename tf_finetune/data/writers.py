@@ -44,6 +44,11 @@ def write_prediction_rows(
   classification, lists as JSON text). The file is replaced atomically.
   """
   fmt = readers.file_format(path, "--output_file")
+  if fmt == "tfrecord" or path.lower().endswith(".gz"):
+    raise ValueError(
+        f"--output_file={path!r}: predictions are written as plain .csv, "
+        ".tsv or .jsonl files."
+    )
   out = io.StringIO()
   if fmt == "jsonl":
     for row, prediction in zip(examples.rows, predictions):

@@ -133,6 +133,43 @@ def prepare(task, config) -> base.PreparedData:
   return base.PreparedData(config, examples, encoded, tokenizer, encoder, task)
 
 
+def evaluation_split(
+    task, data, spec: str, encoder, *, flag: str = "--test_file"
+) -> tuple[streaming.SampledExamples, streaming.StreamedSplit]:
+  """A labelled split of a trained run, for streamed evaluation.
+
+  One pass checks the shards and keeps the label ids (the run's vocabulary;
+  --skip_bad_records as the run had it).
+
+  Returns:
+    (a sample of the examples, the split).
+  """
+  paths = shards.expand(spec, flag)
+  columns = shards.Columns(
+      data.text_column, data.text_pair_column, data.label_column
+  )
+  label_vocab = task.state.label_vocab
+  found = streaming.scan(
+      paths,
+      flag=flag,
+      columns=columns,
+      skip_bad_records=data.skip_bad_records,
+      label_vocab=label_vocab,
+      keep_label_ids=True,
+  )
+  return found.sample, streaming.StreamedSplit(
+      shards=tuple(paths),
+      flag=flag,
+      columns=columns,
+      encoder=encoder,
+      label_vocab=tuple(label_vocab),
+      num_examples=found.num_examples,
+      label_ids=found.label_ids,
+      skip_bad_records=data.skip_bad_records,
+      skipped_records=found.skipped,
+  )
+
+
 def tokenizer_fingerprint(tokenizer, encoder) -> str:
   """SHA-256 of what tokenizes and packs: the model tokenizer's own
   definition (vocabulary, normalization) and the encoder's template,
