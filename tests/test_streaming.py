@@ -10,6 +10,7 @@ import pytest
 from conftest import (
     make_sentiment_rows,
     make_vocab,
+    run_binary,
     run_python,
     write_rows,
 )
@@ -245,14 +246,14 @@ def test_input_past_the_threshold_streams(tmp_path):
 
 
 def test_streaming_trains_like_in_memory(
-    tmp_path, tiny_bert_dir, sentiment_files
+    tmp_path, tiny_bert_dir, sentiment_files, capsys
 ):
   """Same label vocabulary, examples and steps exactly; evaluation of the
   same weights equal to 1e-5 both ways; metrics after training close (the
   batches come in another order)."""
   import numpy as np
   import tensorflow as tf
-  from tf_finetune import artifacts, evaluation, training
+  from tf_finetune import artifacts, evaluation, predict, training
   from tf_finetune.data import readers
   from tf_finetune.tasks import text
 
@@ -355,6 +356,58 @@ def test_streaming_trains_like_in_memory(
   assert evaluated["num_examples"] == 64
   assert evaluated["accuracy"] == pytest.approx(
       streamed.eval_results["test"]["accuracy"], abs=1e-6
+  )
+  # predict --streaming: the validation shards, row by row, in input order.
+  output = str(tmp_path / "predictions.jsonl")
+  assert (
+      run_binary(
+          predict,
+          [
+              f"--model_dir={tmp_path / 'streamed'}",
+              f"--input_file={split_files['validation']}",
+              f"--output_file={output}",
+              "--streaming",
+              "--batch_size=10",
+          ],
+      )
+      == 0
+  )
+  with open(output, encoding="utf-8") as f:
+    written = [json.loads(line) for line in f]
+  validation = text.read_text_split(streamed_config.data, "validation")
+  assert [row["text"] for row in written] == validation.texts
+  assert [row["label"] for row in written] == validation.labels
+  probabilities = np.array(
+      [
+          [row["probabilities"][label] for label in ("negative", "positive")]
+          for row in written
+      ]
+  )
+  np.testing.assert_allclose(
+      probabilities,
+      task.predict(
+          trained.model, task.encode(validation, trained.encoder), batch_size=8
+      ),
+      atol=1e-5,
+  )
+  # A bad record stops it in one line; the output is untouched.
+  os.remove(output)
+  assert (
+      run_binary(
+          predict,
+          [
+              f"--model_dir={tmp_path / 'streamed'}",
+              f"--input_file={split_files['test']}",
+              f"--output_file={output}",
+              "--streaming",
+          ],
+      )
+      != 0
+  )
+  assert not os.path.exists(output)
+  assert (
+      f"--input_file: {shard_dir}/test-0.csv:24: expected 2 fields"
+      in capsys.readouterr().err
   )
   metrics = task.metrics(examples, prepared.encoded["test"], from_shards)
   expected = streamed.eval_results["test"]

@@ -295,12 +295,13 @@ def tfrecord_rows(path: str, flag: str) -> tuple[list[dict], list[int], list]:
 
 
 def iter_examples(
-    path: str, flag: str, columns: Columns
-) -> Iterator[tuple[int, object]]:
+    path: str, flag: str, columns: Columns, *, with_record: bool = False
+) -> Iterator[tuple]:
   """(line, (text, pair, label)) of each example of one shard, or (line,
   BadRecord) for one that cannot be used; pair and label None when not read.
 
-  The values are checked as the in-memory readers check them.
+  The values are checked as the in-memory readers check them. With
+  `with_record`, the record read (a dict) comes third.
 
   Raises:
     ValueError: for a shard that cannot be read further, or a column that
@@ -314,7 +315,7 @@ def iter_examples(
   names = [(n, f, t) for n, f, t in names if n]
   for line, record in iter_records(path, flag):
     if isinstance(record, BadRecord):
-      yield line, record
+      yield (line, record, record) if with_record else (line, record)
       continue
     if "__header__" in record and line == 0:
       header = record["__header__"]
@@ -332,13 +333,15 @@ def iter_examples(
             [record], [line], (name,), name, path, name_flag, as_text=as_text
         )[0]
     except ValueError as e:
-      yield line, BadRecord(str(e))
+      bad = BadRecord(str(e))
+      yield (line, bad, record) if with_record else (line, bad)
       continue
-    yield line, (
+    example = (
         values[columns.text],
         values.get(columns.text_pair),
         values.get(columns.label),
     )
+    yield (line, example, record) if with_record else (line, example)
 
 
 def read_examples(
