@@ -280,3 +280,54 @@ def test_tpu_flags_must_agree():
   ):
     config_lib.TrainConfig(distribution="mirrored", tpu="local")
   config_lib.TrainConfig(distribution="tpu", tpu="local")
+
+
+def test_two_streaming_workers_each_read_their_own_shards(
+    tmp_path, tiny_bert_dir
+):
+  rows = make_sentiment_rows(100, seed=1)
+  shard_dir = tmp_path / "shards"
+  shard_dir.mkdir()
+  shards = [
+      write_rows(str(shard_dir / f"train-{i}.csv"), rows[i::4])
+      for i in range(4)
+  ]
+  model_dir = tmp_path / "run"
+  args = [
+      f"--model={tiny_bert_dir}",
+      f"--train_file={shard_dir}/train-*.csv",
+      f"--model_dir={model_dir}",
+      "--distribution=multi_worker",
+      "--streaming",
+      *_WORKER_FLAGS,
+  ]
+  processes, logs = _start_workers(args, 2, tmp_path)
+  deadline = time.time() + 240
+  try:
+    for process in processes:
+      process.wait(timeout=max(1, deadline - time.time()))
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+  outputs = []
+  for log in logs:
+    log.seek(0)
+    outputs.append(log.read())
+    log.close()
+  for index, (process, output) in enumerate(zip(processes, outputs)):
+    assert process.returncode == 0, f"worker {index}:\n{output[-3000:]}"
+    # Worker i reads shards i and i + 2.
+    assert (
+        f"Worker {index} of 2 reads 2 of 4 shard(s) (sharded by file): "
+        f"{shards[index]}, {shards[index + 2]}" in output
+    ), output[-3000:]
+  summary = json.load(open(model_dir / "summary.json"))
+  assert summary["global_batch_size"] == 32
+  assert summary["global_steps"] == 4  # ceil(100 / 32), as in memory.
+  fingerprints = [
+      re.findall(r"Trained weights after 4 steps: SHA-256 ([0-9a-f]{64})", out)
+      for out in outputs
+  ]
+  assert fingerprints[0] and fingerprints[0] == fingerprints[1]

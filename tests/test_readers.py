@@ -60,7 +60,9 @@ def test_missing_file(tmp_path):
 def test_unknown_extension(tmp_path):
   path = tmp_path / "data.xlsx"
   path.write_text("x")
-  with pytest.raises(ValueError, match="expected .csv, .tsv or .jsonl"):
+  with pytest.raises(
+      ValueError, match="expected .csv, .tsv, .jsonl or .tfrecord"
+  ):
     _read(path)
 
 

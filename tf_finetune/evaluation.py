@@ -9,6 +9,8 @@ from typing import Optional
 
 from tf_finetune import artifacts
 from tf_finetune import config as config_lib
+from tf_finetune.data import streaming
+from tf_finetune.tasks import streamed_text
 
 
 def evaluate_model_dir(
@@ -53,6 +55,25 @@ def evaluate_model_dir(
   if eval_target_file:
     data = dataclasses.replace(data, test_file=eval_file)
     eval_file = None
+  spec = eval_file or data.test_file
+  if (
+      spec
+      and getattr(task, "supports_streaming", False)
+      and streaming.use_streaming(
+          dataclasses.replace(
+              data, train_file=spec, validation_file=None, test_file=None
+          ),
+          supported=True,
+      )
+  ):
+    # As the run read its data (--streaming), or past the threshold.
+    examples, encoded = streamed_text.evaluation_split(
+        task, data, spec, trained.encoder
+    )
+    outputs = task.predict(
+        trained.model, encoded, batch_size=batch_size or data.batch_size
+    )
+    return _record(model_dir, split_name, task, examples, encoded, outputs)
   examples = task.read(data, "test", path=eval_file)
   if examples is None:
     raise ValueError(
@@ -66,6 +87,11 @@ def evaluate_model_dir(
   outputs = task.predict(
       trained.model, encoded, batch_size=batch_size or data.batch_size
   )
+  return _record(model_dir, split_name, task, examples, encoded, outputs)
+
+
+def _record(model_dir, split_name, task, examples, encoded, outputs) -> dict:
+  """The metrics, added to eval_results.json under `split_name`."""
   metrics = task.metrics(examples, encoded, outputs)
   path = os.path.join(model_dir, artifacts.EVAL_RESULTS_FILENAME)
   results = {}

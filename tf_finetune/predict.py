@@ -19,6 +19,9 @@ file (one source per line), a plain text file with one translation per line:
   python -m tf_finetune.predict --model_dir=runs/bible_en_es \
       --input_file=verses.en --output_file=verses.es
 
+With --streaming (classification) --input_file may be a glob or list of
+shards of any size (.gz, TFRecord): rows are read a record at a time and
+each batch's predictions written as they come, in input order.
 With --glue_tsv it writes the GLUE leaderboard's submission format instead:
 
   python -m tf_finetune.predict --model_dir=runs/glue_mrpc \
@@ -76,6 +79,14 @@ def define_flags() -> None:
   d(flags.DEFINE_integer, "batch_size", 64, "Texts per batch.")
   d(
       flags.DEFINE_bool,
+      "streaming",
+      False,
+      "Classification: read --input_file (a file, glob or comma-separated "
+      "list of shards) a record at a time and write each batch's "
+      "predictions as they come, in input order.",
+  )
+  d(
+      flags.DEFINE_bool,
       "glue_tsv",
       False,
       "Write the GLUE leaderboard's format (index<TAB>prediction; 0/1 for "
@@ -108,6 +119,21 @@ def main(argv) -> None:
     else:
       predictor = prediction.Predictor.from_saved_model(FLAGS.saved_model)
     task = predictor.task
+    if FLAGS.streaming:
+      from tf_finetune import streamed_prediction
+
+      if FLAGS.glue_tsv:
+        raise ValueError("--glue_tsv reads its input in memory; drop one.")
+      count = streamed_prediction.predict_file(
+          predictor,
+          FLAGS.input_file,
+          FLAGS.output_file,
+          text_column=text_column or "text",
+          text_pair_column=pair_column,
+          batch_size=FLAGS.batch_size,
+      )
+      print(f"Wrote {count} predictions to {FLAGS.output_file}")
+      return
     examples = task.read_prediction_input(
         FLAGS.input_file, text_column=text_column, text_pair_column=pair_column
     )

@@ -59,6 +59,8 @@ from tf_finetune.config.training import (
 )
 
 CONFIG_FILENAME = "config.json"
+# The tasks whose data can be streamed (--streaming).
+STREAMING_TASKS = ("classification",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +100,12 @@ class RunConfig:
         "--tfds_name.",
     )
     self.task.check_run(self)
+    require(
+        not self.data.streaming or self.task.task in STREAMING_TASKS,
+        f"--streaming reads data for --task={', '.join(STREAMING_TASKS)} "
+        f"only; --task={self.task.task} reads its files in memory (drop "
+        "--streaming).",
+    )
     monitors = tasks.monitors(self.task.task)
     metric = self.train.early_stopping_metric
     if metric == "auto":

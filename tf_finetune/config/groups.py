@@ -19,7 +19,12 @@ class DataConfig:
   """Where the examples come from and how they become batches."""
 
   train_file: Optional[str] = setting(
-      None, "Training examples: .csv, .tsv or .jsonl.", changes_weights=False
+      None,
+      "Training examples: a file, a glob or a comma-separated list of "
+      "shards, each .csv, .tsv, .jsonl or .tfrecord (tf.train.Examples with "
+      "--text_column/--label_column features), optionally gzip-compressed "
+      "(.gz).",
+      changes_weights=False,
   )
   validation_file: Optional[str] = setting(
       None,
@@ -76,6 +81,41 @@ class DataConfig:
       "need less padding.",
   )
   shuffle_buffer: int = setting(100_000, "Examples held by the shuffle buffer.")
+  streaming: bool = setting(
+      False,
+      "Read the files a record at a time through tf.data instead of into "
+      "memory (--task=classification): shards interleaved, tokenized in the "
+      "pipeline, memory bounded by --shuffle_buffer.",
+  )
+  streaming_threshold_mb: float = setting(
+      1024.0,
+      "Stream automatically (as --streaming) when the input files of a "
+      "classification run hold more than this many megabytes on disk; 0 "
+      "never streams unless --streaming.",
+  )
+  labels: Optional[str] = setting(
+      None,
+      "The label vocabulary, comma-separated, in id order; a streaming run "
+      "then needs no counting pass over the training files for it.",
+  )
+  steps_per_epoch: Optional[int] = setting(
+      None,
+      "Streaming: updates per epoch; default from the counting pass over "
+      "the training files (ceil(rows / global batch)).",
+  )
+  cache_dir: Optional[str] = setting(
+      None,
+      "Streaming: keep the tokenized examples in files in this directory, "
+      "written during the first full pass and read by later epochs and "
+      "runs; named by a fingerprint of the shards (names, sizes, times), "
+      "columns, labels and tokenizer, so changed inputs get new files.",
+  )
+  skip_bad_records: bool = setting(
+      False,
+      "Streaming: skip records that cannot be read (wrong field count, bad "
+      "JSON, missing or unknown values) instead of stopping; the count is "
+      "logged and written to summary.json.",
+  )
 
   def __post_init__(self):
     require(
@@ -103,6 +143,34 @@ class DataConfig:
         self.shuffle_buffer >= 1,
         f"--shuffle_buffer={self.shuffle_buffer} must be at least 1.",
     )
+    require(
+        not (self.streaming and self.tfds_name),
+        "--streaming reads --train_file shards; TFDS data sets (--tfds_name) "
+        "are read in memory.",
+    )
+    require(
+        self.streaming_threshold_mb >= 0,
+        f"--streaming_threshold_mb={self.streaming_threshold_mb} must be at "
+        "least 0.",
+    )
+    require(
+        self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+        f"--steps_per_epoch={self.steps_per_epoch} must be at least 1.",
+    )
+    if self.labels is not None:
+      names = self.label_vocab
+      require(
+          len(names) >= 2 and len(set(names)) == len(names),
+          f"--labels={self.labels!r} must name at least two distinct labels, "
+          "comma-separated.",
+      )
+
+  @property
+  def label_vocab(self) -> Optional[list[str]]:
+    """--labels as a list, or None."""
+    if self.labels is None:
+      return None
+    return [label.strip() for label in self.labels.split(",")]
 
 
 @dataclasses.dataclass(frozen=True)

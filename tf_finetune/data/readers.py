@@ -1,4 +1,5 @@
-"""Reading labelled text from CSV, TSV, JSONL files and TensorFlow Datasets.
+"""Reading labelled text from CSV, TSV, JSONL, TFRecord files and TensorFlow
+Datasets.
 
 Readers return plain Python lists: the data sets this toolkit fine-tunes on fit
 in memory many times over, and having them in memory lets every error name the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import gzip
 import io
 import json
 import os
@@ -44,6 +46,8 @@ class Examples:
       messages; for TFDS, the example index.
     rows: The original records, kept so predictions can be written next to
       the input.
+    shard_of: Read from several shards: the shard of each example (its
+      line number counts in that shard); None for one file.
   """
 
   source: str
@@ -52,19 +56,23 @@ class Examples:
   labels: Optional[list[str]]
   line_numbers: list[int]
   rows: list[dict]
+  shard_of: Optional[list[str]] = None
 
   def __len__(self) -> int:
     return len(self.texts)
 
+  def where(self, index: int) -> str:
+    """ "file:line" of example `index`, for messages."""
+    source = self.shard_of[index] if self.shard_of else self.source
+    return f"{source}:{self.line_numbers[index]}"
+
 
 def file_format(path: str, flag: str = "file") -> str:
-  suffix = os.path.splitext(path)[1].lower()
-  if suffix not in SUFFIX_FORMATS:
-    raise ValueError(
-        f"{flag}={path!r} has an unknown extension {suffix!r}; "
-        "expected .csv, .tsv or .jsonl."
-    )
-  return SUFFIX_FORMATS[suffix]
+  """ "csv", "tsv", "jsonl" or "tfrecord", from the name (a .gz ends it when
+  the file is gzip-compressed)."""
+  from tf_finetune.data import shards  # shards reads records with us.
+
+  return shards.shard_format(path, flag)[0]
 
 
 def read_text(path: str, flag: str, *, universal_newlines: bool = True) -> str:
@@ -88,8 +96,12 @@ def read_text(path: str, flag: str, *, universal_newlines: bool = True) -> str:
   """
   if not os.path.isfile(path):
     raise ValueError(f"{flag}={path!r} does not exist.")
-  with open(path, "rb") as f:
-    raw = f.read()
+  if path.lower().endswith(".gz"):
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  else:
+    with open(path, "rb") as f:
+      raw = f.read()
   try:
     return raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
@@ -161,6 +173,10 @@ def read_records(
   counting "\r\n", "\r" and "\n" as line breaks, as `csv` and editors do.
   """
   fmt = file_format(path, flag)
+  if fmt == "tfrecord":
+    from tf_finetune.data import shards
+
+    return shards.tfrecord_rows(path, flag)
   content = read_text(path, flag)
   if not content.strip():
     raise ValueError(f"{flag}={path!r} is empty.")
@@ -433,10 +449,10 @@ def check_labels_known(
 ) -> None:
   """Raises if `examples` holds a label the model was not trained on."""
   known = set(label_vocab)
-  for label, line in zip(examples.labels or (), examples.line_numbers):
+  for index, label in enumerate(examples.labels or ()):
     if label not in known:
       raise ValueError(
-          f"{examples.source}:{line}: label {label!r} (from {flag}) was never "
+          f"{examples.where(index)}: label {label!r} (from {flag}) was never "
           f"seen in training; the model knows: {', '.join(label_vocab)}."
       )
 

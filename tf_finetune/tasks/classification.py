@@ -99,6 +99,7 @@ class Classification(text.TextTask):
   """Single-label classification of texts or text pairs."""
 
   name = "classification"
+  supports_streaming = True
 
   def label_vocab_of(self, examples):
     return labels.infer_label_vocab(examples.labels, examples.source)

@@ -14,8 +14,8 @@ from typing import Optional
 import numpy as np
 
 from tf_finetune.config import DataConfig
-from tf_finetune.data import pipeline, readers
-from tf_finetune.tasks import encoder
+from tf_finetune.data import pipeline, readers, shards, streaming
+from tf_finetune.tasks import encoder, streamed_text
 from tf_finetune.text.long_documents import LongDocuments
 
 # TFDS text features of the data sets with a known layout: (text, text pair,
@@ -73,7 +73,8 @@ def read_text_split(
   Args:
     data: The data config.
     split: "train", "validation" or "test".
-    path: A file that replaces the config's file for this split.
+    path: A file (or glob, or comma-separated list of shards) that replaces
+      the config's file for this split.
     with_labels: Read the label column.
 
   Returns:
@@ -81,7 +82,7 @@ def read_text_split(
   """
   path = path or getattr(data, f"{split}_file")
   if path:
-    return readers.read_file(
+    return shards.read_examples(
         path,
         text_column=data.text_column,
         text_pair_column=data.text_pair_column,
@@ -121,6 +122,23 @@ class TextTask(encoder.EncoderTask):
       )
     return policy
 
+  # Whether the task's data can be streamed (`data.streaming`).
+  supports_streaming = False
+
+  def prepare(self, config):
+    data = self.resolve_data(config.data)
+    # Documents read in windows are batched in memory only.
+    windows = self.long_documents().chunks
+    if windows and data.streaming:
+      raise ValueError(
+          "--long_document=chunks reads its files in memory; drop --streaming "
+          "or use --long_document=truncate."
+      )
+    supported = self.supports_streaming and not windows
+    if not streaming.use_streaming(data, supported=supported):
+      return super().prepare(config)
+    return streamed_text.prepare(self, dataclasses.replace(config, data=data))
+
   def resolve_data(self, data):
     if not data.tfds_name or data.train_file:
       return data
@@ -146,6 +164,13 @@ class TextTask(encoder.EncoderTask):
       self, model, encoded: pipeline.EncodedExamples, *, batch_size: int
   ) -> np.ndarray:
     """float32 [num_examples, head_size] logits, in input order."""
+    if isinstance(encoded, streaming.StreamedSplit):
+      return model.predict(
+          streaming.inference_dataset(
+              encoded, batch_size=batch_size, with_labels=False
+          ),
+          verbose=0,
+      ).astype(np.float32)
     dataset, order = pipeline.inference_dataset(
         encoded, batch_size=batch_size, with_labels=False
     )

@@ -21,7 +21,7 @@ from tf_finetune import (
 )
 from tf_finetune import distribution as distribution_lib
 from tf_finetune.config import RunConfig
-from tf_finetune.data import pipeline
+from tf_finetune.data import pipeline, streaming
 from tf_finetune.tasks.base import PreparedData, Task, TrainedModel
 from tf_finetune.tasks.encoder import EncoderTask
 from tf_finetune.training import fingerprint as fingerprint_lib
@@ -87,7 +87,11 @@ def plan_batches(
   # Replicas of all workers count: 2 workers x 1 GPU = 2 replicas.
   accumulation = train_config.grad_accum_steps
   global_batch = data.batch_size * accumulation * replicas
-  steps_per_epoch = pipeline.num_batches(num_train_examples, global_batch)
+  # A streamed run may state its epoch length (--steps_per_epoch) instead
+  # of counting the training rows.
+  steps_per_epoch = data.steps_per_epoch or pipeline.num_batches(
+      num_train_examples, global_batch
+  )
   epochs = recipes.extended_epochs(
       train_config.epochs, steps_per_epoch, train_config.min_steps
   )
@@ -153,6 +157,23 @@ def training_dataset(
     # Backed up after its last epoch: Keras trains no more; any dataset
     # does.
     epoch, batch = epochs - 1, 0
+  train = prepared.encoded["train"]
+  if isinstance(train, streaming.StreamedSplit):
+    worker_index, num_workers = streaming.worker_position(
+        tf.distribute.get_strategy()
+    )
+    return streaming.training_dataset(
+        train,
+        batch_size=plan.global_batch,
+        steps_per_epoch=plan.steps_per_epoch,
+        # A resumed streamed run trains the batches left, in a fresh order.
+        num_batches=(epochs - epoch) * plan.steps_per_epoch - batch,
+        bucketing=config.data.bucketing,
+        seed=config.train.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+        num_workers=num_workers,
+        worker_index=worker_index,
+    )
   return pipeline.training_dataset(
       prepared.encoded["train"],
       batch_size=plan.global_batch,
@@ -172,6 +193,11 @@ def validation_dataset(
   """Labelled validation batches, or None without a validation split."""
   if "validation" not in prepared.encoded:
     return None
+  validation = prepared.encoded["validation"]
+  if isinstance(validation, streaming.StreamedSplit):
+    return streaming.inference_dataset(
+        validation, batch_size=plan.eval_batch, with_labels=True
+    )
   dataset, _ = pipeline.inference_dataset(
       prepared.encoded["validation"],
       batch_size=plan.eval_batch,

@@ -15,6 +15,7 @@ from tf_finetune import (
     reporting,
 )
 from tf_finetune.config import RunConfig
+from tf_finetune.tasks import streamed_text
 from tf_finetune.tasks.base import PreparedData
 from tf_finetune.training.fit_record import FitRecord
 from tf_finetune.training.phases import BatchPlan
@@ -50,6 +51,8 @@ class RunSummary:
       (see `phases.selection`).
     worker: A non-chief worker's name (its summary has steps and weights
       only), or None.
+    skipped_records: A streamed run's bad records skipped per split
+      (--skip_bad_records), or None for an in-memory run.
   """
 
   epochs_run: int = 0
@@ -73,6 +76,7 @@ class RunSummary:
   eval_results: dict = dataclasses.field(default_factory=dict)
   selection: dict = dataclasses.field(default_factory=dict)
   worker: Optional[str] = None
+  skipped_records: Optional[dict] = None
 
   def to_json_dict(self) -> dict:
     """summary.json: every field but eval_results (eval_results.json)."""
@@ -80,6 +84,8 @@ class RunSummary:
     del values["eval_results"], values["worker"]
     if values["export_dir"] is None:
       del values["export_dir"]
+    if values["skipped_records"] is None:
+      del values["skipped_records"]
     return values
 
 
@@ -142,6 +148,7 @@ def summarize(
       export_dir=export_dir,
       eval_results=eval_results,
       selection=dict(selection or {}),
+      skipped_records=streamed_text.skipped_records(prepared) or None,
   )
   logging.info(
       "Training stopped after %d epoch(s) (%s); kept epoch %s. %s",
