@@ -227,6 +227,13 @@ def test_streaming_is_refused_for_tasks_that_read_in_memory(tmp_path):
         model=config_lib.ModelConfig(model="bert"),
         task=config_lib.task_config("regression"),
     )
+  with pytest.raises(ValueError, match=r"^--long_document=chunks reads its"):
+    config_lib.RunConfig(
+        model_dir=str(tmp_path),
+        data=data,
+        model=config_lib.ModelConfig(model="bert"),
+        task=config_lib.task_config("classification", long_document="chunks"),
+    )
   with pytest.raises(ValueError, match="--labels='a' must name at least two"):
     config_lib.DataConfig(train_file="train.csv", labels="a")
 

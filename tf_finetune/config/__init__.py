@@ -106,6 +106,12 @@ class RunConfig:
         f"only; --task={self.task.task} reads its files in memory (drop "
         "--streaming).",
     )
+    require(
+        not self.data.streaming
+        or getattr(self.task, "long_document", "truncate") != "chunks",
+        "--long_document=chunks reads its files in memory; drop --streaming "
+        "or use --long_document=truncate.",
+    )
     monitors = tasks.monitors(self.task.task)
     metric = self.train.early_stopping_metric
     if metric == "auto":

@@ -127,13 +127,9 @@ class TextTask(encoder.EncoderTask):
 
   def prepare(self, config):
     data = self.resolve_data(config.data)
-    # Documents read in windows are batched in memory only.
-    windows = self.long_documents().chunks
-    if windows and data.streaming:
-      raise ValueError(
-          "--long_document=chunks reads its files in memory; drop --streaming "
-          "or use --long_document=truncate."
-      )
+    # Documents read in windows are batched in memory only (RunConfig
+    # refuses --streaming with them).
+    windows = getattr(config.task, "long_document", "truncate") == "chunks"
     supported = self.supports_streaming and not windows
     if not streaming.use_streaming(data, supported=supported):
       return super().prepare(config)

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tf_finetune import artifacts, callbacks, io_utils
 from tf_finetune.config import CHANGES_WEIGHTS, HELP, RunConfig
+from tf_finetune.data import shards, streaming
 from tf_finetune.data.pipeline import EncodedExamples
 
 FILENAME = "fingerprint.json"
@@ -73,6 +74,17 @@ def examples_digest(encoded: EncodedExamples) -> dict[str, Any]:
   return {"examples": len(encoded), "sha256": digest.hexdigest()}
 
 
+def _shard_stats(spec: str, flag: str) -> list[dict[str, Any]]:
+  """[{"path", "bytes", "mtime_ns"}] of the shards `spec` names."""
+  stats = []
+  for path in shards.expand(spec, flag):
+    stat = os.stat(path)
+    stats.append(
+        {"path": path, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    )
+  return stats
+
+
 def _split_files(config: RunConfig, split: str) -> dict[str, str]:
   """Flag name -> path of the files a split is read from."""
   files = {}
@@ -101,8 +113,20 @@ def run_fingerprint(
   data = {}
   for split in _SPLITS:
     files = _split_files(config, split)
-    if files and all(os.path.isfile(path) for path in files.values()):
-      data.update({flag: file_digest(path) for flag, path in files.items()})
+    if isinstance(encoded.get(split), streaming.StreamedSplit):
+      # Data past memory: each shard's size and modification time (hashing
+      # it all on every rerun would take as long as an epoch's reading).
+      data.update(
+          {flag: _shard_stats(spec, flag) for flag, spec in files.items()}
+      )
+    elif files:
+      for flag, spec in files.items():
+        paths = shards.expand(spec, flag)
+        data[flag] = (
+            file_digest(paths[0])
+            if len(paths) == 1
+            else [file_digest(path) for path in paths]
+        )
     elif split in encoded:
       data[f"{split} examples"] = examples_digest(encoded[split])
   return {
