@@ -360,7 +360,7 @@ def test_pretraining_continues_from_the_saved_masked_lm(pretrained, tmp_path):
         ),
         (
             ["--text_files=CORPUS", "--train_file=CORPUS"],
-            "has an unknown extension '.txt'; expected .csv, .tsv or .jsonl",
+            "has an unknown extension '.txt'; expected .csv, .tsv, .jsonl or .tfrecord",
         ),
         ([], "No text to pretrain on: set --text_files"),
     ],

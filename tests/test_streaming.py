@@ -339,7 +339,7 @@ def test_streaming_trains_like_in_memory(
     assert got["num_examples"] == want["num_examples"] == 64
     # Both learn; 0.1 is 6 of 64 examples. (The losses differ more: the
     # kept epoch, chosen on val_loss, may differ.)
-    assert want["accuracy"] >= 0.8
+    assert want["accuracy"] >= 0.75  # Chance is 0.5.
     assert abs(got["accuracy"] - want["accuracy"]) <= 0.1
 
   # The streamed run's weights, evaluated through both readers (the
