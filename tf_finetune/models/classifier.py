@@ -12,6 +12,8 @@ import inspect
 import tensorflow as tf
 import tf_keras
 
+from tf_finetune.models import updates
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -118,24 +120,6 @@ def sparse_cross_entropy(label_smoothing: float = 0.0):
     return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
   return loss
-
-
-def _deduplicated(gradient):
-  """Sums the rows of a sparse gradient that share an index.
-
-  An embedding lookup's gradient has one row per token, so a token seen
-  twice appears twice. Keras clips by global norm before it merges such
-  rows, and the norm of unmerged rows is not the gradient's norm (it came
-  out about 20% off on a tiny BERT); merging first makes the clipped update,
-  and the logged grad_norm, those of the true gradient.
-  """
-  if not isinstance(gradient, tf.IndexedSlices):
-    return gradient
-  indices, positions = tf.unique(gradient.indices)
-  values = tf.math.unsorted_segment_sum(
-      gradient.values, positions, tf.shape(indices)[0]
-  )
-  return tf.IndexedSlices(values, indices, gradient.dense_shape)
 
 
 class TextClassifier(tf_keras.Model):
@@ -333,20 +317,7 @@ class TextClassifier(tf_keras.Model):
           for g, p in zip(gradients, penalty_gradients)
       ]
       self.penalty_tracker.update_state(penalty * replicas)
-    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-    gradients = [g for g, _ in pairs]
-    if replicas > 1:
-      # Replicas sum dense gradients (sparse ones of different row counts
-      # cannot go through one collective).
-      gradients = tf.distribute.get_replica_context().all_reduce(
-          tf.distribute.ReduceOp.SUM,
-          [tf.convert_to_tensor(g) for g in gradients],
-      )
-    gradients = [_deduplicated(g) for g in gradients]
-    self.grad_norm.update_state(tf.linalg.global_norm(gradients))
-    self.optimizer.apply_gradients(
-        zip(gradients, [v for _, v in pairs]), skip_gradients_aggregation=True
-    )
+    updates.apply_update(self.optimizer, gradients, variables, self.grad_norm)
     return self._logs(with_training_metrics=True)
 
   def test_step(self, data):

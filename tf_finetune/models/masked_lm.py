@@ -18,10 +18,10 @@ from absl import logging
 
 from tf_finetune.data.masking import IGNORED
 from tf_finetune.models import backbone as backbone_lib
+from tf_finetune.models import updates
 from tf_finetune.models.classifier import (
     LastValue,
     PaddingFraction,
-    _deduplicated,
     backbone_inputs,
 )
 
@@ -182,18 +182,7 @@ class MaskedLanguageModel(tf_keras.Model):
     gradients = tape.gradient(loss, variables)
     if scaling:
       gradients = optimizer.get_unscaled_gradients(gradients)
-    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-    gradients = [g for g, _ in pairs]
-    if replicas > 1:
-      gradients = tf.distribute.get_replica_context().all_reduce(
-          tf.distribute.ReduceOp.SUM,
-          [tf.convert_to_tensor(g) for g in gradients],
-      )
-    gradients = [_deduplicated(g) for g in gradients]
-    self.grad_norm.update_state(tf.linalg.global_norm(gradients))
-    optimizer.apply_gradients(
-        zip(gradients, [v for _, v in pairs]), skip_gradients_aggregation=True
-    )
+    updates.apply_update(optimizer, gradients, variables, self.grad_norm)
     self._update_metrics(labels, logits, losses, weights)
     return self._logs(with_training_metrics=True)
 
