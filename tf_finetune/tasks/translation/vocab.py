@@ -224,6 +224,12 @@ class HuggingFaceServing(tf.Module):
   def __init__(self, vocab: HuggingFaceVocab, max_length: int):
     super().__init__(name="tokenizer_serving")
     tokenizer = vocab.tokenizer
+    limit = getattr(tokenizer, "model_max_length", None) or max_length
+    if max_length > limit:
+      raise ValueError(
+          f"--max_source_length={max_length} exceeds the tokenizer's "
+          f"maximum of {limit} tokens."
+      )
     self.encoder = tokenization.TextEncoder.from_hf_tokenizer(
         tokenizer, max_length, model_inputs=("input_ids",)
     )
@@ -271,7 +277,11 @@ def graph_vocab_of(vocab: HuggingFaceVocab, config: config_lib.RunConfig):
   if name.startswith("T5") and vocab_file and os.path.isfile(vocab_file):
     with open(vocab_file, "rb") as f:
       twin = SentencePieceVocab(f.read())
-    if twin.encode(samples, 512) == vocab.encode(samples, 512):
+    ids = vocab.encode(samples, 512)
+    # Both ways: the twin's ids, and its decoding of them.
+    if twin.encode(samples, 512) == ids and twin.decode(ids) == vocab.decode(
+        ids
+    ):
       return twin
   try:
     vocab.serving_tokenizer(config.task.max_source_length)
