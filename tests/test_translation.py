@@ -829,11 +829,12 @@ def test_pickled_pretrained_translator_needs_allow_pickle_weights(tmp_path):
     np.testing.assert_allclose(loaded.numpy(), expected.numpy(), atol=1e-6)
 
 
-def test_pretrained_vocabularies_export_only_with_sentencepiece(
+def test_pretrained_vocabularies_export_only_with_an_in_graph_twin(
     tmp_path, tiny_bert_dir
 ):
-  """Export tokenizes in the graph with SentencePiece only, and only when it
-  gives the model's own tokenizer's ids; other vocabularies are refused
+  """Export tokenizes in the graph only when it gives the model's own
+  tokenizer's ids: a T5 checkpoint's SentencePiece model, or the tokenizer
+  reproduced from its tokenizer.json (WordPiece here); others are refused
   with the reason."""
   import transformers
 
@@ -852,7 +853,7 @@ def test_pretrained_vocabularies_export_only_with_sentencepiece(
       model_dir="m",
       data=data_config(train_file="t.tsv"),
       model=config_lib.ModelConfig(model="my-t5"),
-      task=task_config(),
+      task=task_config(max_source_length=16),
   )
   # The run's own SentencePiece model tokenizes the same in the graph.
   texts = ["the big cat sees the dog", "el gato grande", "Hello, world!"]
@@ -860,20 +861,28 @@ def test_pretrained_vocabularies_export_only_with_sentencepiece(
   assert in_graph.to_list() == own.encode(texts, 64)
   # transformers' fast T5 tokenizer over this tiny model splits some words
   # differently from SentencePiece itself ("the" at the start, unknown
-  # capitals): the export must refuse rather than serve other ids.
+  # capitals), and its Metaspace never puts "▁" before the text, which the
+  # in-graph SentencePiece does not reproduce: the export must refuse
+  # rather than serve other ids.
   assert vocab.encode(["the dog"], 64) != own.encode(["the dog"], 64)
   with pytest.raises(
       ValueError,
-      match="tokenizes differently from its " "tokenizer; refusing to export",
+      match=r"Export of --model='my-t5' \(T5TokenizerFast\) is not "
+      r"supported: T5TokenizerFast's pre-tokenizer is .*'prepend_scheme': "
+      r"'never'.* Translate with `python -m tf_finetune.predict",
   ):
     translation.graph_vocab_of(vocab, run)
+  # A WordPiece tokenizer is reproduced in the graph: source ids and
+  # decoded translations as its own.
   bert = translation.HuggingFaceVocab(
       transformers.AutoTokenizer.from_pretrained(tiny_bert_dir)
   )
-  with pytest.raises(
-      ValueError,
-      match=r"Export of --model='my-t5' "
-      r"\(BertTokenizerFast\) is not supported: the "
-      "SavedModel tokenizes raw strings in the graph",
-  ):
-    translation.graph_vocab_of(bert, run)
+  assert translation.graph_vocab_of(bert, run) is bert
+  serving_tokenizer = bert.serving_tokenizer(16)
+  texts = ["good film, very bad!", "a great movie with quite bad acting " * 3]
+  ids = serving_tokenizer.encode(tf.constant(texts)).to_list()
+  assert ids == bert.encode(texts, 16)
+  assert [
+      text.decode()
+      for text in serving_tokenizer.detokenize(tf.ragged.constant(ids)).numpy()
+  ] == bert.decode(ids)

@@ -33,6 +33,10 @@ CHUNK_POOLINGS = ("mean", "max")
 TAGGING_SCHEMES = ("IOB1", "IOB2", "IOBES")
 # --model_config value naming the built-in small from-scratch translator.
 DEFAULT_MODEL_CONFIG = "default"
+# --warm_start values: "none" loads --model as a whole encoder-decoder;
+# "bert2bert" builds one from a BERT-family encoder checkpoint (Rothe et al.,
+# 2020), the checkpoint's weights in both the encoder and the decoder.
+WARM_STARTS = ("none", "bert2bert")
 
 
 _WHOLE_TEXT_TASKS = "--task=classification, regression and multi_label"
@@ -334,15 +338,21 @@ def _target_file(split: str) -> Optional[str]:
 # (config group, setting, the only value allowed).
 _CLASSIFIER_ONLY = (
     ("train", "grad_accum_steps", 1),
-    ("train", "layerwise_lr_decay", 1.0),
-    ("train", "freeze_layers", 0),
     ("train", "reinit_layers", 0),
-    ("train", "freeze_embeddings", False),
     ("train", "unfreeze_schedule", "none"),
     ("model", "backbone_l1", 0.0),
     ("model", "backbone_l2", 0.0),
     ("model", "l2_sp", 0.0),
     ("data", "text_pair_column", None),
+)
+
+
+# Levers that need an encoder's layer stack: they apply to the pretrained
+# encoder and decoder of --warm_start=bert2bert only.
+_WARM_START_ONLY = (
+    ("layerwise_lr_decay", 1.0),
+    ("freeze_layers", 0),
+    ("freeze_embeddings", False),
 )
 
 
@@ -420,6 +430,22 @@ class TranslationSettings(TaskConfig):
       "SentencePiece vocabulary of --vocab_size is trained on the training "
       "data.",
   )
+  warm_start: str = setting(
+      "none",
+      "--task=translation: 'bert2bert' builds the encoder-decoder from "
+      "--model, a BERT-family encoder checkpoint (BERT, RoBERTa, ELECTRA): "
+      "its weights start both the encoder and a decoder with causal "
+      "self-attention and new cross-attention, and its tokenizer reads "
+      "sources and writes targets. 'none': --model is a whole "
+      "encoder-decoder (T5, Marian, BART).",
+      choices=WARM_STARTS,
+  )
+  share_encoder_decoder: bool = setting(
+      False,
+      "--task=translation with --warm_start=bert2bert: the encoder and the "
+      "decoder share one set of weights (all but the decoder's "
+      "cross-attention and output layer), about half the parameters.",
+  )
 
   def __post_init__(self):
     super().__post_init__()
@@ -455,6 +481,19 @@ class TranslationSettings(TaskConfig):
         f"{DEFAULT_MODEL_CONFIG!r}.",
     )
 
+    require(
+        not self.share_encoder_decoder or self.warm_start != "none",
+        "--share_encoder_decoder needs --warm_start=bert2bert: only an "
+        "encoder-decoder warm-started from one encoder checkpoint has "
+        "encoder and decoder weights of the same shapes to share.",
+    )
+    require(
+        self.warm_start == "none" or self.model_config is None,
+        f"--warm_start={self.warm_start} starts from the pretrained "
+        f"--model; --model_config={self.model_config!r} trains from "
+        "scratch; use one of them.",
+    )
+
   def target_file(self, split: str) -> Optional[str]:
     """--{split}_target_file."""
     return getattr(self, f"{split}_target_file")
@@ -480,6 +519,14 @@ class TranslationSettings(TaskConfig):
           not self.target_file(split) or bool(getattr(data, f"{split}_file")),
           f"--{split}_target_file needs --{split}_file: the source-"
           "language lines that its lines translate.",
+      )
+    for name, allowed in _WARM_START_ONLY:
+      value = getattr(run.train, name)
+      require(
+          value == allowed or value is None or self.warm_start != "none",
+          f"--{name}={value!r} needs an encoder's layer stack: it applies "
+          "with --task=translation only to --warm_start=bert2bert models "
+          f"(leave it at {allowed!r}).",
       )
     for group, name, allowed in _CLASSIFIER_ONLY:
       value = getattr(getattr(run, group), name)

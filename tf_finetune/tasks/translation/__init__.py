@@ -2,9 +2,11 @@
 
 Unlike the other tasks this one does not put a head on an encoder: the model
 is a whole `transformers` TF encoder-decoder (`TFAutoModelForSeq2SeqLM`: T5,
-Marian, BART families), either pretrained (`--model`) or built from a config
-with random weights (`--model_config`) together with a SentencePiece
-vocabulary trained on the training sources and targets. The task builds,
+Marian, BART families), either pretrained (`--model`), warm-started from a
+BERT-family encoder checkpoint (`--warm_start=bert2bert`: a
+`TFEncoderDecoderModel` whose encoder and decoder both start from it), or
+built from a config with random weights (`--model_config`) together with a
+SentencePiece vocabulary trained on the training sources and targets. The task builds,
 saves, loads and exports that model itself, while the shared training phases
 keep the schedules, AdamW, mixed precision, callbacks (early stopping, best
 and final checkpoints, backups, TensorBoard) and the run summary.
@@ -21,8 +23,9 @@ translations (greedy, or beam search with `--num_beams`) and scores them with
 sacreBLEU's corpus BLEU and chrF.
 
 Serving: `serving_default` takes raw source strings `text` (string [batch])
-and returns `translation` (string [batch]); SentencePiece tokenization and
-greedy generation run in the graph (T5 and from-scratch models only).
+and returns `translation` (string [batch]); tokenization (SentencePiece,
+WordPiece or byte-level BPE), greedy generation and decoding back to text
+run in the graph (Marian's tokenizer has no in-graph twin: refused).
 
 Modules: `reading` (parallel files and TFDS), `vocab` (SentencePiece and
 pretrained tokenizers), `model` (the teacher-forced encoder-decoder),
@@ -64,9 +67,12 @@ from tf_finetune.tasks.translation.server import (
 )
 from tf_finetune.tasks.translation.task import Translation
 from tf_finetune.tasks.translation.vocab import (
+    HuggingFaceServing,
     HuggingFaceVocab,
     SPIECE_FILENAME,
+    SentencePieceServing,
     SentencePieceVocab,
+    WarmStartVocab,
     graph_vocab_of,
     load_vocab,
     strip_generated,

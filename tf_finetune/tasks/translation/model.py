@@ -235,4 +235,252 @@ def build_seq2seq(model_config):
         f"{type(model_config).__name__} is not a TF "
         f"encoder-decoder: {str(e).splitlines()[0]}"
     ) from e
+  if isinstance(seq2seq, transformers.TFEncoderDecoderModel):
+    # A warm-started run, rebuilt: the same changes, before weights load.
+    make_generation_traceable(seq2seq)
+    if model_config.tie_encoder_decoder:
+      share_encoder_decoder(seq2seq)
   return seq2seq
+
+
+# Warm starting from an encoder checkpoint (Rothe, Narayan and Severyn, 2020).
+def special_token_ids(tokenizer) -> dict[str, int]:
+  """The decoder's start, pad and end ids from an encoder's tokenizer:
+  [CLS], [PAD], [SEP] for BERT (<s>, <pad>, </s> for RoBERTa)."""
+  start = tokenizer.bos_token_id
+  end = tokenizer.eos_token_id
+  if tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None:
+    start, end = tokenizer.cls_token_id, tokenizer.sep_token_id
+  ids = {
+      "decoder_start_token_id": start,
+      "pad_token_id": tokenizer.pad_token_id,
+      "eos_token_id": end,
+  }
+  missing = [name for name, value in ids.items() if value is None]
+  if missing:
+    raise ValueError(
+        f"{type(tokenizer).__name__} has no {', '.join(missing)}: "
+        "--warm_start needs a tokenizer with [CLS]/[PAD]/[SEP] (or "
+        "<s>/<pad>/</s>) tokens."
+    )
+  return ids
+
+
+def set_special_token_ids(seq2seq, ids: dict[str, int]) -> None:
+  """Puts the start, pad and end ids where training and `generate` read
+  them: the encoder-decoder's config and its generation config."""
+  for name, value in ids.items():
+    setattr(seq2seq.config, name, value)
+    setattr(seq2seq.config.decoder, name, value)
+    if getattr(seq2seq, "generation_config", None) is not None:
+      setattr(seq2seq.generation_config, name, value)
+  if getattr(seq2seq, "generation_config", None) is not None:
+    seq2seq.generation_config.bos_token_id = ids["decoder_start_token_id"]
+
+
+def share_encoder_decoder(seq2seq) -> None:
+  """BERT2BERT-share: the encoder runs the decoder's layers.
+
+  The encoder's embeddings and, in each layer, every sub-layer the decoder
+  also has (self-attention, feed-forward, their norms) become the
+  decoder's; the decoder keeps its own cross-attention and output layer.
+  Both were loaded from the same checkpoint, so they start equal. The
+  decoder's self-attention returns its keys and values for `generate`'s
+  cache; the encoder's layers ignore that extra output.
+  """
+  from tf_finetune.models import backbone as backbone_lib
+
+  encoder, decoder = seq2seq.encoder, seq2seq.decoder
+  encoder_layers = backbone_lib.encoder_layers(encoder)
+  decoder_layers = backbone_lib.encoder_layers(decoder)
+  if len(encoder_layers) != len(decoder_layers):
+    raise ValueError(
+        "--share_encoder_decoder: the encoder has "
+        f"{len(encoder_layers)} layers and the decoder "
+        f"{len(decoder_layers)}; they must match."
+    )
+  backbone_lib._main_layer(encoder).embeddings = backbone_lib.embedding_layer(
+      decoder
+  )
+  for encoder_layer, decoder_layer in zip(encoder_layers, decoder_layers):
+    for name, sublayer in list(vars(decoder_layer).items()):
+      if (
+          isinstance(sublayer, tf_keras.layers.Layer)
+          and not name.startswith("_")
+          and isinstance(
+              getattr(encoder_layer, name, None), tf_keras.layers.Layer
+          )
+      ):
+        setattr(encoder_layer, name, sublayer)
+
+
+def make_generation_traceable(seq2seq) -> None:
+  """Lets the export trace `generate` of a warm-started encoder-decoder.
+
+  Traced (not eager), `transformers`' TF `generate` keeps the decoder's
+  past keys and values in buffers padded to the most tokens, which a
+  BERT-family decoder cannot use: it counts the padding as past tokens for
+  its position ids, and `TFEncoderDecoderModel` drops the mask of the
+  filled places. Traced, this model therefore decodes without the cache,
+  reading all tokens so far at each step (the same translations, with
+  quadratic cost in their length); eager generation keeps the cache. The
+  decoder's input preparation is also replaced by one that reads the
+  dynamic batch size of a serving signature (the original calls
+  `tf.ones(input_ids.shape)`).
+  """
+  decoder = seq2seq.decoder
+  prepare_encoder_decoder = seq2seq.prepare_inputs_for_generation
+  update_traced = seq2seq._update_model_kwargs_for_xla_generation
+
+  def prepare_decoder(
+      input_ids, past_key_values=None, attention_mask=None, **kwargs
+  ):
+    del kwargs  # As the original: the decoder reads these three only.
+    if attention_mask is None:
+      attention_mask = tf.ones(tf.shape(input_ids))
+    if past_key_values is not None:
+      input_ids = input_ids[:, -1:]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "past_key_values": past_key_values,
+    }
+
+  def prepare(
+      input_ids,
+      past_key_values=None,
+      attention_mask=None,
+      use_cache=None,
+      encoder_outputs=None,
+      **kwargs,
+  ):
+    if not tf.executing_eagerly():
+      past_key_values, use_cache = None, False
+    return prepare_encoder_decoder(
+        input_ids,
+        past_key_values=past_key_values,
+        attention_mask=attention_mask,
+        use_cache=use_cache,
+        encoder_outputs=encoder_outputs,
+        **kwargs,
+    )
+
+  def update_without_cache(model_outputs, model_kwargs, *args, **kwargs):
+    if tf.executing_eagerly():
+      return update_traced(model_outputs, model_kwargs, *args, **kwargs)
+    # Nothing carried between steps: the next one reads all tokens again.
+    return model_kwargs
+
+  decoder.prepare_inputs_for_generation = prepare_decoder
+  seq2seq.prepare_inputs_for_generation = prepare
+  seq2seq._update_model_kwargs_for_xla_generation = update_without_cache
+
+
+def decoder_config_of(encoder_config):
+  """The encoder checkpoint's config as a causal decoder that attends to
+  the encoder (`is_decoder`, `add_cross_attention`)."""
+  decoder_config = encoder_config.__class__.from_dict(encoder_config.to_dict())
+  decoder_config.is_decoder = True
+  decoder_config.add_cross_attention = True
+  return decoder_config
+
+
+def warm_started_seq2seq(model: str, tokenizer, *, share: bool, from_pt: bool):
+  """A `TFEncoderDecoderModel` whose encoder and decoder start from the
+  encoder checkpoint `model` (BERT2BERT, or BERT2BERT-share with `share`).
+
+  The decoder's cross-attention and the output layer's transform are new
+  (randomly initialized); its output projection is tied to its word
+  embeddings, as in the checkpoint's masked-LM head.
+  """
+  from tf_finetune.models import backbone as backbone_lib
+
+  encoder_config = backbone_lib.load_model_config(model)
+  encoder_config.is_decoder = False
+  encoder_config.add_cross_attention = False
+  if not hasattr(transformers, "TFEncoderDecoderModel"):
+    raise ValueError("This transformers has no TFEncoderDecoderModel.")
+  # Silences the report of the checkpoint's unused pooler and its missing
+  # cross-attention: both expected when warm-starting a decoder.
+  verbosity = transformers.logging.get_verbosity()
+  transformers.logging.set_verbosity_error()
+  try:
+    seq2seq = (
+        transformers.TFEncoderDecoderModel.from_encoder_decoder_pretrained(
+            model,
+            model,
+            encoder_config=encoder_config,
+            decoder_config=decoder_config_of(encoder_config),
+            encoder_from_pt=from_pt,
+            decoder_from_pt=from_pt,
+            tie_encoder_decoder=share,
+        )
+    )
+  except ImportError as e:
+    if from_pt:
+      raise backbone_lib.pytorch_needed(model) from e
+    raise
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(
+        f"--warm_start=bert2bert: --model={model!r} "
+        f"({encoder_config.model_type}) cannot start a decoder: "
+        f"{str(e).splitlines()[0]} Warm starts need a BERT-family encoder "
+        "with a TF causal decoder (BERT, RoBERTa, ELECTRA, XLM-RoBERTa)."
+    ) from e
+  finally:
+    transformers.logging.set_verbosity(verbosity)
+  set_special_token_ids(seq2seq, special_token_ids(tokenizer))
+  make_generation_traceable(seq2seq)
+  if share:
+    share_encoder_decoder(seq2seq)
+  return seq2seq
+
+
+def warm_start_lr_multipliers(seq2seq, decay: float) -> dict[str, float]:
+  """Layer-wise learning-rate decay over a warm-started encoder-decoder.
+
+  Each stack decays from its top layer down to its embeddings, as one
+  encoder does (`backbone.layerwise_lr_multipliers`); the decoder's new
+  cross-attention and output layer keep the base rate. With L = 6 and
+  decay 0.9: encoder and decoder layer 5 -> 1.0, layer 0 -> 0.59,
+  embeddings -> 0.53.
+  """
+  from tf_finetune.models import backbone as backbone_lib
+
+  if decay == 1.0:
+    return {}
+  multipliers = backbone_lib.layerwise_lr_multipliers(seq2seq.encoder, decay)
+  new = {
+      variable.name
+      for layer in backbone_lib.encoder_layers(seq2seq.decoder)
+      for name, sublayer in vars(layer).items()
+      if "crossattention" in name
+      and isinstance(sublayer, tf_keras.layers.Layer)
+      for variable in sublayer.weights
+  }
+  for name, factor in backbone_lib.layerwise_lr_multipliers(
+      seq2seq.decoder, decay
+  ).items():
+    if name not in new:
+      multipliers[name] = factor
+  return multipliers
+
+
+def freeze_warm_started(
+    seq2seq, *, frozen_layers: int, freeze_embeddings: bool
+) -> None:
+  """--freeze_layers: the encoder's bottom layers (with
+  --share_encoder_decoder, the decoder's self-attention and feed-forward
+  there too); --freeze_embeddings: the word embeddings of both sides (the
+  decoder's output projection is tied to them). The decoder's new
+  cross-attention always learns."""
+  from tf_finetune.models import backbone as backbone_lib
+
+  backbone_lib.set_trainable_layers(
+      seq2seq.encoder,
+      frozen_layers=frozen_layers,
+      freeze_embeddings=freeze_embeddings,
+  )
+  backbone_lib.embedding_layer(seq2seq.decoder).trainable = (
+      not freeze_embeddings
+  )

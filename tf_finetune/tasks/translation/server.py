@@ -24,8 +24,9 @@ class TranslationServer(serving.Server):
   """Raw source strings in, translated strings out, all in the graph.
 
   serving_default: text (string [batch]) -> translation (string [batch]).
-  Tokenization (tensorflow-text SentencePiece) and greedy generation
-  (`transformers`' TF `generate`, traced) run in the SavedModel.
+  Tokenization (the vocabulary's `serving_tokenizer`: SentencePiece,
+  WordPiece or byte-level BPE) and greedy generation (`transformers`' TF
+  `generate`, traced) run in the SavedModel.
   """
 
   def __init__(
@@ -39,7 +40,7 @@ class TranslationServer(serving.Server):
   ):
     super().__init__(task_name="translation")
     self.seq2seq = seq2seq
-    self.tokenizer = vocab.graph_tokenizer()
+    self.tokenizer = vocab.serving_tokenizer(max_source_length)
     self.source_prefix = source_prefix
     self.max_source_length = max_source_length
     self.max_target_length = max_target_length
@@ -48,15 +49,7 @@ class TranslationServer(serving.Server):
   def serve(self, text):
     if self.source_prefix:
       text = tf.strings.join([prefix_with_space(self.source_prefix), text])
-    ids = tf.cast(self.tokenizer.tokenize(text), tf.int32)
-    # Long sources keep their first max_source_length - 1 pieces, then the
-    # end-of-sequence token, as in training.
-    body = ids[:, :-1][:, : self.max_source_length - 1]
-    eos = tf.RaggedTensor.from_row_lengths(
-        tf.fill([tf.shape(text)[0]], self.eos_id),
-        tf.ones([tf.shape(text)[0]], tf.int64),
-    )
-    ids = tf.concat([body, eos], axis=1)
+    ids = self.tokenizer.encode(text)
     input_ids = ids.to_tensor(self.pad_id)
     attention_mask = tf.sequence_mask(
         ids.row_lengths(), tf.shape(input_ids)[1], tf.int32

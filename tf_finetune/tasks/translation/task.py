@@ -23,8 +23,11 @@ from tf_finetune.tasks.translation.model import (
     LABEL_PADDING,
     Seq2SeqModel,
     build_seq2seq,
+    freeze_warm_started,
     model_config_from,
     seq2seq_class,
+    warm_start_lr_multipliers,
+    warm_started_seq2seq,
 )
 from tf_finetune.tasks.translation.reading import (
     TFDS_FEATURE_HINT,
@@ -42,6 +45,7 @@ from tf_finetune.tasks.translation.server import (
 from tf_finetune.tasks.translation.vocab import (
     HuggingFaceVocab,
     SentencePieceVocab,
+    WarmStartVocab,
     graph_vocab_of,
     load_vocab,
     strip_generated_rows,
@@ -177,7 +181,12 @@ class Translation(base.Task):
       logging.info("Vocabulary: %d pieces.", vocab.size)
     else:
       backbone_lib.check_model_source(model.model, model.allow_pickle_weights)
-      vocab = HuggingFaceVocab(backbone_lib.load_tokenizer(model.model))
+      tokenizer = backbone_lib.load_tokenizer(model.model)
+      vocab = (
+          WarmStartVocab(tokenizer)
+          if self.config.warm_start != "none"
+          else HuggingFaceVocab(tokenizer)
+      )
     encoded = {
         split: self.encode(found, vocab) for split, found in examples.items()
     }
@@ -206,6 +215,15 @@ class Translation(base.Task):
               eos_id=vocab.eos_id,
           )
       )
+    elif self.config.warm_start != "none":
+      seq2seq = warm_started_seq2seq(
+          model_config.model,
+          vocab.tokenizer,
+          share=self.config.share_encoder_decoder,
+          from_pt=backbone_lib.check_model_source(
+              model_config.model, model_config.allow_pickle_weights
+          ),
+      )
     else:
       # PyTorch .bin weights only with --allow_pickle_weights, as encoders.
       from_pt = backbone_lib.check_model_source(
@@ -225,11 +243,13 @@ class Translation(base.Task):
             "encoder-decoder this toolkit can load: "
             f"{str(e).splitlines()[0]}"
         ) from e
-    if vocab.size > seq2seq.config.vocab_size:
+    # An EncoderDecoderConfig keeps the vocabulary in its decoder's.
+    vocab_size = getattr(seq2seq.config, "decoder", seq2seq.config).vocab_size
+    if vocab.size > vocab_size:
       raise ValueError(
           f"--model={model_config.model!r}: the tokenizer has {vocab.size} "
-          f"tokens but the model's embedding table only "
-          f"{seq2seq.config.vocab_size}; they do not belong together."
+          f"tokens but the model's embedding table only {vocab_size}; they "
+          "do not belong together."
       )
     model = Seq2SeqModel(
         seq2seq, vocab=vocab, label_smoothing=train_config.label_smoothing
@@ -240,13 +260,30 @@ class Translation(base.Task):
         type(seq2seq).__name__,
         seq2seq.count_params(),
     )
+    lr_multipliers = None
+    if self.config.warm_start != "none":
+      lr_multipliers = warm_start_lr_multipliers(
+          seq2seq, train_config.layerwise_lr_decay or 1.0
+      )
     optimizer = optimization.create_optimizer(
         train_config,
         total_steps,
         steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate,
+        lr_multipliers=lr_multipliers,
         model=model,
     )
+    if self.config.warm_start != "none" and (
+        train_config.freeze_layers or train_config.freeze_embeddings
+    ):
+      # Slots for every variable first, as the encoder tasks do: a run
+      # resumed with other frozen layers finds the same optimizer state.
+      optimizer.build(model.trainable_variables)
+      freeze_warm_started(
+          seq2seq,
+          frozen_layers=train_config.freeze_layers or 0,
+          freeze_embeddings=bool(train_config.freeze_embeddings),
+      )
     model.compile(
         optimizer=optimizer,
         steps_per_execution=train_config.steps_per_execution,
@@ -269,7 +306,10 @@ class Translation(base.Task):
     """Rebuilds the trained model from `model_dir` (no download)."""
     weights_dir = artifacts.final_weights_dir(model_dir)
     self.bind(base.TaskState())
-    vocab = load_vocab(os.path.join(model_dir, artifacts.TOKENIZER_DIR))
+    vocab = load_vocab(
+        os.path.join(model_dir, artifacts.TOKENIZER_DIR),
+        warm_start=self.config.warm_start,
+    )
     model_config = transformers.AutoConfig.from_pretrained(
         os.path.join(model_dir, artifacts.BACKBONE_DIR)
     )
