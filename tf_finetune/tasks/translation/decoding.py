@@ -92,6 +92,15 @@ class Decoding:
   length_penalty: float = 1.0
   no_repeat_ngram_size: int = 0
 
+  @classmethod
+  def of(cls, settings) -> Decoding:
+    """The decoding a run's translation settings ask for."""
+    return cls(
+        num_beams=settings.num_beams,
+        length_penalty=settings.length_penalty,
+        no_repeat_ngram_size=settings.no_repeat_ngram_size,
+    )
+
   def generate_options(self) -> dict:
     """These settings as `transformers` `generate` keyword arguments."""
     options = {"num_beams": self.num_beams, "do_sample": False}
