@@ -1133,3 +1133,85 @@ def test_export_binary_writes_greedy_and_beam_translators(
   }
   for beam, greedy in zip(scores["beam"], scores["greedy"]):
     assert beam >= greedy - 1e-4
+
+
+def test_evaluate_scores_each_beam_width(translation_run, tmp_path, capsys):
+  """--compare_num_beams scores the test translations of each beam width
+  (with the --length_penalty given) beside the run's own decoding."""
+  import dataclasses
+
+  import sacrebleu
+
+  from tf_finetune import evaluate
+
+  code = run_binary(
+      evaluate,
+      [
+          f"--model_dir={translation_run}",
+          "--compare_num_beams=1,3",
+          "--length_penalty=0.6",
+          "--split_name=beams",
+      ],
+  )
+  assert code == 0
+  with open(os.path.join(translation_run, "eval_results.json")) as f:
+    comparisons = json.load(f)["beams"]["comparisons"]
+  trained = artifacts.load_trained(translation_run)
+  test_rows = make_parallel_rows(16, seed=3)
+  references = [[row["target"] for row in test_rows]]
+  bleus = []
+  for row, beams in zip(comparisons, (1, 3), strict=True):
+    task = dataclasses.replace(
+        trained.config.task, num_beams=beams, length_penalty=0.6
+    )
+    hypotheses = translation.PythonTranslator(trained.model, task).translate(
+        [r["source"] for r in test_rows]
+    )
+    assert row["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hypotheses, references).score, abs=1e-4
+    )
+    assert row["chrf"] == pytest.approx(
+        sacrebleu.corpus_chrf(hypotheses, references).score, abs=1e-4
+    )
+    assert row["examples_per_second"] > 0
+    bleus.append(row["bleu"])
+  # The two searches translate differently here.
+  assert bleus[0] != bleus[1]
+  out = capsys.readouterr().out
+  assert f"beams with --num_beams=3: BLEU: {bleus[1]:.2f}" in out
+
+
+def test_decoding_flags_errors(translation_run, tmp_path, capsys):
+  from tf_finetune import evaluate, export
+
+  code = run_binary(
+      evaluate, [f"--model_dir={translation_run}", "--compare_num_beams=1,x"]
+  )
+  assert code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "evaluate: error: --compare_num_beams='1,x': 'x' is not a beam width; "
+      "expected integers of at least 1 separated by commas, e.g. 1,4."
+  )
+  code = run_binary(
+      export, [f"--model_dir={translation_run}", "--length_penalty=nan"]
+  )
+  assert code == 2
+  assert (
+      "--length_penalty=nan must be a finite number" in capsys.readouterr().err
+  )
+  classifier_dir = str(tmp_path / "classifier")
+  config_lib.write_config(
+      config_lib.RunConfig(
+          model_dir=classifier_dir,
+          data=data_config(train_file="t.csv"),
+          model=config_lib.ModelConfig(model="m"),
+          task=config_lib.task_config(),
+      ),
+      classifier_dir,
+  )
+  code = run_binary(export, [f"--model_dir={classifier_dir}", "--num_beams=4"])
+  assert code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "export: error: --num_beams chooses how a translator searches; the run "
+      f"in {classifier_dir} is --task=classification."
+  )
