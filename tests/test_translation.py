@@ -912,9 +912,8 @@ def test_repeated_ngram_tokens_by_hand():
 
 
 _SEARCHES = {
-    "greedy_no_repeat": translation.Decoding(1, 1.0, 2),
-    "beam3": translation.Decoding(3, 1.0, 0),
-    "beam4_short_no_repeat": translation.Decoding(4, 0.6, 2),
+    "greedy": translation.Decoding(1, 1.0, 2),
+    "beam": translation.Decoding(4, 0.6, 2),
 }
 
 _RELOAD_IDS = """
@@ -980,6 +979,11 @@ def test_graph_search_matches_generate_after_reload(family, tmp_path):
     )
   seq2seq(seq2seq.dummy_inputs)
   config = seq2seq.config
+  if family == "marian":
+    # The model would write its pad token first, but Marian's rules ban it.
+    bias = np.zeros([1, 40], np.float32)
+    bias[0, 39] = 10.0
+    seq2seq.bias_layer.bias.assign(bias)
   sources = [[5, 6, 7, 8], [], [9, 10, 11, 12, 13, 14, 15, 16, 17], [20, 21]]
   width = 1 + max(len(row) for row in sources)
   ids = np.full((len(sources), width), config.pad_token_id, np.int32)
@@ -999,7 +1003,7 @@ def test_graph_search_matches_generate_after_reload(family, tmp_path):
                 input_ids,
                 attention_mask,
                 decoding=decoding,
-                max_new_tokens=10,
+                max_new_tokens=8,
             )
         ),
         input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
@@ -1022,15 +1026,17 @@ def test_graph_search_matches_generate_after_reload(family, tmp_path):
       expected = seq2seq.generate(
           input_ids=tf.constant(ids[rows]),
           attention_mask=tf.constant(mask[rows]),
-          max_new_tokens=10,
+          max_new_tokens=8,
           **decoding.generate_options(),
       ).numpy()
       assert served[f"{name}{rows.start}"] == expected.tolist(), name
   # The family's rules are in force: BART starts with its forced token.
   if family == "bart":
-    assert {row[1] for row in served["beam30"]} == {0}
+    assert {row[1] for row in served["beam0"]} == {0}
   else:
-    assert all(39 not in row[1:] for row in served["beam30"])
+    for row in served["beam0"]:
+      written = row[1 : row.index(0)] if 0 in row else row[1:]
+      assert 39 not in written
 
 
 def _sequence_scores(
