@@ -933,12 +933,13 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("family", ["bart", "marian"])
+@pytest.mark.parametrize("family", ["bart", "marian", "bert2bert"])
 def test_graph_search_matches_generate_after_reload(family, tmp_path):
   """Each search, saved with an unknown batch size and reloaded in a
   process that imports only TensorFlow, gives `generate`'s ids on batches
   of 4 and 2 sources, with the family's own rules (BART forces its first
-  and last tokens, Marian never writes its pad token)."""
+  and last tokens, Marian never writes its pad token); a BERT encoder and
+  decoder (`TFEncoderDecoderModel`) too."""
   import transformers
 
   common = dict(
@@ -967,6 +968,28 @@ def test_graph_search_matches_generate_after_reload(family, tmp_path):
             **common,
         )
     )
+  elif family == "bert2bert":
+    bert = dict(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+    )
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.BertConfig(**bert),
+        transformers.BertConfig(
+            is_decoder=True, add_cross_attention=True, **bert
+        ),
+    )
+    config.update(
+        dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
+    )
+    seq2seq = transformers.TFEncoderDecoderModel(config=config)
+    seq2seq.generation_config.update(
+        decoder_start_token_id=2, pad_token_id=0, eos_token_id=3
+    )
   else:
     seq2seq = transformers.TFMarianMTModel(
         transformers.MarianConfig(
@@ -977,7 +1000,9 @@ def test_graph_search_matches_generate_after_reload(family, tmp_path):
             **common,
         )
     )
-  seq2seq(seq2seq.dummy_inputs)
+  seq2seq(
+      input_ids=tf.constant([[5, 6]]), decoder_input_ids=tf.constant([[5, 6]])
+  )
   config = seq2seq.config
   if family == "marian":
     # The model would write its pad token first, but Marian's rules ban it.
@@ -1033,7 +1058,7 @@ def test_graph_search_matches_generate_after_reload(family, tmp_path):
   # The family's rules are in force: BART starts with its forced token.
   if family == "bart":
     assert {row[1] for row in served["beam0"]} == {0}
-  else:
+  elif family == "marian":
     for row in served["beam0"]:
       written = row[1 : row.index(0)] if 0 in row else row[1:]
       assert 39 not in written

@@ -168,11 +168,14 @@ def repeated_ngram_tokens(
 
 class _Decoder:
   """One decoder step of any `transformers` TF encoder-decoder, with its
-  key/value cache, through the model's own `prepare_inputs_for_generation`.
+  key/value cache.
 
   Works in a `tf.while_loop` with an unknown batch size: the cache grows by
-  one position a step, and the decoder attention mask (all ones) gives the
-  models that need one (BART, Marian) the position of the new token.
+  one position a step. The model is called with the arguments every
+  encoder-decoder takes (T5, BART, Marian, `TFEncoderDecoderModel`), not
+  through `prepare_inputs_for_generation`, which for some decoders (BERT)
+  needs a static batch size. The cache must keep its batch on axis 0 (not
+  so for a GPT-2 decoder).
   """
 
   def __init__(
@@ -223,15 +226,17 @@ class _Decoder:
   def step(self, sequences, length, cache):
     """(float32 [rows, vocab] next-token logits, the cache)."""
     written = sequences[:, :length]
-    inputs = self.seq2seq.prepare_inputs_for_generation(
-        written,
-        past_key_values=cache,
+    outputs = self.seq2seq(
+        input_ids=None,
         attention_mask=self.attention_mask,
+        decoder_input_ids=written if cache is None else written[:, -1:],
         decoder_attention_mask=tf.ones_like(written),
         encoder_outputs=self.encoder_outputs,
+        past_key_values=cache,
         use_cache=True,
+        return_dict=True,
+        training=False,
     )
-    outputs = self.seq2seq(**inputs, return_dict=True, training=False)
     return tf.cast(outputs.logits[:, -1], tf.float32), outputs.past_key_values
 
   def process(self, sequences, scores, length):
