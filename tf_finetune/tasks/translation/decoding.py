@@ -74,7 +74,7 @@ def generate_ids(
   return outputs
 
 
-# Search in the graph (the SavedModel).
+# The search's settings, and searching in the graph (the SavedModel).
 @dataclasses.dataclass(frozen=True)
 class Decoding:
   """How a translation is searched for.
@@ -109,18 +109,6 @@ class Decoding:
     if self.no_repeat_ngram_size:
       options["no_repeat_ngram_size"] = self.no_repeat_ngram_size
     return options
-
-  @property
-  def name(self) -> str:
-    """A short label: "greedy", "beam 4 (length penalty 0.6), no 3-gram"."""
-    name = "greedy"
-    if self.num_beams > 1:
-      name = f"beam {self.num_beams}"
-      if self.length_penalty != 1.0:
-        name += f" (length penalty {self.length_penalty:g})"
-    if self.no_repeat_ngram_size:
-      name += f", no repeated {self.no_repeat_ngram_size}-gram"
-    return name
 
 
 # transformers marks hypotheses that cannot be chosen with this score.
