@@ -12,7 +12,19 @@ validation loss picks the kept epoch; their BLEU is computed too), then
 reports corpus BLEU and chrF (sacreBLEU) of the whole test split, decoded as
 the recipe says (greedy, no repeated trigram), with the wall-clock time.
 
-Writes <output_dir>/results.json and prints a Markdown table row.
+Then, for greedy search and beam search of --num_beams (both without
+repeated trigrams, as the recipe): the test BLEU and chrF of each (`evaluate
+--compare_num_beams`), and the sentences per second of each exported
+SavedModel (`export --num_beams`), timed in a fresh process that imports
+only TensorFlow and tensorflow-text, translating the test sources in their
+order in batches of --serving_batch_size after one warm-up batch.
+
+A quick check of the whole path (minutes; the scores mean nothing):
+
+  .venv/bin/python benchmarks/translation_bible.py --train_examples=300 \
+      --validation_examples=16 --test_examples=32 --extra_flag=--epochs=1
+
+Writes <output_dir>/results.json and prints Markdown table rows.
 """
 
 from __future__ import annotations
@@ -53,6 +65,25 @@ def main() -> None:
   )
   parser.add_argument("--validation_examples", type=int, default=300)
   parser.add_argument(
+      "--train_examples",
+      type=int,
+      default=None,
+      help="Keep only the first this many of the kept training verses.",
+  )
+  parser.add_argument(
+      "--test_examples",
+      type=int,
+      default=None,
+      help="Evaluate on the first this many test verses (default: all).",
+  )
+  parser.add_argument(
+      "--num_beams",
+      type=int,
+      default=4,
+      help="The beam search compared with greedy search.",
+  )
+  parser.add_argument("--serving_batch_size", type=int, default=64)
+  parser.add_argument(
       "--extra_flag",
       action="append",
       default=[],
@@ -73,7 +104,7 @@ def main() -> None:
       for row in train_rows
       if len(row["source"].split()) <= args.max_words
       and len(row["target"].split()) <= args.max_words
-  ]
+  ][: args.train_examples]
   train_file = os.path.join(args.output_dir, "train.tsv")
   _write_tsv(train_file, columns, kept)
   _, validation_rows = _read_tsv(os.path.join(args.data_dir, "validation.tsv"))
@@ -81,8 +112,10 @@ def main() -> None:
   _write_tsv(
       validation_file, columns, validation_rows[: args.validation_examples]
   )
-  test_file = os.path.join(args.data_dir, "test.tsv")
-  _, test_rows = _read_tsv(test_file)
+  _, test_rows = _read_tsv(os.path.join(args.data_dir, "test.tsv"))
+  test_rows = test_rows[: args.test_examples]
+  test_file = os.path.join(args.output_dir, "test.tsv")
+  _write_tsv(test_file, columns, test_rows)
 
   model_dir = os.path.join(args.output_dir, "model")
   flagfile = os.path.join(root, "flags", "bible_en_es_from_scratch.flags")
@@ -109,6 +142,20 @@ def main() -> None:
   with open(os.path.join(model_dir, "summary.json"), encoding="utf-8") as f:
     summary = json.load(f)
   test = eval_results["test"]
+  decodings = _compare_decodings(
+      root, model_dir, test_file, args.num_beams, args.output_dir
+  )
+  for decoding in decodings:
+    decoding.update(
+        _serving_speed(
+            root,
+            model_dir,
+            decoding,
+            [row["source"] for row in test_rows],
+            args.output_dir,
+            args.serving_batch_size,
+        )
+    )
   results = {
       "train_examples": len(kept),
       "train_examples_total": len(train_rows),
@@ -129,6 +176,7 @@ def main() -> None:
       "chrf_signature": test["chrf_signature"],
       "history": summary["history"],
       "command": " ".join(command),
+      "decodings": decodings,
   }
   with open(
       os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8"
@@ -145,6 +193,133 @@ def main() -> None:
       f"{summary['train_seconds']} | {wall_seconds:.0f} | "
       f"{test['bleu']:.2f} | {test['chrf']:.2f} |"
   )
+  print()
+  print(
+      "| decoding | test BLEU | test chrF | brevity penalty | evaluate s | "
+      f"SavedModel sentences/s (batches of {args.serving_batch_size}) |"
+  )
+  print("|---|---|---|---|---|---|")
+  for decoding in decodings:
+    print(
+        f"| {decoding['name']} | {decoding['bleu']:.2f} | "
+        f"{decoding['chrf']:.2f} | {decoding['brevity_penalty']} | "
+        f"{decoding['predict_seconds']} | "
+        f"{decoding['serving_sentences_per_second']} |"
+    )
+
+
+def _compare_decodings(
+    root: str, model_dir: str, test_file: str, num_beams: int, output_dir: str
+) -> list[dict]:
+  """Test BLEU and chrF of greedy and beam search, by the evaluate binary."""
+  widths = [1] if num_beams == 1 else [1, num_beams]
+  split = "test_decodings"
+  _run(
+      [
+          sys.executable,
+          "-m",
+          "tf_finetune.evaluate",
+          f"--model_dir={model_dir}",
+          f"--test_file={test_file}",
+          f"--split_name={split}",
+          f"--compare_num_beams={','.join(map(str, widths))}",
+      ],
+      root,
+      os.path.join(output_dir, "evaluate_decodings.log"),
+  )
+  with open(
+      os.path.join(model_dir, "eval_results.json"), encoding="utf-8"
+  ) as f:
+    comparisons = json.load(f)[split]["comparisons"]
+  keys = ("bleu", "chrf", "brevity_penalty", "predict_seconds")
+  return [
+      dict(
+          {key: row[key] for key in keys},
+          name="greedy"
+          if row["num_beams"] == 1
+          else f"beam {row['num_beams']}",
+          num_beams=row["num_beams"],
+          no_repeat_ngram_size=row["no_repeat_ngram_size"],
+      )
+      for row in comparisons
+  ]
+
+
+# Run in a fresh process: a SavedModel client needs only these imports.
+_TIME_SAVED_MODEL = """
+import json, sys, time
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  SentencePiece ops.
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+with open(sys.argv[2], encoding="utf-8") as f:
+  texts = json.load(f)
+batch = int(sys.argv[3])
+serve(text=tf.constant(texts[:batch]))
+start = time.perf_counter()
+for begin in range(0, len(texts), batch):
+  serve(text=tf.constant(texts[begin : begin + batch]))
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+
+def _serving_speed(
+    root: str,
+    model_dir: str,
+    decoding: dict,
+    texts: list[str],
+    output_dir: str,
+    batch_size: int,
+) -> dict:
+  """Exports the run with this decoding; times the SavedModel."""
+  export_base = os.path.join(
+      output_dir, f"export_beams_{decoding['num_beams']}"
+  )
+  _run(
+      [
+          sys.executable,
+          "-m",
+          "tf_finetune.export",
+          f"--model_dir={model_dir}",
+          f"--export_dir={export_base}",
+          f"--num_beams={decoding['num_beams']}",
+      ],
+      root,
+      os.path.join(output_dir, f"export_beams_{decoding['num_beams']}.log"),
+  )
+  versions = sorted(
+      (name for name in os.listdir(export_base) if name.isdigit()), key=int
+  )
+  texts_file = os.path.join(output_dir, "test_sources.json")
+  with open(texts_file, "w", encoding="utf-8") as f:
+    json.dump(texts, f)
+  timed = subprocess.run(
+      [
+          sys.executable,
+          "-c",
+          _TIME_SAVED_MODEL,
+          os.path.join(export_base, versions[-1]),
+          texts_file,
+          str(batch_size),
+      ],
+      check=True,
+      capture_output=True,
+      text=True,
+      cwd=root,
+  )
+  seconds = json.loads(timed.stdout.strip().splitlines()[-1])["seconds"]
+  return {
+      "serving_seconds": round(seconds, 2),
+      "serving_sentences_per_second": round(len(texts) / seconds, 2),
+  }
+
+
+def _run(command: list[str], root: str, log_path: str) -> None:
+  """Runs a binary, its output kept in log_path."""
+  print(" ".join(command), flush=True)
+  with open(log_path, "w", encoding="utf-8") as log:
+    subprocess.run(
+        command, check=True, cwd=root, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 if __name__ == "__main__":

@@ -886,3 +886,385 @@ def test_pretrained_vocabularies_export_only_with_an_in_graph_twin(
       text.decode()
       for text in serving_tokenizer.detokenize(tf.ragged.constant(ids)).numpy()
   ] == bert.decode(ids)
+
+
+# Searching in the graph.
+def test_repeated_ngram_tokens_by_hand():
+  # Decoder start 0, then 6 tokens written; padding (0) after them.
+  sequences = tf.constant([[0, 5, 6, 5, 6, 5, 0, 0], [0, 7, 8, 7, 8, 9, 0, 0]])
+
+  def banned(length, ngram_size):
+    mask = translation.repeated_ngram_tokens(sequences, length, ngram_size, 10)
+    return [np.flatnonzero(row).tolist() for row in mask.numpy()]
+
+  # After "5", "5 6" was seen; "9" never began a bigram.
+  assert banned(6, 2) == [[6], []]
+  # After "6 5", "6 5 6" was seen; "8 9" never began a trigram.
+  assert banned(6, 3) == [[6], []]
+  # The first 5 tokens: after "5 6", "5 6 5"; after "7 8", "7 8 7".
+  assert banned(5, 3) == [[5], [7]]
+  # Size 1: every token written so far, the start token included.
+  assert banned(6, 1) == [[0, 5, 6], [0, 7, 8, 9]]
+  # Fewer tokens than the n-gram: nothing to repeat.
+  assert banned(2, 3) == [[], []]
+  # transformers' eager processor bans the same tokens.
+  from transformers.generation import TFNoRepeatNGramLogitsProcessor
+
+  for length in range(1, 8):
+    for size in (1, 2, 3):
+      eager = TFNoRepeatNGramLogitsProcessor(size)(
+          sequences, tf.zeros([2, 10]), length
+      )
+      assert banned(length, size) == [
+          np.flatnonzero(np.isinf(row)).tolist() for row in eager.numpy()
+      ], (length, size)
+
+
+_SEARCHES = {
+    "greedy": translation.Decoding(1, 1.0, 2),
+    "beam": translation.Decoding(4, 0.6, 2),
+}
+
+_RELOAD_IDS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+out = {}
+for name in json.loads(sys.argv[2]):
+  for rows in (slice(0, 4), slice(1, 3)):
+    ids = np.array(json.loads(sys.argv[3]), np.int32)[rows]
+    mask = np.array(json.loads(sys.argv[4]), np.int32)[rows]
+    out[f"{name}{rows.start}"] = loaded.signatures[name](
+        input_ids=tf.constant(ids), attention_mask=tf.constant(mask)
+    )["output_0"].numpy().tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("family", ["bart", "marian", "bert2bert"])
+def test_graph_search_matches_generate_after_reload(family, tmp_path):
+  """Each search, saved with an unknown batch size and reloaded in a
+  process that imports only TensorFlow, gives `generate`'s ids on batches
+  of 4 and 2 sources, with the family's own rules (BART forces its first
+  and last tokens, Marian never writes its pad token); a BERT encoder and
+  decoder (`TFEncoderDecoderModel`) too."""
+  import transformers
+
+  common = dict(
+      vocab_size=40,
+      d_model=16,
+      encoder_layers=1,
+      decoder_layers=1,
+      encoder_attention_heads=2,
+      decoder_attention_heads=2,
+      encoder_ffn_dim=16,
+      decoder_ffn_dim=16,
+      max_position_embeddings=64,
+      dropout=0.0,
+  )
+  tf.random.set_seed(3)
+  if family == "bart":
+    seq2seq = transformers.TFBartForConditionalGeneration(
+        transformers.BartConfig(
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            forced_bos_token_id=0,
+            forced_eos_token_id=2,
+            min_length=4,
+            **common,
+        )
+    )
+  elif family == "bert2bert":
+    bert = dict(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+    )
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.BertConfig(**bert),
+        transformers.BertConfig(
+            is_decoder=True, add_cross_attention=True, **bert
+        ),
+    )
+    config.update(
+        dict(decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
+    )
+    seq2seq = transformers.TFEncoderDecoderModel(config=config)
+    seq2seq.generation_config.update(
+        decoder_start_token_id=2, pad_token_id=0, eos_token_id=3
+    )
+  else:
+    seq2seq = transformers.TFMarianMTModel(
+        transformers.MarianConfig(
+            pad_token_id=39,
+            eos_token_id=0,
+            decoder_start_token_id=39,
+            bad_words_ids=[[39]],
+            **common,
+        )
+    )
+  seq2seq(
+      input_ids=tf.constant([[5, 6]]), decoder_input_ids=tf.constant([[5, 6]])
+  )
+  config = seq2seq.config
+  if family == "marian":
+    # The model would write its pad token first, but Marian's rules ban it.
+    bias = np.zeros([1, 40], np.float32)
+    bias[0, 39] = 10.0
+    seq2seq.bias_layer.bias.assign(bias)
+  sources = [[5, 6, 7, 8], [], [9, 10, 11, 12, 13, 14, 15, 16, 17], [20, 21]]
+  width = 1 + max(len(row) for row in sources)
+  ids = np.full((len(sources), width), config.pad_token_id, np.int32)
+  mask = np.zeros_like(ids)
+  for row, source in enumerate(sources):
+    ids[row, : len(source) + 1] = source + [config.eos_token_id]
+    mask[row, : len(source) + 1] = 1
+
+  module = tf.Module()
+  module.seq2seq = seq2seq
+  signatures = {}
+  for name, decoding in _SEARCHES.items():
+    signatures[name] = tf.function(
+        lambda input_ids, attention_mask, decoding=decoding: (
+            translation.search_in_graph(
+                seq2seq,
+                input_ids,
+                attention_mask,
+                decoding=decoding,
+                max_new_tokens=8,
+            )
+        ),
+        input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
+    ).get_concrete_function()
+  tf.saved_model.save(module, str(tmp_path / "search"), signatures=signatures)
+  result = run_python(
+      [
+          "-c",
+          _RELOAD_IDS,
+          str(tmp_path / "search"),
+          json.dumps(list(_SEARCHES)),
+          json.dumps(ids.tolist()),
+          json.dumps(mask.tolist()),
+      ]
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  for name, decoding in _SEARCHES.items():
+    for rows in (slice(0, 4), slice(1, 3)):
+      expected = seq2seq.generate(
+          input_ids=tf.constant(ids[rows]),
+          attention_mask=tf.constant(mask[rows]),
+          max_new_tokens=8,
+          **decoding.generate_options(),
+      ).numpy()
+      assert served[f"{name}{rows.start}"] == expected.tolist(), name
+  # The family's rules are in force: BART starts with its forced token.
+  if family == "bart":
+    assert {row[1] for row in served["beam0"]} == {0}
+  elif family == "marian":
+    for row in served["beam0"]:
+      written = row[1 : row.index(0)] if 0 in row else row[1:]
+      assert 39 not in written
+
+
+_RELOAD_BOTH = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  SentencePiece ops.
+texts = tf.constant(json.loads(sys.argv[2]))
+served = {}
+for name, directory in json.loads(sys.argv[1]).items():
+  serve = tf.saved_model.load(directory).signatures["serving_default"]
+  out = serve(text=texts)["translation"].numpy()
+  served[name] = [t.decode("utf-8") for t in out]
+print(json.dumps(served))
+"""
+
+
+def _sequence_scores(
+    seq2seq, source_ids, generated, *, pad_id, eos_id, length_penalty
+):
+  """log p(translation | source) / length ** length_penalty of generated ids
+  (the end-of-sequence token counted), as beam search ranks them."""
+  scores = []
+  for source, row in zip(source_ids, generated):
+    kept = translation.strip_generated([row], eos_id, pad_id)[0]
+    target = kept + [eos_id] if len(kept) < len(row) else kept
+    log_probs = tf.nn.log_softmax(
+        seq2seq(
+            input_ids=tf.constant([source]),
+            decoder_input_ids=tf.constant([[pad_id] + target[:-1]]),
+        ).logits[0]
+    ).numpy()
+    total = sum(log_probs[i, token] for i, token in enumerate(target))
+    scores.append(total / len(target) ** length_penalty)
+  return scores
+
+
+def test_export_binary_writes_greedy_and_beam_translators(
+    translation_run, tmp_path
+):
+  """From one run, the export binary writes a greedy and a beam-search
+  SavedModel; reloaded in a fresh process each translates raw strings
+  (empty, cut and long ones included) as `generate` does in Python, and
+  beam search finds likelier translations where it differs."""
+  from tf_finetune import export
+
+  searches = {
+      "greedy": ["--num_beams=1", "--no_repeat_ngram_size=2"],
+      "beam": [
+          "--num_beams=4",
+          "--length_penalty=0.6",
+          "--no_repeat_ngram_size=2",
+      ],
+  }
+  dirs = {}
+  for name, flags in searches.items():
+    base = str(tmp_path / name)
+    code = run_binary(
+        export,
+        [f"--model_dir={translation_run}", f"--export_dir={base}", *flags],
+    )
+    assert code == 0
+    dirs[name] = serving.latest_version_dir(base)
+  rows = make_parallel_rows(6, seed=11)
+  texts = [
+      rows[0]["source"],
+      "",
+      "the dog",
+      # Longer than --max_source_length=16: the first 15 pieces are read.
+      " ".join(row["source"] for row in rows[1:4]),
+      rows[4]["source"] + " and " + rows[5]["source"],
+      "cat",
+  ]
+  # Both in one fresh process.
+  result = run_python(["-c", _RELOAD_BOTH, json.dumps(dirs), json.dumps(texts)])
+  assert result.returncode == 0, result.stderr[-2000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+
+  trained = artifacts.load_trained(translation_run)
+  vocab, seq2seq = trained.model.vocab, trained.model.seq2seq
+  source_ids = vocab.encode(texts, 16)
+  generated = {}
+  for name, decoding in (
+      ("greedy", translation.Decoding(1, 1.0, 2)),
+      ("beam", translation.Decoding(4, 0.6, 2)),
+  ):
+    generated[name] = translation.generate_ids(
+        seq2seq,
+        source_ids,
+        batch_size=len(texts),
+        num_beams=decoding.num_beams,
+        length_penalty=decoding.length_penalty,
+        no_repeat_ngram_size=decoding.no_repeat_ngram_size,
+        max_new_tokens=16,
+        pad_id=vocab.pad_id,
+    )
+    expected = vocab.decode(
+        translation.strip_generated_rows(generated[name], vocab)
+    )
+    assert served[name] == expected, name
+  # Beams were searched: some translation differs from greedy's, and every
+  # beam translation scores at least as high under beam search's ranking.
+  assert served["beam"] != served["greedy"]
+  scores = {
+      name: _sequence_scores(
+          seq2seq,
+          source_ids,
+          ids,
+          pad_id=vocab.pad_id,
+          eos_id=vocab.eos_id,
+          length_penalty=0.6,
+      )
+      for name, ids in generated.items()
+  }
+  for beam, greedy in zip(scores["beam"], scores["greedy"]):
+    assert beam >= greedy - 1e-4
+
+
+def test_evaluate_scores_each_beam_width(translation_run, tmp_path, capsys):
+  """--compare_num_beams scores the test translations of each beam width
+  (with the --length_penalty given) beside the run's own decoding."""
+  import dataclasses
+
+  import sacrebleu
+
+  from tf_finetune import evaluate
+
+  code = run_binary(
+      evaluate,
+      [
+          f"--model_dir={translation_run}",
+          "--compare_num_beams=1,3",
+          "--length_penalty=0.6",
+          "--split_name=beams",
+      ],
+  )
+  assert code == 0
+  with open(os.path.join(translation_run, "eval_results.json")) as f:
+    comparisons = json.load(f)["beams"]["comparisons"]
+  trained = artifacts.load_trained(translation_run)
+  test_rows = make_parallel_rows(16, seed=3)
+  references = [[row["target"] for row in test_rows]]
+  bleus = []
+  for row, beams in zip(comparisons, (1, 3), strict=True):
+    task = dataclasses.replace(
+        trained.config.task, num_beams=beams, length_penalty=0.6
+    )
+    hypotheses = translation.PythonTranslator(trained.model, task).translate(
+        [r["source"] for r in test_rows]
+    )
+    assert row["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(hypotheses, references).score, abs=1e-4
+    )
+    assert row["chrf"] == pytest.approx(
+        sacrebleu.corpus_chrf(hypotheses, references).score, abs=1e-4
+    )
+    assert row["examples_per_second"] > 0
+    bleus.append(row["bleu"])
+  # The two searches translate differently here.
+  assert bleus[0] != bleus[1]
+  out = capsys.readouterr().out
+  assert f"beams with --num_beams=3: BLEU: {bleus[1]:.2f}" in out
+
+
+def test_decoding_flags_errors(translation_run, tmp_path, capsys):
+  from tf_finetune import evaluate, export
+
+  code = run_binary(
+      evaluate, [f"--model_dir={translation_run}", "--compare_num_beams=1,x"]
+  )
+  assert code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "evaluate: error: --compare_num_beams='1,x': 'x' is not a beam width; "
+      "expected integers of at least 1 separated by commas, e.g. 1,4."
+  )
+  code = run_binary(
+      export, [f"--model_dir={translation_run}", "--length_penalty=nan"]
+  )
+  assert code == 2
+  assert (
+      "--length_penalty=nan must be a finite number" in capsys.readouterr().err
+  )
+  classifier_dir = str(tmp_path / "classifier")
+  config_lib.write_config(
+      config_lib.RunConfig(
+          model_dir=classifier_dir,
+          data=data_config(train_file="t.csv"),
+          model=config_lib.ModelConfig(model="m"),
+          task=config_lib.task_config(),
+      ),
+      classifier_dir,
+  )
+  code = run_binary(export, [f"--model_dir={classifier_dir}", "--num_beams=4"])
+  assert code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "export: error: --num_beams chooses how a translator searches; the run "
+      f"in {classifier_dir} is --task=classification."
+  )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Optional
+import time
+from typing import Optional, Sequence
 
-from tf_finetune import artifacts
+from tf_finetune import artifacts, tasks
 from tf_finetune import config as config_lib
 from tf_finetune.data import streaming
 from tf_finetune.tasks import streamed_text
@@ -21,6 +22,7 @@ def evaluate_model_dir(
     batch_size: Optional[int] = None,
     eval_target_file: Optional[str] = None,
     task_overrides: Optional[dict] = None,
+    compare: Sequence[dict] = (),
 ) -> dict:
   """Evaluates a finished run on a labelled file; updates eval_results.json.
 
@@ -32,11 +34,16 @@ def evaluate_model_dir(
     eval_target_file: Translation from plain line-aligned files: the
       target-language lines of `eval_file`.
     task_overrides: TaskConfig fields that replace the run's for this
-      evaluation (translation: num_beams, no_repeat_ngram_size).
+      evaluation (translation: num_beams, length_penalty,
+      no_repeat_ngram_size).
+    compare: More TaskConfig overrides (e.g. [{"num_beams": 1},
+      {"num_beams": 4}]): the same examples are also predicted and scored
+      under each, with the prediction time, and recorded as "comparisons".
 
   Returns:
     The task's metrics (for classification see `classification_metrics`),
-    with the line `describe` prints under "description".
+    with the line `describe` prints under "description", and the
+    comparisons, each with its own "description".
   """
   task_overrides = dict(task_overrides or {})
   if eval_target_file:
@@ -70,34 +77,58 @@ def evaluate_model_dir(
     examples, encoded = streamed_text.evaluation_split(
         task, data, spec, trained.encoder
     )
-    outputs = task.predict(
-        trained.model, encoded, batch_size=batch_size or data.batch_size
-    )
-    return _record(model_dir, split_name, task, examples, encoded, outputs)
-  examples = task.read(data, "test", path=eval_file)
-  if examples is None:
-    raise ValueError(
-        f"Nothing to evaluate: pass --test_file (the run in "
-        f"{model_dir} had none)."
-    )
-  if examples.labels is None:
-    raise ValueError(f"{examples.source} has no labels to evaluate against.")
-  task.check_labels(examples, "--test_file")
-  encoded = task.encode(examples, trained.encoder)
-  outputs = task.predict(
-      trained.model, encoded, batch_size=batch_size or data.batch_size
-  )
-  return _record(model_dir, split_name, task, examples, encoded, outputs)
-
-
-def _record(model_dir, split_name, task, examples, encoded, outputs) -> dict:
-  """The metrics, added to eval_results.json under `split_name`."""
+  else:
+    examples = task.read(data, "test", path=eval_file)
+    if examples is None:
+      raise ValueError(
+          f"Nothing to evaluate: pass --test_file (the run in "
+          f"{model_dir} had none)."
+      )
+    if examples.labels is None:
+      raise ValueError(f"{examples.source} has no labels to evaluate against.")
+    task.check_labels(examples, "--test_file")
+    encoded = task.encode(examples, trained.encoder)
+  batch_size = batch_size or data.batch_size
+  outputs = task.predict(trained.model, encoded, batch_size=batch_size)
   metrics = task.metrics(examples, encoded, outputs)
+  comparisons = [
+      _scored_with(
+          trained, task_config, overrides, examples, encoded, batch_size
+      )
+      for overrides in compare
+  ]
+  if comparisons:
+    metrics["comparisons"] = comparisons
+  _record(model_dir, split_name, metrics, examples.source)
+  for row in comparisons:
+    row["description"] = task.describe(row)
+  return dict(metrics, description=task.describe(metrics))
+
+
+def _scored_with(
+    trained, task_config, overrides, examples, encoded, batch_size
+):
+  """The metrics of the examples predicted with `overrides` in the task's
+  settings, with the prediction's wall-clock time."""
+  task = tasks.get_task(dataclasses.replace(task_config, **overrides))
+  task.bind(trained.task.state)
+  start = time.perf_counter()
+  outputs = task.predict(trained.model, encoded, batch_size=batch_size)
+  seconds = time.perf_counter() - start
+  return dict(
+      task.metrics(examples, encoded, outputs),
+      settings=dict(overrides),
+      predict_seconds=round(seconds, 2),
+      examples_per_second=round(len(examples) / seconds, 2),
+  )
+
+
+def _record(model_dir, split_name, metrics, source) -> None:
+  """Adds the metrics to eval_results.json under `split_name`."""
   path = os.path.join(model_dir, artifacts.EVAL_RESULTS_FILENAME)
   results = {}
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       results = json.load(f)
-  results[split_name] = dict(metrics, source=examples.source)
+  results[split_name] = dict(metrics, source=source)
   artifacts.write_json(model_dir, artifacts.EVAL_RESULTS_FILENAME, results)
-  return dict(metrics, description=task.describe(metrics))

@@ -12,6 +12,7 @@ before a run imports its task.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Optional
 
@@ -19,6 +20,7 @@ from tf_finetune.config import (
     DataConfig,
     RunConfig,
     TaskConfig,
+    read_config,
     require,
     setting,
 )
@@ -356,6 +358,25 @@ _WARM_START_ONLY = (
 )
 
 
+# The translation settings that only choose how translations are searched
+# for: `evaluate` and `export` take them to override a finished run's.
+TRANSLATION_DECODING = ("num_beams", "length_penalty", "no_repeat_ngram_size")
+
+
+def with_decoding(model_dir: str, overrides: dict) -> Optional[TaskConfig]:
+  """The run's task settings with the given decoding flags replaced; None
+  when there are none (the run's own settings)."""
+  if not overrides:
+    return None
+  task = read_config(model_dir).task
+  if not isinstance(task, TranslationSettings):
+    raise ValueError(
+        f"--{next(iter(overrides))} chooses how a translator searches; the "
+        f"run in {model_dir} is --task={task.task}."
+    )
+  return dataclasses.replace(task, **overrides)
+
+
 @dataclasses.dataclass(frozen=True)
 class TranslationSettings(TaskConfig):
   """--task=translation: an encoder-decoder writes the target text."""
@@ -395,8 +416,15 @@ class TranslationSettings(TaskConfig):
   )
   num_beams: int = setting(
       1,
-      "--task=translation: beam width of evaluation and prediction (1: "
-      "greedy decoding).",
+      "--task=translation: beam width of evaluation, prediction and the "
+      "exported SavedModel (1: greedy decoding).",
+      changes_weights=False,
+  )
+  length_penalty: float = setting(
+      1.0,
+      "--task=translation with --num_beams above 1: beam search ranks "
+      "finished translations by log-probability / length ** length_penalty; "
+      "above 0 favours longer translations, below 0 shorter ones.",
       changes_weights=False,
   )
   vocab_size: int = setting(
@@ -414,9 +442,9 @@ class TranslationSettings(TaskConfig):
   )
   no_repeat_ngram_size: int = setting(
       0,
-      "--task=translation: evaluation and prediction never repeat an "
-      "n-gram of this size within a translation (e.g. 3); 0 turns it off. "
-      "The SavedModel decodes without it.",
+      "--task=translation: evaluation, prediction and the exported "
+      "SavedModel never repeat an n-gram of this size within a translation "
+      "(e.g. 3); 0 turns it off.",
       changes_weights=False,
   )
   train_target_file: Optional[str] = _target_file("train")
@@ -457,6 +485,11 @@ class TranslationSettings(TaskConfig):
     require(
         self.num_beams >= 1,
         f"--num_beams={self.num_beams} must be at least 1 (1: greedy).",
+    )
+    require(
+        math.isfinite(self.length_penalty),
+        f"--length_penalty={self.length_penalty} must be a finite number "
+        "(1.0: transformers' default).",
     )
     require(
         self.no_repeat_ngram_size >= 0,

@@ -19,13 +19,15 @@ train.es`), or TFDS translation data sets (`--tfds_name=wmt14_translate/de-en
 Training is teacher-forced: the decoder reads the target shifted right by one
 (after the decoder start token) and learns to predict each next token; padding
 is masked out of the loss and of the token accuracy. Evaluation generates
-translations (greedy, or beam search with `--num_beams`) and scores them with
+translations (greedy, or beam search with `--num_beams` and
+`--length_penalty`) and scores them with
 sacreBLEU's corpus BLEU and chrF.
 
 Serving: `serving_default` takes raw source strings `text` (string [batch])
 and returns `translation` (string [batch]); tokenization (SentencePiece,
-WordPiece or byte-level BPE), greedy generation and decoding back to text
-run in the graph (Marian's tokenizer has no in-graph twin: refused).
+WordPiece or byte-level BPE), the search (greedy or beam, `generate`'s rules
+re-implemented for a graph of any batch size) and decoding back to text run
+in the graph (Marian's tokenizer has no in-graph twin: refused).
 
 Modules: `reading` (parallel files and TFDS), `vocab` (SentencePiece and
 pretrained tokenizers), `model` (the teacher-forced encoder-decoder),
@@ -36,7 +38,10 @@ translation) and `task` (the `Translation` task).
 from __future__ import annotations
 
 from tf_finetune.tasks.translation.decoding import (
+    Decoding,
     generate_ids,
+    repeated_ngram_tokens,
+    search_in_graph,
     translation_metrics,
 )
 from tf_finetune.tasks.translation.model import (

@@ -315,7 +315,8 @@ def share_encoder_decoder(seq2seq) -> None:
 
 
 def make_generation_traceable(seq2seq) -> None:
-  """Lets the export trace `generate` of a warm-started encoder-decoder.
+  """Lets `--jit_generate` trace `generate` of a warm-started
+  encoder-decoder (the export has its own search, `search_in_graph`).
 
   Traced (not eager), `transformers`' TF `generate` keeps the decoder's
   past keys and values in buffers padded to the most tokens, which a

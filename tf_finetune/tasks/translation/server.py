@@ -1,5 +1,5 @@
-"""The export (tokenization and greedy decoding in the graph) and the
-Python translator `predict --model_dir` runs (any vocabulary, beams).
+"""The export (tokenization and greedy or beam search in the graph) and the
+Python translator `predict --model_dir` runs (any vocabulary).
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ import tensorflow as tf
 
 from tf_finetune import serving
 from tf_finetune import config as config_lib
-from tf_finetune.tasks.translation.decoding import generate_ids
+from tf_finetune.tasks.translation.decoding import (
+    Decoding,
+    generate_ids,
+    search_in_graph,
+)
 from tf_finetune.tasks.translation.model import Seq2SeqModel
 from tf_finetune.tasks.translation.reading import prefix_with_space, with_prefix
 from tf_finetune.tasks.translation.vocab import strip_generated_rows
@@ -25,8 +29,8 @@ class TranslationServer(serving.Server):
 
   serving_default: text (string [batch]) -> translation (string [batch]).
   Tokenization (the vocabulary's `serving_tokenizer`: SentencePiece,
-  WordPiece or byte-level BPE) and greedy generation (`transformers`' TF
-  `generate`, traced) run in the SavedModel.
+  WordPiece or byte-level BPE) and the search (greedy or beam, as
+  `decoding` says; `search_in_graph`) run in the SavedModel.
   """
 
   def __init__(
@@ -37,8 +41,10 @@ class TranslationServer(serving.Server):
       source_prefix: str,
       max_source_length: int,
       max_target_length: int,
+      decoding: Decoding | None = None,
   ):
     super().__init__(task_name="translation")
+    self.decoding = decoding or Decoding()
     self.seq2seq = seq2seq
     self.tokenizer = vocab.serving_tokenizer(max_source_length)
     self.source_prefix = source_prefix
@@ -54,12 +60,12 @@ class TranslationServer(serving.Server):
     attention_mask = tf.sequence_mask(
         ids.row_lengths(), tf.shape(input_ids)[1], tf.int32
     )
-    generated = self.seq2seq.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
+    generated = search_in_graph(
+        self.seq2seq,
+        input_ids,
+        attention_mask,
+        decoding=self.decoding,
         max_new_tokens=self.max_target_length,
-        num_beams=1,
-        do_sample=False,
     )
     generated = tf.cast(generated[:, 1:], tf.int32)
     # Keep what comes before the first end-of-sequence, without padding.
@@ -73,7 +79,7 @@ class TranslationServer(serving.Server):
 
 class PythonTranslator:
   """The serving signature's contract (text -> translation) in Python, for
-  `predict --model_dir`: works for every vocabulary and uses --num_beams."""
+  `predict --model_dir`: works for every vocabulary."""
 
   def __init__(
       self,
@@ -100,6 +106,7 @@ class PythonTranslator:
         pad_id=vocab.pad_id,
         jit_compile=self.task.jit_generate,
         no_repeat_ngram_size=self.task.no_repeat_ngram_size,
+        length_penalty=self.task.length_penalty,
     )
     return vocab.decode(strip_generated_rows(generated, vocab))
 

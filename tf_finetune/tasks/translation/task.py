@@ -16,6 +16,7 @@ from tf_finetune.data import pipeline
 from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.tasks import base
 from tf_finetune.tasks.translation.decoding import (
+    Decoding,
     generate_ids,
     translation_metrics,
 )
@@ -331,6 +332,7 @@ class Translation(base.Task):
         pad_id=encoded.pad_id,
         jit_compile=self.config.jit_generate,
         no_repeat_ngram_size=self.config.no_repeat_ngram_size,
+        length_penalty=self.config.length_penalty,
     )
     vocab = model.vocab
     return vocab.decode(strip_generated_rows(generated, vocab))
@@ -339,6 +341,7 @@ class Translation(base.Task):
     return dict(
         translation_metrics(outputs, examples.labels),
         num_beams=self.config.num_beams,
+        length_penalty=self.config.length_penalty,
         no_repeat_ngram_size=self.config.no_repeat_ngram_size,
     )
 
@@ -350,7 +353,8 @@ class Translation(base.Task):
 
   # Serving and prediction files.
   def server(self, trained):
-    """Tokenizes and decodes greedily in the graph.
+    """Tokenizes and searches (--num_beams, --length_penalty,
+    --no_repeat_ngram_size) in the graph.
 
     Raises:
       ValueError: when the vocabulary cannot tokenize in the graph.
@@ -364,10 +368,11 @@ class Translation(base.Task):
         source_prefix=self.config.source_prefix,
         max_source_length=self.config.max_source_length,
         max_target_length=self.config.max_target_length,
+        decoding=Decoding.of(self.config),
     )
 
   def python_serving(self, trained):
-    """Translates in Python: any vocabulary, beam search included."""
+    """Translates in Python: any vocabulary."""
     return PythonTranslator(trained.model, self.config).serve
 
   def export(self, trained, *, export_base, sample_texts=(), sample_pairs=None):
