@@ -565,6 +565,18 @@ def training_dataset(
         ", ".join(paths),
     )
   num_batches = num_batches or steps_per_epoch
+  if policy == "file" and start_batch:
+    # tf.distribute cuts each batch into a piece per replica; sharded by
+    # file, a worker's replicas take every piece of its own batches, so
+    # one batch lasts num_workers steps (by data, the workers share it).
+    start_batch, piece = divmod(start_batch, num_workers)
+    if piece:
+      logging.warning(
+          "The backup was taken %d step(s) into a batch of %d; the resumed "
+          "run trains those pieces of it again.",
+          piece,
+          num_workers,
+      )
   if split.shard_examples is not None:
     rows = dict(zip(split.shards, split.shard_examples))
     batches_per_pass = math.ceil(sum(rows[path] for path in paths) / batch_size)
