@@ -579,7 +579,10 @@ def training_dataset(
       )
   if split.shard_examples is not None:
     rows = dict(zip(split.shards, split.shard_examples))
-    batches_per_pass = math.ceil(sum(rows[path] for path in paths) / batch_size)
+    # At least one: a worker whose shards hold no usable row has no batch.
+    batches_per_pass = max(
+        1, math.ceil(sum(rows[path] for path in paths) / batch_size)
+    )
     first_pass, skipped = divmod(start_batch, batches_per_pass)
   else:
     first_pass, skipped = 0, start_batch
@@ -593,7 +596,7 @@ def training_dataset(
         skipped,
         ""
         if split.shard_examples
-        else " (without a counting pass, every " "batch before is read again)",
+        else " (without a counting pass, the batches before are read again)",
     )
   if split.num_examples:
     shuffle_buffer = min(shuffle_buffer, split.num_examples)
