@@ -332,3 +332,59 @@ def test_two_streaming_workers_each_read_their_own_shards(
       for out in outputs
   ]
   assert fingerprints[0] and fingerprints[0] == fingerprints[1]
+
+
+def test_two_streaming_workers_sharing_one_shard_train_like_one_process(
+    tmp_path, tiny_bert_dir, small_files
+):
+  """Fewer shards than workers: each worker reads every shard and keeps its
+  share of each batch (sharded by data), so the two train on the batches of
+  one streaming process at the same global batch. (Sharded by file, each
+  worker makes its batches of its own shards: the run differs from one
+  process by construction.)"""
+  args = [
+      f"--model={tiny_bert_dir}",
+      f"--train_file={small_files['train']}",
+      f"--validation_file={small_files['validation']}",
+      f"--model_dir={tmp_path / 'run'}",
+      "--distribution=multi_worker",
+      "--streaming",
+      "--shuffle_buffer=40",
+      *_WORKER_FLAGS,
+  ]
+  processes, logs = _start_workers(args, 2, tmp_path)
+  outputs = _wait_all(processes, logs)
+  for index, (process, output) in enumerate(zip(processes, outputs)):
+    assert process.returncode == 0, f"worker {index}:\n{output[-3000:]}"
+    assert (
+        f"Worker {index} of 2 reads 1 of 1 shard(s) (sharded by data): "
+        f"{small_files['train']}" in output
+    ), output[-3000:]
+  summary = json.load(open(tmp_path / "run" / "summary.json"))
+  assert summary["global_steps"] == 8 and summary["global_batch_size"] == 32
+
+  single = [
+      arg.replace("--batch_size=16", "--batch_size=32")
+      for arg in args
+      if arg != "--distribution=multi_worker"
+  ]
+  single = [
+      f"--model_dir={tmp_path / 'single'}"
+      if arg.startswith("--model_dir")
+      else arg
+      for arg in single
+  ]
+  result = subprocess.run(
+      [sys.executable, "-m", "tf_finetune.train", *single],
+      capture_output=True,
+      text=True,
+      env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+      timeout=240,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = json.load(open(tmp_path / "single" / "summary.json"))
+  assert expected["global_steps"] == 8 and expected["replicas"] == 1
+  for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    assert summary["history"][name] == pytest.approx(
+        expected["history"][name], rel=1e-3, abs=1e-4
+    ), name

@@ -2,10 +2,15 @@
 data/streaming.py, tasks/streamed_text.py)."""
 
 import collections
+import dataclasses
 import gzip
 import json
 import os
+import re
+import signal
+import sys
 
+import numpy as np
 import pytest
 from conftest import (
     make_sentiment_rows,
@@ -544,3 +549,116 @@ def test_predictions_are_not_written_to_compressed_or_tfrecord_files(tmp_path):
           str(tmp_path / name), examples, [{"predicted_label": "x"}]
       )
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kill_at, cached, resumed_at",
+    [
+        # Backed up after step 16: pass 2 (epoch 2), 4 batches into it.
+        ("Step 17/36", False, "after 16 batch(es): from pass 2 over the "),
+        # Backed up after step 6, in the first pass, which wrote the token
+        # cache (192 rows: it was read to the end for the first window).
+        ("Step 7/36", True, "after 6 batch(es): from pass 1 over the "),
+    ],
+)
+def test_killed_streaming_run_resumes_where_its_backup_was_taken(
+    tmp_path,
+    tiny_bert_dir,
+    sentiment_files,
+    caplog,
+    kill_at,
+    cached,
+    resumed_at,
+):
+  """SIGKILL a --streaming run mid-epoch, rerun the same command: it skips
+  the batches it trained on and ends with the weights of an uninterrupted
+  streaming run (the same batches in the same order). No dropout: its
+  masks come from the process's random state."""
+  from test_training import _final_weights, _kill_when_logged
+
+  from tf_finetune import train as train_binary
+  from tf_finetune.data import readers
+
+  rows = readers.read_file(
+      sentiment_files["train"],
+      text_column="text",
+      text_pair_column=None,
+      label_column="label",
+  ).rows
+  _split_rows(rows, str(tmp_path / "shards"), 4)
+
+  def command(name):
+    return [
+        f"--model={tiny_bert_dir}",
+        f"--train_file={tmp_path}/shards/part-*.csv",
+        f"--validation_file={sentiment_files['validation']}",
+        f"--model_dir={tmp_path / name}",
+        "--streaming",
+        "--shuffle_buffer=64",  # A third of the 192 rows.
+        "--max_seq_length=32",
+        "--batch_size=16",
+        "--epochs=3",
+        "--learning_rate=3e-3",
+        "--pooling=mean",
+        "--early_stopping_patience=0",
+        "--log_every_steps=1",
+        "--precision=fp32",
+        "--save_every_steps=2",
+        "--dropout=0",
+        "--noexport",
+        *([f"--cache_dir={tmp_path / name}-cache"] if cached else []),
+    ]
+
+  args = command("run")
+  _kill_when_logged([sys.executable, "-m", "tf_finetune.train", *args], kill_at)
+  assert os.listdir(tmp_path / "run" / "backup")
+  caplog.set_level("INFO")
+  assert run_binary(train_binary, args) == 0
+  assert resumed_at in caplog.text
+  assert "Step 2/36" not in caplog.text and "Step 36/36" in caplog.text
+  if cached:  # The rerun read the killed run's cache.
+    assert re.search(
+        r"--train_file: tokenized examples read from .*/run-cache/", caplog.text
+    )
+
+  assert run_binary(train_binary, command("uninterrupted")) == 0
+  expected = _final_weights(tmp_path / "uninterrupted")
+  got = _final_weights(tmp_path / "run")
+  assert len(expected) > 20 and got.keys() == expected.keys()
+  for name, value in expected.items():
+    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cache_left_unfinished_by_a_killed_run_is_written_again(tmp_path):
+  """SIGKILLed while writing the token cache, a run leaves tf.data's lock,
+  which would make every later run fail; the next run writes the cache."""
+  rows = make_sentiment_rows(2000, seed=5)
+  paths = _split_rows(rows, str(tmp_path / "data"), 4)
+  prefix = str(tmp_path / "cache" / "train")
+  script = f"""
+import os, signal, sys
+sys.path.insert(0, {os.path.join(REPO, "tests")!r})
+import dataclasses
+import test_streaming
+split = dataclasses.replace(
+    test_streaming._split({paths!r}, {len(rows)}), cache_prefix={prefix!r}
+)
+dataset = test_streaming.streaming.training_dataset(
+    split, batch_size=8, steps_per_epoch=250, bucketing=True, seed=3,
+    shuffle_buffer=16,
+)
+batches = iter(dataset)
+next(batches)  # A window of 400 examples of 2000 read, the cache open.
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+  result = run_python(["-c", script], cwd=REPO)
+  assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+  assert "train-worker0_0.lockfile" in os.listdir(tmp_path / "cache")
+
+  split = dataclasses.replace(_split(paths, len(rows)), cache_prefix=prefix)
+  epoch = _training_batches(split, seed=3, steps=250)
+  assert sum(len(batch) for batch in epoch) == 2000
+  assert sorted(os.listdir(tmp_path / "cache")) == [
+      "train-worker0.data-00000-of-00001",
+      "train-worker0.index",
+  ]

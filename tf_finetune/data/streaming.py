@@ -9,11 +9,18 @@ on every pass.
 Each shard is parsed by a Python generator (`shards.iter_examples`, the
 csv/json modules with the in-memory readers' strict checks; quoted CSV
 fields may hold line breaks, which `tf.io.decode_csv` cannot read), one
-generator per shard, interleaved by tf.data. Tokenization and packing
+generator per shard handing blocks of `_ENCODE_BATCH` examples to tf.data,
+which interleaves the shards a block at a time. Tokenization and packing
 (optionally cached in files, --cache_dir), length bucketing (length-sorted
 windows of `pipeline.WINDOW_BATCHES` batches), shuffling (a buffer of
---shuffle_buffer examples) and padding run in the graph. Memory holds the shuffle buffer, one window and the prefetched
-batches, whatever the number of rows.
+--shuffle_buffer examples) and padding run in the graph. Memory holds the
+shuffle buffer, one window and the prefetched batches, whatever the number
+of rows.
+
+The training batches are a function of the seed and the pass over the
+shards alone (`training_dataset`), so a resumed run skips to where its
+backup was taken instead of saving tf.data's iterator state (a Python
+generator's state cannot be saved).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import glob
 import hashlib
 import json
 import math
@@ -34,10 +42,12 @@ from absl import logging
 
 from tf_finetune.data import pipeline, readers, shards
 
-# Examples tokenized per call in the pipeline.
+# Examples read from a shard and tokenized per call in the pipeline.
 _ENCODE_BATCH = 256
 # Shards read at once by the training pipeline.
 _CYCLE_LENGTH = 8
+# The graph-level seed of each pass's shuffles (any constant but 0).
+_GRAPH_SEED = 1
 # How often the counting pass logs its progress.
 _PROGRESS_SECONDS = 30.0
 # Examples kept by the counting pass for the tokenizer check and the export.
@@ -71,6 +81,8 @@ class Scan:
     sample: The first examples.
     label_ids: int32 [num_examples] label ids, when a vocabulary was given
       and asked for (evaluation splits).
+    shard_examples: Examples of each shard, in shard order; None when the
+      pass stopped early (`max_examples`).
   """
 
   num_examples: int
@@ -78,6 +90,7 @@ class Scan:
   skipped: int
   sample: SampledExamples
   label_ids: Optional[np.ndarray] = None
+  shard_examples: Optional[tuple[int, ...]] = None
 
 
 def use_streaming(data, *, supported: bool) -> bool:
@@ -212,10 +225,14 @@ def scan(
   label_ids = []
   texts, pairs, labels, lines, rows, shard_of = [], [], [], [], [], []
   num_examples = 0
+  shard_examples = []
+  stopped_early = False
   last_log = time.monotonic()
   for shard_number, path in enumerate(paths):
+    shard_examples.append(0)
     for line, text, pair, label, label_id in labeller.examples(path):
       num_examples += 1
+      shard_examples[-1] += 1
       if label is not None:
         counts[label] += 1
       if keep_label_ids:
@@ -228,6 +245,7 @@ def scan(
         rows.append({columns.text: text})
         shard_of.append(path)
       if max_examples and num_examples >= max_examples:
+        stopped_early = True
         break
       if time.monotonic() - last_log > _PROGRESS_SECONDS:
         last_log = time.monotonic()
@@ -266,6 +284,7 @@ def scan(
       skipped=labeller.skipped,
       sample=sample,
       label_ids=np.array(label_ids, np.int32) if keep_label_ids else None,
+      shard_examples=None if stopped_early else tuple(shard_examples),
   )
 
 
@@ -286,6 +305,8 @@ class StreamedSplit:
     skipped_records: Bad records the counting pass skipped.
     cache_prefix: Where the tokenized examples are cached (a path prefix of
       tf.data cache files; see `cache_prefix`), or None.
+    shard_examples: Examples of each shard (as `shards`), from the counting
+      pass; None without one.
   """
 
   shards: tuple[str, ...]
@@ -298,6 +319,7 @@ class StreamedSplit:
   skip_bad_records: bool = False
   skipped_records: int = 0
   cache_prefix: Optional[str] = None
+  shard_examples: Optional[tuple[int, ...]] = None
 
   def __len__(self) -> int:
     return self.num_examples or 0
@@ -354,6 +376,17 @@ def _cached(split: StreamedSplit, dataset, reading: str):
     return dataset
   prefix = f"{split.cache_prefix}-{reading}"
   os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
+  # A run killed while writing the cache leaves tf.data's lock behind, and
+  # tf.data would refuse to write it again; the prefix is this reading's
+  # own, so the lock is stale (one run uses a --cache_dir at a time).
+  for lock in glob.glob(glob.escape(prefix) + "_*.lockfile"):
+    logging.info("%s: removing the stale cache lock %s.", split.flag, lock)
+    os.remove(lock)
+    # And the unfinished cache it guarded.
+    for unfinished in glob.glob(
+        glob.escape(lock[: -len(".lockfile")]) + ".*.tempstate*"
+    ):
+      os.remove(unfinished)
   logging.info(
       "%s: tokenized examples %s %s.",
       split.flag,
@@ -364,6 +397,12 @@ def _cached(split: StreamedSplit, dataset, reading: str):
 
 
 def _generate(split: StreamedSplit, with_labels: bool, path: bytes):
+  """Blocks of up to `_ENCODE_BATCH` examples of one shard, in file order.
+
+  Blocks, not examples: tf.data hands each generator value over from
+  Python (tens of microseconds apiece), which one example at a time would
+  make the slowest stage of the pipeline.
+  """
   labeller = _Labeller(
       split.flag,
       split.columns
@@ -374,26 +413,44 @@ def _generate(split: StreamedSplit, with_labels: bool, path: bytes):
       # The counting pass named them; every pass skips them again.
       log_skipped=split.num_examples is None,
   )
+  texts, pairs, label_ids = [], [], []
   for _, text, pair, _, label_id in labeller.examples(path.decode("utf-8")):
-    yield text, pair or "", label_id
+    texts.append(text)
+    pairs.append(pair or "")
+    label_ids.append(label_id)
+    if len(texts) == _ENCODE_BATCH:
+      yield _block(texts, pairs, label_ids)
+      texts, pairs, label_ids = [], [], []
+  if texts:
+    yield _block(texts, pairs, label_ids)
+
+
+def _block(texts, pairs, label_ids):
+  return (
+      np.array(texts, dtype=object),
+      np.array(pairs, dtype=object),
+      np.array(label_ids, dtype=np.int32),
+  )
 
 
 def _shard_examples(split: StreamedSplit, with_labels: bool, path):
-  """(text, pair, label id) of one shard; pair "" and id -1 when not read."""
+  """Blocks (texts, pairs, label ids) of one shard, each a [block] vector;
+  pairs "" and ids -1 when not read."""
   return tf.data.Dataset.from_generator(
       functools.partial(_generate, split, with_labels),
       args=(path,),
       output_signature=(
-          tf.TensorSpec([], tf.string),
-          tf.TensorSpec([], tf.string),
-          tf.TensorSpec([], tf.int32),
+          tf.TensorSpec([None], tf.string),
+          tf.TensorSpec([None], tf.string),
+          tf.TensorSpec([None], tf.int32),
       ),
   )
 
 
 def _encoded(split: StreamedSplit, dataset: tf.data.Dataset):
-  """Examples tokenized and packed in the graph: (input_ids, type_ids,
-  length, label id), the ids int32 [length]."""
+  """The examples of blocks (`_shard_examples`) tokenized and packed in the
+  graph, a block at a time: (input_ids, type_ids, length, label id), the
+  ids int32 [length]."""
   encoder = split.encoder
   pair = split.columns.text_pair is not None
 
@@ -404,8 +461,7 @@ def _encoded(split: StreamedSplit, dataset: tf.data.Dataset):
     return input_ids, type_ids, lengths, label_ids
 
   return (
-      dataset.batch(_ENCODE_BATCH)
-      .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+      dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
       .unbatch()
       .map(lambda *example: example)
   )
@@ -459,27 +515,38 @@ def training_dataset(
     seed: int,
     shuffle_buffer: int,
     num_batches: Optional[int] = None,
+    start_batch: int = 0,
     num_workers: int = 1,
     worker_index: int = 0,
 ) -> tf.data.Dataset:
-  """`steps_per_epoch` shuffled, bucketed batches of the streamed split.
+  """Shuffled, bucketed batches of the streamed split, pass after pass.
 
-  The shards are shuffled and read `_CYCLE_LENGTH` at a time, interleaved
-  (deterministic for a seed). The passes repeat, each in a new order, for
-  `num_batches` batches (a run's epochs back to back, as Keras takes them
-  with `steps_per_epoch`); with the counted steps an epoch is one pass,
-  every example once. A resumed run gets the batches it has left in a
-  fresh order (the in-memory path continues the interrupted order).
+  Pass p over the shards (every example once, the last batch partial) is
+  shuffled with seeds of its own, made from `seed` and p as the in-memory
+  path makes an epoch's: the shard order, the --shuffle_buffer shuffle and
+  the bucketed batches' shuffle, each with reshuffle_each_iteration=False.
+  The shards are read `_CYCLE_LENGTH` at a time, interleaved
+  deterministically, and the parallel maps keep their order; so the batches
+  are the same in every process, and a resumed run skips the
+  `start_batch` batches it trained on and sees exactly those an
+  uninterrupted run would have seen from there. With a counting pass
+  (`split.shard_examples`) the passes before the resumed one are skipped
+  unread; without one, the skipped batches are read again.
+
+  Keras takes the batches `steps_per_epoch` at a time; an epoch longer
+  than a pass (a worker with fewer rows, or --steps_per_epoch) goes on into
+  the next pass.
 
   Args:
     split: The training split, with labels.
     batch_size: Global batch size.
     steps_per_epoch: Batches per epoch.
-    num_batches: Batches in all (default: one epoch's).
     bucketing: Group examples of similar length (length-sorted windows of
       `pipeline.WINDOW_BATCHES` batches).
     seed: Seeds the shuffles.
     shuffle_buffer: Examples held by the shuffle buffer.
+    num_batches: Batches in all (default: one epoch's).
+    start_batch: Batches of the run already trained on (a resumed run).
     num_workers: Workers of a multi-worker run.
     worker_index: This worker's index.
 
@@ -497,46 +564,116 @@ def training_dataset(
         policy,
         ", ".join(paths),
     )
-  files = tf.data.Dataset.from_tensor_slices(paths)
-  if split.cache_prefix is None:
-    # A cache holds one order of the shards; the shuffle buffer mixes it.
-    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-  dataset = files.interleave(
-      functools.partial(_shard_examples, split, True),
-      cycle_length=min(len(paths), _CYCLE_LENGTH),
-      num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True,
-  )
-  dataset = _cached(split, _encoded(split, dataset), f"worker{worker_index}")
+  num_batches = num_batches or steps_per_epoch
+  if policy == "file" and start_batch:
+    # tf.distribute cuts each batch into a piece per replica; sharded by
+    # file, a worker's replicas take every piece of its own batches, so
+    # one batch lasts num_workers steps (by data, the workers share it).
+    start_batch, piece = divmod(start_batch, num_workers)
+    if piece:
+      logging.warning(
+          "The backup was taken %d step(s) into a batch of %d; the resumed "
+          "run trains those pieces of it again.",
+          piece,
+          num_workers,
+      )
+  if split.shard_examples is not None:
+    rows = dict(zip(split.shards, split.shard_examples))
+    # At least one: a worker whose shards hold no usable row has no batch.
+    batches_per_pass = max(
+        1, math.ceil(sum(rows[path] for path in paths) / batch_size)
+    )
+    first_pass, skipped = divmod(start_batch, batches_per_pass)
+  else:
+    first_pass, skipped = 0, start_batch
+  if start_batch:
+    logging.info(
+        "%s: resuming after %d batch(es): from pass %d over the shards, "
+        "%d batch(es) into it%s.",
+        split.flag,
+        start_batch,
+        first_pass + 1,
+        skipped,
+        ""
+        if split.shard_examples
+        else " (without a counting pass, the batches before are read again)",
+    )
   if split.num_examples:
     shuffle_buffer = min(shuffle_buffer, split.num_examples)
-  dataset = dataset.shuffle(
-      shuffle_buffer, seed=seed, reshuffle_each_iteration=True
-  )
-  if bucketing:
-    dataset = dataset.ragged_batch(batch_size * pipeline.WINDOW_BATCHES)
-    dataset = dataset.map(pipeline._sort_window).unbatch()  # noqa: SLF001
-    dataset = dataset.map(lambda *example: example)
-  dataset = dataset.padded_batch(
-      batch_size, padding_values=(split.pad_id, 0, 0, 0)
-  )
-  if bucketing:
-    # Without this, each window's batches would come shortest to longest.
-    dataset = dataset.shuffle(
-        pipeline.WINDOW_BATCHES, seed=seed + 1, reshuffle_each_iteration=True
+
+  cached = None
+  if split.cache_prefix is not None:
+    # A cache holds one order of the shards; the shuffle buffer mixes it.
+    cached = _cached(
+        split,
+        _encoded(
+            split,
+            _interleaved(
+                split, tf.data.Dataset.from_tensor_slices(paths), len(paths)
+            ),
+        ),
+        f"worker{worker_index}",
     )
-  # One pass over the shards is one epoch of batches (the last one partial,
-  # as in memory); repeated, so that an epoch longer than the pass (a
-  # worker with fewer rows, or --steps_per_epoch) goes on into the next.
+
+  def one_pass(pass_number):
+    # The pass's seeds are tensors; tf.data cannot take a tensor seed beside
+    # a graph-level seed of 0 (it compares the pair with (0, 0) in Python).
+    # This graph is the function's own: a constant graph-level seed keeps
+    # the order a function of `seed` and the pass alone.
+    tf.random.set_seed(_GRAPH_SEED)
+    pass_seed = pipeline._epoch_seed(seed, pass_number)  # noqa: SLF001
+    if cached is not None:
+      examples = cached
+    else:
+      files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
+          len(paths), seed=pass_seed, reshuffle_each_iteration=False
+      )
+      examples = _encoded(split, _interleaved(split, files, len(paths)))
+    dataset = examples.shuffle(
+        shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False
+    )
+    if bucketing:
+      dataset = dataset.ragged_batch(batch_size * pipeline.WINDOW_BATCHES)
+      dataset = dataset.map(pipeline._sort_window).unbatch()  # noqa: SLF001
+      dataset = dataset.map(lambda *example: example)
+    dataset = dataset.padded_batch(
+        batch_size, padding_values=(split.pad_id, 0, 0, 0)
+    )
+    if bucketing:
+      # Without this, each window's batches would come shortest to longest.
+      dataset = dataset.shuffle(
+          pipeline.WINDOW_BATCHES,
+          seed=pass_seed + 1,
+          reshuffle_each_iteration=False,
+      )
+    return dataset
+
+  # Every pass holds a batch at least: this many passes are enough.
+  last_pass = first_pass + skipped + num_batches
   dataset = (
-      dataset.repeat()
-      .take(num_batches or steps_per_epoch)
+      tf.data.Dataset.range(first_pass, last_pass)
+      .flat_map(one_pass)
+      .skip(skipped)
+      .take(num_batches)
       .map(
           functools.partial(pipeline._to_model_inputs, split.model_inputs),  # noqa: SLF001
           num_parallel_calls=tf.data.AUTOTUNE,
       )
   )
   return _with_shard_policy(dataset.prefetch(tf.data.AUTOTUNE), policy)
+
+
+def _interleaved(
+    split: StreamedSplit, files: tf.data.Dataset, num_files: int
+) -> tf.data.Dataset:
+  """The labelled examples of `files`, `_CYCLE_LENGTH` shards at a time, in
+  an order fixed by the order of `files`."""
+  return files.interleave(
+      functools.partial(_shard_examples, split, True),
+      cycle_length=min(num_files, _CYCLE_LENGTH),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+  )
 
 
 def inference_dataset(

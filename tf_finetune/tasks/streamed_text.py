@@ -124,6 +124,9 @@ def prepare(task, config) -> base.PreparedData:
           skip_bad_records=data.skip_bad_records,
           skipped_records=found.skipped,
           cache_prefix=caches.get(split),
+          shard_examples=found.shard_examples
+          if count_rows or split != "train"
+          else None,
       )
       for split, found in scans.items()
   }

@@ -158,6 +158,15 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
   old, new = recorded.get("data", {}), current["data"]
   for name in list(new) + [name for name in old if name not in new]:
     before, after = old.get(name), new.get(name)
+    if before == after:
+      continue
+    if isinstance(before, list) and isinstance(after, list):
+      # Shards (streamed: size and modification time; else digests).
+      found.append(f"{name}: {_shard_change(before, after)}")
+      continue
+    if isinstance(before, list) or isinstance(after, list):
+      found.append(f"the data of {name} changed")
+      continue
     if before and after and before.get("sha256") == after.get("sha256"):
       continue
     if before and after and "bytes" in before and "bytes" in after:
@@ -169,6 +178,20 @@ def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     else:
       found.append(f"the data of {name} changed")
   return found
+
+
+def _shard_change(before: list[dict], after: list[dict]) -> str:
+  """The first difference between two lists of shard records, in words."""
+  paths_before = [shard.get("path") for shard in before]
+  paths_after = [shard.get("path") for shard in after]
+  if paths_before != paths_after:
+    return (
+        f"the shards changed ({len(before)} then, {len(after)} now; "
+        f"added: {sorted(set(paths_after) - set(paths_before)) or 'none'}, "
+        f"gone: {sorted(set(paths_before) - set(paths_after)) or 'none'})"
+    )
+  changed = next(was for was, now in zip(before, after) if was != now)
+  return f"shard {changed['path']!r} changed since"
 
 
 def read(path: str) -> Optional[dict[str, Any]]:

@@ -166,7 +166,8 @@ def training_dataset(
         train,
         batch_size=plan.global_batch,
         steps_per_epoch=plan.steps_per_epoch,
-        # A resumed streamed run trains the batches left, in a fresh order.
+        # A resumed run skips the batches it trained on.
+        start_batch=epoch * plan.steps_per_epoch + batch,
         num_batches=(epochs - epoch) * plan.steps_per_epoch - batch,
         bucketing=config.data.bucketing,
         seed=config.train.seed,
