@@ -1,0 +1,381 @@
+r"""Which fine-tuning recipe wins on real data, against strong baselines.
+
+  .venv/bin/pip install -r requirements-bench.txt
+  .venv/bin/python scripts/prepare_newsgroups.py --output_dir=assets
+  .venv/bin/python benchmarks/recipes.py                      # everything
+  .venv/bin/python benchmarks/recipes.py --datasets=rotten_tomatoes \
+      --recipes=tfidf,hf_tf,defaults --seeds=42                # one cell each
+
+Every cell is (dataset, recipe, seed). Datasets (CSV files with `text` and
+`label` columns):
+
+  rotten_tomatoes      assets/rotten_tomatoes (8,530 / 1,066 / 2,550 short
+                       review snippets, 2 classes)
+  newsgroups           assets/newsgroups (10,142 / 1,127 / 7,514 posts of
+                       20 Newsgroups, 20 topics; most are longer than 128
+                       tokens)
+  <name>_500           500 training and 500 validation examples drawn at
+                       random (seed 0, the same for every run) from <name>,
+                       tested on <name>'s whole test split
+
+Recipes:
+
+  tfidf        TF-IDF of word 1-2-grams and character 2-5-grams + logistic
+               regression (scikit-learn's liblinear, one-vs-rest), C chosen
+               on validation; no seeds
+  hf_tf        the Keras recipe of the `transformers` documentation with its
+               own optimizer defaults (epsilon 1e-8, no clipping), fp32,
+               trained for the same epochs, tested on the last epoch (it
+               has no validation); benchmarks/finetune_throughput.py's
+               `hf_tf` pipeline
+  defaults     `python -m tf_finetune.train` with the base flags below and
+               nothing else
+  <lever>      the base flags plus one lever (LEVERS below): the Hugging
+               Face optimizer settings, fp32, per-batch padding, each
+               long-document and few-sample lever
+  recommended  the base flags plus --recipe=recommended
+
+Base flags (every `train` run): --model (MiniLM-L6-H384) --max_seq_length=128
+--batch_size=32 --epochs=2 --learning_rate=5e-5 --schedule=linear
+--warmup_ratio=0.1 --weight_decay=0.01 --early_stopping_metric=val_accuracy
+--seed. Levers that change the number of updates (min_steps, recommended on
+the small sets) say so in the steps column.
+
+A cell's result is kept in <output_dir>/<dataset>/<recipe>/seed<seed>/
+result.json and not run again: an interrupted benchmark continues where it
+stopped. The report (results.json and a Markdown table of test accuracy,
+mean +/- standard deviation over seeds, with validation accuracy and steps)
+covers every finished cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("assets", "assets", "Where the datasets and model are.")
+flags.DEFINE_string("model", "assets/minilm", "The pretrained encoder.")
+flags.DEFINE_string("output_dir", "runs/bench_recipes", "Runs and results.")
+flags.DEFINE_list(
+    "datasets",
+    "rotten_tomatoes,rotten_tomatoes_500,newsgroups,newsgroups_500",
+    "Datasets (see the module docstring).",
+)
+flags.DEFINE_list(
+    "recipes",
+    "tfidf,hf_tf,defaults,hf_optimizer,head_tail,chunks,reinit,min_steps,"
+    "ema,pretrained,recommended",
+    "Recipes, in the order of the table.",
+)
+flags.DEFINE_list("seeds", "42,1,2", "Seeds of every recipe but tfidf.")
+flags.DEFINE_integer("epochs", 2, "--epochs of every run.")
+flags.DEFINE_integer(
+    "pretrain_epochs", 1, "Masked-LM epochs over the training texts."
+)
+
+SMALL = 500
+BASE_FLAGS = (
+    "--max_seq_length=128",
+    "--batch_size=32",
+    "--learning_rate=5e-5",
+    "--schedule=linear",
+    "--warmup_ratio=0.1",
+    "--weight_decay=0.01",
+    "--early_stopping_metric=val_accuracy",
+)
+# One lever each, added to the base flags.
+LEVERS = {
+    "defaults": (),
+    "hf_optimizer": ("--clip_norm=0", "--adam_epsilon=1e-8"),
+    # Where our defaults differ from the Hugging Face recipe's run.
+    "fp32": ("--precision=fp32",),
+    "fp32_nobucketing": ("--precision=fp32", "--nobucketing"),
+    "head_tail": ("--truncation=head_tail",),
+    "chunks": ("--long_document=chunks",),
+    "reinit": ("--reinit_layers=1",),
+    "min_steps": ("--min_steps=1000",),
+    "ema": ("--ema_decay=0.99",),
+    "pretrained": (),  # --model is the continued-pretraining backbone.
+    "recommended": ("--recipe=recommended",),
+}
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _log(message: str) -> None:
+  print(f"[recipes {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _read_csv(path: str) -> list[dict]:
+  with open(path, newline="", encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  staging = path + ".tmp"
+  with open(staging, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=["text", "label"])
+    writer.writeheader()
+    writer.writerows({"text": r["text"], "label": r["label"]} for r in rows)
+  os.replace(staging, path)
+
+
+def dataset_dir(name: str) -> str:
+  """The directory with train/validation/test.csv of `name`; the small
+  variants are drawn once into the output directory."""
+  if not name.endswith(f"_{SMALL}"):
+    return os.path.join(FLAGS.assets, name)
+  source = os.path.join(FLAGS.assets, name[: -len(f"_{SMALL}")])
+  target = os.path.join(FLAGS.output_dir, "data", name)
+  if not os.path.isfile(os.path.join(target, "test.csv")):
+    draw = random.Random(0)
+    for split in ("train", "validation"):
+      rows = _read_csv(os.path.join(source, f"{split}.csv"))
+      _write_csv(os.path.join(target, f"{split}.csv"), draw.sample(rows, SMALL))
+    _write_csv(
+        os.path.join(target, "test.csv"),
+        _read_csv(os.path.join(source, "test.csv")),
+    )
+  return target
+
+
+def run_tfidf(data: str) -> dict:
+  """TF-IDF + logistic regression, C chosen by validation accuracy."""
+  import numpy as np
+  from scipy import sparse
+  from sklearn.feature_extraction.text import TfidfVectorizer
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.multiclass import OneVsRestClassifier
+
+  splits = {
+      s: _read_csv(os.path.join(data, f"{s}.csv"))
+      for s in ("train", "validation", "test")
+  }
+  texts = {s: [r["text"] for r in rows] for s, rows in splits.items()}
+  labels = {s: [r["label"] for r in rows] for s, rows in splits.items()}
+  words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+  chars = TfidfVectorizer(
+      analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2
+  )
+  words.fit(texts["train"])
+  chars.fit(texts["train"])
+
+  def features(split):
+    return sparse.hstack(
+        [words.transform(texts[split]), chars.transform(texts[split])]
+    ).tocsr()
+
+  x = {s: features(s) for s in splits}
+  best = None
+  for c in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0):
+    # liblinear: one-vs-rest, fast on sparse features of long texts.
+    classifier = OneVsRestClassifier(
+        LogisticRegression(C=c, solver="liblinear")
+    )
+    classifier.fit(x["train"], labels["train"])
+    accuracy = float(
+        np.mean(classifier.predict(x["validation"]) == labels["validation"])
+    )
+    if best is None or accuracy > best[0]:
+      best = (accuracy, c, classifier)
+  validation_accuracy, c, classifier = best
+  test_accuracy = float(
+      np.mean(classifier.predict(x["test"]) == labels["test"])
+  )
+  return {
+      "test_accuracy": test_accuracy,
+      "validation_accuracy": validation_accuracy,
+      "chosen_c": c,
+  }
+
+
+def run_hf_tf(data: str, seed: int, cell_dir: str) -> dict:
+  """The Hugging Face TF recipe through finetune_throughput's worker."""
+  train_examples = len(_read_csv(os.path.join(data, "train.csv")))
+  steps_per_epoch = -(-train_examples // 32)
+  total_steps = FLAGS.epochs * steps_per_epoch
+  job = {
+      "args": {
+          "model": FLAGS.model,
+          "data_dir": data,
+          "max_seq_length": 128,
+          "batch_size": 32,
+          "learning_rate": 5e-5,
+          "weight_decay": 0.01,
+          "warmup_ratio": 0.1,
+          "adam_epsilon": 1e-8,
+          "clip_norm": 0.0,
+          "seed": seed,
+          "skip_steps": 2,
+      },
+      "plan": {
+          "train_examples": train_examples,
+          "steps_per_epoch": steps_per_epoch,
+          "total_steps": total_steps,
+          "warmup_steps": int(round(0.1 * total_steps)),
+          "epochs_to_run": FLAGS.epochs,
+      },
+      "scratch_dir": cell_dir,
+      "result_file": os.path.join(cell_dir, "hf_tf.json"),
+  }
+  job_path = os.path.join(cell_dir, "job.json")
+  with open(job_path, "w", encoding="utf-8") as f:
+    json.dump(job, f)
+  subprocess.run(
+      [
+          sys.executable,
+          os.path.join(REPO_ROOT, "benchmarks", "finetune_throughput.py"),
+          "--_worker=hf_tf",
+          f"--_job={job_path}",
+      ],
+      env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+      check=True,
+  )
+  with open(job["result_file"], encoding="utf-8") as f:
+    result = json.load(f)
+  return {
+      "test_accuracy": result["test"]["accuracy"],
+      "validation_accuracy": None,
+      "steps": total_steps,
+      "train_seconds": result["training"].get("train_seconds"),
+  }
+
+
+def pretrained_backbone(dataset: str, data: str) -> str:
+  """Continued masked-LM pretraining on the dataset's training texts, once
+  per dataset; the backbone directory `train --model` takes."""
+  model_dir = os.path.join(FLAGS.output_dir, "pretrained", dataset)
+  backbone = os.path.join(model_dir, "backbone")
+  if not os.path.isfile(os.path.join(model_dir, "summary.json")):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tf_finetune.pretrain",
+            f"--model={FLAGS.model}",
+            f"--train_file={os.path.join(data, 'train.csv')}",
+            "--text_column=text",
+            f"--model_dir={model_dir}",
+            f"--epochs={FLAGS.pretrain_epochs}",
+            "--max_seq_length=128",
+            "--batch_size=32",
+            "--learning_rate=5e-5",
+            "--seed=0",
+        ],
+        check=True,
+    )
+  return backbone
+
+
+def run_ours(dataset: str, data: str, recipe: str, seed: int, cell_dir: str):
+  model = FLAGS.model
+  if recipe == "pretrained":
+    model = pretrained_backbone(dataset, data)
+  model_dir = os.path.join(cell_dir, "run")
+  command = [
+      sys.executable,
+      "-m",
+      "tf_finetune.train",
+      f"--model={model}",
+      f"--train_file={os.path.join(data, 'train.csv')}",
+      f"--validation_file={os.path.join(data, 'validation.csv')}",
+      f"--test_file={os.path.join(data, 'test.csv')}",
+      "--text_column=text",
+      "--label_column=label",
+      f"--model_dir={model_dir}",
+      f"--epochs={FLAGS.epochs}",
+      f"--seed={seed}",
+      "--export=false",
+      *BASE_FLAGS,
+      *LEVERS[recipe],
+  ]
+  subprocess.run(command, check=True)
+  with open(os.path.join(model_dir, "summary.json"), encoding="utf-8") as f:
+    summary = json.load(f)
+  with open(
+      os.path.join(model_dir, "eval_results.json"), encoding="utf-8"
+  ) as f:
+    results = json.load(f)
+  return {
+      "test_accuracy": results["test"]["accuracy"],
+      "validation_accuracy": results["validation"]["accuracy"],
+      "steps": summary["global_steps"],
+      "kept_epoch": summary.get("kept_epoch"),
+      "train_seconds": summary["train_seconds"],
+      "flags": command[3:],
+  }
+
+
+def run_cell(dataset: str, recipe: str, seed: int) -> dict:
+  cell_dir = os.path.join(FLAGS.output_dir, dataset, recipe, f"seed{seed}")
+  result_path = os.path.join(cell_dir, "result.json")
+  if os.path.isfile(result_path):
+    with open(result_path, encoding="utf-8") as f:
+      return json.load(f)
+  os.makedirs(cell_dir, exist_ok=True)
+  data = dataset_dir(dataset)
+  _log(f"{dataset} {recipe} seed {seed}")
+  begin = time.time()
+  if recipe == "tfidf":
+    result = run_tfidf(data)
+  elif recipe == "hf_tf":
+    result = run_hf_tf(data, seed, cell_dir)
+  else:
+    result = run_ours(dataset, data, recipe, seed, cell_dir)
+  result["wall_seconds"] = round(time.time() - begin, 1)
+  with open(result_path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  os.replace(result_path + ".tmp", result_path)
+  _log(f"{dataset} {recipe} seed {seed}: test {result['test_accuracy']:.4f}")
+  return result
+
+
+def _mean_std(values: list[float]) -> str:
+  if not values:
+    return "-"
+  if len(values) == 1:
+    return f"{values[0]:.4f}"
+  return f"{statistics.mean(values):.4f} +/- {statistics.stdev(values):.4f}"
+
+
+def main(argv) -> None:
+  del argv
+  unknown = set(FLAGS.recipes) - set(LEVERS) - {"tfidf", "hf_tf"}
+  if unknown:
+    raise app.UsageError(f"--recipes: unknown {sorted(unknown)}")
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  report = {}
+  for dataset in FLAGS.datasets:
+    for recipe in FLAGS.recipes:
+      seeds = [0] if recipe == "tfidf" else [int(s) for s in FLAGS.seeds]
+      cells = [run_cell(dataset, recipe, seed) for seed in seeds]
+      report.setdefault(dataset, {})[recipe] = cells
+  with open(
+      os.path.join(FLAGS.output_dir, "results.json"), "w", encoding="utf-8"
+  ) as f:
+    json.dump(report, f, indent=2)
+  print("| dataset | recipe | test accuracy | validation accuracy | steps |")
+  print("|---|---|---|---|---|")
+  for dataset, recipes in report.items():
+    for recipe, cells in recipes.items():
+      valid = [c["validation_accuracy"] for c in cells]
+      steps = sorted({c.get("steps") for c in cells} - {None})
+      print(
+          f"| {dataset} | {recipe} | "
+          f"{_mean_std([c['test_accuracy'] for c in cells])} | "
+          f"{_mean_std([v for v in valid if v is not None])} | "
+          f"{'/'.join(str(s) for s in steps) or '-'} |"
+      )
+
+
+if __name__ == "__main__":
+  app.run(main)
