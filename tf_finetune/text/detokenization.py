@@ -49,19 +49,9 @@ PIECE_CLEANUP = (
     (" 've", "'ve"),
     (" 're", "'re"),
 )
-# `transformers`' clean_up_tokenization of the whole text, in order.
-TEXT_CLEANUP = (
-    (" .", "."),
-    (" ?", "?"),
-    (" !", "!"),
-    (" ,", ","),
-    (" ' ", "'"),
-    (" n't", "n't"),
-    (" 'm", "'m"),
-    (" 's", "'s"),
-    (" 've", "'ve"),
-    (" 're", "'re"),
-)
+# `transformers`' clean_up_tokenization of the whole text: the same, in the
+# same order, without the decoder's " do not" -> " don't".
+TEXT_CLEANUP = tuple(pair for pair in PIECE_CLEANUP if pair[0] != " do not")
 
 
 def _replace_all(texts: tf.Tensor, replacements) -> tf.Tensor:
