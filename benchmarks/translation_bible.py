@@ -82,6 +82,17 @@ def main() -> None:
       default=4,
       help="The beam search compared with greedy search.",
   )
+  parser.add_argument(
+      "--flagfile",
+      default="flags/bible_en_es_from_scratch.flags",
+      help="The recipe trained, relative to the repository root.",
+  )
+  parser.add_argument(
+      "--skip_decodings",
+      action="store_true",
+      help="Only train and score the test split as the recipe says; no "
+      "greedy/beam comparison and no export timing.",
+  )
   parser.add_argument("--serving_batch_size", type=int, default=64)
   parser.add_argument(
       "--extra_flag",
@@ -118,7 +129,7 @@ def main() -> None:
   _write_tsv(test_file, columns, test_rows)
 
   model_dir = os.path.join(args.output_dir, "model")
-  flagfile = os.path.join(root, "flags", "bible_en_es_from_scratch.flags")
+  flagfile = os.path.join(root, args.flagfile)
   command = [
       sys.executable,
       "-m",
@@ -142,9 +153,11 @@ def main() -> None:
   with open(os.path.join(model_dir, "summary.json"), encoding="utf-8") as f:
     summary = json.load(f)
   test = eval_results["test"]
-  decodings = _compare_decodings(
-      root, model_dir, test_file, args.num_beams, args.output_dir
-  )
+  decodings = []
+  if not args.skip_decodings:
+    decodings = _compare_decodings(
+        root, model_dir, test_file, args.num_beams, args.output_dir
+    )
   for decoding in decodings:
     decoding.update(
         _serving_speed(
@@ -193,6 +206,8 @@ def main() -> None:
       f"{summary['train_seconds']} | {wall_seconds:.0f} | "
       f"{test['bleu']:.2f} | {test['chrf']:.2f} |"
   )
+  if not decodings:
+    return
   print()
   print(
       "| decoding | test BLEU | test chrF | brevity penalty | evaluate s | "
