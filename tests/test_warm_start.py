@@ -376,6 +376,10 @@ def test_bert2bert_starts_both_stacks_from_the_checkpoint(
   assert not np.allclose(
       encoder_query.self_attention.query.kernel.numpy(), before_encoder
   )
+  # The encoder's pooler is loaded but nothing reads it: out of training.
+  trained = {id(v) for v in model.trainable_weights}
+  poolers = [v for v in seq2seq.encoder.weights if "pooler" in v.name]
+  assert poolers and not any(id(v) in trained for v in poolers)
 
 
 def test_shared_encoder_decoder_trains_one_set_of_weights(

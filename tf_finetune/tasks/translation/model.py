@@ -238,6 +238,7 @@ def build_seq2seq(model_config):
   if isinstance(seq2seq, transformers.TFEncoderDecoderModel):
     # A warm-started run, rebuilt: the same changes, before weights load.
     make_generation_traceable(seq2seq)
+    leave_the_encoder_pooler_out(seq2seq)
     if model_config.tie_encoder_decoder:
       share_encoder_decoder(seq2seq)
   return seq2seq
@@ -276,6 +277,18 @@ def set_special_token_ids(seq2seq, ids: dict[str, int]) -> None:
       setattr(seq2seq.generation_config, name, value)
   if getattr(seq2seq, "generation_config", None) is not None:
     seq2seq.generation_config.bos_token_id = ids["decoder_start_token_id"]
+
+
+def leave_the_encoder_pooler_out(seq2seq) -> None:
+  """Keeps the encoder checkpoint's pooler (a dense layer on the first
+  token, loaded with the checkpoint) out of training: nothing in an
+  encoder-decoder reads it, so it would get no gradient (and TensorFlow
+  would warn of that at every trace)."""
+  from tf_finetune.models import backbone as backbone_lib
+
+  pooler = getattr(backbone_lib._main_layer(seq2seq.encoder), "pooler", None)
+  if isinstance(pooler, tf_keras.layers.Layer):
+    pooler.trainable = False
 
 
 def share_encoder_decoder(seq2seq) -> None:
@@ -432,6 +445,7 @@ def warm_started_seq2seq(model: str, tokenizer, *, share: bool, from_pt: bool):
     transformers.logging.set_verbosity(verbosity)
   set_special_token_ids(seq2seq, special_token_ids(tokenizer))
   make_generation_traceable(seq2seq)
+  leave_the_encoder_pooler_out(seq2seq)
   if share:
     share_encoder_decoder(seq2seq)
   return seq2seq
