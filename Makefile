@@ -26,7 +26,7 @@ demo: assets
 test: $(STAMP)
 	$(PY) -m ruff check tf_finetune tests scripts benchmarks
 	$(PY) -m pyink --check --diff tf_finetune tests scripts benchmarks
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 clean:
 	rm -rf $(VENV) runs
