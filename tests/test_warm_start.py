@@ -286,6 +286,14 @@ def test_warm_start_settings_refuse_what_cannot_work(
     config_lib.task_config(
         task="translation", warm_start="bert2bert", model_config="default"
     )
+  with pytest.raises(
+      ValueError,
+      match="--jit_generate with --no_repeat_ngram_size=3: .* runs only "
+      "eagerly",
+  ):
+    config_lib.task_config(
+        task="translation", jit_generate=True, no_repeat_ngram_size=3
+    )
   with pytest.raises(ValueError, match="--warm_start='t5' is not one of"):
     config_lib.task_config(task="translation", warm_start="t5")
   with pytest.raises(

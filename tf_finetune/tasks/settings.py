@@ -497,6 +497,14 @@ class TranslationSettings(TaskConfig):
         "non-negative (0 = off).",
     )
     require(
+        not (self.jit_generate and self.no_repeat_ngram_size),
+        f"--jit_generate with --no_repeat_ngram_size="
+        f"{self.no_repeat_ngram_size}: transformers' n-gram ban runs only "
+        "eagerly, so it cannot be XLA-compiled; drop --jit_generate or set "
+        "--no_repeat_ngram_size=0 (the exported SavedModel bans repeats in "
+        "its own search).",
+    )
+    require(
         self.vocab_size >= 16,
         f"--vocab_size={self.vocab_size} must be at least 16.",
     )
