@@ -9,8 +9,10 @@ import csv
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -336,3 +338,42 @@ def export_length_server(export_base: str, scale: float = 1.0) -> str:
       sample_inputs={"text": ["a", "bb", "a longer text"]},
       checked_output="length",
   )
+
+
+# Killed runs.
+def kill_when_logged(args, marker, *, timeout=240):
+  """Runs `args` until a stderr line contains `marker`, then SIGKILLs it.
+
+  Returns the stderr read so far; fails if the marker never came.
+  """
+  process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + timeout
+  seen = []
+  try:
+    for line in process.stderr:
+      seen.append(line)
+      if marker in line:
+        process.send_signal(signal.SIGKILL)
+        break
+      assert time.time() < deadline, f"{marker!r} was not logged in time"
+    else:
+      pytest.fail(
+          f"the run ended before logging {marker!r}:\n" + "".join(seen[-30:])
+      )
+  finally:
+    process.kill()
+    process.wait(timeout=60)
+  assert process.returncode == -signal.SIGKILL
+  return "".join(seen)
+
+
+def final_weights(model_dir):
+  """Variable name -> value of the run's checkpoints/final (no optimizer)."""
+  reader = tf.train.load_checkpoint(
+      str(model_dir / "checkpoints/final/weights")
+  )
+  return {
+      name: reader.get_tensor(name)
+      for name in reader.get_variable_to_shape_map()
+      if "OPTIMIZER" not in name and name.endswith("VARIABLE_VALUE")
+  }

@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 from conftest import (
+    final_weights,
+    kill_when_logged,
     make_sentiment_rows,
     make_vocab,
     run_binary,
@@ -574,7 +576,6 @@ def test_killed_streaming_run_resumes_where_its_backup_was_taken(
   the batches it trained on and ends with the weights of an uninterrupted
   streaming run (the same batches in the same order). No dropout: its
   masks come from the process's random state."""
-  from test_training import _final_weights, _kill_when_logged
 
   from tf_finetune import train as train_binary
   from tf_finetune.data import readers
@@ -610,7 +611,7 @@ def test_killed_streaming_run_resumes_where_its_backup_was_taken(
     ]
 
   args = command("run")
-  _kill_when_logged([sys.executable, "-m", "tf_finetune.train", *args], kill_at)
+  kill_when_logged([sys.executable, "-m", "tf_finetune.train", *args], kill_at)
   assert os.listdir(tmp_path / "run" / "backup")
   caplog.set_level("INFO")
   assert run_binary(train_binary, args) == 0
@@ -622,8 +623,8 @@ def test_killed_streaming_run_resumes_where_its_backup_was_taken(
     )
 
   assert run_binary(train_binary, command("uninterrupted")) == 0
-  expected = _final_weights(tmp_path / "uninterrupted")
-  got = _final_weights(tmp_path / "run")
+  expected = final_weights(tmp_path / "uninterrupted")
+  got = final_weights(tmp_path / "run")
   assert len(expected) > 20 and got.keys() == expected.keys()
   for name, value in expected.items():
     np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)

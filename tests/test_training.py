@@ -1,17 +1,20 @@
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
 
-from conftest import make_sentiment_rows, run_binary, write_rows
+from conftest import (
+    final_weights,
+    kill_when_logged,
+    make_sentiment_rows,
+    run_binary,
+    write_rows,
+)
 from tf_finetune import artifacts, callbacks, config as config_lib, training
 from tf_finetune import train as train_binary
 from tf_finetune.data import readers
@@ -327,44 +330,6 @@ def _train_command(tiny_bert_dir, sentiment_files, model_dir, *extra):
   ]
 
 
-def _kill_when_logged(args, marker, *, timeout=240):
-  """Runs `args` until a stderr line contains `marker`, then SIGKILLs it.
-
-  Returns the stderr read so far; fails if the marker never came.
-  """
-  process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + timeout
-  seen = []
-  try:
-    for line in process.stderr:
-      seen.append(line)
-      if marker in line:
-        process.send_signal(signal.SIGKILL)
-        break
-      assert time.time() < deadline, f"{marker!r} was not logged in time"
-    else:
-      pytest.fail(
-          f"the run ended before logging {marker!r}:\n" + "".join(seen[-30:])
-      )
-  finally:
-    process.kill()
-    process.wait(timeout=60)
-  assert process.returncode == -signal.SIGKILL
-  return "".join(seen)
-
-
-def _final_weights(model_dir):
-  """Variable name -> value of the run's checkpoints/final (no optimizer)."""
-  reader = tf.train.load_checkpoint(
-      str(model_dir / "checkpoints/final/weights")
-  )
-  return {
-      name: reader.get_tensor(name)
-      for name in reader.get_variable_to_shape_map()
-      if "OPTIMIZER" not in name and name.endswith("VARIABLE_VALUE")
-  }
-
-
 def test_killed_run_resumes_from_its_backup(
     tmp_path, tiny_bert_dir, sentiment_files, caplog, capsys
 ):
@@ -386,7 +351,7 @@ def test_killed_run_resumes_from_its_backup(
   )
   # Second epoch: 192 examples / 16 = 12 steps per epoch; backed up after
   # step 16, the fourth of the second epoch.
-  _kill_when_logged(args, "Step 17/36")
+  kill_when_logged(args, "Step 17/36")
   assert os.listdir(model_dir / "backup")  # The backup survived.
 
   # Another learning rate would continue this run's state with other
@@ -434,8 +399,8 @@ def test_killed_run_resumes_from_its_backup(
         history[name], uninterrupted.history[name], rtol=1e-5, err_msg=name
     )
   # And the same weights: the same batches in the same order.
-  expected = _final_weights(tmp_path / "uninterrupted")
-  got = _final_weights(model_dir)
+  expected = final_weights(tmp_path / "uninterrupted")
+  got = final_weights(model_dir)
   assert len(expected) > 20 and got.keys() == expected.keys()
   for name, value in expected.items():
     np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)
@@ -449,7 +414,7 @@ def test_run_killed_after_training_resumes_at_evaluation(
   model_dir = tmp_path / "run"
   args = _train_command(tiny_bert_dir, sentiment_files, model_dir, "--epochs=1")
   # The validation results are logged after evaluation, before the export.
-  _kill_when_logged(args, "validation: accuracy")
+  kill_when_logged(args, "validation: accuracy")
   finished = json.load(open(model_dir / "training_finished.json"))
   assert finished["global_steps"] == 12
 
