@@ -24,6 +24,16 @@ A quick check of the whole path (minutes; the scores mean nothing):
   .venv/bin/python benchmarks/translation_bible.py --train_examples=300 \
       --validation_examples=16 --test_examples=32 --extra_flag=--epochs=1
 
+Another recipe, e.g. Spanish -> English warm-started from MiniLM, trained
+and scored first, its decodings compared and exports timed afterwards:
+
+  .venv/bin/python benchmarks/translation_bible.py \
+      --flagfile=flags/bible_es_en_bert2bert.flags --output_dir=runs/b2b \
+      --test_examples=500 --skip_decodings --extra_flag=--epochs=2
+  .venv/bin/python benchmarks/translation_bible.py \
+      --flagfile=flags/bible_es_en_bert2bert.flags --output_dir=runs/b2b \
+      --test_examples=500 --skip_training --extra_flag=--epochs=2
+
 Writes <output_dir>/results.json and prints Markdown table rows.
 """
 
