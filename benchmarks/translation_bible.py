@@ -205,6 +205,7 @@ def main() -> None:
       "train_seconds": summary["train_seconds"],
       "wall_seconds": round(wall_seconds, 1),
       "test_bleu": test["bleu"],
+      "test_bleu_lowercase": test.get("bleu_lowercase"),
       "test_chrf": test["chrf"],
       "validation_bleu": eval_results.get("validation", {}).get("bleu"),
       "bleu_signature": test["bleu_signature"],
@@ -230,13 +231,15 @@ def main() -> None:
     return
   print()
   print(
-      "| decoding | test BLEU | test chrF | brevity penalty | evaluate s | "
+      "| decoding | test BLEU | ignoring case | test chrF | brevity penalty | "
+      "evaluate s | "
       f"SavedModel sentences/s (batches of {args.serving_batch_size}) |"
   )
-  print("|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|")
   for decoding in decodings:
     print(
         f"| {decoding['name']} | {decoding['bleu']:.2f} | "
+        f"{decoding['bleu_lowercase']:.2f} | "
         f"{decoding['chrf']:.2f} | {decoding['brevity_penalty']} | "
         f"{decoding['predict_seconds']} | "
         f"{decoding['serving_sentences_per_second']} |"
@@ -266,7 +269,13 @@ def _compare_decodings(
       os.path.join(model_dir, "eval_results.json"), encoding="utf-8"
   ) as f:
     comparisons = json.load(f)[split]["comparisons"]
-  keys = ("bleu", "chrf", "brevity_penalty", "predict_seconds")
+  keys = (
+      "bleu",
+      "bleu_lowercase",
+      "chrf",
+      "brevity_penalty",
+      "predict_seconds",
+  )
   return [
       dict(
           {key: row[key] for key in keys},

@@ -491,16 +491,22 @@ def _beam_search(
 def translation_metrics(
     hypotheses: Sequence[str], references: Sequence[str]
 ) -> dict:
-  """Corpus BLEU and chrF (sacreBLEU's defaults) of detokenized texts."""
+  """Corpus BLEU and chrF (sacreBLEU's defaults) of detokenized texts, and
+  BLEU ignoring case ("bleu_lowercase"): what an uncased vocabulary (such
+  as an uncased BERT's, warm-started) can reach, since it writes in lower
+  case and cased BLEU counts every capital it cannot write as wrong."""
   import sacrebleu
 
   bleu = sacrebleu.metrics.BLEU()
+  caseless_bleu = sacrebleu.metrics.BLEU(lowercase=True)
   chrf = sacrebleu.metrics.CHRF()
   bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
   chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
+  caseless = caseless_bleu.corpus_score(list(hypotheses), [list(references)])
   return {
       "num_examples": len(references),
       "bleu": round(float(bleu_score.score), 4),
+      "bleu_lowercase": round(float(caseless.score), 4),
       "chrf": round(float(chrf_score.score), 4),
       "bleu_precisions": [round(float(p), 4) for p in bleu_score.precisions],
       "brevity_penalty": round(float(bleu_score.bp), 4),

@@ -347,7 +347,8 @@ class Translation(base.Task):
 
   def describe(self, metrics):
     return (
-        f"BLEU: {metrics['bleu']:.2f}  chrF: {metrics['chrf']:.2f}  "
+        f"BLEU: {metrics['bleu']:.2f} (ignoring case: "
+        f"{metrics['bleu_lowercase']:.2f})  chrF: {metrics['chrf']:.2f}  "
         f"({metrics['num_examples']} examples)"
     )
 
