@@ -25,14 +25,11 @@ A quick check of the whole path (minutes; the scores mean nothing):
       --validation_examples=16 --test_examples=32 --extra_flag=--epochs=1
 
 Another recipe, e.g. Spanish -> English warm-started from MiniLM, trained
-and scored first, its decodings compared and exports timed afterwards:
+and scored only (no greedy/beam comparison, no export timing):
 
   .venv/bin/python benchmarks/translation_bible.py \
       --flagfile=flags/bible_es_en_bert2bert.flags --output_dir=runs/b2b \
       --test_examples=500 --skip_decodings --extra_flag=--epochs=2
-  .venv/bin/python benchmarks/translation_bible.py \
-      --flagfile=flags/bible_es_en_bert2bert.flags --output_dir=runs/b2b \
-      --test_examples=500 --skip_training --extra_flag=--epochs=2
 
 Writes <output_dir>/results.json and prints Markdown table rows.
 """
@@ -103,13 +100,6 @@ def main() -> None:
       help="Only train and score the test split as the recipe says; no "
       "greedy/beam comparison and no export timing.",
   )
-  parser.add_argument(
-      "--skip_training",
-      action="store_true",
-      help="Reuse the model an earlier run (with --skip_decodings and the "
-      "same flags) trained in --output_dir: only compare the decodings and "
-      "time the exports.",
-  )
   parser.add_argument("--serving_batch_size", type=int, default=64)
   parser.add_argument(
       "--extra_flag",
@@ -159,14 +149,10 @@ def main() -> None:
       *args.extra_flag,
   ]
   results_file = os.path.join(args.output_dir, "results.json")
-  if args.skip_training:
-    with open(results_file, encoding="utf-8") as f:
-      wall_seconds = json.load(f)["wall_seconds"]
-  else:
-    print(" ".join(command), flush=True)
-    start = time.time()
-    subprocess.run(command, check=True, cwd=root)
-    wall_seconds = time.time() - start
+  print(" ".join(command), flush=True)
+  start = time.time()
+  subprocess.run(command, check=True, cwd=root)
+  wall_seconds = time.time() - start
 
   with open(
       os.path.join(model_dir, "eval_results.json"), encoding="utf-8"
