@@ -148,7 +148,6 @@ def main() -> None:
       f"--model_dir={model_dir}",
       *args.extra_flag,
   ]
-  results_file = os.path.join(args.output_dir, "results.json")
   print(" ".join(command), flush=True)
   start = time.time()
   subprocess.run(command, check=True, cwd=root)
@@ -200,7 +199,9 @@ def main() -> None:
       "command": " ".join(command),
       "decodings": decodings,
   }
-  with open(results_file, "w", encoding="utf-8") as f:
+  with open(
+      os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8"
+  ) as f:
     json.dump(results, f, indent=2)
   print(
       "| train verses | epochs | steps | train s | wall s | test BLEU | "

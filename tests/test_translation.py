@@ -580,13 +580,13 @@ def test_bleu_and_chrf_on_known_examples():
       ["", "el perro"], ["el gato", "el perro"]
   )
   assert empty["empty_translations"] == 1
+  assert empty["num_examples"] == 2
   # Case counts in BLEU, not in its caseless twin.
   lowercased = translation.translation_metrics(
       ["el gato ve el perro"], ["El Gato ve el Perro"]
   )
   assert lowercased["bleu"] < 50.0
   assert lowercased["bleu_lowercase"] == pytest.approx(100.0)
-  assert empty["num_examples"] == 2
   # Hand count: hypothesis "el perro ve" against "el gato ve el perro":
   # unigram precision 3/3, bigram 1/2 ("el perro"); a 3-word hypothesis
   # has no 4-gram at all, so BLEU is 0 whatever the smoothing.

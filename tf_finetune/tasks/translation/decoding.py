@@ -497,12 +497,14 @@ def translation_metrics(
   case and cased BLEU counts every capital it cannot write as wrong."""
   import sacrebleu
 
+  hypotheses, reference_sets = list(hypotheses), [list(references)]
   bleu = sacrebleu.metrics.BLEU()
-  caseless_bleu = sacrebleu.metrics.BLEU(lowercase=True)
   chrf = sacrebleu.metrics.CHRF()
-  bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
-  chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
-  caseless = caseless_bleu.corpus_score(list(hypotheses), [list(references)])
+  bleu_score = bleu.corpus_score(hypotheses, reference_sets)
+  chrf_score = chrf.corpus_score(hypotheses, reference_sets)
+  caseless = sacrebleu.metrics.BLEU(lowercase=True).corpus_score(
+      hypotheses, reference_sets
+  )
   return {
       "num_examples": len(references),
       "bleu": round(float(bleu_score.score), 4),
