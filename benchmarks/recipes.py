@@ -33,6 +33,9 @@ Recipes:
   <lever>      the base flags plus one lever (LEVERS below): the Hugging
                Face optimizer settings, fp32, per-batch padding, each
                long-document and few-sample lever
+  pretrained   the base flags, --model the backbone of one epoch of
+               `pretrain` (masked LM) over the full dataset's training texts
+               (for <name>_500 too: its labels are few, its texts are not)
   recommended  the base flags plus --recipe=recommended
 
 Base flags (every `train` run): --model (MiniLM-L6-H384) --max_seq_length=128
@@ -250,9 +253,13 @@ def run_hf_tf(data: str, seed: int, cell_dir: str) -> dict:
   }
 
 
-def pretrained_backbone(dataset: str, data: str) -> str:
-  """Continued masked-LM pretraining on the dataset's training texts, once
-  per dataset; the backbone directory `train --model` takes."""
+def pretrained_backbone(dataset: str) -> str:
+  """Continued masked-LM pretraining on the training texts of the full
+  dataset, once per dataset; the backbone directory `train --model` takes.
+  A few-sample set pretrains on all of its parent's training texts, as
+  unlabelled text: few labels, many texts of the task."""
+  dataset = dataset.removesuffix(f"_{SMALL}")
+  data = os.path.join(FLAGS.assets, dataset)
   model_dir = os.path.join(FLAGS.output_dir, "pretrained", dataset)
   backbone = os.path.join(model_dir, "backbone")
   if not os.path.isfile(os.path.join(model_dir, "summary.json")):
@@ -279,7 +286,7 @@ def pretrained_backbone(dataset: str, data: str) -> str:
 def run_ours(dataset: str, data: str, recipe: str, seed: int, cell_dir: str):
   model = FLAGS.model
   if recipe == "pretrained":
-    model = pretrained_backbone(dataset, data)
+    model = pretrained_backbone(dataset)
   model_dir = os.path.join(cell_dir, "run")
   command = [
       sys.executable,
