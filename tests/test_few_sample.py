@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 import transformers
 
-from conftest import make_tiny_bert, run_binary
+from conftest import make_tiny_bert, run_binary, write_rows
 from tf_finetune import config as config_lib
 from tf_finetune import tasks, train, training
 from tf_finetune.models import backbone as backbone_lib
@@ -348,3 +348,72 @@ def test_recipe_from_the_command_line_keeps_the_flags_given(
   with open(model_dir / "summary.json", encoding="utf-8") as f:
     summary = json.load(f)
   assert (summary["epochs_run"], summary["global_steps"]) == (2, 24)
+
+
+def _length_rule_run(
+    tmp_path, model, long_texts, *, pairs=False, **task_options
+):
+  """prepare() of a --recipe=recommended run on 10 training texts, 16
+  tokens at most: `long_texts` of them 30 words long, ending in "dull"."""
+  long_text = " ".join(["good"] * 29 + ["dull"])
+  rows = [
+      {
+          "text": long_text if i < long_texts else "good film",
+          "pair": "fine",
+          "label": str(i % 2),
+      }
+      for i in range(10)
+  ]
+  path = write_rows(str(tmp_path / f"train{long_texts}.csv"), rows)
+  config = config_lib.RunConfig(
+      model_dir=str(tmp_path / "unused"),
+      data=config_lib.DataConfig(
+          train_file=path,
+          text_column="text",
+          text_pair_column="pair" if pairs else None,
+          label_column="label",
+          max_seq_length=16,
+      ),
+      model=config_lib.ModelConfig(model=model),
+      train=config_lib.TrainConfig(recipe="recommended"),
+      task=config_lib.task_config(task="classification", **task_options),
+  )
+  return training.prepare(config)
+
+
+def test_recipe_keeps_both_ends_when_most_training_texts_are_long(
+    tmp_path, tiny_bert_dir
+):
+  """6 of 10 training texts longer than --max_seq_length: the recipe
+  chooses --truncation=head_tail, and the texts are encoded so (the last
+  word before [SEP] is the text's last, "dull"); 5 of 10, a given
+  --truncation and sentence pairs keep what they had."""
+  vocab = backbone_lib.load_tokenizer(tiny_bert_dir).vocab
+  dull, sep = vocab["dull"], vocab["[SEP]"]
+
+  def last_words(prepared):
+    return {int(ids[-2]) for ids in prepared.encoded["train"].input_ids[:5]}
+
+  most_long = _length_rule_run(tmp_path, tiny_bert_dir, 6)
+  assert most_long.config.task.truncation == "head_tail"
+  assert most_long.task.config.truncation == "head_tail"
+  assert last_words(most_long) == {dull}
+  assert {int(ids[-1]) for ids in most_long.encoded["train"].input_ids} == {sep}
+  half_long = _length_rule_run(tmp_path, tiny_bert_dir, 5)
+  assert half_long.config.task.truncation == "head"
+  assert dull not in last_words(half_long)
+  given = _length_rule_run(tmp_path, tiny_bert_dir, 6, truncation="tail")
+  assert given.config.task.truncation == "tail"
+  assert last_words(given) == {dull}
+  assert _length_rule_run(
+      tmp_path, tiny_bert_dir, 6, pairs=True
+  ).config.task.truncation == ("head")
+  # Without a recipe an unset --truncation is head.
+  assert (
+      config_lib.RunConfig(
+          model_dir="unused",
+          data=config_lib.DataConfig(train_file="unused.csv"),
+          model=config_lib.ModelConfig(model="unused"),
+      ).task.truncation
+      == "head"
+  )

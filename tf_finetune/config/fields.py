@@ -69,12 +69,13 @@ def require(condition: bool, message: str) -> None:
 
 
 def check_choices(config: Any) -> None:
-  """Checks every field of `config` that has choices against them."""
+  """Checks every field of `config` that has choices against them (a
+  field whose default is None may also be None: unset)."""
   for field in dataclasses.fields(config):
     choices = choices_of(field)
     if choices is not None:
       value = getattr(config, field.name)
       require(
-          value in choices,
+          value in choices or (value is None and field.default is None),
           f"--{field.name}={value!r} is not one of " f"{', '.join(choices)}.",
       )

@@ -237,6 +237,7 @@ class EncoderTask(base.Task):
         backbone_lib.load_model_config(config.model.model),
         config.model.model,
     )
+    config = self.choose_text_length_settings(config, tokenizer, train_examples)
     encoder = self.text_encoder(
         tokenizer, data.max_seq_length, family, model=config.model.model
     )
@@ -255,6 +256,18 @@ class EncoderTask(base.Task):
     return base.PreparedData(
         config, examples, encoded, tokenizer, encoder, self
     )
+
+  def choose_text_length_settings(
+      self,
+      config: config_lib.RunConfig,
+      tokenizer,
+      train_examples: readers.Examples,
+  ) -> config_lib.RunConfig:
+    """`config` with the settings --recipe chooses from the training
+    texts' lengths filled, before they are encoded; a task without such
+    settings returns `config`."""
+    del tokenizer, train_examples
+    return config
 
   def text_encoder(
       self,

@@ -53,13 +53,15 @@ class LongDocumentSettings(TaskConfig):
   exported SavedModel read a long text the same way.
   """
 
-  truncation: str = setting(
-      "head",
+  truncation: Optional[str] = setting(
+      None,
       f"{_WHOLE_TEXT_TASKS}: which tokens of a text longer than "
       "--max_seq_length are kept: the first ones (head), the last ones "
       "(tail), or both ends (head_tail, --head_share of them from the "
       "start). Sun et al. (2019) found head+tail best on long reviews and "
-      "news. Sentence pairs are cut longest-first from the end (head only).",
+      "news. Sentence pairs are cut longest-first from the end (head only). "
+      "Unset: head, or what --recipe chooses from the training texts' "
+      "lengths.",
       choices=TRUNCATIONS,
   )
   head_share: float = setting(
@@ -121,11 +123,16 @@ class LongDocumentSettings(TaskConfig):
     return self.long_document == "chunks"
 
   def check_run(self, run: RunConfig) -> None:
-    """Pairs keep head truncation; windows need dynamic shapes (no XLA)."""
+    """Pairs keep head truncation; windows need dynamic shapes (no XLA).
+    Without a recipe an unset --truncation is head."""
     super().check_run(run)
+    if self.truncation is None and run.train.recipe == "none":
+      # Frozen: filled in place, as `TrainConfig` fills its unset settings;
+      # a recipe fills it once the training texts are read.
+      object.__setattr__(self, "truncation", "head")
     pair = run.data.text_pair_column
     require(
-        not pair or (self.truncation == "head" and not self.chunks),
+        not pair or (self.truncation in (None, "head") and not self.chunks),
         f"--truncation={self.truncation} --long_document="
         f"{self.long_document} is for single texts; sentence pairs "
         f"(--text_pair_column={pair!r}) are cut longest-first from the end: "

@@ -12,11 +12,13 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
+from absl import logging
 
 from tf_finetune.config import DataConfig
 from tf_finetune.data import pipeline, readers, shards, streaming
 from tf_finetune.tasks import encoder, streamed_text
 from tf_finetune.text.long_documents import LongDocuments
+from tf_finetune.training import recipes
 
 # TFDS text features of the data sets with a known layout: (text, text pair,
 # label). A run whose --text_column is not a feature of the data set gets
@@ -133,7 +135,31 @@ class TextTask(encoder.EncoderTask):
     supported = self.supports_streaming and not windows
     if not streaming.use_streaming(data, supported=supported):
       return super().prepare(config)
+    if self.config.truncation is None:
+      logging.info(
+          "--recipe=%s: the training texts are streamed, not measured "
+          "ahead: --truncation=head.",
+          config.train.recipe,
+      )
+      self._set_truncation("head")
+      config = dataclasses.replace(config, task=self.config)
     return streamed_text.prepare(self, dataclasses.replace(config, data=data))
+
+  def choose_text_length_settings(self, config, tokenizer, train_examples):
+    if self.config.truncation is not None:
+      return config
+    if self.state.text_pair:  # Pairs are cut longest-first from the end.
+      self._set_truncation("head")
+    else:
+      self._set_truncation(
+          recipes.recommended_truncation(
+              train_examples.texts, tokenizer, config.data.max_seq_length
+          )
+      )
+    return dataclasses.replace(config, task=self.config)
+
+  def _set_truncation(self, truncation: str) -> None:
+    self.config = dataclasses.replace(self.config, truncation=truncation)
 
   def resolve_data(self, data):
     if not data.tfds_name or data.train_file:

@@ -64,7 +64,8 @@ class LongDocuments:
     if not hasattr(settings, "long_document"):
       return cls()
     return cls(
-        truncation=settings.truncation,
+        # Unset (a recipe's choice not made yet, e.g. streamed data): head.
+        truncation=settings.truncation or "head",
         head_share=settings.head_share,
         chunks=settings.chunks,
         overlap=settings.chunk_stride,

@@ -1,10 +1,13 @@
-"""--recipe: settings chosen from the size of the training data.
+"""--recipe: settings chosen from the size of the training data and the
+length of its texts.
 
 `--recipe=recommended` fills the settings the user left unset (None in
 `TrainConfig`, see `config.RECIPE_SETTINGS`) by one rule, once the training
-examples are read; what the user set on the command line or in a flag file
-is kept. The README's "Few training examples" section gives the reasons and
-sources. The resolved values are written to config.json, so evaluation,
+examples are read, and an unset --truncation of a whole-text task from the
+training texts' lengths, before they are encoded (`recommended_truncation`,
+called by the task); what the user set on the command line or in a flag
+file is kept. The README's "Few training examples" and "Long documents"
+sections give the reasons and sources. The resolved values are written to config.json, so evaluation,
 export and a resumed run see numbers, not the recipe.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Sequence
 
 from absl import logging
 
@@ -29,6 +33,13 @@ FEW_SAMPLE_EMA_DECAY = 0.99
 # One re-initialized layer per this many encoder layers (2 of BERT-base's
 # 12, 4 of BERT-large's 24), and at least one.
 LAYERS_PER_REINIT_LAYER = 6
+
+# Text length: when more than this share of the training texts are longer
+# than --max_seq_length, the recipe keeps both their ends
+# (--truncation=head_tail); the share is measured on at most LENGTH_SAMPLE
+# training texts.
+LONG_TEXTS = 0.5
+LENGTH_SAMPLE = 2000
 
 
 def reinit_layers_for(model: str) -> int:
@@ -66,9 +77,48 @@ def recommended(
     chosen["ema_decay"] = FEW_SAMPLE_EMA_DECAY
     if encoder_head and config.model.model:
       chosen["reinit_layers"] = reinit_layers_for(config.model.model)
-  # TEXT LENGTH: the recipe's choice of truncation and long-document
-  # handling goes here.
   return chosen
+
+
+def long_text_share(
+    texts: Sequence[str], tokenizer, max_seq_length: int
+) -> tuple[float, int]:
+  """The share of `texts` whose tokens do not fit in `max_seq_length`.
+
+  Measured with the model's own tokenizer on at most `LENGTH_SAMPLE`
+  evenly spaced texts; returns (share, texts measured).
+  """
+  if not texts:
+    return 0.0, 0
+  budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
+  sample = list(texts[:: max(1, math.ceil(len(texts) / LENGTH_SAMPLE))])
+  ids = tokenizer(sample, add_special_tokens=False, verbose=False)["input_ids"]
+  long_texts = sum(len(text_ids) > budget for text_ids in ids)
+  return long_texts / len(sample), len(sample)
+
+
+def recommended_truncation(
+    texts: Sequence[str], tokenizer, max_seq_length: int
+) -> str:
+  """What --recipe=recommended keeps of a long training text; logs why.
+
+  head_tail when more than `LONG_TEXTS` of the training texts are longer
+  than --max_seq_length (Sun et al., 2019: the head and the tail of a long
+  review or article beat its head alone, at no extra cost), else head.
+  """
+  share, measured = long_text_share(texts, tokenizer, max_seq_length)
+  truncation = "head_tail" if share > LONG_TEXTS else "head"
+  logging.info(
+      "--recipe=recommended: %.0f%% of %d training texts measured are "
+      "longer than --max_seq_length=%d, %s than %.0f%%: --truncation=%s.",
+      100 * share,
+      measured,
+      max_seq_length,
+      "more" if share > LONG_TEXTS else "not more",
+      100 * LONG_TEXTS,
+      truncation,
+  )
+  return truncation
 
 
 def resolve(
