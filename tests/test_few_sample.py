@@ -261,6 +261,32 @@ def test_min_steps_trains_longer_under_early_stopping(
     assert rates[step] == pytest.approx(1e-3 * (1 - (step - 1) / 36)), step
 
 
+def test_early_stopping_does_not_judge_the_warmup(
+    tmp_path, tiny_bert_dir, sentiment_files
+):
+  """6 epochs of 12 steps, 36 of them warmup: epochs 1-3 end inside it and
+  are not counted, so early stopping (patience 1, no epoch improving by
+  10) keeps epoch 4 as its first value and stops after epoch 5, where it
+  stops after epoch 2 when the warmup is counted."""
+  summary = training.train(
+      _run_config(
+          tmp_path / "run",
+          model={"model": tiny_bert_dir, "pooling": "mean"},
+          data={
+              "train_file": sentiment_files["train"],
+              "validation_file": sentiment_files["validation"],
+          },
+          epochs=6,
+          warmup_steps=36,
+          early_stopping_metric="val_loss",
+          early_stopping_patience=1,
+          early_stopping_min_delta=10.0,
+      )
+  )
+  assert summary.early_stopping_fired
+  assert (summary.epochs_run, summary.global_steps) == (5, 60)
+
+
 def _recipe_config(model, **train_options):
   return _run_config(
       model={"model": model}, recipe="recommended", **train_options

@@ -170,6 +170,7 @@ def fit(
         config,
         False,
         total_steps=plan.total_steps,
+        steps_per_epoch=plan.steps_per_epoch,
         global_batch_size=plan.global_batch,
         output_dir=output_dir,
     )

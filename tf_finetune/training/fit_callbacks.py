@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 
-from tf_finetune import (
-    artifacts,
-    callbacks,
-)
+from absl import logging
+
+from tf_finetune import artifacts, callbacks, optimization
 from tf_finetune.config import RunConfig
 
 
@@ -17,18 +16,35 @@ def monitor_mode(metric: str) -> str:
   return "min" if metric.endswith("loss") else "max"
 
 
+def warmup_epochs(
+    config: RunConfig, total_steps: int, steps_per_epoch: int
+) -> int:
+  """The epochs that end inside the warmup, which early stopping skips.
+
+  While the learning rate is still rising the model has not trained at
+  its rate, and small data often sits on a plateau (the majority class)
+  until it has: 1,008 steps of 16 per epoch (--min_steps=1000 on 500
+  examples) warm up for 100 steps, and the first 6 epochs end inside
+  them. Runs of a few epochs skip none (10% warmup ends in the first).
+  """
+  warmup = optimization.warmup_steps_for(config.train, total_steps)
+  return warmup // max(steps_per_epoch, 1)
+
+
 def fit_callbacks(
     config: RunConfig,
     has_validation: bool,
     *,
     total_steps: int,
+    steps_per_epoch: int,
     global_batch_size: int,
     output_dir: str,
 ):
   """The run's callbacks.
 
   Their files go to `output_dir`: model_dir, or a scratch directory on the
-  non-chief workers of a multi-worker run.
+  non-chief workers of a multi-worker run. Early stopping does not judge
+  the epochs that end inside the warmup (see `warmup_epochs`).
   """
   train = config.train
   model_dir = config.model_dir
@@ -63,6 +79,14 @@ def fit_callbacks(
     )
     found.append(best)
     if train.early_stopping_patience:
+      skipped = warmup_epochs(config, total_steps, steps_per_epoch)
+      if skipped:
+        logging.info(
+            "Early stopping starts after the warmup: epochs 1-%d end "
+            "inside its %d steps and are not counted.",
+            skipped,
+            optimization.warmup_steps_for(train, total_steps),
+        )
       early_stopping = callbacks.ResumableEarlyStopping(
           # The chief's history, also on the other workers.
           os.path.join(model_dir, artifacts.HISTORY_FILENAME),
@@ -70,6 +94,7 @@ def fit_callbacks(
           mode=mode,
           patience=train.early_stopping_patience,
           min_delta=train.early_stopping_min_delta,
+          start_from_epoch=skipped,
           verbose=1,
       )
       found.append(early_stopping)
