@@ -37,6 +37,8 @@ Recipes:
                `pretrain` (masked LM) over the full dataset's training texts
                (for <name>_500 too: its labels are few, its texts are not)
   recommended  the base flags plus --recipe=recommended
+  pretrained_recommended
+               both: --recipe=recommended on the pretrained backbone
 
 Base flags (every `train` run): --model (MiniLM-L6-H384) --max_seq_length=128
 --batch_size=32 --epochs=2 --learning_rate=5e-5 --schedule=linear
@@ -109,6 +111,8 @@ LEVERS = {
     "ema": ("--ema_decay=0.99",),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
+    # --model is the continued-pretraining backbone.
+    "pretrained_recommended": ("--recipe=recommended",),
 }
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -285,7 +289,7 @@ def pretrained_backbone(dataset: str) -> str:
 
 def run_ours(dataset: str, data: str, recipe: str, seed: int, cell_dir: str):
   model = FLAGS.model
-  if recipe == "pretrained":
+  if recipe.startswith("pretrained"):
     model = pretrained_backbone(dataset)
   model_dir = os.path.join(cell_dir, "run")
   command = [
