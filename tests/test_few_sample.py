@@ -1,5 +1,6 @@
 """Few training examples: --reinit_layers, --min_steps and --recipe."""
 
+import dataclasses
 import json
 import os
 
@@ -434,6 +435,15 @@ def test_recipe_keeps_both_ends_when_most_training_texts_are_long(
   assert _length_rule_run(
       tmp_path, tiny_bert_dir, 6, pairs=True
   ).config.task.truncation == ("head")
+  # Streamed texts are not measured ahead: head.
+  streamed = training.prepare(
+      dataclasses.replace(
+          half_long.config,
+          data=dataclasses.replace(half_long.config.data, streaming=True),
+          task=config_lib.task_config(task="classification"),
+      )
+  )
+  assert streamed.config.task.truncation == "head"
   # Without a recipe an unset --truncation is head.
   assert (
       config_lib.RunConfig(
