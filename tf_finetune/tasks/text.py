@@ -135,7 +135,7 @@ class TextTask(encoder.EncoderTask):
     supported = self.supports_streaming and not windows
     if not streaming.use_streaming(data, supported=supported):
       return super().prepare(config)
-    if self.config.truncation is None:
+    if self._truncation_unset():
       logging.info(
           "--recipe=%s: the training texts are streamed, not measured "
           "ahead: --truncation=head.",
@@ -146,7 +146,7 @@ class TextTask(encoder.EncoderTask):
     return streamed_text.prepare(self, dataclasses.replace(config, data=data))
 
   def choose_text_length_settings(self, config, tokenizer, train_examples):
-    if self.config.truncation is not None:
+    if not self._truncation_unset():
       return config
     if self.state.text_pair:  # Pairs are cut longest-first from the end.
       self._set_truncation("head")
@@ -157,6 +157,11 @@ class TextTask(encoder.EncoderTask):
           )
       )
     return dataclasses.replace(config, task=self.config)
+
+  def _truncation_unset(self) -> bool:
+    """Whether --recipe is to choose --truncation (a task registered with
+    settings of its own may have none)."""
+    return getattr(self.config, "truncation", "head") is None
 
   def _set_truncation(self, truncation: str) -> None:
     self.config = dataclasses.replace(self.config, truncation=truncation)
