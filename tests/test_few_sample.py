@@ -409,18 +409,24 @@ def _length_rule_run(
 
 
 def test_recipe_keeps_both_ends_when_most_training_texts_are_long(
-    tmp_path, tiny_bert_dir
+    tmp_path, tiny_bert_dir, monkeypatch
 ):
-  """6 of 10 training texts longer than --max_seq_length: the recipe
-  chooses --truncation=head_tail, and the texts are encoded so (the last
-  word before [SEP] is the text's last, "dull"); 5 of 10, a given
-  --truncation and sentence pairs keep what they had."""
+  """6 of 10 training texts longer than --max_seq_length: the recipe keeps
+  the head, whose 4 tokens (a quarter of 14) are fewer than the 128 it
+  asks of head+tail; asking 4, it chooses --truncation=head_tail, and the
+  texts are encoded so (the last word before [SEP] is the text's last,
+  "dull"); 5 of 10, a given --truncation and sentence pairs keep what
+  they had."""
   vocab = backbone_lib.load_tokenizer(tiny_bert_dir).vocab
   dull, sep = vocab["dull"], vocab["[SEP]"]
 
   def last_words(prepared):
     return {int(ids[-2]) for ids in prepared.encoded["train"].input_ids[:5]}
 
+  short_head = _length_rule_run(tmp_path, tiny_bert_dir, 6)
+  assert short_head.config.task.truncation == "head"
+  assert dull not in last_words(short_head)
+  monkeypatch.setattr(recipes, "HEAD_TAIL_MIN_HEAD", 4)
   most_long = _length_rule_run(tmp_path, tiny_bert_dir, 6)
   assert most_long.config.task.truncation == "head_tail"
   assert most_long.task.config.truncation == "head_tail"

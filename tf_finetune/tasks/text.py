@@ -153,7 +153,10 @@ class TextTask(encoder.EncoderTask):
     else:
       self._set_truncation(
           recipes.recommended_truncation(
-              train_examples.texts, tokenizer, config.data.max_seq_length
+              train_examples.texts,
+              tokenizer,
+              config.data.max_seq_length,
+              self.config.head_share,
           )
       )
     return dataclasses.replace(config, task=self.config)

@@ -21,6 +21,7 @@ from absl import logging
 
 from tf_finetune import config as config_lib
 from tf_finetune.models import backbone as backbone_lib
+from tf_finetune.text.long_documents import LongDocuments
 
 # Below this many training examples the recipe takes the few-sample levers.
 FEW_EXAMPLES = 1000
@@ -36,10 +37,13 @@ LAYERS_PER_REINIT_LAYER = 6
 
 # Text length: when more than this share of the training texts are longer
 # than --max_seq_length, the recipe keeps both their ends
-# (--truncation=head_tail); the share is measured on at most LENGTH_SAMPLE
-# training texts.
+# (--truncation=head_tail), measured on at most LENGTH_SAMPLE training
+# texts...
 LONG_TEXTS = 0.5
 LENGTH_SAMPLE = 2000
+# ...provided the head keeps at least this many tokens: Sun et al.'s head
+# (128 of 510 tokens at --head_share=0.25, so --max_seq_length=512).
+HEAD_TAIL_MIN_HEAD = 128
 
 
 def reinit_layers_for(model: str) -> int:
@@ -98,24 +102,42 @@ def long_text_share(
 
 
 def recommended_truncation(
-    texts: Sequence[str], tokenizer, max_seq_length: int
+    texts: Sequence[str], tokenizer, max_seq_length: int, head_share: float
 ) -> str:
   """What --recipe=recommended keeps of a long training text; logs why.
 
   head_tail when more than `LONG_TEXTS` of the training texts are longer
-  than --max_seq_length (Sun et al., 2019: the head and the tail of a long
-  review or article beat its head alone, at no extra cost), else head.
+  than --max_seq_length and --head_share of the token budget keeps at
+  least `HEAD_TAIL_MIN_HEAD` tokens of the head, else head: Sun et al.
+  (2019) found the first 128 and the last 382 of 510 tokens better than
+  the first 510 on long reviews and news, but with a budget of 126 tokens
+  (32 of them the head) head+tail lost to the head on 20 Newsgroups
+  (README, "Measured").
   """
   share, measured = long_text_share(texts, tokenizer, max_seq_length)
-  truncation = "head_tail" if share > LONG_TEXTS else "head"
+  budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
+  head = LongDocuments(truncation="head_tail", head_share=head_share)
+  head_tokens = head.head_tokens(budget)
+  if share <= LONG_TEXTS:
+    truncation, why = "head", f"not more than {100 * LONG_TEXTS:.0f}%"
+  elif head_tokens < HEAD_TAIL_MIN_HEAD:
+    truncation, why = "head", (
+        f"more than {100 * LONG_TEXTS:.0f}%, but --head_share={head_share} "
+        f"of {budget} tokens keeps {head_tokens} of the head, fewer than "
+        f"{HEAD_TAIL_MIN_HEAD}"
+    )
+  else:
+    truncation, why = "head_tail", (
+        f"more than {100 * LONG_TEXTS:.0f}%, and --head_share={head_share} "
+        f"of {budget} tokens keeps {head_tokens} of the head"
+    )
   logging.info(
       "--recipe=recommended: %.0f%% of %d training texts measured are "
-      "longer than --max_seq_length=%d, %s than %.0f%%: --truncation=%s.",
+      "longer than --max_seq_length=%d, %s: --truncation=%s.",
       100 * share,
       measured,
       max_seq_length,
-      "more" if share > LONG_TEXTS else "not more",
-      100 * LONG_TEXTS,
+      why,
       truncation,
   )
   return truncation
