@@ -9,7 +9,7 @@ r"""Which fine-tuning recipe wins on real data, against strong baselines.
 Every cell is (dataset, recipe, seed). Datasets (CSV files with `text` and
 `label` columns):
 
-  rotten_tomatoes      assets/rotten_tomatoes (8,530 / 1,066 / 2,550 short
+  rotten_tomatoes      assets/rotten_tomatoes (8,927 / 1,275 / 2,550 short
                        review snippets, 2 classes)
   newsgroups           assets/newsgroups (10,142 / 1,127 / 7,514 posts of
                        20 Newsgroups, 20 topics; most are longer than 128
