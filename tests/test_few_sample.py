@@ -229,28 +229,39 @@ def _scalars(log_dir, tag):
   return found
 
 
+def _train_never_improving(tmp_path, model, files, **train_options):
+  """Trains with early stopping at patience 1 on a validation loss that no
+  epoch after the first counted improves (by 10)."""
+  return training.train(
+      _run_config(
+          tmp_path / "run",
+          model={"model": model, "pooling": "mean"},
+          data={
+              "train_file": files["train"],
+              "validation_file": files["validation"],
+          },
+          early_stopping_metric="val_loss",
+          early_stopping_patience=1,
+          early_stopping_min_delta=10.0,
+          **train_options,
+      )
+  )
+
+
 def test_min_steps_trains_longer_under_early_stopping(
     tmp_path, tiny_bert_dir, sentiment_files
 ):
   """--epochs=1 --min_steps=30 with 12 steps per epoch plans 3 epochs and
   a linear decay over 36 steps; early stopping (patience 1, and no epoch
   after the first improves by 10) still ends the run after epoch 2."""
-  summary = training.train(
-      _run_config(
-          tmp_path / "run",
-          model={"model": tiny_bert_dir, "pooling": "mean"},
-          data={
-              "train_file": sentiment_files["train"],
-              "validation_file": sentiment_files["validation"],
-          },
-          epochs=1,
-          min_steps=30,
-          schedule="linear",
-          early_stopping_metric="val_loss",
-          early_stopping_patience=1,
-          early_stopping_min_delta=10.0,
-          log_every_steps=1,
-      )
+  summary = _train_never_improving(
+      tmp_path,
+      tiny_bert_dir,
+      sentiment_files,
+      epochs=1,
+      min_steps=30,
+      schedule="linear",
+      log_every_steps=1,
   )
   assert summary.epochs_run == 2  # More than --epochs=1...
   assert summary.early_stopping_fired  # ...fewer than the 3 planned.
@@ -269,20 +280,8 @@ def test_early_stopping_does_not_judge_the_warmup(
   are not counted, so early stopping (patience 1, no epoch improving by
   10) keeps epoch 4 as its first value and stops after epoch 5, where it
   stops after epoch 2 when the warmup is counted."""
-  summary = training.train(
-      _run_config(
-          tmp_path / "run",
-          model={"model": tiny_bert_dir, "pooling": "mean"},
-          data={
-              "train_file": sentiment_files["train"],
-              "validation_file": sentiment_files["validation"],
-          },
-          epochs=6,
-          warmup_steps=36,
-          early_stopping_metric="val_loss",
-          early_stopping_patience=1,
-          early_stopping_min_delta=10.0,
-      )
+  summary = _train_never_improving(
+      tmp_path, tiny_bert_dir, sentiment_files, epochs=6, warmup_steps=36
   )
   assert summary.early_stopping_fired
   assert (summary.epochs_run, summary.global_steps) == (5, 60)
@@ -438,9 +437,8 @@ def test_recipe_keeps_both_ends_when_most_training_texts_are_long(
   given = _length_rule_run(tmp_path, tiny_bert_dir, 6, truncation="tail")
   assert given.config.task.truncation == "tail"
   assert last_words(given) == {dull}
-  assert _length_rule_run(
-      tmp_path, tiny_bert_dir, 6, pairs=True
-  ).config.task.truncation == ("head")
+  pairs = _length_rule_run(tmp_path, tiny_bert_dir, 6, pairs=True)
+  assert pairs.config.task.truncation == "head"
   # Streamed texts are not measured ahead: head.
   streamed = training.prepare(
       dataclasses.replace(

@@ -16,9 +16,7 @@ def monitor_mode(metric: str) -> str:
   return "min" if metric.endswith("loss") else "max"
 
 
-def warmup_epochs(
-    config: RunConfig, total_steps: int, steps_per_epoch: int
-) -> int:
+def warmup_epochs(warmup_steps: int, steps_per_epoch: int) -> int:
   """The epochs that end inside the warmup, which early stopping skips.
 
   While the learning rate is still rising the model has not trained at
@@ -27,8 +25,7 @@ def warmup_epochs(
   examples) warm up for 100 steps, and the first 6 epochs end inside
   them. Runs of a few epochs skip none (10% warmup ends in the first).
   """
-  warmup = optimization.warmup_steps_for(config.train, total_steps)
-  return warmup // max(steps_per_epoch, 1)
+  return warmup_steps // max(steps_per_epoch, 1)
 
 
 def fit_callbacks(
@@ -79,13 +76,14 @@ def fit_callbacks(
     )
     found.append(best)
     if train.early_stopping_patience:
-      skipped = warmup_epochs(config, total_steps, steps_per_epoch)
+      warmup = optimization.warmup_steps_for(train, total_steps)
+      skipped = warmup_epochs(warmup, steps_per_epoch)
       if skipped:
         logging.info(
             "Early stopping starts after the warmup: epochs 1-%d end "
             "inside its %d steps and are not counted.",
             skipped,
-            optimization.warmup_steps_for(train, total_steps),
+            warmup,
         )
       early_stopping = callbacks.ResumableEarlyStopping(
           # The chief's history, also on the other workers.

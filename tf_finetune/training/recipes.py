@@ -85,16 +85,16 @@ def recommended(
 
 
 def long_text_share(
-    texts: Sequence[str], tokenizer, max_seq_length: int
+    texts: Sequence[str], tokenizer, budget: int
 ) -> tuple[float, int]:
-  """The share of `texts` whose tokens do not fit in `max_seq_length`.
+  """The share of `texts` with more than `budget` tokens (special tokens
+  not counted).
 
   Measured with the model's own tokenizer on at most `LENGTH_SAMPLE`
   evenly spaced texts; returns (share, texts measured).
   """
   if not texts:
     return 0.0, 0
-  budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
   sample = list(texts[:: max(1, math.ceil(len(texts) / LENGTH_SAMPLE))])
   ids = tokenizer(sample, add_special_tokens=False, verbose=False)["input_ids"]
   long_texts = sum(len(text_ids) > budget for text_ids in ids)
@@ -114,8 +114,8 @@ def recommended_truncation(
   (32 of them the head) head+tail lost to the head on 20 Newsgroups
   (README, "Measured").
   """
-  share, measured = long_text_share(texts, tokenizer, max_seq_length)
   budget = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
+  share, measured = long_text_share(texts, tokenizer, budget)
   head = LongDocuments(truncation="head_tail", head_share=head_share)
   head_tokens = head.head_tokens(budget)
   if share <= LONG_TEXTS:
