@@ -423,6 +423,62 @@ def test_encode_gives_the_family_inputs(model_type, tmp_path):
   assert tuple(features) == family.model_inputs
 
 
+# --- masked-LM heads ---------------------------------------------------------
+
+
+def test_every_family_has_its_masked_lm_head_listed():
+  from tf_finetune.models import masked_lm
+
+  assert set(families.FAMILIES) <= set(masked_lm.HEAD_LAYERS)
+
+
+@pytest.mark.parametrize("model_type", FAMILY_TYPES)
+def test_the_head_on_the_targets_alone_gives_the_models_logits(
+    model_type, tmp_path
+):
+  from tf_finetune.data.masking import IGNORED
+  from tf_finetune.models import masked_lm
+
+  tokenizer = make_tokenizer(model_type, str(tmp_path))
+  config = BUILDERS[model_type][1](len(tokenizer), tokenizer)
+  tf.random.set_seed(0)
+  mlm = transformers.TFAutoModelForMaskedLM.from_config(config)
+  encoded = tokenizer(
+      HELD_OUT[:4],
+      padding=True,
+      truncation=True,
+      max_length=MAX_LENGTH,
+      return_tensors="tf",
+  )
+  inputs = {
+      name: tf.cast(encoded[name], tf.int32)
+      for name in families.family_of(model_type).model_inputs
+  }
+  rng = np.random.default_rng(0)
+  chosen = (rng.random(inputs["input_ids"].shape) < 0.3) & (
+      inputs["attention_mask"].numpy() == 1
+  )
+  labels = tf.where(chosen, inputs["input_ids"], IGNORED)
+  gathered, gathered_labels = masked_lm.target_logits(
+      mlm, inputs, labels, training=False, gather=True
+  )
+  everywhere = mlm(**inputs, training=False).logits.numpy()[chosen]
+  assert gathered.shape == everywhere.shape and len(everywhere) > 4
+  np.testing.assert_allclose(gathered.numpy(), everywhere, atol=1e-4)
+  np.testing.assert_array_equal(
+      gathered_labels.numpy(), inputs["input_ids"].numpy()[chosen]
+  )
+  # A batch without targets (a short text's mask can choose none).
+  none, _ = masked_lm.target_logits(
+      mlm,
+      inputs,
+      tf.fill(tf.shape(labels), IGNORED),
+      training=False,
+      gather=True,
+  )
+  assert none.shape == (0, config.vocab_size)
+
+
 # --- training, export, serving -----------------------------------------------
 
 TRAIN_FLAGS = [

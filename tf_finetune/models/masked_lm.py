@@ -7,6 +7,13 @@ The model is the `transformers` TF masked-LM class of the checkpoint's family
 as `BertModel`) gets a freshly initialized head. After training,
 `save_backbone` writes the encoder alone (the family's `TFAutoModel` class,
 the input checkpoint's pooler kept) where `train --model=` loads it.
+
+Only the targets (15% of the tokens) need the head: its projection onto the
+vocabulary costs about as much per token as a small encoder's layers, so the
+training and validation steps run the encoder alone, gather the hidden
+states of the targets and run the head on those (`HEAD_LAYERS`; a family not
+listed there, or an XLA-compiled step, takes the model's logits at every
+position and gathers the targets' from them).
 """
 
 from __future__ import annotations
@@ -87,19 +94,86 @@ def load_masked_lm(
   return mlm, missing
 
 
+# The layers of each family's `transformers` masked-LM class that turn the
+# encoder's hidden states into vocabulary logits, in the order its `call`
+# applies them.
+HEAD_LAYERS = {
+    "bert": ("mlm",),
+    "mobilebert": ("predictions",),
+    "albert": ("predictions",),
+    "deberta": ("mlm",),
+    "deberta-v2": ("mlm",),
+    "roberta": ("lm_head",),
+    "roberta-prelayernorm": ("lm_head",),
+    "xlm-roberta": ("lm_head",),
+    "camembert": ("lm_head",),
+    "mpnet": ("lm_head",),
+    "electra": ("generator_predictions", "generator_lm_head"),
+    "convbert": ("generator_predictions", "generator_lm_head"),
+    "distilbert": (
+        "vocab_transform",
+        "act",
+        "vocab_layer_norm",
+        "vocab_projector",
+    ),
+}
+
+
+def target_logits(
+    mlm, inputs: dict, labels: tf.Tensor, *, training: bool, gather: bool
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """The logits and labels of the targets alone.
+
+  Args:
+    mlm: A `transformers` TF masked-LM model.
+    inputs: Its inputs, [batch, seq_len] each.
+    labels: int32 [batch, seq_len], `IGNORED` off the targets.
+    training: Dropout on.
+    gather: Run the head on the targets' hidden states only (families in
+      `HEAD_LAYERS`); otherwise on every position, as `mlm` does.
+
+  Returns:
+    (float32 logits [targets, vocab], int32 labels [targets]), targets in
+    row-major order.
+  """
+  positions = tf.where(labels != IGNORED)
+  layers = HEAD_LAYERS.get(mlm.config.model_type)
+  if not (gather and layers):
+    logits = mlm(**inputs, training=training).logits
+    return (
+        tf.cast(tf.gather_nd(logits, positions), tf.float32),
+        tf.cast(tf.gather_nd(labels, positions), tf.int32),
+    )
+  encoder = getattr(mlm, mlm.base_model_prefix)
+  hidden = encoder(**inputs, training=training)[0]
+  # [targets, 1, hidden]: each target a sequence of one, which every head's
+  # reshapes accept, with no targets too.
+  hidden = tf.gather_nd(hidden, positions)[:, tf.newaxis, :]
+  for name in layers:
+    layer = getattr(mlm, name)
+    if isinstance(layer, tf_keras.layers.Layer):
+      hidden = layer(hidden, training=training)
+    else:  # An activation function.
+      hidden = layer(hidden)
+  return (
+      tf.cast(hidden[:, 0, :], tf.float32),
+      tf.cast(tf.gather_nd(labels, positions), tf.int32),
+  )
+
+
 def masked_token_accuracy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """float32 [batch, seq_len]: 1 where the top logit is the label."""
+  """float32 of `labels`' shape: 1 where the top logit is the label."""
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
   return tf.cast(predictions == tf.cast(labels, tf.int32), tf.float32)
 
 
 def masked_token_losses(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """float32 [batch, seq_len]: cross-entropy on targets, 0 elsewhere.
+  """float32 of `labels`' shape: cross-entropy on targets, 0 elsewhere.
 
   Args:
-    labels: int32 [batch, seq_len], the original id on the targets and
-      `IGNORED` elsewhere.
-    logits: [batch, seq_len, vocab].
+    labels: int32, e.g. [batch, seq_len] or [targets], the original id on
+      the targets and `IGNORED` elsewhere.
+    logits: `labels`' shape + [vocab].
   """
   labels = tf.cast(labels, tf.int32)
   targets = labels != IGNORED
@@ -115,8 +189,9 @@ class MaskedLanguageModel(tf_keras.Model):
   Inputs are a dict of int32 Tensors [batch, seq_len] (input_ids with the
   targets replaced, attention_mask and, where the family has them,
   token_type_ids); the targets are int32 [batch, seq_len], the original id
-  on each target and `masking.IGNORED` elsewhere. The output is float32
-  logits [batch, seq_len, vocab].
+  on each target and `masking.IGNORED` elsewhere. The output of `call` is
+  float32 logits [batch, seq_len, vocab]; the training and validation steps
+  compute the targets' logits alone (`target_logits`).
 
   The loss is the mean cross-entropy over the targets of the global batch:
   each replica divides the sum over its targets by the number of targets on
@@ -127,9 +202,13 @@ class MaskedLanguageModel(tf_keras.Model):
   "masked_accuracy" are means over the targets of the epoch.
   """
 
-  def __init__(self, mlm, **kwargs):
+  def __init__(self, mlm, *, gather_targets: bool = True, **kwargs):
+    """`gather_targets`: run the head on the targets only (see
+    `target_logits`); off for an XLA-compiled step, whose shapes must not
+    depend on the masks."""
     super().__init__(**kwargs)
     self.mlm = mlm
+    self.gather_targets = gather_targets
     self.model_inputs = backbone_inputs(mlm)
     self.loss_tracker = tf_keras.metrics.Mean(name="loss")
     self.accuracy_tracker = tf_keras.metrics.Mean(name="masked_accuracy")
@@ -152,11 +231,19 @@ class MaskedLanguageModel(tf_keras.Model):
         if with_training_metrics or metric.name != "grad_norm"
     }
 
-  def _update_metrics(self, labels, logits, losses, weights):
-    self.loss_tracker.update_state(losses, sample_weight=weights)
-    self.accuracy_tracker.update_state(
-        masked_token_accuracy(labels, logits), sample_weight=weights
+  def _targets(self, inputs, labels, training):
+    """(float32 logits [targets, vocab], int32 labels [targets])."""
+    return target_logits(
+        self.mlm,
+        {name: inputs[name] for name in self.model_inputs if name in inputs},
+        labels,
+        training=training,
+        gather=self.gather_targets,
     )
+
+  def _update_metrics(self, labels, logits, losses):
+    self.loss_tracker.update_state(losses)
+    self.accuracy_tracker.update_state(masked_token_accuracy(labels, logits))
 
   def train_step(self, data):
     inputs, labels = data
@@ -165,17 +252,16 @@ class MaskedLanguageModel(tf_keras.Model):
     optimizer = self.optimizer
     scaling = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    weights = tf.cast(labels != IGNORED, tf.float32)
     # Targets of the global batch: 9 on this replica + 11 on the other = 20.
-    targets = tf.reduce_sum(weights)
+    targets = tf.reduce_sum(tf.cast(labels != IGNORED, tf.float32))
     if replicas > 1:
       targets = tf.distribute.get_replica_context().all_reduce(
           tf.distribute.ReduceOp.SUM, targets
       )
     targets = tf.maximum(targets, 1.0)
     with tf.GradientTape() as tape:
-      logits = self(inputs, training=True)
-      losses = masked_token_losses(labels, logits)
+      logits, target_labels = self._targets(inputs, labels, training=True)
+      losses = masked_token_losses(target_labels, logits)
       loss = tf.reduce_sum(losses) / targets
       if scaling:
         loss = optimizer.get_scaled_loss(loss)
@@ -183,16 +269,15 @@ class MaskedLanguageModel(tf_keras.Model):
     if scaling:
       gradients = optimizer.get_unscaled_gradients(gradients)
     updates.apply_update(optimizer, gradients, variables, self.grad_norm)
-    self._update_metrics(labels, logits, losses, weights)
+    self._update_metrics(target_labels, logits, losses)
     return self._logs(with_training_metrics=True)
 
   def test_step(self, data):
     inputs, labels = data
     self.pad_fraction.update_state(inputs["attention_mask"])
-    logits = self(inputs, training=False)
-    weights = tf.cast(labels != IGNORED, tf.float32)
+    logits, target_labels = self._targets(inputs, labels, training=False)
     self._update_metrics(
-        labels, logits, masked_token_losses(labels, logits), weights
+        target_labels, logits, masked_token_losses(target_labels, logits)
     )
     return self._logs(with_training_metrics=False)
 

@@ -125,7 +125,9 @@ def build_model(
   backbone_lib.check_tokenizer_fits(
       prepared.tokenizer, mlm.config, model_config.model
   )
-  model = masked_lm.MaskedLanguageModel(mlm)
+  model = masked_lm.MaskedLanguageModel(
+      mlm, gather_targets=not train_config.jit_compile
+  )
   model(model.dummy_inputs())
   optimizer = optimization.create_optimizer(
       train_config, plan.total_steps, steps_per_epoch=plan.steps_per_epoch
