@@ -1,6 +1,6 @@
 r"""Speed of continued masked-LM pretraining: the pretrain binary on MiniLM.
 
-  python benchmarks/pretrain_throughput.py --steps=20
+  python benchmarks/pretrain_throughput.py --steps=60
 
 Runs `python -m tf_finetune.pretrain` in a fresh process on the real MiniLM
 (assets/minilm, which has no masked-LM head: the head starts fresh) over the
@@ -25,7 +25,7 @@ def main() -> None:
   parser.add_argument(
       "--train_file", default="assets/rotten_tomatoes/train.csv"
   )
-  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--steps", type=int, default=60)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--max_seq_length", type=int, default=128)
   parser.add_argument("--masking", default="token")
