@@ -32,7 +32,9 @@ Recipes:
                nothing else
   <lever>      the base flags plus one lever (LEVERS below): the Hugging
                Face optimizer settings, fp32, per-batch padding, each
-               long-document and few-sample lever
+               long-document and few-sample lever, and the step budget
+               with each other few-sample lever (min_steps_reinit,
+               min_steps_ema)
   pretrained   the base flags, --model the backbone of one epoch of
                `pretrain` (masked LM) over the full dataset's training texts
                (for <name>_500 too: its labels are few, its texts are not)
@@ -109,6 +111,9 @@ LEVERS = {
     "reinit": ("--reinit_layers=1",),
     "min_steps": ("--min_steps=1000",),
     "ema": ("--ema_decay=0.99",),
+    # The step budget with each other few-sample lever of the recipe.
+    "min_steps_reinit": ("--min_steps=1000", "--reinit_layers=1"),
+    "min_steps_ema": ("--min_steps=1000", "--ema_decay=0.99"),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
     # --model is the continued-pretraining backbone.
