@@ -293,58 +293,29 @@ def _recipe_config(model, **train_options):
   )
 
 
-def test_recommended_recipe_rule(tiny_bert_dir, tmp_path):
-  few = recipes.resolve(_recipe_config(tiny_bert_dir), 999, encoder_head=True)
-  enough = recipes.resolve(
-      _recipe_config(tiny_bert_dir), 1000, encoder_head=True
-  )
+def test_recommended_recipe_rule(tiny_bert_dir):
   chosen = lambda config: {  # noqa: E731
       name: getattr(config.train, name) for name in config_lib.RECIPE_SETTINGS
   }
-  # 2 encoder layers: one re-initialized (a sixth of the depth, at least 1).
-  assert chosen(few) == {
-      "reinit_layers": 1,
-      "min_steps": 1000,
-      "ema_decay": 0.99,
-  }
-  assert chosen(enough) == {
-      "reinit_layers": 0,
-      "min_steps": 0,
-      "ema_decay": 0.0,
-  }
-  # Settings given are kept, also when they equal the plain default.
-  given = recipes.resolve(
-      _recipe_config(tiny_bert_dir, ema_decay=0.0, reinit_layers=2),
-      10,
-      encoder_head=True,
-  )
-  assert chosen(given) == {
-      "reinit_layers": 2,
-      "min_steps": 1000,
-      "ema_decay": 0.0,
-  }
-  # No layers to re-initialize: a task without an encoder head, ALBERT.
-  no_head = recipes.resolve(
-      _recipe_config(tiny_bert_dir), 10, encoder_head=False
-  )
-  assert no_head.train.reinit_layers == 0
-  albert_dir = str(tmp_path / "albert")
-  transformers.AlbertConfig(vocab_size=50, **TINY).save_pretrained(albert_dir)
-  assert recipes.reinit_layers_for(albert_dir) == 0
+  few = recipes.resolve(_recipe_config(tiny_bert_dir), 999)
+  enough = recipes.resolve(_recipe_config(tiny_bert_dir), 1000)
+  assert chosen(few) == {"min_steps": 1000}
+  assert chosen(enough) == {"min_steps": 0}
+  # A setting given is kept, also when it equals the plain default.
+  given = recipes.resolve(_recipe_config(tiny_bert_dir, min_steps=0), 10)
+  assert chosen(given) == {"min_steps": 0}
   # Without a recipe an unset setting is its plain default.
-  assert chosen(_run_config(model={"model": tiny_bert_dir})) == {
-      "reinit_layers": 0,
-      "min_steps": 0,
-      "ema_decay": 0.0,
-  }
+  assert chosen(_run_config(model={"model": tiny_bert_dir})) == {"min_steps": 0}
+  # The recipe chooses nothing else: no layer re-initialized, no average.
+  assert (few.train.reinit_layers, few.train.ema_decay) == (0, 0.0)
 
 
 def test_recipe_from_the_command_line_keeps_the_flags_given(
     tmp_path, tiny_bert_dir, sentiment_files
 ):
-  """192 training examples: the recipe re-initializes a layer; the flags
-  given (--min_steps=24, --ema_decay=0, the plain default) are kept, and
-  the run trains the 24 steps (2 epochs of 12, not --epochs=1)."""
+  """192 training examples: the recipe would ask for 1,000 updates; the
+  --min_steps=24 given is kept, and the run trains the 24 steps (2 epochs
+  of 12, not --epochs=1)."""
   model_dir = tmp_path / "run"
   code = run_binary(
       train,
@@ -354,7 +325,6 @@ def test_recipe_from_the_command_line_keeps_the_flags_given(
           f"--model_dir={model_dir}",
           "--recipe=recommended",
           "--min_steps=24",
-          "--ema_decay=0",
           "--epochs=1",
           "--batch_size=16",
           "--max_seq_length=32",
@@ -365,12 +335,7 @@ def test_recipe_from_the_command_line_keeps_the_flags_given(
   assert code == 0
   with open(model_dir / "config.json", encoding="utf-8") as f:
     saved = json.load(f)["train"]
-  assert saved["recipe"] == "recommended"
-  assert (saved["reinit_layers"], saved["min_steps"], saved["ema_decay"]) == (
-      1,
-      24,
-      0.0,
-  )
+  assert (saved["recipe"], saved["min_steps"]) == ("recommended", 24)
   with open(model_dir / "summary.json", encoding="utf-8") as f:
     summary = json.load(f)
   assert (summary["epochs_run"], summary["global_steps"]) == (2, 24)

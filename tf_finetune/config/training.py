@@ -34,7 +34,7 @@ RECIPES = ("none", "recommended")
 
 # Settings that --recipe may choose when the user leaves them unset, and
 # their plain defaults (what an unset setting means without a recipe).
-RECIPE_SETTINGS = {"reinit_layers": 0, "min_steps": 0, "ema_decay": 0.0}
+RECIPE_SETTINGS = {"min_steps": 0}
 
 
 def early_stopping_metrics() -> tuple[str, ...]:
@@ -73,10 +73,10 @@ class TrainConfig:
   )
   recipe: str = setting(
       "none",
-      "recommended: choose --reinit_layers, --min_steps and --ema_decay "
-      "from the number of training examples (see README); settings given "
-      "on the command line are kept. none: unset settings take their plain "
-      "defaults.",
+      "recommended: choose --min_steps from the number of training "
+      "examples and --truncation from the training texts' lengths (see "
+      "README); settings given on the command line are kept. none: unset "
+      "settings take their plain defaults.",
       choices=RECIPES,
   )
   learning_rate: float = setting(
@@ -120,11 +120,11 @@ class TrainConfig:
   freeze_layers: int = setting(
       0, "Keep the bottom N encoder layers at their pretrained values."
   )
-  reinit_layers: Optional[int] = setting(
-      None,
+  reinit_layers: int = setting(
+      0,
       "Re-initialize the top N encoder layers (and the pooler when the head "
       "reads it) before training, as the model's config initializes a new "
-      "model. Unset: 0 (off), or what --recipe chooses.",
+      "model.",
   )
   unfreeze_schedule: str = setting(
       "none",
@@ -144,12 +144,12 @@ class TrainConfig:
       "before one update: the same update with less memory.",
   )
   jit_compile: bool = setting(False, "XLA-compile the training step.")
-  ema_decay: Optional[float] = setting(
-      None,
+  ema_decay: float = setting(
+      0.0,
       "Keep an exponential moving average of the weights with this decay "
       "(e.g. 0.999), validate and export it; 0 turns it off. Update n uses "
       "min(decay, (1 + n) / (10 + n)), so the starting weights fade out "
-      "within the first updates. Unset: 0, or what --recipe chooses.",
+      "within the first updates.",
   )
   weight_decay: float = setting(
       0.01,
@@ -246,7 +246,7 @@ class TrainConfig:
         f"--min_steps={self.min_steps} must be non-negative (0 = off).",
     )
     require(
-        self.reinit_layers is None or self.reinit_layers >= 0,
+        self.reinit_layers >= 0,
         f"--reinit_layers={self.reinit_layers} must be non-negative "
         "(0 = off).",
     )
@@ -298,7 +298,7 @@ class TrainConfig:
         f"--grad_accum_steps={self.grad_accum_steps} must be at least 1.",
     )
     require(
-        self.ema_decay is None or 0.0 <= self.ema_decay < 1.0,
+        0.0 <= self.ema_decay < 1.0,
         f"--ema_decay={self.ema_decay} must be in [0, 1); 0.999 is usual, "
         "0 turns it off.",
     )

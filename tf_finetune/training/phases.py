@@ -23,7 +23,6 @@ from tf_finetune import distribution as distribution_lib
 from tf_finetune.config import RunConfig
 from tf_finetune.data import pipeline, streaming
 from tf_finetune.tasks.base import PreparedData, Task, TrainedModel
-from tf_finetune.tasks.encoder import EncoderTask
 from tf_finetune.training import fingerprint as fingerprint_lib
 from tf_finetune.training import recipes
 from tf_finetune.training.fit_callbacks import fit_callbacks
@@ -47,9 +46,7 @@ def prepare(config: RunConfig) -> PreparedData:
   """
   prepared = tasks.get_task(config.task).prepare(config)
   prepared.config = recipes.resolve(
-      prepared.config,
-      len(prepared.examples["train"]),
-      encoder_head=isinstance(prepared.task, EncoderTask),
+      prepared.config, len(prepared.examples["train"])
   )
   return prepared
 

@@ -7,8 +7,9 @@ examples are read, and an unset --truncation of a whole-text task from the
 training texts' lengths, before they are encoded (`recommended_truncation`,
 called by the task); what the user set on the command line or in a flag
 file is kept. The README's "Few training examples" and "Long documents"
-sections give the reasons and sources. The resolved values are written to config.json, so evaluation,
-export and a resumed run see numbers, not the recipe.
+sections give the reasons, sources and measurements. The resolved values
+are written to config.json, so evaluation, export and a resumed run see
+numbers, not the recipe.
 """
 
 from __future__ import annotations
@@ -20,20 +21,12 @@ from typing import Sequence
 from absl import logging
 
 from tf_finetune import config as config_lib
-from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.text.long_documents import LongDocuments
 
-# Below this many training examples the recipe takes the few-sample levers.
+# Below this many training examples the recipe gives the run at least
+# FEW_SAMPLE_MIN_STEPS updates.
 FEW_EXAMPLES = 1000
-
-# Few-sample levers: at least this many updates, and this EMA decay (an
-# average over about 1 / (1 - 0.99) = 100 updates, a tenth of the run).
 FEW_SAMPLE_MIN_STEPS = 1000
-FEW_SAMPLE_EMA_DECAY = 0.99
-
-# One re-initialized layer per this many encoder layers (2 of BERT-base's
-# 12, 4 of BERT-large's 24), and at least one.
-LAYERS_PER_REINIT_LAYER = 6
 
 # Text length: when more than this share of the training texts are longer
 # than --max_seq_length, the recipe keeps both their ends
@@ -46,31 +39,8 @@ LENGTH_SAMPLE = 2000
 HEAD_TAIL_MIN_HEAD = 128
 
 
-def reinit_layers_for(model: str) -> int:
-  """The top layers the recipe re-initializes in `--model`'s encoder.
-
-  0 for an encoder without a layer per depth (ALBERT shares one layer).
-  """
-  model_config = backbone_lib.load_model_config(model)
-  if model_config.model_type in backbone_lib.SHARED_LAYER_MODEL_TYPES:
-    return 0
-  layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
-  return max(1, layers // LAYERS_PER_REINIT_LAYER) if layers else 0
-
-
-def recommended(
-    config: config_lib.RunConfig,
-    num_train_examples: int,
-    *,
-    encoder_head: bool,
-) -> dict[str, float | int]:
+def recommended(num_train_examples: int) -> dict[str, float | int]:
   """What --recipe=recommended chooses for `num_train_examples`.
-
-  Args:
-    config: The run config (its --model is read for the encoder's depth).
-    num_train_examples: Training examples, as read.
-    encoder_head: Whether the task puts a head on a pretrained encoder
-      (only then are layers re-initialized).
 
   Returns:
     Setting name -> value, for every setting in `config.RECIPE_SETTINGS`.
@@ -78,9 +48,6 @@ def recommended(
   chosen = dict(config_lib.RECIPE_SETTINGS)  # Enough data: the defaults.
   if num_train_examples < FEW_EXAMPLES:
     chosen["min_steps"] = FEW_SAMPLE_MIN_STEPS
-    chosen["ema_decay"] = FEW_SAMPLE_EMA_DECAY
-    if encoder_head and config.model.model:
-      chosen["reinit_layers"] = reinit_layers_for(config.model.model)
   return chosen
 
 
@@ -144,10 +111,7 @@ def recommended_truncation(
 
 
 def resolve(
-    config: config_lib.RunConfig,
-    num_train_examples: int,
-    *,
-    encoder_head: bool,
+    config: config_lib.RunConfig, num_train_examples: int
 ) -> config_lib.RunConfig:
   """`config` with every unset recipe setting filled; logs the choice.
 
@@ -156,7 +120,7 @@ def resolve(
   train = config.train
   if train.resolved:
     return config
-  chosen = recommended(config, num_train_examples, encoder_head=encoder_head)
+  chosen = recommended(num_train_examples)
   filled = {
       name: value
       for name, value in chosen.items()
