@@ -400,7 +400,7 @@ def _tiny_masked_lm():
   )
 
 
-def _one_step(strategy, weights, batch):
+def _one_step(strategy, weights, batch, *, gather_targets=True, **compile):
   """Weights before and after one SGD step of a tiny masked-LM model under
   `strategy` (from `weights`, or fresh ones), and the logged loss."""
   import tf_keras
@@ -408,12 +408,14 @@ def _one_step(strategy, weights, batch):
   from tf_finetune.models.masked_lm import MaskedLanguageModel
 
   with strategy.scope():
-    model = MaskedLanguageModel(_tiny_masked_lm())
+    model = MaskedLanguageModel(
+        _tiny_masked_lm(), gather_targets=gather_targets
+    )
     model(model.dummy_inputs())
     if weights is not None:
       model.mlm.set_weights(weights)
     start = model.mlm.get_weights()
-    model.compile(optimizer=tf_keras.optimizers.SGD(0.5))
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.5), **compile)
   history = model.fit(
       tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0
   ).history
@@ -456,3 +458,28 @@ def test_the_loss_is_the_mean_over_the_targets_of_all_replicas():
   assert sum(moved) > len(start) // 2
   for one, two in zip(after_one, after_two):
     np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6)
+
+
+def test_the_head_at_every_position_under_xla_trains_like_the_gathered_head():
+  """--jit_compile keeps shapes that do not depend on the masks: the head
+  runs at every position and the loss weighs the targets; one step of it
+  gives the loss and the weights of the head run on the targets alone."""
+  rows, _ = _random_rows(4, seed=7)
+  features, targets = _batch(rows)
+  chosen = np.random.default_rng(0).random(targets.shape) < 0.3
+  labels = tf.where(
+      chosen & (features["attention_mask"].numpy() == 1), targets, IGNORED
+  )
+  strategy = tf.distribute.get_strategy()
+  start, gathered, gathered_loss = _one_step(strategy, None, (features, labels))
+  _, everywhere, everywhere_loss = _one_step(
+      strategy,
+      start,
+      (features, labels),
+      gather_targets=False,
+      jit_compile=True,
+  )
+  assert everywhere_loss == pytest.approx(gathered_loss, rel=1e-4)
+  assert sum(not np.allclose(a, b) for a, b in zip(start, gathered)) > 1
+  for one, two in zip(gathered, everywhere):
+    np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-5)

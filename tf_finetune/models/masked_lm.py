@@ -12,8 +12,8 @@ Only the targets (15% of the tokens) need the head: its projection onto the
 vocabulary costs about as much per token as a small encoder's layers, so the
 training and validation steps run the encoder alone, gather the hidden
 states of the targets and run the head on those (`HEAD_LAYERS`; a family not
-listed there, or an XLA-compiled step, takes the model's logits at every
-position and gathers the targets' from them).
+listed there, or an XLA-compiled step, computes the logits at every position
+and weighs the targets' losses).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ HEAD_LAYERS = {
 def target_logits(
     mlm, inputs: dict, labels: tf.Tensor, *, training: bool, gather: bool
 ) -> tuple[tf.Tensor, tf.Tensor]:
-  """The logits and labels of the targets alone.
+  """The logits the loss needs, and their labels.
 
   Args:
     mlm: A `transformers` TF masked-LM model.
@@ -130,20 +130,19 @@ def target_logits(
     labels: int32 [batch, seq_len], `IGNORED` off the targets.
     training: Dropout on.
     gather: Run the head on the targets' hidden states only (families in
-      `HEAD_LAYERS`); otherwise on every position, as `mlm` does.
+      `HEAD_LAYERS`); otherwise on every position, as `mlm` does, with
+      shapes that do not depend on the masks (XLA).
 
   Returns:
-    (float32 logits [targets, vocab], int32 labels [targets]), targets in
-    row-major order.
+    (float32 logits, int32 labels): of the targets alone, [targets, vocab]
+    and [targets] in row-major order; or, not gathered, of every position,
+    [batch, seq_len, vocab] and `labels` as given.
   """
-  positions = tf.where(labels != IGNORED)
   layers = HEAD_LAYERS.get(mlm.config.model_type)
   if not (gather and layers):
     logits = mlm(**inputs, training=training).logits
-    return (
-        tf.cast(tf.gather_nd(logits, positions), tf.float32),
-        tf.cast(tf.gather_nd(labels, positions), tf.int32),
-    )
+    return tf.cast(logits, tf.float32), tf.cast(labels, tf.int32)
+  positions = tf.where(labels != IGNORED)
   encoder = getattr(mlm, mlm.base_model_prefix)
   hidden = encoder(**inputs, training=training)[0]
   # [targets, 1, hidden]: each target a sequence of one, which every head's
@@ -204,8 +203,8 @@ class MaskedLanguageModel(tf_keras.Model):
 
   def __init__(self, mlm, *, gather_targets: bool = True, **kwargs):
     """`gather_targets`: run the head on the targets only (see
-    `target_logits`); off for an XLA-compiled step, whose shapes must not
-    depend on the masks."""
+    `target_logits`); off for an XLA-compiled step, whose shapes then do
+    not depend on the masks."""
     super().__init__(**kwargs)
     self.mlm = mlm
     self.gather_targets = gather_targets
@@ -232,7 +231,8 @@ class MaskedLanguageModel(tf_keras.Model):
     }
 
   def _targets(self, inputs, labels, training):
-    """(float32 logits [targets, vocab], int32 labels [targets])."""
+    """(logits, labels) of the targets, or of every position (see
+    `target_logits`)."""
     return target_logits(
         self.mlm,
         {name: inputs[name] for name in self.model_inputs if name in inputs},
@@ -242,8 +242,12 @@ class MaskedLanguageModel(tf_keras.Model):
     )
 
   def _update_metrics(self, labels, logits, losses):
-    self.loss_tracker.update_state(losses)
-    self.accuracy_tracker.update_state(masked_token_accuracy(labels, logits))
+    """Means over the targets (`labels` not `IGNORED`)."""
+    weights = tf.cast(labels != IGNORED, tf.float32)
+    self.loss_tracker.update_state(losses, sample_weight=weights)
+    self.accuracy_tracker.update_state(
+        masked_token_accuracy(labels, logits), sample_weight=weights
+    )
 
   def train_step(self, data):
     inputs, labels = data
