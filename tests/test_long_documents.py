@@ -260,7 +260,9 @@ def test_pooled_logits_are_the_mean_or_max_of_each_window_s_logits(
     np.testing.assert_allclose(
         pooled[document], reduce(window_logits, axis=0), atol=1e-5
     )
-  assert not np.allclose(pooled[0], pooled[2], atol=1e-3)
+    # The windows of a document disagree, so the pooling is what decides.
+    if len(document_windows) > 1:
+      assert not np.allclose(window_logits[0], window_logits[-1], atol=1e-4)
 
 
 def test_a_text_that_fits_one_window_gets_exactly_the_truncate_result(models):
