@@ -45,8 +45,8 @@ Recipes:
 Base flags (every `train` run): --model (MiniLM-L6-H384) --max_seq_length=128
 --batch_size=32 --epochs=2 --learning_rate=5e-5 --schedule=linear
 --warmup_ratio=0.1 --weight_decay=0.01 --early_stopping_metric=val_accuracy
---seed. Levers that change the number of updates (min_steps, recommended on
-the small sets) say so in the steps column.
+--seed. Levers that change the number of updates (min_steps, recommended)
+say so in the steps column.
 
 A cell's result is kept in <output_dir>/<dataset>/<recipe>/seed<seed>/
 result.json and not run again: an interrupted benchmark continues where it

@@ -73,10 +73,10 @@ class TrainConfig:
   )
   recipe: str = setting(
       "none",
-      "recommended: choose --min_steps from the number of training "
-      "examples and --truncation from the training texts' lengths (see "
-      "README); settings given on the command line are kept. none: unset "
-      "settings take their plain defaults.",
+      "recommended: at least 1,000 updates (--min_steps=1000) and "
+      "--truncation chosen from the training texts' lengths (see README); "
+      "settings given on the command line are kept. none: unset settings "
+      "take their plain defaults.",
       choices=RECIPES,
   )
   learning_rate: float = setting(
