@@ -299,9 +299,9 @@ def test_recommended_recipe_rule(tiny_bert_dir):
   }
   few = recipes.resolve(_recipe_config(tiny_bert_dir), 500)
   # 2 epochs of 8,927 examples at batch 32 are 558 updates: still too few.
-  enough = recipes.resolve(_recipe_config(tiny_bert_dir), 8927)
+  larger = recipes.resolve(_recipe_config(tiny_bert_dir), 8927)
   assert chosen(few) == {"min_steps": 1000}
-  assert chosen(enough) == {"min_steps": 1000}
+  assert chosen(larger) == {"min_steps": 1000}
   # A setting given is kept, also when it equals the plain default.
   given = recipes.resolve(_recipe_config(tiny_bert_dir, min_steps=0), 10)
   assert chosen(given) == {"min_steps": 0}
