@@ -34,7 +34,8 @@ Recipes:
                Face optimizer settings, fp32, per-batch padding, each
                long-document and few-sample lever, and the step budget
                with each other few-sample lever (min_steps_reinit,
-               min_steps_ema)
+               min_steps_ema), with mean pooling (min_steps_mean) and at
+               twice the learning rate (min_steps_lr1e-4)
   pretrained   the base flags, --model the backbone of one epoch of
                `pretrain` (masked LM) over the full dataset's training texts
                (for <name>_500 too: its labels are few, its texts are not)
@@ -114,6 +115,11 @@ LEVERS = {
     # The step budget with each other few-sample lever of the recipe.
     "min_steps_reinit": ("--min_steps=1000", "--reinit_layers=1"),
     "min_steps_ema": ("--min_steps=1000", "--ema_decay=0.99"),
+    # The step budget with the mean of the token states as the text's
+    # vector (how sentence-embedding checkpoints were trained).
+    "min_steps_mean": ("--min_steps=1000", "--pooling=mean"),
+    # The step budget at twice the base learning rate.
+    "min_steps_lr1e-4": ("--min_steps=1000", "--learning_rate=1e-4"),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
     # --model is the continued-pretraining backbone.

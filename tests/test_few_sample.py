@@ -12,6 +12,7 @@ import transformers
 from conftest import make_tiny_bert, run_binary, write_rows
 from tf_finetune import config as config_lib
 from tf_finetune import tasks, train, training
+from tf_finetune.tasks import encoder
 from tf_finetune.models import backbone as backbone_lib
 from tf_finetune.tasks.base import PreparedData, TaskState
 from tf_finetune.training import recipes
@@ -309,6 +310,43 @@ def test_recommended_recipe_rule(tiny_bert_dir):
   assert chosen(_run_config(model={"model": tiny_bert_dir})) == {"min_steps": 0}
   # The recipe chooses nothing else: no layer re-initialized, no average.
   assert (few.train.reinit_layers, few.train.ema_decay) == (0, 0.0)
+
+
+def test_recommended_recipe_pools_the_mean_of_the_tokens(tiny_bert_dir):
+  """An unset --pooling is the mean under the recipe and auto without it;
+  a --pooling given is kept. The model built from the recipe's config
+  pools the mean: its logits do not depend on the pooler's weights, which
+  the pooler head (auto, on BERT) reads."""
+  recipe = recipes.resolve(_recipe_config(tiny_bert_dir), 500)
+  assert recipe.model.pooling == "mean"
+  given = recipes.resolve(
+      _run_config(
+          model={"model": tiny_bert_dir, "pooling": "cls"}, recipe="recommended"
+      ),
+      500,
+  )
+  assert given.model.pooling == "cls"
+  plain = _run_config(model={"model": tiny_bert_dir})
+  assert plain.model.pooling == "auto"
+  inputs = {
+      "input_ids": tf.constant([[2, 5, 6, 7, 3, 0]]),
+      "attention_mask": tf.constant([[1, 1, 1, 1, 1, 0]]),
+      "token_type_ids": tf.zeros([1, 6], tf.int32),
+  }
+
+  def logits_moved_by_the_pooler(config):
+    model = encoder.build_classifier(
+        backbone_lib.load_backbone(tiny_bert_dir), 2, config.model, seed=0
+    )
+    before = model(inputs).numpy()
+    pooler = [w for w in model.trainable_weights if "pooler" in w.name]
+    assert pooler
+    for weight in pooler:
+      weight.assign(weight + 0.5)
+    return np.abs(model(inputs).numpy() - before).max()
+
+  assert logits_moved_by_the_pooler(recipe) == 0.0
+  assert logits_moved_by_the_pooler(plain) > 1e-3
 
 
 def test_recipe_from_the_command_line_keeps_the_flags_given(

@@ -100,6 +100,12 @@ class RunConfig:
         "--tfds_name.",
     )
     self.task.check_run(self)
+    if self.model.pooling is None and self.train.recipe == "none":
+      # Frozen: filled in place, as `TrainConfig` fills its unset settings;
+      # a recipe fills it once the training examples are read.
+      object.__setattr__(
+          self, "model", dataclasses.replace(self.model, pooling="auto")
+      )
     require(
         not self.data.streaming or self.task.task in STREAMING_TASKS,
         f"--streaming reads data for --task={', '.join(STREAMING_TASKS)} "

@@ -182,12 +182,13 @@ class ModelConfig:
       "Pretrained model: a Hugging Face hub name (bert-base-uncased) or "
       "a local directory holding config.json, weights and tokenizer files.",
   )
-  pooling: str = setting(
-      "auto",
+  pooling: Optional[str] = setting(
+      None,
       "How the sequence becomes one vector: the backbone's pooler "
       "output, the hidden state of the [CLS] token (cls), or the mean of the "
       "tokens that are not padding; auto: the pooler where the encoder has "
-      "one (BERT, RoBERTa, ALBERT), else cls (DistilBERT, ELECTRA, DeBERTa).",
+      "one (BERT, RoBERTa, ALBERT), else cls (DistilBERT, ELECTRA, DeBERTa). "
+      "Unset: auto, or what --recipe chooses (mean).",
       choices=POOLINGS,
   )
   dropout: float = setting(0.1, "Dropout rate before the head.")

@@ -73,7 +73,8 @@ class TrainConfig:
   )
   recipe: str = setting(
       "none",
-      "recommended: at least 1,000 updates (--min_steps=1000) and "
+      "recommended: at least 1,000 updates (--min_steps=1000), the mean "
+      "of the token states as the text's vector (--pooling=mean) and "
       "--truncation chosen from the training texts' lengths (see README); "
       "settings given on the command line are kept. none: unset settings "
       "take their plain defaults.",

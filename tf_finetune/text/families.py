@@ -17,6 +17,7 @@ Hugging Face's "longest_first" rule in every family.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 WORDPIECE = "WordPiece"
 BYTE_LEVEL_BPE = "byte-level BPE"
@@ -184,7 +185,7 @@ def family_of(model_type: str, *, model: str = "") -> Family:
   )
 
 
-def resolve_pooling(pooling: str, family: Family) -> str:
+def resolve_pooling(pooling: Optional[str], family: Family) -> str:
   """The pooling a head on `family` uses for --pooling=`pooling`.
 
   "auto" is the pooler where the encoder has one (BERT, RoBERTa, ALBERT)
@@ -195,7 +196,7 @@ def resolve_pooling(pooling: str, family: Family) -> str:
   Raises:
     ValueError: for --pooling=pooler on an encoder without a pooler.
   """
-  if pooling == "auto":
+  if pooling in (None, "auto"):  # Unset (no --recipe to choose): auto.
     return "pooler" if family.pooler else "cls"
   if pooling == "pooler" and not family.pooler:
     raise ValueError(

@@ -1,15 +1,15 @@
-"""--recipe: a step budget, and what to keep of long texts chosen from the
-lengths of the training texts.
+"""--recipe: a step budget, the pooling, and what to keep of long texts
+chosen from the lengths of the training texts.
 
 `--recipe=recommended` fills the settings the user left unset (None in
-`TrainConfig`, see `config.RECIPE_SETTINGS`) once the training examples are
-read, and an unset --truncation of a whole-text task from the
-training texts' lengths, before they are encoded (`recommended_truncation`,
-called by the task); what the user set on the command line or in a flag
-file is kept. The README's "Few training examples" and "Long documents"
-sections give the reasons, sources and measurements. The resolved values
-are written to config.json, so evaluation, export and a resumed run see
-numbers, not the recipe.
+`TrainConfig`, see `config.RECIPE_SETTINGS`, and --pooling) once the
+training examples are read, and an unset --truncation of a whole-text task
+from the training texts' lengths, before they are encoded
+(`recommended_truncation`, called by the task); what the user set on the
+command line or in a flag file is kept. The README's "Few training
+examples", "Long documents" and "Measured" sections give the reasons,
+sources and measurements. The resolved values are written to config.json,
+so evaluation, export and a resumed run see values, not the recipe.
 """
 
 from __future__ import annotations
@@ -39,14 +39,28 @@ LENGTH_SAMPLE = 2000
 HEAD_TAIL_MIN_HEAD = 128
 
 
-def recommended() -> dict[str, float | int]:
-  """What --recipe=recommended chooses: the step budget, at every size of
-  training data measured (README, "Few training examples").
+# The text's vector: the mean of its token states, which is what
+# sentence-embedding checkpoints were trained to pool, where the pooler of
+# a BERT checkpoint was trained on next-sentence prediction, if at all
+# (README, "Measured").
+POOLING = "mean"
+
+# The group of `RunConfig` each setting the recipe chooses belongs to.
+_GROUPS = dict.fromkeys(config_lib.RECIPE_SETTINGS, "train") | {
+    "pooling": "model"
+}
+
+
+def recommended() -> dict[str, float | int | str]:
+  """What --recipe=recommended chooses at every size of training data
+  measured: the step budget (README, "Few training examples") and the
+  pooling.
 
   Returns:
-    Setting name -> value, for every setting in `config.RECIPE_SETTINGS`.
+    Setting name -> value, for every setting in `config.RECIPE_SETTINGS`
+    and --pooling.
   """
-  return dict(config_lib.RECIPE_SETTINGS, min_steps=MIN_STEPS)
+  return dict(config_lib.RECIPE_SETTINGS, min_steps=MIN_STEPS, pooling=POOLING)
 
 
 def long_text_share(
@@ -113,31 +127,43 @@ def resolve(
 ) -> config_lib.RunConfig:
   """`config` with every unset recipe setting filled; logs the choice.
 
-  Without a recipe the settings are already filled (`TrainConfig`).
+  Without a recipe the settings are already filled (`TrainConfig`,
+  `RunConfig`).
   """
-  train = config.train
-  if train.resolved:
+  if config.train.recipe == "none":
     return config
+
+  def given(name):
+    return getattr(getattr(config, _GROUPS[name]), name)
+
   chosen = recommended()
   filled = {
-      name: value
-      for name, value in chosen.items()
-      if getattr(train, name) is None
+      name: value for name, value in chosen.items() if given(name) is None
   }
+  if not filled:
+    return config
   kept = sorted(set(chosen) - set(filled))
   logging.info(
       "--recipe=%s: %d training examples: %s%s.",
-      train.recipe,
+      config.train.recipe,
       num_train_examples,
       " ".join(f"--{name}={value}" for name, value in sorted(filled.items())),
       (
           "; kept as given: "
-          + " ".join(f"--{name}={getattr(train, name)}" for name in kept)
+          + " ".join(f"--{name}={given(name)}" for name in kept)
           if kept
           else ""
       ),
   )
-  return dataclasses.replace(config, train=dataclasses.replace(train, **filled))
+  for group in sorted({_GROUPS[name] for name in filled}):
+    settings = {
+        name: value for name, value in filled.items() if _GROUPS[name] == group
+    }
+    config = dataclasses.replace(
+        config,
+        **{group: dataclasses.replace(getattr(config, group), **settings)},
+    )
+  return config
 
 
 def extended_epochs(epochs: int, steps_per_epoch: int, min_steps: int) -> int:
