@@ -35,7 +35,8 @@ Recipes:
                long-document and few-sample lever, and the step budget
                with each other few-sample lever (min_steps_reinit,
                min_steps_ema), with mean pooling (min_steps_mean) and at
-               twice the learning rate (min_steps_lr1e-4)
+               twice the learning rate (min_steps_lr1e-4), and with both
+               (min_steps_mean_lr1e-4)
   pretrained   the base flags, --model the backbone of one epoch of
                `pretrain` (masked LM) over the full dataset's training texts
                (for <name>_500 too: its labels are few, its texts are not)
@@ -120,6 +121,12 @@ LEVERS = {
     "min_steps_mean": ("--min_steps=1000", "--pooling=mean"),
     # The step budget at twice the base learning rate.
     "min_steps_lr1e-4": ("--min_steps=1000", "--learning_rate=1e-4"),
+    # The two together: the recommended recipe at twice the learning rate.
+    "min_steps_mean_lr1e-4": (
+        "--min_steps=1000",
+        "--pooling=mean",
+        "--learning_rate=1e-4",
+    ),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
     # --model is the continued-pretraining backbone.
