@@ -1,4 +1,4 @@
-"""Telling the user how training went: overfitting diagnosis and curves."""
+"""Telling the user how training went: overfitting, still improving, curves."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from typing import Optional
 _RISE_TOLERANCE = 0.02
 
 
+def monitor_mode(metric: str) -> str:
+  """Which way `metric` improves: "min" for losses, "max" for the rest."""
+  return "min" if metric.endswith("loss") else "max"
+
+
 def diagnose_overfitting(
-    history: dict[str, list[float]], *, monitor: str, best_epoch: Optional[int]
+    history: dict[str, list[float]],
+    *,
+    monitor: str,
+    best_epoch: Optional[int],
+    min_delta: float = 0.0,
 ) -> dict:
   """Compares training and validation curves epoch by epoch.
 
@@ -18,19 +27,24 @@ def diagnose_overfitting(
     history: Keras' `History.history` ("loss", "val_loss", "accuracy", ...).
     monitor: The validation metric early stopping watched.
     best_epoch: 1-based epoch whose weights were kept, if validated.
+    min_delta: The smallest change of `monitor` that counts as improvement
+      (--early_stopping_min_delta).
 
   Returns:
-    "overfitting" (bool or None without validation data), "message" (one
-    sentence for the log), and the gaps at the kept epoch, each positive
-    when the model does better on its training data: "loss_gap", validation
-    minus training loss, and "accuracy_gap", training minus validation
-    accuracy.
+    "overfitting" (bool or None without validation data), "still_improving"
+    (bool or None: the last epoch was the best by more than `min_delta`,
+    the run not overfitting, so it ended before validation stopped
+    improving), "message" (what to tell the user, for the log), and the
+    gaps at the kept epoch, each positive when the model does better on its
+    training data: "loss_gap", validation minus training loss, and
+    "accuracy_gap", training minus validation accuracy.
   """
   train_loss = history.get("loss", [])
   val_loss = history.get("val_loss", [])
   if not val_loss:
     return {
         "overfitting": None,
+        "still_improving": None,
         "message": "No validation data: overfitting cannot be judged; "
         "pass --validation_file.",
     }
@@ -51,6 +65,8 @@ def diagnose_overfitting(
   )
   falling = train_loss[-1] < train_loss[lowest]
   result["overfitting"] = bool(rising and falling)
+  last_gain = _last_epoch_gain(history.get(monitor, []), monitor, min_delta)
+  result["still_improving"] = not result["overfitting"] and bool(last_gain)
   if result["overfitting"]:
     result["message"] = (
         f"Overfitting: validation loss was lowest at epoch {lowest + 1} "
@@ -73,7 +89,29 @@ def diagnose_overfitting(
           f"{result['accuracy_gap']:+.4f}"
       )
     result["message"] += "."
+  if result["still_improving"]:
+    before, after = last_gain
+    result["message"] += (
+        f" Still improving: {monitor} went from {before:.4f} to {after:.4f} "
+        f"in the last epoch ({len(val_loss)}), its best, so training ended "
+        "before validation stopped improving; more updates (--epochs, "
+        "--min_steps) or a higher --learning_rate may help."
+    )
   return result
+
+
+def _last_epoch_gain(
+    values: list[float], monitor: str, min_delta: float
+) -> Optional[tuple[float, float]]:
+  """(the best before the last epoch, the last) when the last epoch beat
+  every earlier one by more than `min_delta`, else None."""
+  if len(values) < 2:
+    return None
+  sign = -1.0 if monitor_mode(monitor) == "min" else 1.0
+  before = max(values[:-1], key=lambda value: sign * value)
+  if sign * (values[-1] - before) <= abs(min_delta):
+    return None
+  return before, values[-1]
 
 
 def plot_curves(

@@ -10,10 +10,7 @@ from absl import logging
 
 from tf_finetune import artifacts, callbacks, optimization
 from tf_finetune.config import RunConfig
-
-
-def monitor_mode(metric: str) -> str:
-  return "min" if metric.endswith("loss") else "max"
+from tf_finetune.reporting import monitor_mode
 
 
 def warmup_epochs(warmup_steps: int, steps_per_epoch: int) -> int:

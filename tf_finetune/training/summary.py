@@ -41,7 +41,8 @@ class RunSummary:
     train_seconds: Time in `fit` (of the last attempt, if resumed).
     train_examples_per_second: Training examples per second of `fit`.
     weights_fingerprint: SHA-256 of the trained weights.
-    overfitting: The overfitting verdict (see `reporting`).
+    overfitting: The overfitting and still-improving verdicts (see
+      `reporting`).
     history: Metric name -> per-epoch values.
     curves_png: The plot of the curves, or None.
     export_dir: The SavedModel version directory, or None.
@@ -110,7 +111,10 @@ def summarize(
       else epochs_run
   )
   diagnosis = reporting.diagnose_overfitting(
-      curves, monitor=train_config.early_stopping_metric, best_epoch=kept_epoch
+      curves,
+      monitor=train_config.early_stopping_metric,
+      best_epoch=kept_epoch,
+      min_delta=train_config.early_stopping_min_delta,
   )
   summary = RunSummary(
       epochs_run=epochs_run,
