@@ -53,8 +53,10 @@ say so in the steps column.
 A cell's result is kept in <output_dir>/<dataset>/<recipe>/seed<seed>/
 result.json and not run again: an interrupted benchmark continues where it
 stopped. The report (results.json and a Markdown table of test accuracy,
-mean +/- standard deviation over seeds, with validation accuracy and steps)
-covers every finished cell.
+mean +/- standard deviation over seeds, with validation accuracy, steps and
+what each run's curves said at its end: still improving, overfitting or
+neither, by the rules of the run summary, recomputed from the run's
+history) covers every finished cell.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ import sys
 import time
 
 from absl import app, flags
+
+from tf_finetune import reporting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("assets", "assets", "Where the datasets and model are.")
@@ -368,6 +372,37 @@ def run_cell(dataset: str, recipe: str, seed: int) -> dict:
   return result
 
 
+def verdict(dataset: str, recipe: str, seed: int) -> str | None:
+  """What the run's curves say, by today's `reporting` rules: "still
+  improving", "overfitting" or "neither"; None for the baselines."""
+  path = os.path.join(
+      FLAGS.output_dir, dataset, recipe, f"seed{seed}", "run", "summary.json"
+  )
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    summary = json.load(f)
+  found = reporting.diagnose_overfitting(
+      summary["history"],
+      monitor="val_accuracy",
+      best_epoch=summary["kept_epoch"],
+  )
+  if found["still_improving"]:
+    return "still improving"
+  return "overfitting" if found["overfitting"] else "neither"
+
+
+def _counted(values: list[str | None]) -> str:
+  """ "still improving x2, overfitting x1"; "-" when none is known."""
+  known = [value for value in values if value]
+  return (
+      ", ".join(
+          f"{value} x{known.count(value)}" for value in dict.fromkeys(known)
+      )
+      or "-"
+  )
+
+
 def _mean_std(values: list[float]) -> str:
   if not values:
     return "-"
@@ -387,13 +422,18 @@ def main(argv) -> None:
     for recipe in FLAGS.recipes:
       seeds = [0] if recipe == "tfidf" else [int(s) for s in FLAGS.seeds]
       cells = [run_cell(dataset, recipe, seed) for seed in seeds]
+      for cell, seed in zip(cells, seeds):
+        cell["verdict"] = verdict(dataset, recipe, seed)
       report.setdefault(dataset, {})[recipe] = cells
   with open(
       os.path.join(FLAGS.output_dir, "results.json"), "w", encoding="utf-8"
   ) as f:
     json.dump(report, f, indent=2)
-  print("| dataset | recipe | test accuracy | validation accuracy | steps |")
-  print("|---|---|---|---|---|")
+  print(
+      "| dataset | recipe | test accuracy | validation accuracy | steps "
+      "| last epoch |"
+  )
+  print("|---|---|---|---|---|---|")
   for dataset, recipes in report.items():
     for recipe, cells in recipes.items():
       valid = [c["validation_accuracy"] for c in cells]
@@ -402,7 +442,8 @@ def main(argv) -> None:
           f"| {dataset} | {recipe} | "
           f"{_mean_std([c['test_accuracy'] for c in cells])} | "
           f"{_mean_std([v for v in valid if v is not None])} | "
-          f"{'/'.join(str(s) for s in steps) or '-'} |"
+          f"{'/'.join(str(s) for s in steps) or '-'} | "
+          f"{_counted([c['verdict'] for c in cells])} |"
       )
 
 
