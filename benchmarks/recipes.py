@@ -382,10 +382,9 @@ def verdict(dataset: str, recipe: str, seed: int) -> str | None:
     return None
   with open(path, encoding="utf-8") as f:
     summary = json.load(f)
+  (monitor,) = summary["best_metric"]  # The metric early stopping watched.
   found = reporting.diagnose_overfitting(
-      summary["history"],
-      monitor="val_accuracy",
-      best_epoch=summary["kept_epoch"],
+      summary["history"], monitor=monitor, best_epoch=summary["kept_epoch"]
   )
   if found["still_improving"]:
     return "still improving"
