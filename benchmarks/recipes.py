@@ -35,8 +35,9 @@ Recipes:
                long-document and few-sample lever, and the step budget
                with each other few-sample lever (min_steps_reinit,
                min_steps_ema), with mean pooling (min_steps_mean) and at
-               twice the learning rate (min_steps_lr1e-4), and with both
-               (min_steps_mean_lr1e-4)
+               twice the learning rate (min_steps_lr1e-4), with both
+               (min_steps_mean_lr1e-4), and those with windows over up to
+               4 x 128 tokens of each text (min_steps_mean_lr1e-4_chunks4)
   pretrained   the base flags, --model the backbone of one epoch of
                `pretrain` (masked LM) over the full dataset's training texts
                (for <name>_500 too: its labels are few, its texts are not)
@@ -130,6 +131,14 @@ LEVERS = {
         "--min_steps=1000",
         "--pooling=mean",
         "--learning_rate=1e-4",
+    ),
+    # That, reading each text in up to 4 windows of --max_seq_length.
+    "min_steps_mean_lr1e-4_chunks4": (
+        "--min_steps=1000",
+        "--pooling=mean",
+        "--learning_rate=1e-4",
+        "--long_document=chunks",
+        "--max_chunks=4",
     ),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
