@@ -55,7 +55,8 @@ A cell's result is kept in <output_dir>/<dataset>/<recipe>/seed<seed>/
 result.json and not run again: an interrupted benchmark continues where it
 stopped. The report (results.json and a Markdown table of test accuracy,
 mean +/- standard deviation over seeds, with validation accuracy, steps and
-what each run's curves said at its end: still improving, overfitting or
+what each run said of itself: no better than the most frequent label, or
+what its curves said at its end: still improving, overfitting or
 neither, by the rules of the run summary, recomputed from the run's
 history) covers every finished cell.
 """
@@ -382,15 +383,21 @@ def run_cell(dataset: str, recipe: str, seed: int) -> dict:
 
 
 def verdict(dataset: str, recipe: str, seed: int) -> str | None:
-  """What the run's curves say, by today's `reporting` rules: "still
+  """What the run says of itself, by today's `reporting` rules: "no better
+  than the most frequent label", else what its curves say: "still
   improving", "overfitting" or "neither"; None for the baselines."""
-  path = os.path.join(
-      FLAGS.output_dir, dataset, recipe, f"seed{seed}", "run", "summary.json"
+  run_dir = os.path.join(
+      FLAGS.output_dir, dataset, recipe, f"seed{seed}", "run"
   )
+  path = os.path.join(run_dir, "summary.json")
   if not os.path.isfile(path):
     return None
   with open(path, encoding="utf-8") as f:
     summary = json.load(f)
+  with open(os.path.join(run_dir, "eval_results.json"), encoding="utf-8") as f:
+    baseline = reporting.compare_with_most_frequent_label(json.load(f))
+  if baseline and baseline["no_better"]:
+    return "no better than the most frequent label"
   (monitor,) = summary["best_metric"]  # The metric early stopping watched.
   found = reporting.diagnose_overfitting(
       summary["history"], monitor=monitor, best_epoch=summary["kept_epoch"]
@@ -439,7 +446,7 @@ def main(argv) -> None:
     json.dump(report, f, indent=2)
   print(
       "| dataset | recipe | test accuracy | validation accuracy | steps "
-      "| last epoch |"
+      "| how the run ended |"
   )
   print("|---|---|---|---|---|---|")
   for dataset, recipes in report.items():

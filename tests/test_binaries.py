@@ -133,6 +133,48 @@ def test_summary_reports_the_stop_and_the_curves(trained_run):
   )
   with open(os.path.join(trained_run, "curves.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # The tiny model learned the toy task: above its most frequent label.
+  results = json.load(open(os.path.join(trained_run, "eval_results.json")))
+  baseline = summary["most_frequent_label"]
+  assert baseline == reporting.compare_with_most_frequent_label(results)
+  assert baseline["split"] == "validation"
+  assert baseline["accuracy"] == pytest.approx(
+      results["validation"]["accuracy"], abs=1e-4
+  )
+  assert baseline["no_better"] is False
+
+
+def test_a_run_that_learned_nothing_says_so(tiny_bert_dir, tmp_path, capsys):
+  """Every text the same: the model can only learn how often each label
+  occurs, so it answers one label for every validation text."""
+  rows = [{"text": "the film", "label": "positive"}] * 24 + [
+      {"text": "the film", "label": "negative"}
+  ] * 8
+  files = {
+      split: write_rows(str(tmp_path / f"{split}.csv"), rows)
+      for split in ("train", "validation")
+  }
+  model_dir = str(tmp_path / "run")
+  code = run_binary(
+      train,
+      [
+          f"--model={tiny_bert_dir}",
+          f"--train_file={files['train']}",
+          f"--validation_file={files['validation']}",
+          f"--model_dir={model_dir}",
+      ]
+      + TINY_TRAIN_FLAGS,
+  )
+  assert code == 0
+  summary = json.load(open(os.path.join(model_dir, "summary.json")))
+  baseline = summary["most_frequent_label"]
+  assert baseline["no_better"] is True
+  assert baseline["most_predicted_share"] == 1.0
+  assert (baseline["most_frequent_label"], baseline["most_frequent_share"]) == (
+      "positive",
+      0.75,
+  )
+  assert baseline["message"] in capsys.readouterr().out
 
 
 def test_evaluate_binary_records_results(trained_run, sentiment_files, capsys):

@@ -172,3 +172,98 @@ def test_curves_png(tmp_path):
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def _confusion(labels, rows, split="validation"):
+  return {
+      split: {
+          "confusion_matrix": {
+              "labels": labels,
+              "rows_true_columns_predicted": rows,
+          }
+      }
+  }
+
+
+# The 500 Rotten Tomatoes validation reviews of the few-example study: 205
+# rotten, 295 fresh. Our defaults on 500 training examples answered "fresh"
+# for every one (README, "Few training examples").
+_ALWAYS_FRESH = _confusion(["rotten", "fresh"], [[0, 205], [0, 295]])
+
+
+def test_answering_one_label_every_time_is_no_better_than_that_label():
+  found = reporting.compare_with_most_frequent_label(_ALWAYS_FRESH)
+  assert found["no_better"] is True
+  assert found["most_frequent_label"] == found["most_predicted_label"]
+  assert found["accuracy"] == found["most_frequent_share"] == 0.59
+  assert found["most_predicted_share"] == 1.0
+  assert found["message"].startswith(
+      "Learned nothing yet: validation accuracy 0.5900 is no better than "
+      "always answering the most frequent label 'fresh' (0.5900 of 500 "
+      "validation examples, one standard error 0.0220); the kept model "
+      "answers 'fresh' for 500 of them."
+  )
+  assert "--min_steps" in found["message"]
+
+
+def test_a_classifier_must_beat_the_most_frequent_label_by_a_standard_error():
+  """0.5900 + 0.0220 = 0.6120: 0.6100 is within it, 0.6140 beyond it."""
+
+  def accuracy_of(correct_rotten):
+    rows = [[correct_rotten, 205 - correct_rotten], [40, 255]]
+    found = reporting.compare_with_most_frequent_label(
+        _confusion(["rotten", "fresh"], rows)
+    )
+    return found["accuracy"], found["no_better"]
+
+  assert accuracy_of(50) == (0.61, True)
+  assert accuracy_of(52) == (0.614, False)
+
+
+def test_many_labels_beat_the_most_frequent_one_at_low_accuracy():
+  """20 topics: 20% accuracy is poor, but above answering one topic (5%)."""
+  rows = [[0] * 20 for _ in range(20)]
+  for topic in range(20):
+    rows[topic][topic] = 10
+    rows[topic][(topic + 1) % 20] = 40
+  found = reporting.compare_with_most_frequent_label(
+      _confusion([f"topic{i}" for i in range(20)], rows)
+  )
+  assert (found["accuracy"], found["most_frequent_share"]) == (0.2, 0.05)
+  assert found["no_better"] is False
+  assert "message" not in found
+
+
+def test_the_most_frequent_label_is_judged_on_validation_else_test():
+  learned = _confusion(["rotten", "fresh"], [[190, 15], [20, 275]], "test")
+  assert (
+      reporting.compare_with_most_frequent_label({**learned, **_ALWAYS_FRESH})[
+          "split"
+      ]
+      == "validation"
+  )
+  found = reporting.compare_with_most_frequent_label(learned)
+  assert (found["split"], found["no_better"]) == ("test", False)
+  # Regression and token tasks have no confusion matrix: nothing to judge.
+  assert (
+      reporting.compare_with_most_frequent_label(
+          {"validation": {"pearson": 0.1}}
+      )
+      is None
+  )
+  assert reporting.compare_with_most_frequent_label({}) is None
+
+
+def test_the_message_names_the_label_the_model_answers_most():
+  """A model that answers mostly the rarer label is below the most
+  frequent one; the message says which label it answers."""
+  found = reporting.compare_with_most_frequent_label(
+      _confusion(["rotten", "fresh"], [[190, 15], [250, 45]])
+  )
+  assert found["no_better"] is True
+  assert (found["most_frequent_label"], found["most_predicted_label"]) == (
+      "fresh",
+      "rotten",
+  )
+  assert found["most_predicted_share"] == 0.88
+  assert "the kept model answers 'rotten' for 440 of them" in found["message"]

@@ -22,7 +22,8 @@ training_finished.json  the config, fingerprint and results of a finished
                      resumes there
 eval_results.json    validation and test metrics
 summary.json         epochs run, best epoch, why training stopped, the
-                     overfitting diagnosis, speed
+                     overfitting diagnosis, a classifier's accuracy against
+                     always answering its most frequent label, speed
 curves.png           training and validation loss and metric per epoch
 export/<version>/    SavedModels for TF Serving
 """

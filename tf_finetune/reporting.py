@@ -1,7 +1,9 @@
-"""Telling the user how training went: overfitting, still improving, curves."""
+"""Telling the user how training went: overfitting, still improving, no
+better than the most frequent label, curves."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -112,6 +114,71 @@ def _last_epoch_gain(
   if sign * (values[-1] - before) <= abs(min_delta):
     return None
   return before, values[-1]
+
+
+def compare_with_most_frequent_label(
+    eval_results: dict[str, dict],
+) -> Optional[dict]:
+  """Whether a classifier did better than always answering one label.
+
+  Judged on the validation split (else the test split) of a single-label
+  classification run: the kept model's accuracy against the share of the
+  split's most frequent label, the accuracy of a model that answers that
+  label every time. A run that is not above it by more than one standard
+  error of that share on the split's examples, sqrt(p (1 - p) / n), has
+  learned nothing yet that the split can see: typically too few updates
+  (on 500 examples, 2 epochs are 32 updates, often still in the warmup).
+
+  Args:
+    eval_results: Split name -> the task's metrics (classification metrics
+      carry a confusion matrix).
+
+  Returns:
+    None without a classification confusion matrix on validation or test;
+    else "split", "accuracy", "most_frequent_label", "most_frequent_share",
+    "standard_error", "most_predicted_label", "most_predicted_share",
+    "no_better" (bool) and, when no better, "message" for the log.
+  """
+  for split in ("validation", "test"):
+    confusion = (eval_results.get(split) or {}).get("confusion_matrix")
+    if confusion:
+      break
+  else:
+    return None
+  labels = confusion["labels"]
+  rows = confusion["rows_true_columns_predicted"]
+  total = sum(map(sum, rows))
+  if not total:
+    return None
+  actual = [sum(row) for row in rows]
+  predicted = [sum(column) for column in zip(*rows)]
+  correct = sum(rows[i][i] for i in range(len(rows)))
+  frequent = max(range(len(labels)), key=actual.__getitem__)
+  answered = max(range(len(labels)), key=predicted.__getitem__)
+  share = actual[frequent] / total
+  standard_error = math.sqrt(share * (1 - share) / total)
+  accuracy = correct / total
+  result = {
+      "split": split,
+      "accuracy": round(accuracy, 4),
+      "most_frequent_label": labels[frequent],
+      "most_frequent_share": round(share, 4),
+      "standard_error": round(standard_error, 4),
+      "most_predicted_label": labels[answered],
+      "most_predicted_share": round(predicted[answered] / total, 4),
+      "no_better": accuracy <= share + standard_error,
+  }
+  if result["no_better"]:
+    result["message"] = (
+        f"Learned nothing yet: {split} accuracy {accuracy:.4f} is no better "
+        f"than always answering the most frequent label "
+        f"'{labels[frequent]}' ({share:.4f} of {total:,} {split} examples, "
+        f"one standard error {standard_error:.4f}); the kept model answers "
+        f"'{labels[answered]}' for {predicted[answered]:,} of them. More "
+        "updates (--min_steps=1000, or --recipe=recommended) or a higher "
+        "--learning_rate usually get a run past this."
+    )
+  return result
 
 
 def plot_curves(

@@ -24,6 +24,8 @@ def main(argv) -> None:
     task = tasks.get_task(config.task)
     for split, results in summary.eval_results.items():
       print(f"{split} {task.describe(results)}")
+    if summary.most_frequent_label and summary.most_frequent_label["no_better"]:
+      print(summary.most_frequent_label["message"])
     print(f"model_dir: {config.model_dir}")
     if summary.export_dir:
       print(f"SavedModel: {summary.export_dir}")

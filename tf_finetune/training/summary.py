@@ -43,6 +43,9 @@ class RunSummary:
     weights_fingerprint: SHA-256 of the trained weights.
     overfitting: The overfitting and still-improving verdicts (see
       `reporting`).
+    most_frequent_label: A classifier's accuracy against always answering
+      the most frequent label (see `reporting.compare_with_most_frequent_
+      label`), or None for other tasks.
     history: Metric name -> per-epoch values.
     curves_png: The plot of the curves, or None.
     export_dir: The SavedModel version directory, or None.
@@ -71,6 +74,7 @@ class RunSummary:
   train_examples_per_second: float = 0.0
   weights_fingerprint: str = ""
   overfitting: Optional[dict] = None
+  most_frequent_label: Optional[dict] = None
   history: dict = dataclasses.field(default_factory=dict)
   curves_png: Optional[str] = None
   export_dir: Optional[str] = None
@@ -87,6 +91,8 @@ class RunSummary:
       del values["export_dir"]
     if values["skipped_records"] is None:
       del values["skipped_records"]
+    if values["most_frequent_label"] is None:
+      del values["most_frequent_label"]
     return values
 
 
@@ -116,6 +122,7 @@ def summarize(
       best_epoch=kept_epoch,
       min_delta=train_config.early_stopping_min_delta,
   )
+  baseline = reporting.compare_with_most_frequent_label(eval_results)
   summary = RunSummary(
       epochs_run=epochs_run,
       stop_reason=(
@@ -143,6 +150,7 @@ def summarize(
       ),
       weights_fingerprint=record.weights_fingerprint,
       overfitting=diagnosis,
+      most_frequent_label=baseline,
       history=curves,
       curves_png=reporting.plot_curves(
           curves,
@@ -161,6 +169,8 @@ def summarize(
       kept_epoch,
       diagnosis["message"],
   )
+  if baseline and baseline["no_better"]:
+    logging.warning("%s", baseline["message"])
   artifacts.write_json(
       config.model_dir, artifacts.TRAIN_SUMMARY_FILENAME, summary.to_json_dict()
   )
