@@ -37,7 +37,9 @@ Recipes:
                min_steps_ema), with mean pooling (min_steps_mean) and at
                twice the learning rate (min_steps_lr1e-4), with both
                (min_steps_mean_lr1e-4), and those with windows over up to
-               4 x 128 tokens of each text (min_steps_mean_lr1e-4_chunks4)
+               4 x 128 tokens of each text, their logits averaged
+               (min_steps_mean_lr1e-4_chunks4) or their largest taken
+               (min_steps_mean_lr1e-4_chunks4_max)
   pretrained   the base flags, --model the backbone of one epoch of
                `pretrain` (masked LM) over the full dataset's training texts
                (for <name>_500 too: its labels are few, its texts are not)
@@ -140,6 +142,15 @@ LEVERS = {
         "--learning_rate=1e-4",
         "--long_document=chunks",
         "--max_chunks=4",
+    ),
+    # The same windows, pooled by the most confident window per label.
+    "min_steps_mean_lr1e-4_chunks4_max": (
+        "--min_steps=1000",
+        "--pooling=mean",
+        "--learning_rate=1e-4",
+        "--long_document=chunks",
+        "--max_chunks=4",
+        "--chunk_pooling=max",
     ),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
