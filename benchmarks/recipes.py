@@ -109,6 +109,9 @@ BASE_FLAGS = (
     "--weight_decay=0.01",
     "--early_stopping_metric=val_accuracy",
 )
+# The recommended recipe at twice the learning rate, and windows of it.
+_RECIPE_LR1E4 = ("--min_steps=1000", "--pooling=mean", "--learning_rate=1e-4")
+_WINDOWS4 = ("--long_document=chunks", "--max_chunks=4")
 # One lever each, added to the base flags.
 LEVERS = {
     "defaults": (),
@@ -130,27 +133,12 @@ LEVERS = {
     # The step budget at twice the base learning rate.
     "min_steps_lr1e-4": ("--min_steps=1000", "--learning_rate=1e-4"),
     # The two together: the recommended recipe at twice the learning rate.
-    "min_steps_mean_lr1e-4": (
-        "--min_steps=1000",
-        "--pooling=mean",
-        "--learning_rate=1e-4",
-    ),
+    "min_steps_mean_lr1e-4": _RECIPE_LR1E4,
     # That, reading each text in up to 4 windows of --max_seq_length.
-    "min_steps_mean_lr1e-4_chunks4": (
-        "--min_steps=1000",
-        "--pooling=mean",
-        "--learning_rate=1e-4",
-        "--long_document=chunks",
-        "--max_chunks=4",
-    ),
+    "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
     # The same windows, pooled by the most confident window per label.
     "min_steps_mean_lr1e-4_chunks4_max": (
-        "--min_steps=1000",
-        "--pooling=mean",
-        "--learning_rate=1e-4",
-        "--long_document=chunks",
-        "--max_chunks=4",
-        "--chunk_pooling=max",
+        _RECIPE_LR1E4 + _WINDOWS4 + ("--chunk_pooling=max",)
     ),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
