@@ -36,7 +36,8 @@ Recipes:
                with each other few-sample lever (min_steps_reinit,
                min_steps_ema), with mean pooling (min_steps_mean) and at
                twice the learning rate (min_steps_lr1e-4), with both
-               (min_steps_mean_lr1e-4), and those with windows over up to
+               (min_steps_mean_lr1e-4), that with twice the step budget
+               (min_steps2000_mean_lr1e-4), and those with windows over up to
                4 x 128 tokens of each text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
@@ -134,6 +135,8 @@ LEVERS = {
     "min_steps_lr1e-4": ("--min_steps=1000", "--learning_rate=1e-4"),
     # The two together: the recommended recipe at twice the learning rate.
     "min_steps_mean_lr1e-4": _RECIPE_LR1E4,
+    # The same with twice the step budget.
+    "min_steps2000_mean_lr1e-4": ("--min_steps=2000",) + _RECIPE_LR1E4[1:],
     # That, reading each text in up to 4 windows of --max_seq_length.
     "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
     # The same windows, pooled by the most confident window per label.
