@@ -175,6 +175,19 @@ def test_a_run_that_learned_nothing_says_so(tiny_bert_dir, tmp_path, capsys):
       0.75,
   )
   assert baseline["message"] in capsys.readouterr().out
+  # The evaluate binary says the same of the file it scores.
+  code = run_binary(
+      evaluate,
+      [
+          f"--model_dir={model_dir}",
+          f"--test_file={files['validation']}",
+          "--split_name=again",
+      ],
+  )
+  assert code == 0
+  printed = capsys.readouterr().out
+  assert "again accuracy: 0.7500" in printed
+  assert baseline["message"].replace("validation", "again") in printed
 
 
 def test_evaluate_binary_records_results(trained_run, sentiment_files, capsys):

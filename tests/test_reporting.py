@@ -254,6 +254,23 @@ def test_the_most_frequent_label_is_judged_on_validation_else_test():
   assert reporting.compare_with_most_frequent_label({}) is None
 
 
+def test_the_most_frequent_label_is_judged_on_the_split_asked_for():
+  """The evaluate binary judges the file it scored, under its own name."""
+  results = {
+      **_confusion(["rotten", "fresh"], [[190, 15], [20, 275]]),
+      **_confusion(["rotten", "fresh"], [[0, 205], [0, 295]], "holdout"),
+  }
+  found = reporting.compare_with_most_frequent_label(
+      results, splits=["holdout"]
+  )
+  assert (found["split"], found["no_better"]) == ("holdout", True)
+  assert found["message"].startswith("Learned nothing yet: holdout accuracy")
+  assert (
+      reporting.compare_with_most_frequent_label(results, splits=["test"])
+      is None
+  )
+
+
 def test_the_message_names_the_label_the_model_answers_most():
   """A model that answers mostly the rarer label is below the most
   frequent one; the message says which label it answers."""

@@ -6,7 +6,9 @@ r"""Evaluates a trained run on a labelled file.
 Prints the task's headline metrics (classification: accuracy and macro-F1)
 and records all metrics (for classification per-class precision, recall,
 F1 and the confusion matrix; translation: BLEU and chrF of generated
-translations) under --split_name in eval_results.json.
+translations) under --split_name in eval_results.json. A classifier no
+better on the file than always answering its most frequent label gets one
+more line that says so.
 
   python -m tf_finetune.evaluate --model_dir=runs/translator \
       --compare_num_beams=1,4,8
@@ -65,7 +67,7 @@ def define_flags() -> None:
 
 
 def main(argv) -> None:
-  from tf_finetune import evaluation
+  from tf_finetune import evaluation, reporting
 
   def body():
     if not FLAGS.model_dir:
@@ -87,6 +89,11 @@ def main(argv) -> None:
         compare=compare,
     )
     print(f"{FLAGS.split_name} {metrics['description']}")
+    baseline = reporting.compare_with_most_frequent_label(
+        {FLAGS.split_name: metrics}, splits=[FLAGS.split_name]
+    )
+    if baseline and baseline["no_better"]:
+      print(baseline["message"])
     for row in metrics.get("comparisons", []):
       print(
           f"{FLAGS.split_name} with --num_beams={row['num_beams']}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 # Validation loss this much above its minimum (relative) counts as rising.
 _RISE_TOLERANCE = 0.02
@@ -118,10 +118,12 @@ def _last_epoch_gain(
 
 def compare_with_most_frequent_label(
     eval_results: dict[str, dict],
+    splits: Sequence[str] = ("validation", "test"),
 ) -> Optional[dict]:
   """Whether a classifier did better than always answering one label.
 
-  Judged on the validation split (else the test split) of a single-label
+  Judged on the first of `splits` that the results have (by default the
+  validation split, else the test split) of a single-label
   classification run: the kept model's accuracy against the share of the
   split's most frequent label, the accuracy of a model that answers that
   label every time. A run that is not above it by more than one standard
@@ -132,14 +134,15 @@ def compare_with_most_frequent_label(
   Args:
     eval_results: Split name -> the task's metrics (classification metrics
       carry a confusion matrix).
+    splits: The split names to judge by, the first present taken.
 
   Returns:
-    None without a classification confusion matrix on validation or test;
+    None without a classification confusion matrix on any of `splits`;
     else "split", "accuracy", "most_frequent_label", "most_frequent_share",
     "standard_error", "most_predicted_label", "most_predicted_share",
     "no_better" (bool) and, when no better, "message" for the log.
   """
-  for split in ("validation", "test"):
+  for split in splits:
     confusion = (eval_results.get(split) or {}).get("confusion_matrix")
     if confusion:
       break
