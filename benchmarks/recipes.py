@@ -37,7 +37,8 @@ Recipes:
                min_steps_ema), with mean pooling (min_steps_mean) and at
                twice the learning rate (min_steps_lr1e-4), with both
                (min_steps_mean_lr1e-4), that with twice the step budget
-               (min_steps2000_mean_lr1e-4), and those with windows over up to
+               (min_steps2000_mean_lr1e-4) or 256 tokens of each text
+               (min_steps_mean_lr1e-4_256), and those with windows over up to
                4 x 128 tokens of each text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
@@ -137,6 +138,8 @@ LEVERS = {
     "min_steps_mean_lr1e-4": _RECIPE_LR1E4,
     # The same with twice the step budget.
     "min_steps2000_mean_lr1e-4": ("--min_steps=2000",) + _RECIPE_LR1E4[1:],
+    # The same updates as min_steps_mean_lr1e-4, reading 256 tokens.
+    "min_steps_mean_lr1e-4_256": _RECIPE_LR1E4 + ("--max_seq_length=256",),
     # That, reading each text in up to 4 windows of --max_seq_length.
     "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
     # The same windows, pooled by the most confident window per label.
