@@ -140,7 +140,8 @@ LEVERS = {
     "min_steps2000_mean_lr1e-4": ("--min_steps=2000",) + _RECIPE_LR1E4[1:],
     # The same updates as min_steps_mean_lr1e-4, reading 256 tokens.
     "min_steps_mean_lr1e-4_256": _RECIPE_LR1E4 + ("--max_seq_length=256",),
-    # That, reading each text in up to 4 windows of --max_seq_length.
+    # The 1e-4 recipe, reading each text in up to 4 windows of
+    # --max_seq_length.
     "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
     # The same windows, pooled by the most confident window per label.
     "min_steps_mean_lr1e-4_chunks4_max": (
