@@ -38,8 +38,10 @@ Recipes:
                twice the learning rate (min_steps_lr1e-4), with both
                (min_steps_mean_lr1e-4), that with twice the step budget
                (min_steps2000_mean_lr1e-4) or 256 tokens of each text
-               (min_steps_mean_lr1e-4_256), and those with windows over up to
-               4 x 128 tokens of each text, their logits averaged
+               (min_steps_mean_lr1e-4_256), both (min_steps2000_mean_lr1e-4_256),
+               the recipe at four times the rate (min_steps_mean_lr2e-4),
+               and those with windows over up to 4 x 128 tokens of each
+               text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
   pretrained   the base flags, --model the backbone of one epoch of
@@ -140,6 +142,12 @@ LEVERS = {
     "min_steps2000_mean_lr1e-4": ("--min_steps=2000",) + _RECIPE_LR1E4[1:],
     # The same updates as min_steps_mean_lr1e-4, reading 256 tokens.
     "min_steps_mean_lr1e-4_256": _RECIPE_LR1E4 + ("--max_seq_length=256",),
+    # Twice the step budget and 256 tokens together.
+    "min_steps2000_mean_lr1e-4_256": (
+        ("--min_steps=2000",) + _RECIPE_LR1E4[1:] + ("--max_seq_length=256",)
+    ),
+    # The recommended recipe at four times the base learning rate.
+    "min_steps_mean_lr2e-4": _RECIPE_LR1E4[:2] + ("--learning_rate=2e-4",),
     # The 1e-4 recipe, reading each text in up to 4 windows of
     # --max_seq_length.
     "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
