@@ -38,10 +38,10 @@ Recipes:
                twice the learning rate (min_steps_lr1e-4), with both
                (min_steps_mean_lr1e-4), that with twice the step budget
                (min_steps2000_mean_lr1e-4) or 256 tokens of each text
-               (min_steps_mean_lr1e-4_256), both (min_steps2000_mean_lr1e-4_256),
-               the recipe at four times the rate (min_steps_mean_lr2e-4),
-               and those with windows over up to 4 x 128 tokens of each
-               text, their logits averaged
+               (min_steps_mean_lr1e-4_256) or both
+               (min_steps2000_mean_lr1e-4_256), the recipe at four times
+               the rate (min_steps_mean_lr2e-4), and those with windows over
+               up to 4 x 128 tokens of each text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
   pretrained   the base flags, --model the backbone of one epoch of

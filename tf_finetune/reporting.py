@@ -177,9 +177,10 @@ def compare_with_most_frequent_label(
         f"than always answering the most frequent label "
         f"'{labels[frequent]}' ({share:.4f} of {total:,} {split} examples, "
         f"one standard error {standard_error:.4f}); the kept model answers "
-        f"'{labels[answered]}' for {predicted[answered]:,} of them. More "
-        "updates (--min_steps=1000, or --recipe=recommended) or a higher "
-        "--learning_rate usually get a run past this."
+        f"'{labels[answered]}' for {predicted[answered]:,} of them. Training "
+        "again with more updates (train --min_steps=1000, or "
+        "--recipe=recommended) or a higher --learning_rate usually gets a "
+        "run past this."
     )
   return result
 
