@@ -40,8 +40,9 @@ Recipes:
                (min_steps2000_mean_lr1e-4) or 256 tokens of each text
                (min_steps_mean_lr1e-4_256) or both
                (min_steps2000_mean_lr1e-4_256), the recipe at four times
-               the rate (min_steps_mean_lr2e-4), and those with windows over
-               up to 4 x 128 tokens of each text, their logits averaged
+               the rate (min_steps_mean_lr2e-4) and that reading 256 tokens
+               (min_steps_mean_lr2e-4_256), and those with windows over up
+               to 4 x 128 tokens of each text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
   pretrained   the base flags, --model the backbone of one epoch of
@@ -148,6 +149,10 @@ LEVERS = {
     ),
     # The recommended recipe at four times the base learning rate.
     "min_steps_mean_lr2e-4": _RECIPE_LR1E4[:2] + ("--learning_rate=2e-4",),
+    # That reading 256 tokens.
+    "min_steps_mean_lr2e-4_256": (
+        _RECIPE_LR1E4[:2] + ("--learning_rate=2e-4", "--max_seq_length=256")
+    ),
     # The 1e-4 recipe, reading each text in up to 4 windows of
     # --max_seq_length.
     "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
