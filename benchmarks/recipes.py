@@ -114,8 +114,20 @@ BASE_FLAGS = (
     "--weight_decay=0.01",
     "--early_stopping_metric=val_accuracy",
 )
-# The recommended recipe at twice the learning rate, and windows of it.
-_RECIPE_LR1E4 = ("--min_steps=1000", "--pooling=mean", "--learning_rate=1e-4")
+
+
+def _recipe_at(
+    learning_rate: str, *more: str, min_steps: int = 1000
+) -> tuple[str, ...]:
+  """The recommended recipe's flags at another learning rate, plus `more`."""
+  return (
+      f"--min_steps={min_steps}",
+      "--pooling=mean",
+      f"--learning_rate={learning_rate}",
+  ) + more
+
+
+_TOKENS256 = ("--max_seq_length=256",)
 _WINDOWS4 = ("--long_document=chunks", "--max_chunks=4")
 # One lever each, added to the base flags.
 LEVERS = {
@@ -138,27 +150,25 @@ LEVERS = {
     # The step budget at twice the base learning rate.
     "min_steps_lr1e-4": ("--min_steps=1000", "--learning_rate=1e-4"),
     # The two together: the recommended recipe at twice the learning rate.
-    "min_steps_mean_lr1e-4": _RECIPE_LR1E4,
+    "min_steps_mean_lr1e-4": _recipe_at("1e-4"),
     # The same with twice the step budget.
-    "min_steps2000_mean_lr1e-4": ("--min_steps=2000",) + _RECIPE_LR1E4[1:],
+    "min_steps2000_mean_lr1e-4": _recipe_at("1e-4", min_steps=2000),
     # The same updates as min_steps_mean_lr1e-4, reading 256 tokens.
-    "min_steps_mean_lr1e-4_256": _RECIPE_LR1E4 + ("--max_seq_length=256",),
+    "min_steps_mean_lr1e-4_256": _recipe_at("1e-4", *_TOKENS256),
     # Twice the step budget and 256 tokens together.
-    "min_steps2000_mean_lr1e-4_256": (
-        ("--min_steps=2000",) + _RECIPE_LR1E4[1:] + ("--max_seq_length=256",)
+    "min_steps2000_mean_lr1e-4_256": _recipe_at(
+        "1e-4", *_TOKENS256, min_steps=2000
     ),
     # The recommended recipe at four times the base learning rate.
-    "min_steps_mean_lr2e-4": _RECIPE_LR1E4[:2] + ("--learning_rate=2e-4",),
+    "min_steps_mean_lr2e-4": _recipe_at("2e-4"),
     # That reading 256 tokens.
-    "min_steps_mean_lr2e-4_256": (
-        _RECIPE_LR1E4[:2] + ("--learning_rate=2e-4", "--max_seq_length=256")
-    ),
+    "min_steps_mean_lr2e-4_256": _recipe_at("2e-4", *_TOKENS256),
     # The 1e-4 recipe, reading each text in up to 4 windows of
     # --max_seq_length.
-    "min_steps_mean_lr1e-4_chunks4": _RECIPE_LR1E4 + _WINDOWS4,
+    "min_steps_mean_lr1e-4_chunks4": _recipe_at("1e-4", *_WINDOWS4),
     # The same windows, pooled by the most confident window per label.
-    "min_steps_mean_lr1e-4_chunks4_max": (
-        _RECIPE_LR1E4 + _WINDOWS4 + ("--chunk_pooling=max",)
+    "min_steps_mean_lr1e-4_chunks4_max": _recipe_at(
+        "1e-4", *_WINDOWS4, "--chunk_pooling=max"
     ),
     "pretrained": (),  # --model is the continued-pretraining backbone.
     "recommended": ("--recipe=recommended",),
