@@ -41,8 +41,11 @@ Recipes:
                (min_steps_mean_lr1e-4_256) or both
                (min_steps2000_mean_lr1e-4_256), the recipe at four times
                the rate (min_steps_mean_lr2e-4) and that reading 256 tokens
-               (min_steps_mean_lr2e-4_256), and those with windows over up
-               to 4 x 128 tokens of each text, their logits averaged
+               (min_steps_mean_lr2e-4_256), that in batches of 16 with
+               twice the step budget, so twice the updates for the same
+               encoder work (min_steps2000_mean_lr2e-4_256_batch16), and
+               the 1e-4 recipe with windows over up to 4 x 128 tokens of
+               each text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
   pretrained   the base flags, --model the backbone of one epoch of
@@ -65,7 +68,8 @@ mean +/- standard deviation over seeds, with validation accuracy, steps and
 what each run said of itself: no better than the most frequent label, or
 what its curves said at its end: still improving, overfitting or
 neither, by the rules of the run summary, recomputed from the run's
-history) covers every finished cell.
+history) covers every finished cell. --report_only reports the finished
+cells of the given datasets, recipes and seeds without running the others.
 """
 
 from __future__ import annotations
@@ -102,6 +106,12 @@ flags.DEFINE_list("seeds", "42,1,2", "Seeds of every recipe but tfidf.")
 flags.DEFINE_integer("epochs", 2, "--epochs of every run.")
 flags.DEFINE_integer(
     "pretrain_epochs", 1, "Masked-LM epochs over the training texts."
+)
+flags.DEFINE_bool(
+    "report_only",
+    False,
+    "Report the finished cells of --datasets x --recipes x --seeds and run "
+    "none: cells without a result are left out of the table.",
 )
 
 SMALL = 500
@@ -392,8 +402,13 @@ def run_ours(dataset: str, data: str, recipe: str, seed: int, cell_dir: str):
   }
 
 
+def cell_path(dataset: str, recipe: str, seed: int, *names: str) -> str:
+  """<output_dir>/<dataset>/<recipe>/seed<seed>/<names...>."""
+  return os.path.join(FLAGS.output_dir, dataset, recipe, f"seed{seed}", *names)
+
+
 def run_cell(dataset: str, recipe: str, seed: int) -> dict:
-  cell_dir = os.path.join(FLAGS.output_dir, dataset, recipe, f"seed{seed}")
+  cell_dir = cell_path(dataset, recipe, seed)
   result_path = os.path.join(cell_dir, "result.json")
   if os.path.isfile(result_path):
     with open(result_path, encoding="utf-8") as f:
@@ -420,9 +435,7 @@ def verdict(dataset: str, recipe: str, seed: int) -> str | None:
   """What the run says of itself, by today's `reporting` rules: "no better
   than the most frequent label", else what its curves say: "still
   improving", "overfitting" or "neither"; None for the baselines."""
-  run_dir = os.path.join(
-      FLAGS.output_dir, dataset, recipe, f"seed{seed}", "run"
-  )
+  run_dir = cell_path(dataset, recipe, seed, "run")
   path = os.path.join(run_dir, "summary.json")
   if not os.path.isfile(path):
     return None
@@ -470,6 +483,14 @@ def main(argv) -> None:
   for dataset in FLAGS.datasets:
     for recipe in FLAGS.recipes:
       seeds = [0] if recipe == "tfidf" else [int(s) for s in FLAGS.seeds]
+      if FLAGS.report_only:
+        seeds = [
+            seed
+            for seed in seeds
+            if os.path.isfile(cell_path(dataset, recipe, seed, "result.json"))
+        ]
+        if not seeds:
+          continue
       cells = [run_cell(dataset, recipe, seed) for seed in seeds]
       for cell, seed in zip(cells, seeds):
         cell["verdict"] = verdict(dataset, recipe, seed)
