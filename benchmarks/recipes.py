@@ -43,7 +43,9 @@ Recipes:
                the rate (min_steps_mean_lr2e-4) and that reading 256 tokens
                (min_steps_mean_lr2e-4_256), that in batches of 16 with
                twice the step budget, so twice the updates for the same
-               encoder work (min_steps2000_mean_lr2e-4_256_batch16), and
+               encoder work (min_steps2000_mean_lr2e-4_256_batch16) or
+               keeping the first and last 127 tokens of a longer text
+               (min_steps_mean_lr2e-4_256_head_tail), and
                the 1e-4 recipe with windows over up to 4 x 128 tokens of
                each text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
@@ -177,6 +179,11 @@ LEVERS = {
     # Newsgroups) for the same encoder work.
     "min_steps2000_mean_lr2e-4_256_batch16": _recipe_at(
         "2e-4", *_TOKENS256, "--batch_size=16", min_steps=2000
+    ),
+    # The 2e-4, 256-token recipe keeping both ends of a longer text: its
+    # first 127 and last 127 tokens.
+    "min_steps_mean_lr2e-4_256_head_tail": _recipe_at(
+        "2e-4", *_TOKENS256, "--truncation=head_tail", "--head_share=0.5"
     ),
     # The 1e-4 recipe, reading each text in up to 4 windows of
     # --max_seq_length.
