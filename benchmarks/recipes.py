@@ -45,9 +45,9 @@ Recipes:
                twice the step budget, so twice the updates for the same
                encoder work (min_steps2000_mean_lr2e-4_256_batch16) or
                keeping the first and last 127 tokens of a longer text
-               (min_steps_mean_lr2e-4_256_head_tail), and
-               the 1e-4 recipe with windows over up to 4 x 128 tokens of
-               each text, their logits averaged
+               (min_steps_mean_lr2e-4_256_head_tail), and the 1e-4
+               recipe with windows over up to 4 x 128 tokens of each
+               text, their logits averaged
                (min_steps_mean_lr1e-4_chunks4) or their largest taken
                (min_steps_mean_lr1e-4_chunks4_max)
   pretrained   the base flags, --model the backbone of one epoch of
