@@ -41,7 +41,8 @@ Recipes:
                (min_steps_mean_lr1e-4_256) or both
                (min_steps2000_mean_lr1e-4_256), the recipe at four times
                the rate (min_steps_mean_lr2e-4) and that reading 256 tokens
-               (min_steps_mean_lr2e-4_256), that in batches of 16 with
+               (min_steps_mean_lr2e-4_256), that with twice the step
+               budget (min_steps2000_mean_lr2e-4_256), in batches of 16 with
                twice the step budget, so twice the updates for the same
                encoder work (min_steps2000_mean_lr2e-4_256_batch16) or
                keeping the first and last 127 tokens of a longer text
@@ -175,6 +176,11 @@ LEVERS = {
     "min_steps_mean_lr2e-4": _recipe_at("2e-4"),
     # That reading 256 tokens.
     "min_steps_mean_lr2e-4_256": _recipe_at("2e-4", *_TOKENS256),
+    # That with twice the step budget: 7 epochs, 2,219 updates on 20
+    # Newsgroups.
+    "min_steps2000_mean_lr2e-4_256": _recipe_at(
+        "2e-4", *_TOKENS256, min_steps=2000
+    ),
     # That in batches of 16: twice the updates (4 epochs, 2,536 on 20
     # Newsgroups) for the same encoder work.
     "min_steps2000_mean_lr2e-4_256_batch16": _recipe_at(
