@@ -42,7 +42,9 @@ Recipes:
                (min_steps2000_mean_lr1e-4_256), the recipe at four times
                the rate (min_steps_mean_lr2e-4) and that reading 256 tokens
                (min_steps_mean_lr2e-4_256) or 512
-               (min_steps_mean_lr2e-4_512), the 256-token one with twice
+               (min_steps_mean_lr2e-4_512), the 256-token one at 3e-4
+               in the top layer and 0.9 times the rate per layer below
+               (min_steps_mean_lr3e-4_256_llrd0.9) or with twice
                the step budget (min_steps2000_mean_lr2e-4_256), in batches
                of 16 with twice the step budget, so twice the updates for
                the same encoder work (min_steps2000_mean_lr2e-4_256_batch16)
@@ -180,6 +182,13 @@ LEVERS = {
     "min_steps_mean_lr2e-4_256": _recipe_at("2e-4", *_TOKENS256),
     # That reading 512 tokens, the most MiniLM's positions allow.
     "min_steps_mean_lr2e-4_512": _recipe_at("2e-4", *_TOKENS512),
+    # That with layer-wise learning-rate decay (Sun et al., 2019): the top
+    # layer and the head at 3e-4, each lower layer 0.9 times the one above
+    # (the bottom one 1.8e-4, the embeddings 1.6e-4), about the 2e-4
+    # recipe's rate on average.
+    "min_steps_mean_lr3e-4_256_llrd0.9": _recipe_at(
+        "3e-4", *_TOKENS256, "--layerwise_lr_decay=0.9"
+    ),
     # The 256-token one with twice the step budget: 7 epochs, 2,219
     # updates on 20 Newsgroups.
     "min_steps2000_mean_lr2e-4_256": _recipe_at(
