@@ -182,10 +182,10 @@ LEVERS = {
     "min_steps_mean_lr2e-4_256": _recipe_at("2e-4", *_TOKENS256),
     # That reading 512 tokens, the most MiniLM's positions allow.
     "min_steps_mean_lr2e-4_512": _recipe_at("2e-4", *_TOKENS512),
-    # That with layer-wise learning-rate decay (Sun et al., 2019): the top
-    # layer and the head at 3e-4, each lower layer 0.9 times the one above
-    # (the bottom one 1.8e-4, the embeddings 1.6e-4), about the 2e-4
-    # recipe's rate on average.
+    # The 256-token one with layer-wise learning-rate decay (Sun et al.,
+    # 2019): the top layer and the head at 3e-4, each lower layer 0.9 times
+    # the one above (the bottom one 1.8e-4, the embeddings 1.6e-4), about
+    # the 2e-4 recipe's rate on average.
     "min_steps_mean_lr3e-4_256_llrd0.9": _recipe_at(
         "3e-4", *_TOKENS256, "--layerwise_lr_decay=0.9"
     ),
