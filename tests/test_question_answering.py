@@ -478,9 +478,9 @@ def test_bad_squad_input_names_file_and_question(tmp_path):
 
 def make_qa_articles(count: int, *, seed: int) -> list[dict]:
   """Learnable SQuAD v2.0-style questions: "what was good?" is answered by
-  the context's positive word (with "film" after it when present); a
-  context without one is unanswerable. Contexts of 12-30 words span
-  several windows at --max_seq_length=32."""
+  the context's positive word alone; a context without one is
+  unanswerable. Contexts of 12-30 words span several windows at
+  --max_seq_length=32."""
   rng = random.Random(seed)
   paragraphs = []
   for i in range(count):
@@ -617,8 +617,10 @@ def test_evaluate_and_predict_binaries_on_squad_files(qa_run, tmp_path, capsys):
 def test_export_answers_raw_strings_in_a_fresh_process(qa_run, tmp_path):
   model_dir, files = qa_run
   export_dir = serving.latest_version_dir(os.path.join(model_dir, "export"))
-  # A long context: the answer sits in a later window.
-  long_context = " ".join(["the movie"] * 12 + ["superb", "plot", "."])
+  # A long context of the training data's words: the answer sits in a later
+  # window. (A word the training contexts never hold, such as ".", leaves the
+  # end of the span to chance.)
+  long_context = " ".join(["the movie"] * 12 + ["superb", "plot", "story"])
   questions = ["what was good?", "what was good?", "what was good?"]
   contexts = [long_context, "the café was dull", ""]
   script = f"""
